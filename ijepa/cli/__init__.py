@@ -1,0 +1,40 @@
+"""`ijepa` command line: parse, call one library function, print.
+
+Each module of this package registers its commands on `app`, `eval_app` or `bench_app`;
+all of them are imported by `main()`, so adding a command is adding a module.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import sys
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(help="I-JEPA pretraining, evaluation and benchmarks.", no_args_is_help=True, pretty_exceptions_enable=False)
+eval_app = typer.Typer(help="Evaluate a frozen (or fine-tuned) encoder.", no_args_is_help=True)
+bench_app = typer.Typer(help="Throughput and FLOPs benchmarks.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")
+app.add_typer(bench_app, name="bench")
+console = Console(stderr=True)
+
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError)
+
+
+def fail(e: BaseException) -> None:
+    """One line naming what is wrong, exit status 2."""
+    msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+    console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    raise typer.Exit(2)
+
+
+def main() -> None:
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+    app(prog_name="ijepa")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

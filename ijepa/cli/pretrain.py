@@ -1,0 +1,29 @@
+"""`ijepa pretrain`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ijepa.cli import USER_ERRORS, app, console, fail
+
+
+@app.command()
+def pretrain(
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (ours or an official I-JEPA file); default: the Fashion-MNIST recipe"),
+    set_: list[str] = typer.Option([], "--set", help="Override one key, e.g. --set optimization.lr=1e-3 (repeatable)"),
+    method: str = typer.Option("ijepa", help="Pretraining method"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in logging.folder/write_tag exactly"),
+) -> None:
+    """Pretrain an encoder (single process, or DDP under `torchrun --no-python ijepa pretrain`)."""
+    from ijepa.training.config import ConfigError, load_config
+    from ijepa.training.loop import pretrain as run
+
+    try:
+        cfg = load_config(config, set_)
+        run_dir = run(cfg, method=method, resume=resume, console=console)
+    except (ConfigError, *USER_ERRORS) as e:
+        fail(e)
+    print(run_dir)

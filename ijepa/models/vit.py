@@ -1,0 +1,132 @@
+"""Vision Transformer encoder of I-JEPA: no [cls] token, fixed 2-D sin-cos positions.
+
+State-dict names follow timm's `VisionTransformer` and the official I-JEPA encoder
+(`patch_embed.proj`, `pos_embed`, `blocks.N.*`, `norm`), so both load without renaming.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from ijepa.masks.apply import apply_masks
+from ijepa.models.pos_embed import sincos_2d
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches by a strided convolution (`proj`, as timm and the official code)."""
+
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int) -> None:
+        super().__init__()
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(x).flatten(2).transpose(1, 2)
+
+
+def init_weights(module: nn.Module, std: float = 0.02) -> None:
+    """Official I-JEPA init: trunc-normal linears/convs, unit LayerNorms, zero biases."""
+    if isinstance(module, (nn.Linear, nn.Conv2d)):
+        nn.init.trunc_normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+def rescale_blocks(blocks: nn.ModuleList) -> None:
+    """Divide each residual branch's output projection by sqrt(2 * layer_id) (official init)."""
+    for layer_id, blk in enumerate(blocks, start=1):
+        blk.attn.proj.weight.data.div_(math.sqrt(2.0 * layer_id))
+        blk.mlp.fc2.weight.data.div_(math.sqrt(2.0 * layer_id))
+
+
+def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, drop_path: float) -> nn.ModuleList:
+    dpr = [x.item() for x in torch.linspace(0, drop_path, depth)] if depth else []
+    norm = partial(nn.LayerNorm, eps=1e-6)
+    return nn.ModuleList(
+        Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=d, norm_layer=norm)
+        for d in dpr
+    )
+
+
+class VisionTransformer(nn.Module):
+    """I-JEPA context/target encoder.
+
+    `forward(x, masks)` embeds patches, adds positions, keeps only the tokens named by
+    `masks` (a list of [B, K] index tensors, stacked along the batch) and runs the blocks on
+    them alone: the context encoder never pays for the tokens it does not see.
+    """
+
+    def __init__(
+        self,
+        *,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.0,
+        init_std: float = 0.02,
+    ) -> None:
+        super().__init__()
+        self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
+        self.embed_dim, self.num_heads, self.mlp_ratio = embed_dim, num_heads, mlp_ratio
+        self.num_features = embed_dim
+        self.grid = (img_size // patch_size, img_size // patch_size)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
+        self.pos_embed = nn.Parameter(
+            sincos_2d(embed_dim, *self.grid).unsqueeze(0), requires_grad=False
+        )
+        self.blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate)
+        self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        self.apply(partial(init_weights, std=init_std))
+        rescale_blocks(self.blocks)
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    def _pos_embed(self, h: int, w: int) -> torch.Tensor:
+        if (h, w) == self.grid:
+            return self.pos_embed
+        # Fixed sin-cos: recompute for the new grid rather than interpolate (no [cls] slot).
+        return sincos_2d(self.embed_dim, h, w).unsqueeze(0).to(self.pos_embed)
+
+    def prepare_tokens(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size
+        x = self.patch_embed(x) + self._pos_embed(h, w)
+        if masks is not None:
+            x = apply_masks(x, masks)
+        return x
+
+    def forward(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """[B, C, H, W] -> LayerNorm-ed last-block tokens [B (* len(masks)), N, D]."""
+        x = self.prepare_tokens(x, masks)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+    def forward_intermediates(
+        self, x: torch.Tensor, indices: int | list[int] = 4, *, norm: bool = True
+    ) -> list[torch.Tensor]:
+        """Tokens after the chosen blocks (last n if an int), each through the final norm."""
+        take = range(self.depth - indices, self.depth) if isinstance(indices, int) else indices
+        take = {i % self.depth for i in take}
+        x = self.prepare_tokens(x)
+        outs = []
+        for i, blk in enumerate(self.blocks):
+            x = blk(x)
+            if i in take:
+                outs.append(self.norm(x) if norm else x)
+            if i >= max(take):
+                break
+        return outs

@@ -1,0 +1,250 @@
+"""One pretraining loop for every method: data, schedules, optimizer, EMA, logs, checkpoints."""
+
+from __future__ import annotations
+
+import contextlib
+import resource
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from rich.console import Console
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from ijepa.data import eval_transform
+from ijepa.training.checkpointing import atomic_save
+from ijepa.training.config import Config
+from ijepa.training.data import PretrainData
+from ijepa.training.diagnostics import OnlineProbe, rankme
+from ijepa.training.distributed import DistInfo, device_type_of, init_distributed, resolve_device
+from ijepa.training.logging import CSVLog, progress_bar
+from ijepa.training.schedules import Schedules
+from ijepa.training.step import IJEPA
+
+METHODS = {"ijepa": IJEPA}
+
+
+def build_optimizer(modules: dict[str, nn.Module], *, fused: bool) -> torch.optim.AdamW:
+    """AdamW; biases and 1-D params get no weight decay (official param groups)."""
+    decay, no_decay = [], []
+    for module in modules.values():
+        for name, p in module.named_parameters():
+            if p.requires_grad:
+                (no_decay if p.ndim == 1 or name.endswith(".bias") else decay).append(p)
+    groups = [{"params": decay, "apply_wd": True}, {"params": no_decay, "weight_decay": 0.0, "apply_wd": False}]
+    return torch.optim.AdamW(groups, fused=fused)
+
+
+def schedules_for(cfg: Config, ipe: int) -> Schedules:
+    o = cfg.optimization
+    return Schedules(
+        total_steps=int(o.ipe_scale * o.epochs * ipe), warmup_steps=max(1, int(o.warmup * ipe)),
+        start_lr=o.start_lr, lr=o.lr, final_lr=o.final_lr, weight_decay=o.weight_decay,
+        final_weight_decay=o.final_weight_decay, ema=o.ema,
+    )
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_dir_of(cfg: Config) -> Path:
+    return Path(cfg.logging.folder) / cfg.logging.write_tag
+
+
+class Trainer:
+    """State of one run; `fit()` runs it to the end of its schedule (or max_steps)."""
+
+    def __init__(self, cfg: Config, *, method: str = "ijepa", resume: bool = False, console: Console | None = None) -> None:
+        self.cfg, self.console = cfg, console or Console(stderr=True)
+        self.info: DistInfo = init_distributed(device_type_of(cfg.meta.device))
+        self.device = resolve_device(cfg.meta.device, self.info)
+        torch.manual_seed(cfg.meta.seed + self.info.rank)
+        self.run_dir = run_dir_of(cfg)
+        self.ckpt_path = self.run_dir / "checkpoint.pt"
+        if not resume and self.ckpt_path.exists():
+            raise FileExistsError(f"{self.ckpt_path}: a run already exists here; pass --resume or set logging.write_tag")
+        self.method_name = method
+        self.model = METHODS[method](cfg).to(self.device)
+        self.data = PretrainData(cfg, self.info, pin_memory=self.device.type == "cuda" and cfg.data.pin_mem)
+        self.accum = cfg.optimization.accum_steps
+        self.ipe = self.data.batches_per_epoch // self.accum
+        if self.ipe < 1:
+            raise ValueError(f"one epoch has {self.data.batches_per_epoch} batches, fewer than optimization.accum_steps={self.accum}")
+        self.sched = schedules_for(cfg, self.ipe)
+        self.opt = build_optimizer(self.model.trainable(), fused=True)
+        bf16 = cfg.meta.use_bfloat16 if self.device.type == "cuda" else cfg.meta.cpu_bfloat16
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        self.probe = OnlineProbe(self.model.encoder.embed_dim, self.data.num_classes).to(self.device) if cfg.logging.online_probe else None
+        self.step, self.std0, self.collapse_warned = 0, None, False
+        if resume:
+            self._load(self.ckpt_path)
+        self.modules = self._wrap()
+
+    def _wrap(self) -> dict[str, nn.Module]:
+        mods = dict(self.model.trainable())
+        if self.cfg.meta.compile:
+            mods = {k: torch.compile(m, dynamic=True) for k, m in mods.items()}
+        if self.info.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            mods = {k: DDP(m, device_ids=ids, static_graph=True) for k, m in mods.items()}
+        return mods
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state(self, loss: float) -> dict:
+        s = {k: getattr(self.model, k).state_dict() for k in self.model.checkpoint_keys}
+        s.update(
+            opt=self.opt.state_dict(), scaler=None, epoch=self.step // self.ipe, step=self.step, loss=loss,
+            batch_size=self.cfg.data.batch_size, world_size=self.info.world_size, lr=self.sched.lr_at(max(0, self.step - 1)),
+            method=self.method_name, config=self.cfg.to_dict(), rng=torch.get_rng_state(),
+            std0=self.std0, collapse_warned=self.collapse_warned,
+            probe=self.probe.state_dict() if self.probe else None,
+            probe_opt=self.probe.opt.state_dict() if self.probe else None,
+        )
+        return s
+
+    def _load(self, path: Path) -> None:
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no checkpoint to resume from")
+        s = torch.load(path, map_location=self.device, weights_only=True)
+        for k in self.model.checkpoint_keys:
+            getattr(self.model, k).load_state_dict(s[k])
+        self.opt.load_state_dict(s["opt"])
+        self.step, self.std0, self.collapse_warned = s["step"], s["std0"], s["collapse_warned"]
+        torch.set_rng_state(s["rng"].cpu())
+        if self.probe and s.get("probe"):
+            self.probe.load_state_dict(s["probe"])
+            self.probe.opt.load_state_dict(s["probe_opt"])
+
+    def save(self, loss: float) -> None:
+        if self.info.is_main:
+            atomic_save(self.state(loss), self.ckpt_path)
+        if self.info.enabled:
+            torch.distributed.barrier()
+
+    # -- one optimizer step ---------------------------------------------------------------
+    def train_step(self, micro: list) -> tuple[torch.Tensor, dict]:
+        lr, wd = self.sched.lr_at(self.step), self.sched.wd_at(self.step)
+        for g in self.opt.param_groups:
+            g["lr"] = lr
+            if g["apply_wd"]:
+                g["weight_decay"] = wd
+        total = torch.zeros((), device=self.device)
+        for i, (imgs, masks_enc, masks_pred) in enumerate(micro):
+            sync = i == len(micro) - 1 or not self.info.enabled
+            ctx = contextlib.nullcontext() if sync else contextlib.ExitStack()
+            if not sync:
+                for m in self.modules.values():
+                    ctx.enter_context(m.no_sync())
+            with ctx, self.autocast:
+                loss, stats = self.model(imgs, masks_enc, masks_pred, **self.modules)
+                (loss / len(micro)).backward()
+            total += loss.detach() / len(micro)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.model.after_step(self.sched.momentum_at(self.step))
+        return total, stats
+
+    def _to_device(self, batch) -> tuple:
+        (imgs, labels), masks_enc, masks_pred = batch
+        nb = self.device.type == "cuda"
+        mv = [m.to(self.device, non_blocking=nb) for m in masks_enc], [m.to(self.device, non_blocking=nb) for m in masks_pred]
+        return imgs.to(self.device, non_blocking=nb), labels.to(self.device, non_blocking=nb), *mv
+
+    def _diag_batch(self) -> torch.Tensor:
+        spec, cfg = self.data.spec, self.cfg
+        tf = eval_transform(cfg.data.crop_size, in_chans=cfg.meta.in_chans, mean=spec.mean, std=spec.std)
+        base = self.data.views.base
+        return torch.stack([tf(base[i][0]) for i in range(min(256, len(base)))]).to(self.device)
+
+    @torch.no_grad()
+    def _rankme(self, diag: torch.Tensor) -> float:
+        with self.autocast:
+            return rankme(self.model.eval_encoder()(diag).mean(1))
+
+    def _check_collapse(self, std: float) -> bool:
+        if self.std0 is None:
+            self.std0 = std
+        collapsed = std < self.cfg.logging.collapse_ratio * self.std0
+        if collapsed and not self.collapse_warned and self.info.is_main:
+            self.console.print(
+                f"[bold red]WARNING: representation collapse? target-feature std {std:.4f} is below "
+                f"{self.cfg.logging.collapse_ratio:g} x its start ({self.std0:.4f}) at step {self.step}. "
+                "Lower optimization.lr or raise optimization.ema[0]."
+            )
+            self.collapse_warned = True
+        return collapsed
+
+    # -- the loop -------------------------------------------------------------------------
+    def fit(self) -> Path:
+        cfg, lg = self.cfg, self.cfg.logging
+        stop = min(self.sched.total_steps, cfg.optimization.max_steps or self.sched.total_steps)
+        if self.info.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        log = CSVLog(self.run_dir / "log.csv", resume_step=self.step) if self.info.is_main else None
+        diag = self._diag_batch() if lg.diag_every else None
+        start_time, last_loss, imgs_per_step = time.perf_counter(), float("nan"), cfg.data.batch_size * self.accum * self.info.world_size
+        bar = progress_bar(self.console, lg.progress and self.info.is_main)
+        task = bar.add_task("pretrain", total=stop, completed=self.step, info="")
+        with bar:
+            while self.step < stop:
+                epoch, offset = divmod(self.step, self.ipe)
+                loader = self.data.epoch_loader(epoch, offset * self.accum)
+                micro, t0 = [], time.perf_counter()
+                for batch in loader:
+                    imgs, labels, masks_enc, masks_pred = self._to_device(batch)
+                    micro.append((imgs, masks_enc, masks_pred))
+                    if len(micro) < self.accum:
+                        continue
+                    loss, stats = self.train_step(micro)
+                    probe_acc = self.probe.step(stats["pooled"], labels) if self.probe else None
+                    self.step += 1
+                    micro, dt = [], time.perf_counter() - t0
+                    row = self._row(epoch, loss, stats, probe_acc, masks_enc, masks_pred, dt, imgs_per_step, start_time, diag)
+                    if row is not None:
+                        last_loss = row["loss"]
+                        if log:
+                            log.write(row)
+                        bar.update(task, completed=self.step, info=f"loss {row['loss']:.4f} lr {row['lr']:.2e} {row['img_per_s']:.0f} img/s")
+                    else:
+                        bar.update(task, completed=self.step)
+                    if self.step % lg.checkpoint_every == 0 or self.step >= stop:
+                        self.save(last_loss if row is None else row["loss"])
+                    if row is not None and row.get("collapsed") and lg.stop_on_collapse:
+                        stop = self.step
+                    t0 = time.perf_counter()
+                    if self.step >= stop or self.step % self.ipe == 0:
+                        break
+        if self.step % lg.checkpoint_every:
+            self.save(last_loss)
+        if log:
+            log.close()
+        return self.run_dir
+
+    def _row(self, epoch, loss, stats, probe_acc, masks_enc, masks_pred, dt, imgs_per_step, start_time, diag) -> dict | None:
+        lg = self.cfg.logging
+        is_diag = bool(lg.diag_every) and (self.step % lg.diag_every == 0 or self.step == 1)
+        if self.step % lg.log_every and not is_diag and self.step != 1:
+            return None
+        row = {
+            "step": self.step, "epoch": epoch, "loss": float(loss), "lr": self.sched.lr_at(self.step - 1),
+            "wd": self.sched.wd_at(self.step - 1), "momentum": self.sched.momentum_at(self.step - 1),
+            "ctx_len": masks_enc[0].shape[1], "tgt_len": masks_pred[0].shape[1], "step_time_s": dt,
+            "img_per_s": imgs_per_step / dt, "peak_mem_mb": peak_memory_mb(self.device),
+            "target_std": float(stats["target_std"]), "pred_std": float(stats["pred_std"]),
+            "probe_acc": float(probe_acc) if probe_acc is not None else "", "elapsed_s": time.perf_counter() - start_time,
+        }
+        if is_diag:
+            row["rankme"] = self._rankme(diag)
+            row["collapsed"] = self._check_collapse(row["target_std"])
+        return row
+
+
+def pretrain(cfg: Config, *, method: str = "ijepa", resume: bool = False, console: Console | None = None) -> Path:
+    """Train from `cfg` (or resume its run) and return the run directory."""
+    return Trainer(cfg, method=method, resume=resume, console=console).fit()

@@ -1,0 +1,40 @@
+"""Per-iteration schedules of the official trainer, as pure functions of the step.
+
+Pure functions (not stateful iterators as in the official code) make resuming trivial:
+the value at step t depends on t alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Schedules:
+    total_steps: int  # ipe_scale * epochs * iterations per epoch, as the official T_max
+    warmup_steps: int
+    start_lr: float
+    lr: float
+    final_lr: float
+    weight_decay: float
+    final_weight_decay: float
+    ema: tuple[float, float]
+
+    def lr_at(self, step: int) -> float:
+        """Linear warm-up from start_lr, then cosine to final_lr."""
+        if step < self.warmup_steps:
+            return self.start_lr + (step + 1) / self.warmup_steps * (self.lr - self.start_lr)
+        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        return max(self.final_lr, self.final_lr + (self.lr - self.final_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    def wd_at(self, step: int) -> float:
+        """Cosine increase from weight_decay to final_weight_decay."""
+        progress = min(1.0, step / max(1, self.total_steps))
+        w0, w1 = self.weight_decay, self.final_weight_decay
+        return w1 + (w0 - w1) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    def momentum_at(self, step: int) -> float:
+        """Linear EMA momentum from ema[0] to ema[1]."""
+        m0, m1 = self.ema
+        return min(m1, m0 + step * (m1 - m0) / max(1, self.total_steps))
