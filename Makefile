@@ -36,7 +36,7 @@ lint: install
 # The main job on the embedded default: pretrain on Fashion-MNIST, score the frozen target
 # encoder against the same architecture at random init, regenerate the results tables.
 demo: install data
-	$(VENV)/bin/ijepa pretrain --resume-or-start
+	$(VENV)/bin/ijepa pretrain --resume
 	$(VENV)/bin/ijepa eval linear --encoder runs/fmnist_vit_tiny
 	$(VENV)/bin/ijepa eval linear --random-init vit_tiny --depth 6 --img-size 32 --patch-size 4 --in-chans 1
 	$(VENV)/bin/ijepa results

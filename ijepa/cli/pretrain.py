@@ -15,7 +15,7 @@ def pretrain(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (ours or an official I-JEPA file); default: the Fashion-MNIST recipe"),
     set_: list[str] = typer.Option([], "--set", help="Override one key, e.g. --set optimization.lr=1e-3 (repeatable)"),
     method: str = typer.Option("ijepa", help="Pretraining method"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in logging.folder/write_tag exactly"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in logging.folder/write_tag exactly (start it if absent; a finished run is left as is)"),
 ) -> None:
     """Pretrain an encoder (single process, or DDP under `torchrun --no-python ijepa pretrain`)."""
     from ijepa.training.config import ConfigError, load_config

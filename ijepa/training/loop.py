@@ -81,8 +81,10 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
         self.probe = OnlineProbe(self.model.encoder.embed_dim, self.data.num_classes).to(self.device) if cfg.logging.online_probe else None
         self.step, self.std0, self.collapse_warned = 0, None, False
-        if resume:
+        if resume and self.ckpt_path.exists():
             self._load(self.ckpt_path)
+        elif resume:
+            self.console.print(f"no checkpoint at {self.ckpt_path}: starting a new run")
         self.modules = self._wrap()
 
     def _wrap(self) -> dict[str, nn.Module]:
