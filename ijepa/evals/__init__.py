@@ -1,0 +1,1 @@
+"""Evaluation protocols: one module per harness over a shared core (`ijepa.evals.core`)."""

@@ -1,0 +1,63 @@
+"""Atomic JSON result records: one file per eval/bench run under results/records/.
+
+A record is a flat-ish dict with at least `kind` (e.g. "eval.linear"), `encoder` (an id),
+`dataset`, the headline metric(s) at the top level, `created` and `git_commit`. Writes go
+to a temp file and are renamed into place, so a crash never leaves a half-written record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path("results")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_record(record: dict[str, Any], *, results_dir: Path | None = None) -> Path:
+    """Stamp `created`/`git_commit`, write `records/<kind>/<timestamp>-<slug>.json`, return it."""
+    record = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit(), **record}
+    kind = str(record.get("kind", "misc")).replace("/", "_")
+    slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(record.get("encoder", "run")))[-60:]
+    stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S%f")
+    path = (results_dir or RESULTS_DIR) / "records" / kind / f"{stamp}-{slug}.json"
+    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, default=str) + "\n")
+    return path
+
+
+def read_records(results_dir: Path | None = None) -> list[dict[str, Any]]:
+    """All records, each with `_path`; a corrupt file is an error naming it."""
+    out = []
+    for p in sorted(((results_dir or RESULTS_DIR) / "records").rglob("*.json")):
+        try:
+            rec = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        out.append({**rec, "_path": str(p)})
+    return out
