@@ -5,10 +5,11 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data test demo lint results clean-demo
+.PHONY: install data browser test demo lint
 
 install: $(STAMP)
 
@@ -27,7 +28,14 @@ $(FMNIST):
 	$(SUDO) apt-get update -q
 	$(SUDO) apt-get install -y -q dataset-fashion-mnist
 
-test: install data
+# Headless Chromium for the `ijepa explore` browser test (driven by Playwright, no download).
+browser: $(CHROMIUM)
+
+$(CHROMIUM):
+	$(SUDO) apt-get update -q
+	$(SUDO) apt-get install -y -q chromium
+
+test: install data browser
 	$(PY) -m pytest -q
 
 lint: install

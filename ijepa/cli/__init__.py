@@ -26,7 +26,7 @@ USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError)
 def fail(e: BaseException) -> None:
     """One line naming what is wrong, exit status 2."""
     msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-    console.print(f"[bold red]error:[/] {msg}", highlight=False)
+    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)  # never wrapped: one line
     raise typer.Exit(2)
 
 

@@ -21,8 +21,11 @@ def read_idx(path: Path) -> np.ndarray:
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (install Debian's dataset-fashion-mnist or pass --data)")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as e:  # truncated or not-really-gzip files
+        raise ValueError(f"{path}: unreadable ({e.__class__.__name__}: {e})") from None
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic {data[:4]!r})")
     ndim = data[3]

@@ -48,7 +48,7 @@ def rescale_blocks(blocks: nn.ModuleList) -> None:
 
 
 def make_blocks(dim: int, depth: int, num_heads: int, mlp_ratio: float, drop_path: float) -> nn.ModuleList:
-    dpr = [x.item() for x in torch.linspace(0, drop_path, depth)] if depth else []
+    dpr = torch.linspace(0, drop_path, depth, device="cpu").tolist()  # cpu: works under a meta device
     norm = partial(nn.LayerNorm, eps=1e-6)
     return nn.ModuleList(
         Block(dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=d, norm_layer=norm)

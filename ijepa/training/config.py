@@ -41,6 +41,7 @@ class MaskConfig:
     num_pred_masks: int = 4
     patch_size: int = 14
     pred_mask_scale: tuple[float, float] = (0.15, 0.2)
+    mask_ratio: float = 0.75  # ours: MAE, fraction of patches hidden from the encoder
 
 
 @dataclass
@@ -56,15 +57,20 @@ class MetaConfig:
     depth: int = 0  # ours: encoder depth override (0 = the named architecture's)
     in_chans: int = 3  # ours: 1 trains directly on grayscale
     loss: str = "smooth_l1"  # ours: "smooth_l1" (official code) or "l2" (paper text)
+    patch_embed_std: float = 0.0  # ours: init std of the patch projection (0 = official 0.02)
+    var_weight: float = 0.0  # ours: C-JEPA (Mo & Tong, 2024) variance term on pooled context features
+    cov_weight: float = 0.0  # ours: C-JEPA covariance term on the same features
     seed: int = 0  # ours
     compile: bool = False  # ours: torch.compile the encoder and predictor
     device: str = "auto"  # ours: "auto", "cpu", "cuda", "cuda:N"
+    dec_depth: int = 8  # ours: MAE decoder blocks
+    dec_emb_dim: int = 512  # ours: MAE decoder width
 
 
 @dataclass
 class OptimizationConfig:
     ema: tuple[float, float] = (0.996, 1.0)
-    epochs: int = 300
+    epochs: float = 300  # fractional epochs allowed (ours): small budgets on small data
     final_lr: float = 1.0e-06
     final_weight_decay: float = 0.4
     ipe_scale: float = 1.0
@@ -111,12 +117,17 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != 2:
             raise ConfigError(f"{key}: expected a pair [a, b], got {value!r}")
-        return tuple(float(v) for v in value)
+        return tuple(_coerce(key, v, float) for v in value)
     if typ is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
         return value
     if typ in (int, float):
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         if typ is int and float(value) != int(value):
@@ -154,8 +165,8 @@ def validate(cfg: Config) -> None:
     for key in ("use_color_distortion", "use_gaussian_blur"):
         if getattr(cfg.data, key):
             raise ConfigError(f"data.{key}: not supported (the official I-JEPA recipe leaves it off)")
-    if cfg.data.batch_size < 1 or cfg.optimization.epochs < 1 or cfg.optimization.accum_steps < 1:
-        raise ConfigError("data.batch_size, optimization.epochs and optimization.accum_steps must be >= 1")
+    if cfg.data.batch_size < 1 or cfg.optimization.epochs <= 0 or cfg.optimization.accum_steps < 1:
+        raise ConfigError("data.batch_size, optimization.accum_steps must be >= 1 and optimization.epochs > 0")
 
 
 def parse_override(item: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 
 from ijepa.data import PretrainViews, build_dataset, data_spec
 from ijepa.masks import MultiBlockMaskCollator
+from ijepa.masks.random import RandomMaskCollator
 from ijepa.training.config import Config
 from ijepa.training.distributed import DistInfo
 
@@ -42,10 +43,23 @@ def dataset_root(cfg: Config) -> str:
     return str(Path(cfg.data.root_path) / cfg.data.image_folder)
 
 
+def build_collator(cfg: Config, method: str, *, rank: int = 0) -> MultiBlockMaskCollator:
+    """The method's mask sampler: random masking for MAE, multi-block for I-JEPA."""
+    m = cfg.mask
+    if method == "mae":
+        return RandomMaskCollator(cfg.data.crop_size, m.patch_size, m.mask_ratio, seed=cfg.meta.seed, rank=rank)
+    return MultiBlockMaskCollator(
+        input_size=cfg.data.crop_size, patch_size=m.patch_size, enc_mask_scale=m.enc_mask_scale,
+        pred_mask_scale=m.pred_mask_scale, aspect_ratio=m.aspect_ratio, nenc=m.num_enc_masks,
+        npred=m.num_pred_masks, min_keep=m.min_keep, allow_overlap=m.allow_overlap,
+        seed=cfg.meta.seed, rank=rank,
+    )
+
+
 class PretrainData:
     """Holds the pieces whose epoch position must move together."""
 
-    def __init__(self, cfg: Config, info: DistInfo, pin_memory: bool) -> None:
+    def __init__(self, cfg: Config, info: DistInfo, pin_memory: bool, method: str = "ijepa") -> None:
         spec = data_spec(dataset_root(cfg))
         base = build_dataset(spec, "train")
         self.num_classes = len(base.classes)
@@ -58,13 +72,7 @@ class PretrainData:
         self.sampler = EpochSampler(
             len(base), batch_size=cfg.data.batch_size, rank=info.rank, world_size=info.world_size, seed=cfg.meta.seed,
         )
-        m = cfg.mask
-        self.collator = MultiBlockMaskCollator(
-            input_size=cfg.data.crop_size, patch_size=m.patch_size, enc_mask_scale=m.enc_mask_scale,
-            pred_mask_scale=m.pred_mask_scale, aspect_ratio=m.aspect_ratio, nenc=m.num_enc_masks,
-            npred=m.num_pred_masks, min_keep=m.min_keep, allow_overlap=m.allow_overlap,
-            seed=cfg.meta.seed, rank=info.rank,
-        )
+        self.collator = build_collator(cfg, method, rank=info.rank)
         self.batch_size, self.num_workers, self.pin_memory = cfg.data.batch_size, cfg.data.num_workers, pin_memory
         self.spec = spec
 

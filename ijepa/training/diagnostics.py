@@ -29,7 +29,7 @@ class OnlineProbe(nn.Module):
     does the same); it never sends gradients into the encoder.
     """
 
-    def __init__(self, dim: int, num_classes: int, lr: float = 1e-3) -> None:
+    def __init__(self, dim: int, num_classes: int, lr: float = 1e-2) -> None:
         super().__init__()
         self.norm = nn.BatchNorm1d(dim, affine=False)
         self.head = nn.Linear(dim, num_classes)

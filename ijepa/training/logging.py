@@ -15,14 +15,14 @@ COLUMNS = (
 
 
 class CSVLog:
-    """Append-only CSV; on resume, rows past the checkpoint's step are dropped first."""
+    """Append-only CSV; on resume, rows past the checkpoint's step are dropped first (its own row stays)."""
 
     def __init__(self, path: Path, *, resume_step: int | None = None) -> None:
         self.path = path
         rows = []
         if resume_step is not None and path.exists():
             with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) < resume_step]
+                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
         self.file = path.open("w", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=COLUMNS)
         self.writer.writeheader()

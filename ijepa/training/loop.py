@@ -20,10 +20,11 @@ from ijepa.training.data import PretrainData
 from ijepa.training.diagnostics import OnlineProbe, rankme
 from ijepa.training.distributed import DistInfo, device_type_of, init_distributed, resolve_device
 from ijepa.training.logging import CSVLog, progress_bar
+from ijepa.training.mae import MAE
 from ijepa.training.schedules import Schedules
 from ijepa.training.step import IJEPA
 
-METHODS = {"ijepa": IJEPA}
+METHODS = {"ijepa": IJEPA, "mae": MAE}
 
 
 def build_optimizer(modules: dict[str, nn.Module], *, fused: bool) -> torch.optim.AdamW:
@@ -35,6 +36,43 @@ def build_optimizer(modules: dict[str, nn.Module], *, fused: bool) -> torch.opti
                 (no_decay if p.ndim == 1 or name.endswith(".bias") else decay).append(p)
     groups = [{"params": decay, "apply_wd": True}, {"params": no_decay, "weight_decay": 0.0, "apply_wd": False}]
     return torch.optim.AdamW(groups, fused=fused)
+
+
+def build_method(cfg: Config, method: str) -> nn.Module:
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; expected one of {', '.join(METHODS)}")
+    return METHODS[method](cfg)
+
+
+def optimizer_step(
+    model: nn.Module, modules: dict[str, nn.Module], opt: torch.optim.Optimizer, micro: list, *,
+    lr: float, wd: float, momentum: float, autocast: torch.autocast, ddp: bool = False,
+) -> tuple[torch.Tensor, dict]:
+    """One optimizer step over micro-batches (imgs, masks_enc, masks_pred), then the EMA.
+
+    A function of its arguments alone, so `ijepa bench` times exactly what the Trainer runs.
+    Returns the mean loss as a tensor: nothing here waits for the device.
+    """
+    for g in opt.param_groups:
+        g["lr"] = lr
+        if g["apply_wd"]:
+            g["weight_decay"] = wd
+    total = None
+    for i, (imgs, masks_enc, masks_pred) in enumerate(micro):
+        sync = i == len(micro) - 1 or not ddp
+        ctx = contextlib.nullcontext() if sync else contextlib.ExitStack()
+        if not sync:
+            for m in modules.values():
+                ctx.enter_context(m.no_sync())
+        with ctx, autocast:
+            loss, stats = model(imgs, masks_enc, masks_pred, **modules)
+            (loss / len(micro)).backward()
+        part = loss.detach() / len(micro)
+        total = part if total is None else total + part
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    model.after_step(momentum)
+    return total, stats
 
 
 def schedules_for(cfg: Config, ipe: int) -> Schedules:
@@ -63,14 +101,14 @@ class Trainer:
         self.cfg, self.console = cfg, console or Console(stderr=True)
         self.info: DistInfo = init_distributed(device_type_of(cfg.meta.device))
         self.device = resolve_device(cfg.meta.device, self.info)
-        torch.manual_seed(cfg.meta.seed + self.info.rank)
+        torch.manual_seed(cfg.meta.seed)  # same on every rank: DDP syncs only the trained modules, not the EMA target
         self.run_dir = run_dir_of(cfg)
         self.ckpt_path = self.run_dir / "checkpoint.pt"
         if not resume and self.ckpt_path.exists():
             raise FileExistsError(f"{self.ckpt_path}: a run already exists here; pass --resume or set logging.write_tag")
         self.method_name = method
-        self.model = METHODS[method](cfg).to(self.device)
-        self.data = PretrainData(cfg, self.info, pin_memory=self.device.type == "cuda" and cfg.data.pin_mem)
+        self.model = build_method(cfg, method).to(self.device)
+        self.data = PretrainData(cfg, self.info, pin_memory=self.device.type == "cuda" and cfg.data.pin_mem, method=method)
         self.accum = cfg.optimization.accum_steps
         self.ipe = self.data.batches_per_epoch // self.accum
         if self.ipe < 1:
@@ -93,7 +131,9 @@ class Trainer:
             mods = {k: torch.compile(m, dynamic=True) for k, m in mods.items()}
         if self.info.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            mods = {k: DDP(m, device_ids=ids, static_graph=True) for k, m in mods.items()}
+            # static_graph breaks under no_sync (gradient accumulation): pytorch/pytorch#143580
+            static = self.accum == 1
+            mods = {k: DDP(m, device_ids=ids, static_graph=static) for k, m in mods.items()}
         return mods
 
     # -- checkpoints ----------------------------------------------------------------------
@@ -130,26 +170,11 @@ class Trainer:
 
     # -- one optimizer step ---------------------------------------------------------------
     def train_step(self, micro: list) -> tuple[torch.Tensor, dict]:
-        lr, wd = self.sched.lr_at(self.step), self.sched.wd_at(self.step)
-        for g in self.opt.param_groups:
-            g["lr"] = lr
-            if g["apply_wd"]:
-                g["weight_decay"] = wd
-        total = torch.zeros((), device=self.device)
-        for i, (imgs, masks_enc, masks_pred) in enumerate(micro):
-            sync = i == len(micro) - 1 or not self.info.enabled
-            ctx = contextlib.nullcontext() if sync else contextlib.ExitStack()
-            if not sync:
-                for m in self.modules.values():
-                    ctx.enter_context(m.no_sync())
-            with ctx, self.autocast:
-                loss, stats = self.model(imgs, masks_enc, masks_pred, **self.modules)
-                (loss / len(micro)).backward()
-            total += loss.detach() / len(micro)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-        self.model.after_step(self.sched.momentum_at(self.step))
-        return total, stats
+        s = self.step
+        return optimizer_step(
+            self.model, self.modules, self.opt, micro, lr=self.sched.lr_at(s), wd=self.sched.wd_at(s),
+            momentum=self.sched.momentum_at(s), autocast=self.autocast, ddp=self.info.enabled,
+        )
 
     def _to_device(self, batch) -> tuple:
         (imgs, labels), masks_enc, masks_pred = batch
@@ -184,7 +209,9 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> Path:
         cfg, lg = self.cfg, self.cfg.logging
-        stop = min(self.sched.total_steps, cfg.optimization.max_steps or self.sched.total_steps)
+        # Train `epochs` epochs; schedules span ipe_scale x that (official semantics).
+        stop = max(1, int(cfg.optimization.epochs * self.ipe))
+        stop = min(stop, cfg.optimization.max_steps or stop)
         if self.info.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
@@ -215,15 +242,13 @@ class Trainer:
                         bar.update(task, completed=self.step, info=f"loss {row['loss']:.4f} lr {row['lr']:.2e} {row['img_per_s']:.0f} img/s")
                     else:
                         bar.update(task, completed=self.step)
-                    if self.step % lg.checkpoint_every == 0 or self.step >= stop:
-                        self.save(last_loss if row is None else row["loss"])
                     if row is not None and row.get("collapsed") and lg.stop_on_collapse:
                         stop = self.step
+                    if self.step % lg.checkpoint_every == 0 or self.step >= stop:
+                        self.save(last_loss if row is None else row["loss"])
                     t0 = time.perf_counter()
                     if self.step >= stop or self.step % self.ipe == 0:
                         break
-        if self.step % lg.checkpoint_every:
-            self.save(last_loss)
         if log:
             log.close()
         return self.run_dir

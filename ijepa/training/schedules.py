@@ -22,15 +22,18 @@ class Schedules:
     ema: tuple[float, float]
 
     def lr_at(self, step: int) -> float:
-        """Linear warm-up from start_lr, then cosine to final_lr."""
-        if step < self.warmup_steps:
+        """Linear warm-up from start_lr, then cosine to final_lr.
+
+        Step t (0-based) gets the official scheduler's value after its (t + 1)-th `step()` call.
+        """
+        if step + 1 < self.warmup_steps:
             return self.start_lr + (step + 1) / self.warmup_steps * (self.lr - self.start_lr)
-        progress = (step - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
+        progress = (step + 1 - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
         return max(self.final_lr, self.final_lr + (self.lr - self.final_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
 
     def wd_at(self, step: int) -> float:
-        """Cosine increase from weight_decay to final_weight_decay."""
-        progress = min(1.0, step / max(1, self.total_steps))
+        """Cosine increase from weight_decay to final_weight_decay (official: progress (t + 1) / T)."""
+        progress = min(1.0, (step + 1) / max(1, self.total_steps))
         w0, w1 = self.weight_decay, self.final_weight_decay
         return w1 + (w0 - w1) * 0.5 * (1 + math.cos(math.pi * progress))
 

@@ -15,6 +15,20 @@ from ijepa.training.diagnostics import batch_std
 from ijepa.training.ema import ema_update
 
 
+def variance_covariance(x: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
+    """VICReg's hinge on each dimension's batch std and its off-diagonal covariance penalty.
+
+    C-JEPA (Mo & Tong, NeurIPS 2024) adds both to I-JEPA on the context features to keep
+    them from collapsing; off by default (weights 0), the official objective is unchanged.
+    """
+    x = x - x.mean(0)
+    std = torch.sqrt(x.var(0) + eps)
+    var = F.relu(1.0 - std).mean()
+    c = (x.T @ x) / (len(x) - 1)
+    off = c - torch.diag(torch.diag(c))
+    return var, off.pow(2).sum() / x.size(1)
+
+
 class IJEPA(nn.Module):
     """Context encoder + predictor (trained) and an EMA target encoder (not trained)."""
 
@@ -26,9 +40,12 @@ class IJEPA(nn.Module):
             cfg.meta.model_name, img_size=cfg.data.crop_size, patch_size=cfg.mask.patch_size,
             in_chans=cfg.meta.in_chans, depth=cfg.meta.depth or None,
         )
+        if cfg.meta.patch_embed_std:
+            nn.init.trunc_normal_(self.encoder.patch_embed.proj.weight, std=cfg.meta.patch_embed_std)
         self.predictor = create_predictor(self.encoder, embed_dim=cfg.meta.pred_emb_dim, depth=cfg.meta.pred_depth)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.loss_fn = F.smooth_l1_loss if cfg.meta.loss == "smooth_l1" else F.mse_loss
+        self.var_weight, self.cov_weight = cfg.meta.var_weight, cfg.meta.cov_weight
 
     def trainable(self) -> dict[str, nn.Module]:
         return {"encoder": self.encoder, "predictor": self.predictor}
@@ -38,15 +55,20 @@ class IJEPA(nn.Module):
         *, encoder: nn.Module | None = None, predictor: nn.Module | None = None,
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Loss and detached statistics; `encoder`/`predictor` may be their DDP wrappers."""
-        encoder, predictor = encoder or self.encoder, predictor or self.predictor
+        encoder = self.encoder if encoder is None else encoder  # a compiled module has no truth value
+        predictor = self.predictor if predictor is None else predictor
         with torch.no_grad():
             h = self.target_encoder(imgs)
             pooled = h.mean(1)
             h = F.layer_norm(h, (h.size(-1),))
             h = apply_masks(h, masks_pred)
             h = repeat_interleave_batch(h, len(imgs), repeat=len(masks_enc))
-        z = predictor(encoder(imgs, masks_enc), masks_enc, masks_pred)
+        ctx = encoder(imgs, masks_enc)
+        z = predictor(ctx, masks_enc, masks_pred)
         loss = self.loss_fn(z.float(), h.float())
+        if self.var_weight or self.cov_weight:
+            var, cov = variance_covariance(ctx.mean(1).float())
+            loss = loss + self.var_weight * var + self.cov_weight * cov
         stats = {"target_std": batch_std(pooled), "pred_std": batch_std(z.detach())}
         return loss, {**stats, "pooled": pooled.detach()}
 

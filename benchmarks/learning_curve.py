@@ -1,0 +1,99 @@
+"""Linear top-1 against pretraining minutes for the default recipe (issue 8).
+
+Each budget is a separate run of the default recipe whose schedule is sized to the budget
+(epochs = minutes x 60 x reference img/s / 60,000 images), so warm-up, cosine and EMA ramp
+all complete. The x-axis is the measured wall time of each run on this machine. Random
+init (same architecture) and raw pixels (scikit-learn logistic regression) are drawn in.
+
+    python benchmarks/learning_curve.py --minutes 5 15 30 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from ijepa.data import build_dataset  # noqa: E402
+from ijepa.evals.core.encoders import EncoderSpec  # noqa: E402
+from ijepa.evals.linear import run_linear  # noqa: E402
+from ijepa.results.io import read_records, write_record  # noqa: E402
+from ijepa.training.config import load_config  # noqa: E402
+from ijepa.training.loop import pretrain  # noqa: E402
+
+N_TRAIN = 60_000
+
+
+def raw_pixels() -> dict:
+    """The baseline every Fashion-MNIST number is read against."""
+    tr, te = build_dataset("fashion-mnist", "train"), build_dataset("fashion-mnist", "val")
+    xtr, xte = tr.images.flatten(1).float().numpy() / 255, te.images.flatten(1).float().numpy() / 255
+    sc = StandardScaler().fit(xtr)
+    clf = LogisticRegression(max_iter=300).fit(sc.transform(xtr), tr.targets.numpy())
+    return {"kind": "baseline.raw_pixels", "encoder": "raw-pixels", "dataset": "fashion-mnist",
+            "protocol": "sklearn-logreg", "top1": float(clf.score(sc.transform(xte), te.targets.numpy()))}
+
+
+def budget_run(minutes: float, *, img_per_s: float, folder: str, extra: list[str]) -> dict:
+    epochs = minutes * 60 * img_per_s / N_TRAIN
+    tag = f"fmnist_curve_{minutes:g}min"
+    cfg = load_config(None, [f"logging.folder={folder}", f"logging.write_tag={tag}", f"optimization.epochs={epochs:.4f}", *extra])
+    run_dir = pretrain(cfg, resume=True)
+    log = pd.read_csv(run_dir / "log.csv")
+    rec = run_linear(str(run_dir))
+    return {**rec, "kind": "learning_curve", "encoder": tag, "budget_minutes": minutes, "epochs": epochs,
+            "pretrain_minutes": float(log.elapsed_s.iloc[-1]) / 60, "steps": int(log.step.iloc[-1]),
+            "images_seen": int(log.step.iloc[-1]) * cfg.data.batch_size}
+
+
+def plot(results_dir: Path) -> Path:
+    recs = read_records(results_dir)
+    curve = pd.DataFrame([r for r in recs if r.get("kind") == "learning_curve"]).sort_values("budget_minutes")
+    curve = curve.drop_duplicates("budget_minutes", keep="last")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(curve.pretrain_minutes, 100 * curve.top1, "o-", label="I-JEPA default recipe (target encoder)")
+    for kind, style, label in (("baseline.raw_pixels", "--", "raw pixels (logistic regression)"),
+                               ("baseline.random_init", ":", "same ViT at random init")):
+        vals = [r["top1"] for r in recs if r.get("kind") == kind]
+        if vals:
+            ax.axhline(100 * vals[-1], ls=style, color="gray", label=f"{label}: {100 * vals[-1]:.1f}%")
+    ax.set_xlabel("pretraining wall time on this machine (minutes, 2 CPU cores)")
+    ax.set_ylabel("Fashion-MNIST linear top-1 (%)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    out = results_dir / "learning_curve.png"
+    fig.tight_layout()
+    fig.savefig(out, dpi=120)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--minutes", type=float, nargs="*", default=[5, 15, 30, 60])
+    ap.add_argument("--img-per-s", type=float, default=60.0, help="reference fp32 throughput of the default recipe")
+    ap.add_argument("--folder", default="runs")
+    ap.add_argument("--results", type=Path, default=Path("results"))
+    ap.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
+    ap.add_argument("--baselines", action="store_true", help="also (re)compute raw-pixel and random-init lines")
+    args = ap.parse_args()
+    if args.baselines:
+        write_record(raw_pixels(), results_dir=args.results)
+        spec = EncoderSpec(random_init="vit_tiny", depth=6, img_size=32, patch_size=4, in_chans=1)
+        write_record({**run_linear(spec), "kind": "baseline.random_init"}, results_dir=args.results)
+    for m in args.minutes:
+        rec = budget_run(m, img_per_s=args.img_per_s, folder=args.folder, extra=args.extra)
+        write_record(rec, results_dir=args.results)
+        print(json.dumps({k: rec[k] for k in ("encoder", "top1", "pretrain_minutes", "steps")}))
+    print(plot(args.results))
+
+
+if __name__ == "__main__":
+    main()

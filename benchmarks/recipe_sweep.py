@@ -1,0 +1,110 @@
+"""Recipe search for small-scale I-JEPA on Fashion-MNIST (issue 8).
+
+Each variant is the default recipe plus `--set`-style overrides; it pretrains for the
+variant's schedule, then its frozen target encoder is scored by a quick probe: scikit-learn
+logistic regression on lastPOOL / concatPOOL4 features of a stratified train subset,
+evaluated on the test split, plus RankMe and the last target-feature std. One JSON record
+per variant under results/records/recipe_sweep/; `--summary` prints the table.
+
+    python benchmarks/recipe_sweep.py --grid benchmarks/sweeps/fmnist_round1.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from ijepa import load_encoder
+from ijepa.data import build_dataset, data_spec
+from ijepa.results.io import read_records, write_record
+from ijepa.training.config import load_config
+from ijepa.training.loop import pretrain
+
+
+@torch.no_grad()
+def pooled_features(encoder, images: torch.Tensor, batch: int = 500) -> dict[str, np.ndarray]:
+    """lastPOOL and concatPOOL4 for uint8 [N, 1, 28, 28] Fashion-MNIST images."""
+    spec = data_spec("fashion-mnist")
+    mean, std = spec.mean[0], spec.std[0]
+    last, cat4 = [], []
+    for i in range(0, len(images), batch):
+        x = images[i : i + batch].float() / 255
+        x = torch.nn.functional.interpolate(x, size=encoder.img_size, mode="bilinear", antialias=True, align_corners=False)
+        x = ((x - mean) / std).expand(-1, encoder.in_chans, -1, -1)
+        outs = [o.mean(1) for o in encoder.forward_intermediates(x, 4)]
+        last.append(outs[-1])
+        cat4.append(torch.cat(outs, 1))
+    return {"lastPOOL": torch.cat(last).numpy(), "concatPOOL4": torch.cat(cat4).numpy()}
+
+
+def quick_probe(encoder, *, n_train: int = 6000, n_test: int = 4000, seed: int = 0) -> dict[str, float]:
+    train, test = build_dataset("fashion-mnist", "train"), build_dataset("fashion-mnist", "val")
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randperm(len(train), generator=g)[:n_train]
+    ftr, fte = pooled_features(encoder, train.images[idx]), pooled_features(encoder, test.images[:n_test])
+    ytr, yte = train.targets[idx].numpy(), test.targets[:n_test].numpy()
+    out = {}
+    for name in ftr:
+        sc = StandardScaler().fit(ftr[name])
+        clf = LogisticRegression(max_iter=1000, C=0.1).fit(sc.transform(ftr[name]), ytr)
+        out[f"probe_{name}"] = float(clf.score(sc.transform(fte[name]), yte))
+    return out
+
+
+def run_variant(name: str, overrides: list[str], *, folder: str, results_dir: Path) -> dict:
+    cfg = load_config(None, [f"logging.folder={folder}", f"logging.write_tag={name}", *overrides])
+    t0 = time.perf_counter()
+    run_dir = pretrain(cfg, resume=True)
+    minutes = (time.perf_counter() - t0) / 60
+    log = pd.read_csv(run_dir / "log.csv")
+    rec = {
+        "kind": "recipe_sweep", "encoder": name, "dataset": "fashion-mnist", "overrides": overrides,
+        "pretrain_minutes": minutes, "steps": int(log.step.max()),
+        "final_loss": float(log.loss.iloc[-1]), "target_std_start": float(log.target_std.iloc[0]),
+        "target_std_end": float(log.target_std.iloc[-1]), "rankme_end": float(log.rankme.dropna().iloc[-1]),
+        "online_probe_end": float(log.probe_acc.tail(20).mean()),
+        **quick_probe(load_encoder(run_dir)),
+        **{f"context_{k}": v for k, v in quick_probe(load_encoder(run_dir, which="encoder")).items()},
+    }
+    rec["probe_best"] = max(rec["probe_lastPOOL"], rec["probe_concatPOOL4"])
+    write_record(rec, results_dir=results_dir)
+    print(json.dumps(rec))
+    return rec
+
+
+def summary(results_dir: Path) -> pd.DataFrame:
+    recs = [r for r in read_records(results_dir) if r.get("kind") == "recipe_sweep"]
+    cols = ["encoder", "probe_best", "probe_lastPOOL", "probe_concatPOOL4", "rankme_end", "target_std_start",
+            "target_std_end", "final_loss", "steps", "pretrain_minutes", "overrides"]
+    df = pd.DataFrame(recs)
+    return df[[c for c in cols if c in df]].sort_values("probe_best", ascending=False) if len(df) else df
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--grid", type=Path, help="YAML: {name: [overrides...]}")
+    ap.add_argument("--only", nargs="*", default=None, help="run only these variant names")
+    ap.add_argument("--folder", default="runs/sweep")
+    ap.add_argument("--results", type=Path, default=Path("results"))
+    ap.add_argument("--summary", action="store_true")
+    args = ap.parse_args()
+    if args.grid:
+        grid = yaml.safe_load(args.grid.read_text())
+        for name, overrides in grid.items():
+            if args.only is None or name in args.only:
+                run_variant(name, overrides or [], folder=args.folder, results_dir=args.results)
+    if args.summary or not args.grid:
+        print(summary(args.results).to_string(index=False))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Benchmarks of the training step: throughput, FLOPs, and the official-style baseline."""

@@ -1,0 +1,74 @@
+"""The training step of `ijepa pretrain`, set up on synthetic images for benchmarking.
+
+Model, optimizer, autocast and step function are the Trainer's own (`build_method`,
+`build_optimizer`, `optimizer_step`); only the data differs: one random image batch, and
+masks drawn by the method's real collator before any timing starts (as loader workers do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ijepa.training.config import Config
+from ijepa.training.data import build_collator
+from ijepa.training.loop import build_method, build_optimizer, optimizer_step
+
+Masks = tuple[list[torch.Tensor], list[torch.Tensor]]
+
+
+@dataclass
+class StepHarness:
+    cfg: Config
+    method: str
+    device: torch.device
+    model: nn.Module
+    modules: dict[str, nn.Module]
+    opt: torch.optim.Optimizer
+    autocast: torch.autocast
+    bf16: bool
+    imgs: torch.Tensor
+    masks: list[Masks]
+
+    @property
+    def batch_size(self) -> int:
+        return len(self.imgs)
+
+    def step(self, i: int) -> torch.Tensor:
+        """One optimizer step (forward, backward, AdamW, EMA) on mask set i (cycled)."""
+        me, mp = self.masks[i % len(self.masks)]
+        o = self.cfg.optimization
+        loss, _ = optimizer_step(
+            self.model, self.modules, self.opt, [(self.imgs, me, mp)],
+            lr=o.lr, wd=o.weight_decay, momentum=o.ema[0], autocast=self.autocast,
+        )
+        return loss
+
+
+def draw_masks(cfg: Config, method: str, n: int, device: torch.device) -> list[Masks]:
+    """n mask sets from the method's collator, moved to `device`."""
+    coll = build_collator(cfg, method)
+    out = []
+    for _ in range(n):
+        _, me, mp = coll([(0, 0)] * cfg.data.batch_size)
+        out.append(([m.to(device) for m in me], [m.to(device) for m in mp]))
+    return out
+
+
+def build_harness(cfg: Config, method: str, *, device: torch.device, n_masks: int = 1, seed: int = 0) -> StepHarness:
+    """`device` may be "meta" to count FLOPs of models too large to run here."""
+    torch.manual_seed(seed)
+    with device:
+        model = build_method(cfg, method)
+    modules = dict(model.trainable())
+    if cfg.meta.compile:
+        modules = {k: torch.compile(m, dynamic=True) for k, m in modules.items()}
+    opt = build_optimizer(model.trainable(), fused=device.type in ("cpu", "cuda"))
+    bf16 = cfg.meta.use_bfloat16 if device.type == "cuda" else cfg.meta.cpu_bfloat16 and device.type == "cpu"
+    autocast = torch.autocast("cuda" if device.type == "cuda" else "cpu", dtype=torch.bfloat16, enabled=bf16)
+    c, s = cfg.meta.in_chans, cfg.data.crop_size
+    imgs = torch.randn(cfg.data.batch_size, c, s, s, device=device)
+    masks = draw_masks(cfg, method, n_masks, device)
+    return StepHarness(cfg, method, device, model, modules, opt, autocast, bf16, imgs, masks)

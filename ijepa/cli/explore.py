@@ -1,0 +1,47 @@
+"""`ijepa explore`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from ijepa.cli import USER_ERRORS, app, console, fail
+
+
+@app.command("explore")
+def explore(
+    checkpoint: Path | None = typer.Argument(None, help="Run dir or checkpoint with encoder, predictor and target_encoder; omit for a random init"),
+    images: Path | None = typer.Option(None, "--images", help="Folder of images to add to the page (and to the neighbour gallery)"),
+    port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0 picks a free one)"),
+    out: Path | None = typer.Option(None, "--out", help="Write the page as static HTML + PNGs to this folder instead of serving it"),
+    fashion_mnist: int = typer.Option(48, "--fashion-mnist", help="How many Fashion-MNIST test images to show (0: none)"),
+    draws: int = typer.Option(4, "--draws", help="With --out: pre-sampled mask draws per exported image"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="Random init only: the recipe to initialise (default: the Fashion-MNIST recipe)"),
+    set_: list[str] = typer.Option([], "--set", help="Random init only: override a recipe key, e.g. --set data.crop_size=224"),
+    device: str = typer.Option("cpu", "--device", help="Torch device for the three networks"),
+) -> None:
+    """Show how I-JEPA sees an image: masks, per-patch predictions, PCA colours, neighbours."""
+    from ijepa.explore import export_static, make_server, open_explorer
+    from ijepa.explore.server import address
+    from ijepa.training.config import ConfigError
+
+    try:
+        explorer = open_explorer(checkpoint, images=images, config=config, overrides=set_, device=device, fashion_mnist=fashion_mnist)
+        if out is not None:
+            print(export_static(explorer, out, draws=draws, console=console))
+            return
+    except (ConfigError, *USER_ERRORS) as e:
+        fail(e)
+    try:
+        server = make_server(explorer, port)
+    except OSError as e:  # port taken, permission denied
+        fail(ValueError(f"--port {port}: {e.strerror or e}"))
+    console.print(f"[bold]{explorer.model.label}[/] · Ctrl-C stops the server", highlight=False)
+    print(address(server), flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()

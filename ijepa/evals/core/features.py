@@ -1,0 +1,190 @@
+"""Frozen features, extracted once per (encoder, dataset, split, transform, layers) and cached.
+
+Feature sets follow the paper's VISSL protocol for an encoder without [cls]: `lastPOOL`
+(average pool of the last block) and `concatPOOL4` (average pools of the last 4 blocks,
+concatenated; all blocks when fewer than 4). Only `concatPOOL4` is stored: its last chunk
+*is* `lastPOOL`. Features are stored as float16 (half the disk; far below the heads' noise)
+and always returned as the float32 of what is stored, so cold and warm runs see the same
+features bit for bit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from torch.utils.data import DataLoader, Subset
+
+from ijepa.data import DataSpec, build_dataset, eval_transform
+from ijepa.models.vit import VisionTransformer
+
+CACHE_DIR = Path(".cache/features")
+FEATURE_SETS = ("lastPOOL", "concatPOOL4")
+N_LAYERS = 4
+
+
+@dataclass
+class Features:
+    """Pooled features of one split: `concat` is [N, n_layers * D], `labels` [N]."""
+
+    concat: torch.Tensor
+    labels: torch.Tensor
+    width: int
+
+    def get(self, name: str) -> torch.Tensor:
+        if name == "lastPOOL":
+            return self.concat[:, -self.width :]
+        if name == "concatPOOL4":
+            return self.concat
+        raise ValueError(f"feature set {name!r}: expected one of {', '.join(FEATURE_SETS)}")
+
+    def subset(self, idx: torch.Tensor) -> Features:
+        return Features(self.concat[idx], self.labels[idx], self.width)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def progress(console: Console | None, what: str) -> Progress:
+    """Rich bar with rate and ETA, on stderr so `--json` stdout stays clean."""
+    return Progress(
+        TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+        TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
+        console=console or Console(stderr=True), transient=False,
+    )
+
+
+def pooled(encoder: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
+    """[B, C, H, W] -> concatenated average pools of the last (up to) 4 blocks, [B, k * D]."""
+    outs = encoder.forward_intermediates(x, min(N_LAYERS, encoder.depth), norm=True)
+    return torch.cat([o.mean(1) for o in outs], dim=1)
+
+
+def fmnist_batches(images: torch.Tensor, *, size: int, in_chans: int, mean: tuple, std: tuple, batch_size: int) -> Iterator[torch.Tensor]:
+    """Whole-batch eval transform for the in-memory uint8 [N, 1, 28, 28] Fashion-MNIST tensor.
+
+    Same math as `eval_transform` (antialiased bilinear resize; the center crop is a no-op on
+    a square image), without the per-image v2 pipeline that dominates the cost at 28x28.
+    """
+    for i in range(0, len(images), batch_size):
+        x = images[i : i + batch_size].float().div_(255)
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        x = (x - mean[0]) / std[0]
+        yield x.expand(-1, in_chans, -1, -1) if in_chans != 1 else x
+
+
+def _loader_error(e: Exception) -> ValueError:
+    """A worker's ValueError arrives wrapped in a traceback dump; keep its one-line message."""
+    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else str(e)
+    return ValueError(last.split("ValueError: ", 1)[-1])
+
+
+def imagefolder_batches(ds, *, batch_size: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, shuffle=False)
+    it = iter(loader)
+    while True:
+        try:
+            yield next(it)
+        except StopIteration:
+            return
+        except ValueError as e:
+            raise _loader_error(e) from None
+
+
+def cache_key(**parts) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def _save(path: Path, obj: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _load(path: Path) -> dict | None:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a truncated/foreign cache file is recomputed, never trusted
+        return None
+
+
+def split_batches(spec: DataSpec, split: str, *, size: int, in_chans: int, indices: torch.Tensor | None, batch_size: int, workers: int):
+    """(n images, labels [N], transform id, iterator of image batches) for one split."""
+    if spec.kind == "fashion-mnist":
+        ds = build_dataset(spec, split)
+        images, labels = ds.images, ds.targets
+        if indices is not None:
+            images, labels = images[indices], labels[indices]
+        tid = f"fmnist-batched:bilinear-aa:{size}:c{in_chans}:{spec.mean}:{spec.std}"
+        it = fmnist_batches(images, size=size, in_chans=in_chans, mean=spec.mean, std=spec.std, batch_size=batch_size)
+        return len(labels), labels, tid, it
+    tf = eval_transform(size, in_chans=in_chans, mean=spec.mean, std=spec.std)
+    ds = build_dataset(spec, split, tf)
+    labels = torch.as_tensor(ds.targets, dtype=torch.long)
+    if indices is not None:
+        ds, labels = Subset(ds, indices.tolist()), labels[indices]
+    it = (x for x, _ in imagefolder_batches(ds, batch_size=batch_size, workers=workers))
+    return len(labels), labels, repr(tf), it
+
+
+def extract_features(
+    encoder: VisionTransformer, encoder_key: str, spec: DataSpec, split: str, *,
+    device: torch.device, img_size: int | None = None, indices: torch.Tensor | None = None,
+    batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
+    console: Console | None = None,
+) -> Features:
+    """Pooled frozen features of `split` (optionally the rows `indices`), from cache if present.
+
+    The cache key covers the encoder's key (checkpoint digest or random-init recipe), the
+    dataset id, the split, the transform, the pooled layers and the chosen rows.
+    """
+    size = img_size or encoder.img_size
+    n, labels, tid, it = split_batches(spec, split, size=size, in_chans=encoder.in_chans, indices=indices, batch_size=batch_size, workers=workers)
+    rows = None if indices is None else hashlib.sha256(indices.numpy().tobytes()).hexdigest()[:16]
+    key = cache_key(encoder=encoder_key, data=spec.id, split=split, transform=tid, layers=f"last{N_LAYERS}", pool="avg", rows=rows)
+    path = None if cache_dir is None else Path(cache_dir) / f"{key}.pt"
+    if path is not None and path.exists() and (hit := _load(path)) is not None and len(hit["labels"]) == n:
+        return Features(hit["concat"].float(), hit["labels"], int(hit["width"]))
+    encoder = encoder.to(device).eval()
+    chunks = []
+    with torch.inference_mode(), progress(console, f"features {split}") as bar:
+        task = bar.add_task("", total=n, rate="")
+        for x in it:
+            chunks.append(pooled(encoder, x.to(device, non_blocking=True)).to("cpu", torch.float16))
+            done = bar.tasks[task].completed + len(x)
+            bar.update(task, completed=done, rate=f"{done / max(bar.tasks[task].elapsed or 1e-9, 1e-9):.0f} img/s")
+    concat = torch.cat(chunks) if chunks else torch.zeros(0, encoder.embed_dim, dtype=torch.float16)
+    if path is not None:
+        _save(path, {"concat": concat, "labels": labels, "width": encoder.embed_dim, "key": key})
+    return Features(concat.float(), labels, encoder.embed_dim)
+
+
+def split_labels(spec: DataSpec, split: str) -> tuple[torch.Tensor, int]:
+    """(labels [N], number of classes) without decoding any image."""
+    ds = build_dataset(spec, split)
+    labels = ds.targets if isinstance(ds.targets, torch.Tensor) else torch.as_tensor(ds.targets, dtype=torch.long)
+    return labels.long(), len(ds.classes)

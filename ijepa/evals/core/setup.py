@@ -1,0 +1,68 @@
+"""From the shared command-line contract to frozen train/val features: what every
+classification eval does first (encoder, optional stratified train subset, cached features)."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from ijepa.data import data_spec
+from ijepa.evals.core.encoders import EncoderSpec, build_encoder
+from ijepa.evals.core.features import CACHE_DIR, Features, extract_features, split_labels
+from ijepa.evals.core.fit import stratified_sample
+from ijepa.models.vit import VisionTransformer
+
+EncoderLike = EncoderSpec | str | Path | VisionTransformer
+
+
+def as_spec(encoder: EncoderSpec | str | Path, which: str = "target_encoder") -> EncoderSpec:
+    """A path (run dir or checkpoint) is shorthand for `EncoderSpec(encoder=path)`."""
+    return encoder if isinstance(encoder, EncoderSpec) else EncoderSpec(encoder=str(encoder), which=which)
+
+
+def resolve_encoder(encoder: EncoderLike) -> tuple[VisionTransformer, str, str]:
+    """(frozen encoder, id, cache key). An in-memory encoder (e.g. mid-training) is keyed by
+    a digest of its weights, so its features are cached like a checkpoint's."""
+    if not isinstance(encoder, VisionTransformer):
+        return build_encoder(as_spec(encoder))
+    h = hashlib.sha256()
+    for k, v in encoder.state_dict().items():
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    key = f"module-{h.hexdigest()[:16]}"
+    return encoder.eval(), key, key
+
+
+def frozen_splits(
+    encoder: EncoderLike, data: str, *, device: torch.device | str = "cpu",
+    train_limit: int | float | None = None, train_rows: torch.Tensor | None = None,
+    val_limit: int | float | None = None, seed: int = 0, img_size: int | None = None,
+    batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
+    console: Console | None = None,
+) -> tuple[Features, Features, dict]:
+    """(train features, val features, record fields naming encoder and data).
+
+    `train_limit` keeps a seeded class-stratified subset of train (rows, or a fraction < 1):
+    the encoder then runs on those rows only. `train_rows` names the rows explicitly instead;
+    `val_limit` subsamples val the same way (quick checks only: scores get noisier).
+    """
+    t0 = time.perf_counter()
+    spec = data_spec(data)
+    labels, num_classes = split_labels(spec, "train")
+    rows = train_rows if train_limit is None else stratified_sample(labels, train_limit, seed=seed)
+    enc, name, key = resolve_encoder(encoder)
+    kw = dict(device=torch.device(device), img_size=img_size, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)
+    train = extract_features(enc, key, spec, "train", indices=rows, **kw)
+    val_rows = None if val_limit is None else stratified_sample(split_labels(spec, "val")[0], val_limit, seed=seed)
+    val = extract_features(enc, key, spec, "val", indices=val_rows, **kw)
+    info = {
+        "encoder": name, "encoder_key": key, "dataset": spec.id, "num_classes": num_classes,
+        "img_size": img_size or enc.img_size, "patch_size": enc.patch_size, "depth": enc.depth,
+        "width": enc.embed_dim, "n_train": len(train), "n_val": len(val), "train_limit": train_limit, "val_limit": val_limit,
+        "feature_s": round(time.perf_counter() - t0, 2),
+    }
+    return train, val, info

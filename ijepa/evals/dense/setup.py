@@ -1,0 +1,108 @@
+"""What every dense eval does around its own head and metric: the run config (one set of
+defaults, a YAML recipe, CLI overrides), the backbone from the shared encoder contract, the
+loaders, and the results record."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset
+
+from ijepa.evals.core.encoders import EncoderSpec, build_encoder
+from ijepa.evals.dense.backbone import DenseBackbone
+from ijepa.evals.dense.data import stack
+from ijepa.evals.dense.train import DenseTrainConfig
+
+
+@dataclass(frozen=True)
+class DenseRun:
+    """Fields shared by segmentation, depth and counting (each task subclasses it)."""
+
+    data: str = ""
+    img_size: int = 512  # train crop side; eval resizes the short side to it
+    batch_size: int = 16
+    max_iters: int = 1000
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_iters: int = 0
+    layer_decay: float = 1.0  # fine-tune mode only
+    mode: str = "frozen"  # or "finetune"
+    taps: tuple[int, ...] | None = None  # None = DenseBackbone's default 4
+    head: str = "linear"
+    eval_every: int = 0
+    max_eval_images: int | None = None  # quick runs: score the first N images of each split
+    workers: int = 0
+    seed: int = 0
+    progress: bool = True
+
+    def train_config(self) -> DenseTrainConfig:
+        return DenseTrainConfig(
+            max_iters=self.max_iters, lr=self.lr, weight_decay=self.weight_decay, warmup_iters=self.warmup_iters,
+            layer_decay=self.layer_decay, eval_every=self.eval_every, progress=self.progress,
+        )
+
+
+R = TypeVar("R", bound=DenseRun)
+
+
+def load_run(cls: type[R], recipe: str | Path | None = None, **overrides: Any) -> R:
+    """Defaults <- YAML recipe (flat keys; a `sources` key is documentation) <- overrides that
+    are not None. Unknown keys are an error naming the recipe."""
+    values: dict[str, Any] = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    if recipe is not None:
+        path = Path(recipe)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: recipe not found")
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ValueError(f"{path}: expected a mapping of run settings")
+        raw.pop("sources", None)
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(names))}")
+        values.update(raw)
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("taps") is not None:
+        values["taps"] = tuple(int(t) for t in values["taps"])
+    return cls(**values)
+
+
+def dense_backbone(spec: EncoderSpec, run: DenseRun, device: torch.device) -> tuple[DenseBackbone, dict[str, Any]]:
+    """(backbone on `device`, record fields naming the encoder)."""
+    torch.manual_seed(run.seed)
+    enc, name, key = build_encoder(spec)
+    bb = DenseBackbone(enc, taps=list(run.taps) if run.taps else None, mode=run.mode).to(device)
+    info = {
+        "encoder": name, "encoder_key": key, "patch_size": enc.patch_size, "depth": enc.depth,
+        "width": enc.embed_dim, "taps": bb.taps, "mode": run.mode, "head": run.head,
+    }
+    return bb, info
+
+
+def train_loader(dataset: Dataset, run: DenseRun) -> DataLoader:
+    g = torch.Generator().manual_seed(run.seed)
+    return DataLoader(
+        dataset, batch_size=run.batch_size, shuffle=True, drop_last=len(dataset) >= run.batch_size,
+        num_workers=run.workers, collate_fn=stack, generator=g, persistent_workers=run.workers > 0,
+    )
+
+
+def item_rng() -> random.Random:
+    """Per-item RNG drawn from torch's, so torch.manual_seed and loader workers seed it."""
+    return random.Random(int(torch.randint(2**31 - 1, ())))
+
+
+def eval_items(dataset: Dataset, limit: int | None) -> range:
+    return range(len(dataset) if limit is None else min(limit, len(dataset)))
+
+
+def base_record(kind: str, run: DenseRun, info: dict[str, Any], history: list[dict]) -> dict[str, Any]:
+    fields = {k: v for k, v in dataclasses.asdict(run).items() if k not in ("progress", "workers")}
+    return {"kind": kind, **info, "dataset": str(Path(run.data).resolve()), "config": fields, "history": history}

@@ -1,0 +1,120 @@
+"""The one dense training loop: segmentation, depth and counting supply only a loss.
+
+Iteration-based (dense recipes count iterations, not epochs): AdamW, linear warm-up then
+cosine to `min_lr`, per-group `lr_scale` (layer-wise decay from `DenseBackbone.param_groups`),
+a rich progress bar, and an eval callback every `eval_every` iterations and at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from ijepa.training.logging import progress_bar
+
+Batch = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DenseTrainConfig:
+    max_iters: int = 1000
+    lr: float = 1e-3  # head lr; the encoder's groups get lr * their lr_scale
+    weight_decay: float = 0.01
+    warmup_iters: int = 0
+    min_lr: float = 0.0
+    layer_decay: float = 1.0
+    grad_clip: float = 0.0  # 0 = off
+    eval_every: int = 0  # 0 = only at the end
+    progress: bool = True
+
+
+def lr_at(cfg: DenseTrainConfig, it: int) -> float:
+    """Linear warm-up from 0, then cosine from cfg.lr to cfg.min_lr at max_iters."""
+    if it < cfg.warmup_iters:
+        return cfg.lr * (it + 1) / cfg.warmup_iters
+    t = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def head_param_groups(module: nn.Module, lr: float, *, weight_decay: float) -> list[dict]:
+    """Trainable params of a head, split so biases and norms (1-D) get no weight decay."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    decay = [p for p in params if p.ndim > 1]
+    no_decay = [p for p in params if p.ndim <= 1]
+    return [
+        {"params": ps, "lr": lr, "lr_scale": 1.0, "weight_decay": wd, "name": f"head.{n}"}
+        for ps, wd, n in ((decay, weight_decay, "decay"), (no_decay, 0.0, "no_decay")) if ps
+    ]
+
+
+def to_device(batch: Batch, device: torch.device) -> Batch:
+    """Tensors of a dict batch to `device`; any other batch is left to the loss function."""
+    if not isinstance(batch, dict):
+        return batch
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def _forever(loader: Iterable[Batch]) -> Iterator[Batch]:
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ValueError("the training set is empty: no batch to train on")
+
+
+def train_dense(
+    model: nn.Module,
+    loader: Iterable[Batch],
+    loss_fn: Callable[[nn.Module, Batch], torch.Tensor],
+    *,
+    param_groups: list[dict],
+    cfg: DenseTrainConfig,
+    device: torch.device,
+    evaluate: Callable[[], dict[str, float]] | None = None,
+    console: Console | None = None,
+    desc: str = "dense",
+) -> list[dict[str, float]]:
+    """Train `model` for cfg.max_iters steps of `loss_fn(model, batch)`; return the history
+    (one row per eval: iteration, mean loss since the last eval, lr, and the eval's metrics)."""
+    opt = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    params = [p for g in param_groups for p in g["params"]]
+    history: list[dict[str, float]] = []
+    losses: list[float] = []
+    batches = _forever(loader)
+    t0 = time.perf_counter()
+    with progress_bar(console or Console(stderr=True), cfg.progress) as bar:
+        task = bar.add_task(desc, total=cfg.max_iters, info="")
+        for it in range(cfg.max_iters):
+            lr = lr_at(cfg, it)
+            for g in opt.param_groups:
+                g["lr"] = lr * g.get("lr_scale", 1.0)
+            model.train()
+            loss = loss_fn(model, to_device(next(batches), device))
+            if not torch.isfinite(loss):
+                raise ValueError(f"{desc}: loss is {loss.item()} at iteration {it} (lower --lr?)")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            opt.step()
+            losses.append(loss.item())
+            bar.update(task, advance=1, info=f"loss {losses[-1]:.4f} lr {lr:.2e}")
+            last = it + 1 == cfg.max_iters
+            if last or (cfg.eval_every and (it + 1) % cfg.eval_every == 0):
+                row = {"iter": it + 1, "loss": sum(losses) / len(losses), "lr": lr, "elapsed_s": time.perf_counter() - t0}
+                losses.clear()
+                if evaluate is not None:
+                    model.eval()
+                    with torch.no_grad():
+                        row.update(evaluate())
+                history.append(row)
+    return history

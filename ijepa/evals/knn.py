@@ -1,0 +1,85 @@
+"""Weighted k-NN on L2-normalised frozen features (DINO: k in {10, 20, 100, 200}, T = 0.07).
+
+The reported (feature set, k) is chosen on a held-out part of train, like the linear head;
+every (feature set, k) score on val is recorded too.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+
+from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features
+from ijepa.evals.core.fit import holdout_split
+from ijepa.evals.core.setup import EncoderLike, frozen_splits
+
+KS = (10, 20, 100, 200)
+
+
+@torch.no_grad()
+def knn_predict(
+    bank: torch.Tensor, bank_labels: torch.Tensor, queries: torch.Tensor, *, ks: tuple[int, ...] = KS,
+    temperature: float = 0.07, num_classes: int, batch_size: int = 1024,
+) -> dict[int, torch.Tensor]:
+    """Class scores [Q, C] for each k: sum over the k nearest of exp(cos / T) per class."""
+    bank = F.normalize(bank.float(), dim=1)
+    kmax = min(max(ks), len(bank))
+    out: dict[int, list[torch.Tensor]] = {k: [] for k in ks}
+    for i in range(0, len(queries), batch_size):
+        q = F.normalize(queries[i : i + batch_size].float(), dim=1)
+        sim, idx = (q @ bank.T).topk(kmax, dim=1)  # sorted, nearest first
+        w = (sim / temperature).exp()
+        onehot = F.one_hot(bank_labels[idx], num_classes).float()  # [B, kmax, C]
+        votes = (onehot * w.unsqueeze(-1)).cumsum(1)  # votes of the first j neighbours
+        for k in ks:
+            out[k].append(votes[:, min(k, kmax) - 1])
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def topk_acc(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    top = scores.topk(min(5, scores.shape[1]), dim=1).indices
+    hit = top == labels.view(-1, 1)
+    n = max(len(labels), 1)
+    return float(hit[:, 0].sum()) / n, float(hit.any(1).sum()) / n
+
+
+def knn_scores(bank: Features, queries: Features, *, ks: tuple[int, ...], temperature: float, num_classes: int, feature_sets: tuple[str, ...]) -> dict[tuple[str, int], tuple[float, float]]:
+    """(top-1, top-5) of every (feature set, k)."""
+    res = {}
+    for f in feature_sets:
+        scores = knn_predict(bank.get(f), bank.labels, queries.get(f), ks=ks, temperature=temperature, num_classes=num_classes)
+        for k, s in scores.items():
+            res[f, k] = topk_acc(s, queries.labels)
+    return res
+
+
+def run_knn(
+    encoder: EncoderLike, *, data: str = "fashion-mnist",
+    train_limit: int | float | None = None, val_limit: int | float | None = None, ks: tuple[int, ...] = KS, temperature: float = 0.07,
+    feature_sets: tuple[str, ...] = FEATURE_SETS, heldout: float = 0.1,
+    device: torch.device | str = "cpu", seed: int = 0, img_size: int | None = None,
+    feature_batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
+    console: Console | None = None,
+) -> dict:
+    """Score a frozen encoder by weighted k-NN; returns the record (`top1` on val, a fraction)."""
+    t0 = time.perf_counter()
+    train, val, info = frozen_splits(
+        encoder, data, device=device, train_limit=train_limit, val_limit=val_limit, seed=seed, img_size=img_size,
+        batch_size=feature_batch_size, workers=workers, cache_dir=cache_dir, console=console,
+    )
+    kw = dict(ks=tuple(ks), temperature=temperature, num_classes=info["num_classes"], feature_sets=tuple(feature_sets))
+    fit_idx, held_idx = holdout_split(train.labels, heldout, seed=seed)
+    held = knn_scores(train.subset(fit_idx), train.subset(held_idx), **kw)
+    scored = knn_scores(train, val, **kw)  # the full train split is the memory bank
+    best = max(held, key=lambda fk: held[fk][0])
+    rows = [{"features": f, "k": k, "heldout_top1": held[f, k][0], "val_top1": scored[f, k][0], "val_top5": scored[f, k][1]} for f, k in held]
+    return {
+        "kind": "eval.knn", **info, "protocol": f"knn-T{temperature:g}",
+        "top1": scored[best][0], "top5": scored[best][1], "heldout_top1": held[best][0],
+        "best_features": best[0], "best_k": best[1], "temperature": temperature, "scores": rows,
+        "seed": seed, "device": str(device), "wall_s": round(time.perf_counter() - t0, 2),
+    }

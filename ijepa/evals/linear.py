@@ -1,0 +1,71 @@
+"""Linear probe: the VISSL grid of linear heads on frozen, cached features.
+
+    from ijepa.evals.linear import run_linear
+    rec = run_linear("runs/fmnist_vit_tiny", train_limit=10000)   # rec["top1"] in [0, 1]
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import fields, replace
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from ijepa.evals.core.features import CACHE_DIR
+from ijepa.evals.core.fit import GridConfig, fit_grid
+from ijepa.evals.core.setup import EncoderLike, frozen_splits
+
+GRID_KEYS = {f.name for f in fields(GridConfig)}
+
+
+def grid_config(**overrides) -> GridConfig:
+    """GridConfig with the given non-None fields replaced (lists become tuples)."""
+    bad = set(overrides) - GRID_KEYS
+    if bad:
+        raise ValueError(f"unknown head-grid option(s) {', '.join(sorted(bad))}; expected {', '.join(sorted(GRID_KEYS))}")
+    set_ = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
+    return replace(GridConfig(), **set_)
+
+
+def run_linear(
+    encoder: EncoderLike, *, data: str = "fashion-mnist",
+    train_limit: int | float | None = None, val_limit: int | float | None = None, grid: GridConfig | None = None,
+    device: torch.device | str = "cpu", seed: int = 0, img_size: int | None = None,
+    feature_batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
+    console: Console | None = None,
+) -> dict:
+    """Score a frozen encoder by the best head of the grid (chosen on held-out train).
+
+    Returns the record: `top1`/`top5` (fractions, on val) at the top level, the chosen head,
+    every head's scores, timings. `train_limit` subsamples train (stratified, seeded).
+    """
+    t0 = time.perf_counter()
+    grid = grid or GridConfig()
+    train, val, info = frozen_splits(
+        encoder, data, device=device, train_limit=train_limit, val_limit=val_limit, seed=seed, img_size=img_size,
+        batch_size=feature_batch_size, workers=workers, cache_dir=cache_dir, console=console,
+    )
+    t1 = time.perf_counter()
+    res = fit_grid(grid, train, {"val": val}, num_classes=info["num_classes"], device=torch.device(device), seed=seed, console=console)
+    return {
+        "kind": "eval.linear", **info, "protocol": "linear-grid",
+        "top1": res.metrics["val_top1"], "top5": res.metrics["val_top5"],
+        "heldout_top1": res.metrics["heldout_top1"], "best_head": res.best.name,
+        "best_features": res.best.features, "best_norm": res.best.norm, "best_lr": res.best.lr, "best_wd": res.best.wd,
+        "best_by_features": best_by(res.scores, "features"),
+        "grid": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(grid).items()},
+        "heads": res.scores, "seed": seed, "device": str(device),
+        "fit_s": round(time.perf_counter() - t1, 2), "wall_s": round(time.perf_counter() - t0, 2),
+    }
+
+
+def best_by(rows: list[dict], key: str) -> dict[str, dict]:
+    """Per value of `key` (e.g. each feature set), the head chosen on held-out train."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        cur = out.get(r[key])
+        if cur is None or r["heldout_top1"] > cur["heldout_top1"]:
+            out[r[key]] = r
+    return {k: {"head": r["head"], "heldout_top1": r["heldout_top1"], "top1": r["val_top1"], "top5": r["val_top5"]} for k, r in out.items()}

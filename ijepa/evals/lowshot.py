@@ -1,0 +1,193 @@
+"""Low-shot classification: 1%, 5%, 10% of the labels, class-balanced, seeded, mean ± std.
+
+Splits are drawn per (fraction, seed), or read from SimCLR-style subset files (one training
+image file name a line, e.g. `1percent.txt`; Fashion-MNIST: one train row index a line), and
+can be written out for reuse. Protocols on the labelled subset:
+- `logreg` (default): multinomial logistic regression on standardised frozen features,
+  L2 strength C and the feature set chosen by stratified cross-validation (scikit-learn);
+- `heads`: the linear-head grid of `ijepa eval linear`, picked on a held-out part of the subset;
+- `finetune`: end-to-end fine-tuning (AdamW, layer decay 0.75, cosine, label smoothing 0.1).
+Only the rows some split uses go through the frozen encoder.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ijepa.data import data_spec
+from ijepa.data.imagefolder import image_folder
+from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features, split_labels
+from ijepa.evals.core.finetune import FinetuneConfig, finetune
+from ijepa.evals.core.fit import GridConfig, fit_grid, stratified_sample
+from ijepa.evals.core.setup import EncoderLike, frozen_splits, resolve_encoder
+from ijepa.results.io import atomic_write_text
+
+FRACTIONS = (0.01, 0.05, 0.1)
+PROTOCOLS = ("logreg", "heads", "finetune")
+CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
+
+
+def class_balanced_split(labels: torch.Tensor, fraction: float, *, seed: int) -> torch.Tensor:
+    """Sorted rows: round(fraction * N / C) per class (at least 1), drawn with `seed`."""
+    classes = labels.unique()
+    per_class = max(1, round(fraction * len(labels) / len(classes)))
+    g = torch.Generator().manual_seed(seed)
+    picked = []
+    for c in classes.tolist():
+        idx = (labels == c).nonzero().squeeze(1)
+        picked.append(idx[torch.randperm(len(idx), generator=g)[:per_class]])
+    return torch.cat(picked).sort().values
+
+
+def row_names(data: str) -> list[str]:
+    """What a subset file calls each train row: the file name (ImageFolder), the index (Fashion-MNIST)."""
+    spec = data_spec(data)
+    if spec.kind == "fashion-mnist":
+        return [str(i) for i in range(len(split_labels(spec, "train")[0]))]
+    return [Path(p).name for p, _ in image_folder(spec.root, "train").samples]
+
+
+def subset_file(fraction: float, seed: int | None = None) -> str:
+    pct = f"{fraction * 100:g}"
+    return f"{pct}percent.txt" if seed is None else f"{pct}percent-seed{seed}.txt"
+
+
+def read_subset(path: Path, names: list[str]) -> torch.Tensor:
+    """Rows named in a subset file; an unknown name is an error naming file and line."""
+    where = {n: i for i, n in enumerate(names)}
+    rows = []
+    for lineno, line in enumerate(path.read_text().splitlines(), 1):
+        name = line.strip()
+        if not name:
+            continue
+        if name not in where:
+            raise ValueError(f"{path}:{lineno}: {name!r} is not a training image of this dataset")
+        rows.append(where[name])
+    if not rows:
+        raise ValueError(f"{path}: empty subset file")
+    return torch.tensor(sorted(set(rows)))
+
+
+def write_subset(path: Path, rows: torch.Tensor, names: list[str]) -> None:
+    atomic_write_text(path, "".join(f"{names[i]}\n" for i in rows.tolist()))
+
+
+def draw_splits(labels: torch.Tensor, names: list[str] | None, *, fractions, seeds, subset_dir: Path | None, write_dir: Path | None) -> dict[tuple[float, int], tuple[torch.Tensor, str]]:
+    """(fraction, seed) -> (rows, source). A file in `subset_dir` (`1percent-seed0.txt`, else
+    `1percent.txt`) wins over a drawn split."""
+    out = {}
+    for f in fractions:
+        for s in seeds:
+            files = [subset_dir / subset_file(f, s), subset_dir / subset_file(f)] if subset_dir else []
+            found = next((p for p in files if p.exists()), None)
+            if found is not None:
+                out[f, s] = (read_subset(found, names), f"file:{found}")
+            else:
+                out[f, s] = (class_balanced_split(labels, f, seed=s), f"drawn:seed{s}")
+            if write_dir is not None:
+                write_subset(write_dir / subset_file(f, s), out[f, s][0], names)
+    return out
+
+
+def logreg(train: Features, val: Features, *, feature_sets: tuple[str, ...], seed: int) -> dict:
+    """Best (feature set, C) by stratified k-fold CV on the labelled subset; its val scores."""
+    y = train.labels.numpy()
+    counts = np.bincount(y)
+    folds = int(min(3, counts[counts > 0].min()))
+    best = None
+    for f in feature_sets:
+        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, tol=1e-3))
+        if folds >= 2:
+            cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
+            search = GridSearchCV(model, {"logisticregression__C": list(CS)}, cv=cv, scoring="accuracy").fit(train.get(f).numpy(), y)
+            fitted, cv_score, c = search.best_estimator_, float(search.best_score_), search.best_params_["logisticregression__C"]
+        else:  # one example per class: nothing to cross-validate
+            fitted, cv_score, c = model.fit(train.get(f).numpy(), y), float("-inf"), 1.0
+        if best is None or cv_score > best[0]:
+            best = (cv_score, f, fitted, c)
+    cv_score, f, fitted, c = best
+    scores = torch.from_numpy(fitted.decision_function(val.get(f).numpy()))
+    top = torch.from_numpy(fitted.classes_)[scores.topk(min(5, scores.shape[1]), dim=1).indices]
+    hit = top == val.labels.view(-1, 1)
+    return {"top1": float(hit[:, 0].float().mean()), "top5": float(hit.any(1).float().mean()),
+            "features": f, "C": float(c), "cv_top1": cv_score}
+
+
+def summarize(per_seed: list[dict]) -> dict:
+    """Mean and (sample) std over seeds of top-1/top-5, with each seed's row."""
+    out = {"seeds": per_seed}
+    for m in ("top1", "top5"):
+        vals = [r[m] for r in per_seed]
+        out[m] = statistics.fmean(vals)
+        out[f"{m}_std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    return out
+
+
+def run_lowshot(
+    encoder: EncoderLike, *, data: str = "fashion-mnist",
+    fractions: tuple[float, ...] = FRACTIONS, seeds: tuple[int, ...] = (0, 1, 2),
+    protocol: str = "logreg", val_limit: int | float | None = None, feature_sets: tuple[str, ...] = FEATURE_SETS,
+    subset_dir: Path | None = None, write_splits: Path | None = None,
+    grid: GridConfig | None = None, finetune_cfg: FinetuneConfig | None = None,
+    device: torch.device | str = "cpu", img_size: int | None = None, feature_batch_size: int = 256,
+    workers: int = 0, cache_dir: Path | None = CACHE_DIR, console: Console | None = None,
+) -> dict:
+    """Score a frozen (or, with `finetune`, fine-tuned) encoder with few labels.
+
+    Returns the record: per fraction mean/std over seeds; `top1` at the top level is the
+    smallest fraction's mean (a fraction in [0, 1]).
+    """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    t0 = time.perf_counter()
+    spec = data_spec(data)
+    labels, num_classes = split_labels(spec, "train")
+    needs_names = subset_dir is not None or write_splits is not None
+    splits = draw_splits(labels, row_names(data) if needs_names else None, fractions=fractions, seeds=seeds,
+                         subset_dir=Path(subset_dir) if subset_dir else None, write_dir=Path(write_splits) if write_splits else None)
+    dev = torch.device(device)
+    if protocol == "finetune":
+        enc, name, key = resolve_encoder(encoder)
+        info = {"encoder": name, "encoder_key": key, "dataset": spec.id, "num_classes": num_classes, "depth": enc.depth, "width": enc.embed_dim}
+        cfg = finetune_cfg or FinetuneConfig()
+
+        val_rows = None if val_limit is None else stratified_sample(split_labels(spec, "val")[0], val_limit, seed=0)
+
+        def score(rows: torch.Tensor, seed: int) -> dict:
+            top1, top5 = finetune(enc, spec, rows, num_classes=num_classes, cfg=cfg, device=dev, seed=seed,
+                                  val_rows=val_rows, workers=workers, console=console)
+            return {"top1": top1, "top5": top5}
+        settings = {"finetune": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}}
+    else:
+        union = torch.cat([r for r, _ in splits.values()]).unique()
+        train, val, info = frozen_splits(encoder, data, device=dev, train_rows=union, val_limit=val_limit, img_size=img_size, batch_size=feature_batch_size,
+                                         workers=workers, cache_dir=cache_dir, console=console)
+        grid = grid or GridConfig()
+
+        def score(rows: torch.Tensor, seed: int) -> dict:
+            sub = train.subset(torch.searchsorted(union, rows))
+            if protocol == "logreg":
+                return logreg(sub, val, feature_sets=tuple(feature_sets), seed=seed)
+            res = fit_grid(grid, sub, {"val": val}, num_classes=num_classes, device=dev, seed=seed, console=console)
+            return {"top1": res.metrics["val_top1"], "top5": res.metrics["val_top5"], "head": res.best.name}
+        settings = {"feature_sets": list(feature_sets)} if protocol == "logreg" else {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(grid).items()}}
+    by_fraction = {}
+    for f in fractions:
+        rows = [{"seed": s, "n_labelled": len(splits[f, s][0]), "split": splits[f, s][1], **score(splits[f, s][0], s)} for s in seeds]
+        by_fraction[f"{f:g}"] = summarize(rows)
+    head = by_fraction[f"{min(fractions):g}"]
+    return {
+        "kind": "eval.lowshot", **info, "protocol": protocol, "top1": head["top1"], "top1_std": head["top1_std"],
+        "top5": head["top5"], "fractions": by_fraction, **settings, "seeds": list(seeds),
+        "device": str(device), "wall_s": round(time.perf_counter() - t0, 2),
+    }

@@ -1,0 +1,57 @@
+"""`ijepa explore --out DIR`: the same page as static HTML + PNGs, viewable without a server.
+
+Each exported image carries `draws` pre-sampled mask draws (seeds 0..draws-1) at the
+checkpoint's mask settings; the page cycles through them on a click.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import track
+
+from ijepa.explore.page import page_html
+from ijepa.explore.session import Explorer
+
+
+def pick_images(explorer: Explorer, per_source: int) -> list[str]:
+    """The first `per_source` images of every gallery source (uploads are not exported)."""
+    taken: dict[str, int] = {}
+    ids = []
+    for item in (explorer.items[i] for i in explorer.gallery_ids):
+        if taken.get(item.source, 0) < per_source:
+            taken[item.source] = taken.get(item.source, 0) + 1
+            ids.append(item.id)
+    return ids
+
+
+def export_static(
+    explorer: Explorer, out: str | Path, *, draws: int = 4, per_source: int = 8, console: Console | None = None
+) -> Path:
+    """Write `out/index.html` and `out/png/*.png`; returns the HTML path."""
+    if draws < 1 or per_source < 1:
+        raise ValueError(f"draws={draws}, per_source={per_source}: expected both >= 1")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    (out / "png").mkdir(parents=True, exist_ok=True)
+    thumbs = {}
+    for image_id in explorer.gallery_ids:
+        thumbs[image_id] = f"png/thumb-{image_id}.png"
+        (out / thumbs[image_id]).write_bytes(explorer.thumbnail(image_id))
+    samples = {}
+    for image_id in track(pick_images(explorer, per_source), description="exporting", console=console, disable=console is None):
+        samples[image_id] = []
+        for seed in range(draws):
+            s = explorer.sample(image_id, explorer.defaults, seed)
+            paths = {k: f"png/{image_id}-s{seed}-{k}.png" for k in s.pngs}
+            for k, rel in paths.items():
+                (out / rel).write_bytes(s.pngs[k])
+            samples[image_id].append({**s.data, "png": paths})
+    manifest = {"info": explorer.info(), "samples": samples, "thumbs": thumbs, "draws": draws}
+    html = out / "index.html"
+    html.write_text(page_html(manifest), encoding="utf-8")
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    return html

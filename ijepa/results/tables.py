@@ -1,0 +1,136 @@
+"""`results/README.md` and `results/summary.csv`, regenerated from the JSON records.
+
+Our runs are grouped by eval kind; beside each classification group stand the paper's
+reference numbers, every row labelled with the table it comes from. The README keeps the
+latest run per (kind, encoder, dataset, protocol, subset); the CSV keeps every run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ijepa.results.io import RESULTS_DIR, atomic_write_text, read_records
+
+PAPER = "I-JEPA paper (arXiv 2301.08243)"
+# (eval kind, table, method, arch, pretrain epochs, dataset, metric, value %)
+REFERENCE: list[tuple[str, str, str, str, int | None, str, str, float]] = [
+    *[("eval.linear", "Table 1", m, a, e, "imagenet-1k", "top1", v) for m, a, e, v in [
+        ("I-JEPA", "ViT-B/16", 600, 72.9), ("I-JEPA", "ViT-L/16", 600, 77.5), ("I-JEPA", "ViT-H/14", 300, 79.3),
+        ("I-JEPA", "ViT-H/16-448", 300, 81.1), ("MAE", "ViT-B/16", None, 68.0), ("MAE", "ViT-L/16", None, 76.0),
+        ("MAE", "ViT-H/14", None, 77.2), ("CAE", "ViT-B/16", None, 70.4), ("CAE", "ViT-L/16", None, 78.1),
+        ("data2vec", "ViT-L/16", None, 77.3), ("DINO", "ViT-B/8", None, 80.1), ("iBOT", "ViT-L/16", None, 81.0)]],
+    *[("eval.lowshot", "Table 2", m, a, None, "imagenet-1k (1% labels)", "top1", v) for m, a, v in [
+        ("I-JEPA", "ViT-L/16", 69.4), ("I-JEPA", "ViT-H/14", 73.3), ("I-JEPA", "ViT-H/16-448", 77.3),
+        ("MAE", "ViT-L/16", 67.1), ("MAE", "ViT-H/14", 71.5), ("data2vec", "ViT-L/16", 73.3),
+        ("iBOT", "ViT-B/16", 69.7), ("DINO", "ViT-B/8", 70.0), ("MSN", "ViT-B/4", 75.7)]],
+    *[("eval.linear", "Table 3", m, a, None, d, "top1", v) for m, a, vals in [
+        ("I-JEPA", "ViT-H/14", (87.5, 58.4, 47.6)), ("MAE", "ViT-H/14", (77.3, 55.0, 32.9)),
+        ("DINO", "ViT-B/8", (84.9, 57.9, 55.9)), ("iBOT", "ViT-L/16", (88.3, 60.4, 57.3))]
+      for d, v in zip(("cifar100", "places205", "inat18"), vals, strict=True)],
+]
+TITLES = {"eval.linear": "Linear probe", "eval.lowshot": "Low-shot", "eval.knn": "k-NN"}
+HEADLINES = ("top1", "probe_best", "box_ap", "miou", "abs_rel", "mae", "img_per_s", "gflops_per_image")
+
+
+def headline(rec: dict[str, Any]) -> tuple[str | None, float | None]:
+    for key in HEADLINES:
+        if isinstance(rec.get(key), (int, float)):
+            return key, float(rec[key])
+    return None, None
+
+
+def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Long-format rows of one record: one per metric worth a table cell."""
+    base = {"source": "ours", "kind": rec.get("kind", "misc"), "encoder": rec.get("encoder"), "dataset": rec.get("dataset"),
+            "protocol": rec.get("protocol"), "subset": rec.get("train_limit"), "created": rec.get("created"),
+            "git_commit": rec.get("git_commit"), "record": rec.get("_path")}
+    if base["kind"] == "eval.lowshot":
+        return [{**base, "metric": f"top1@{float(f):.0%}", "value": 100 * r["top1"], "std": 100 * r["top1_std"],
+                 "n_seeds": len(r["seeds"]), "detail": f"{r['seeds'][0]['n_labelled']} labelled"}
+                for f, r in rec.get("fractions", {}).items()]
+    metric, value = headline(rec)
+    if metric is None:
+        return []
+    pct = metric == "top1" or metric == "probe_best"
+    detail = rec.get("best_head") or (f"{rec.get('best_features')}, k={rec.get('best_k')}" if "best_k" in rec else None)
+    out = [{**base, "metric": metric, "value": 100 * value if pct else value, "detail": detail}]
+    for f, b in (rec.get("best_by_features") or {}).items():
+        out.append({**base, "metric": f"top1[{f}]", "value": 100 * b["top1"], "detail": b["head"]})
+    return out
+
+
+def reference_frame() -> pd.DataFrame:
+    cols = ["kind", "table", "method", "arch", "pretrain_epochs", "dataset", "metric", "value"]
+    df = pd.DataFrame(REFERENCE, columns=cols)
+    df["source"] = PAPER + ", " + df["table"]
+    return df
+
+
+def summary_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Every run's metrics plus the paper's reference rows, in one long table."""
+    ours = pd.DataFrame([r for rec in records for r in rows_of(rec)])
+    ref = reference_frame().rename(columns={"arch": "encoder"})
+    ref["encoder"] = ref["method"] + " " + ref["encoder"]
+    return pd.concat([ours, ref.drop(columns=["table"])], ignore_index=True)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    """GitHub markdown, without pandas' optional `tabulate` dependency."""
+    cells = df.astype(object).where(df.notna(), "").astype(str)
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(row) + " |" for row in cells.to_numpy().tolist()]
+    return "\n".join([head, rule, *body])
+
+
+def _cell(value: float, std: float | None) -> str:
+    return f"{value:.2f}" if std is None or pd.isna(std) else f"{value:.2f} ± {std:.2f}"
+
+
+def ours_table(rows: pd.DataFrame) -> pd.DataFrame:
+    """One line per (encoder, dataset, protocol, subset), latest run, metrics as columns."""
+    rows = rows.copy()
+    rows["cell"] = [_cell(v, s) for v, s in zip(rows["value"], rows.get("std", pd.Series([None] * len(rows), index=rows.index)), strict=True)]
+    keys = ["encoder", "dataset", "protocol", "subset"]
+    for k in keys:
+        rows[k] = rows[k].fillna("-").astype(str)
+    latest = rows.sort_values("created").groupby(keys, sort=False)["record"].transform("last")
+    rows = rows[rows["record"] == latest]
+    wide = rows.pivot_table(index=keys, columns="metric", values="cell", aggfunc="last").reset_index()
+    meta = rows.groupby(keys).agg(detail=("detail", "first"), date=("created", "last"), commit=("git_commit", "last")).reset_index()
+    wide = wide.merge(meta, on=keys)
+    wide["date"] = wide["date"].astype(str).str[:10]
+    return wide.sort_values(keys).reset_index(drop=True)
+
+
+def render_markdown(summary: pd.DataFrame) -> str:
+    ours = summary[summary["source"] == "ours"]
+    ref = summary[summary["source"] != "ours"]
+    kinds = list(TITLES) + sorted(set(ours["kind"].dropna()) - set(TITLES)) if len(ours) else list(TITLES)
+    out = ["# Results", "", "Generated by `ijepa results` from `results/records/**/*.json` (do not edit by hand);",
+           "`summary.csv` holds every run. Accuracies in %; ours are on the dataset named in each row,",
+           "the paper's are ImageNet-1k and transfer datasets: not comparable row for row.", ""]
+    for kind in kinds:
+        mine, theirs = ours[ours["kind"] == kind], ref[ref["kind"] == kind]
+        if mine.empty and theirs.empty:
+            continue
+        out += [f"## {TITLES.get(kind, kind)} (`{kind}`)", ""]
+        out += [markdown_table(ours_table(mine)) if not mine.empty else "_No runs of ours yet._", ""]
+        if not theirs.empty:
+            show = theirs[["encoder", "pretrain_epochs", "dataset", "metric", "value", "source"]].copy()
+            show["pretrain_epochs"] = show["pretrain_epochs"].map(lambda e: "" if pd.isna(e) else int(e))
+            out += ["Paper reference:", "", markdown_table(show), ""]
+    return "\n".join(out)
+
+
+def write_tables(results_dir: Path | None = None) -> tuple[Path, Path]:
+    """Regenerate `README.md` and `summary.csv` under `results_dir`; returns their paths."""
+    root = Path(results_dir or RESULTS_DIR)
+    summary = summary_frame(read_records(root))
+    md, csv = root / "README.md", root / "summary.csv"
+    atomic_write_text(csv, summary.to_csv(index=False))
+    atomic_write_text(md, render_markdown(summary) + "\n")
+    return md, csv

@@ -1,0 +1,115 @@
+"""The eval command-line contract (`--json`, records, clear errors) and `ijepa results`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from fixtures.imagefolder import corrupt, write_imagefolder
+from typer.testing import CliRunner
+
+from ijepa.evals.core.encoders import EncoderSpec
+from ijepa.evals.linear import run_linear
+from ijepa.results.io import write_record
+
+SHAPE_SPEC = EncoderSpec(random_init="vit_tiny", depth=1, img_size=32, patch_size=8, in_chans=3)
+SHAPE = ["--random-init", "vit_tiny", "--depth", "1", "--patch-size", "8", "--in-chans", "3", "--device", "cpu"]
+
+
+def cli(args: list[str]):
+    import ijepa.cli.evals  # noqa: F401  (registers the commands)
+    import ijepa.cli.results  # noqa: F401
+    from ijepa.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    return write_imagefolder(tmp_path_factory.mktemp("if"))
+
+
+def test_linear_json_contract(tmp_path, tree, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = cli(["eval", "linear", *SHAPE, "--data", str(tree), "--epochs", "3", "--batch-size", "16", "--lrs", "0.1,1", "--json"])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
+    rec = json.loads(lines[-1])
+    assert 0 <= rec["top1"] <= 1 and 0 <= rec["top5"] <= 1 and rec["kind"] == "eval.linear"
+    assert rec["grid"]["lrs"] == [0.1, 1.0] and len(rec["heads"]) == 2 * 2 * 2 * 2
+    assert Path(rec["record"]).exists() and json.loads(Path(rec["record"]).read_text())["top1"] == rec["top1"]
+    assert list((tmp_path / ".cache" / "features").glob("*.pt"))  # default cache, relative to the working dir
+
+
+def test_recipe_file_and_context_encoder(tmp_path, tree, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text(f"data: {tree}\ngrid:\n  epochs: 2\n  lrs: [0.5]\n  feature_sets: [lastPOOL]\n")
+    res = cli(["eval", "linear", *SHAPE, "--config", "r.yaml", "--which", "context", "--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout.splitlines()[-1])
+    assert rec["grid"]["epochs"] == 2 and rec["best_features"] == "lastPOOL" and len(rec["heads"]) == 4
+    (tmp_path / "bad.yaml").write_text("grid:\n  epoch: 2\n")
+    res = cli(["eval", "linear", *SHAPE, "--config", "bad.yaml"])
+    assert res.exit_code == 2 and "bad.yaml: grid: unknown key(s) epoch" in res.output
+
+
+def test_knn_and_lowshot_json(tmp_path, tree, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = cli(["eval", "knn", *SHAPE, "--data", str(tree), "--ks", "1,3", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.splitlines()[-1])["best_k"] in (1, 3)
+    res = cli(["eval", "lowshot", *SHAPE, "--data", str(tree), "--fractions", "0.25", "--seeds", "0,1", "--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout.splitlines()[-1])
+    assert rec["seeds"] == [0, 1] and 0 <= rec["top1"] <= 1 and "top1_std" in rec
+
+
+def test_corrupt_image_fails_naming_the_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    root = write_imagefolder(tmp_path / "if", per_class={"train": 2, "val": 2})
+    bad = corrupt(root, "val")
+    res = cli(["eval", "linear", *SHAPE, "--data", str(root), "--no-cache"])
+    assert res.exit_code == 2 and str(bad) in res.output and "unreadable image" in res.output
+    with pytest.raises(ValueError, match=f"^{bad}: unreadable image"):  # one line, also through a worker process
+        run_linear(SHAPE_SPEC, data=str(root), workers=1, cache_dir=None)
+    res = cli(["eval", "linear", "--data", str(root)])
+    assert res.exit_code == 2 and "--encoder PATH or --random-init ARCH" in res.output
+
+
+def test_results_tables_group_ours_beside_the_paper(tmp_path):
+    write_record({"kind": "eval.linear", "encoder": "runs/x:target_encoder", "dataset": "fashion-mnist", "protocol": "linear-grid",
+                  "top1": 0.8123, "best_head": "lastPOOL/bn/lr0.1/wd0"}, results_dir=tmp_path)
+    write_record({"kind": "eval.lowshot", "encoder": "runs/x:target_encoder", "dataset": "fashion-mnist", "protocol": "logreg",
+                  "top1": 0.7, "fractions": {"0.01": {"top1": 0.7, "top1_std": 0.01, "seeds": [{"n_labelled": 600}] * 3}}},
+                 results_dir=tmp_path)
+    res = cli(["results", "--results", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    md = (tmp_path / "README.md").read_text()
+    assert "## Linear probe (`eval.linear`)" in md and "| 81.23 |" in md and "70.00 ± 1.00" in md
+    assert "| I-JEPA ViT-H/14 | 300 | imagenet-1k | top1 | 79.3 | I-JEPA paper (arXiv 2301.08243), Table 1 |" in md
+    assert "| MAE ViT-L/16 |  | imagenet-1k (1% labels) | top1 | 67.1 | I-JEPA paper (arXiv 2301.08243), Table 2 |" in md
+    import pandas as pd
+
+    csv = pd.read_csv(tmp_path / "summary.csv")
+    assert set(csv["source"].str.startswith("I-JEPA paper")) == {True, False}
+    assert csv.loc[csv["source"] == "ours", "value"].round(2).tolist()[:1] == [81.23]
+
+
+@pytest.mark.parametrize("name", ["linear_fmnist", "linear_in1k", "lowshot_fmnist"])
+def test_shipped_recipes_are_valid(name):
+    import inspect
+
+    from ijepa.cli.evals import recipe
+    from ijepa.evals.core.finetune import FinetuneConfig
+    from ijepa.evals.linear import grid_config
+    from ijepa.evals.lowshot import run_lowshot
+
+    cfg = recipe(Path(__file__).parents[1] / "evals" / f"{name}.yaml")
+    grid = grid_config(**cfg.pop("grid"))
+    assert len(grid.specs()) >= 12 and set(grid.feature_sets) == {"lastPOOL", "concatPOOL4"}
+    if "finetune" in cfg:
+        ft = cfg.pop("finetune")
+        assert FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ft.items()}).layer_decay == 0.75
+    target = run_lowshot if name.startswith("lowshot") else run_linear
+    assert set(cfg) <= set(inspect.signature(target).parameters)

@@ -1,0 +1,301 @@
+"""`ijepa explore`: the model side (masks, heat-map, loss, PCA, neighbours), the server, the
+static export, the CLI, and the page itself in headless Chromium (skipped without it)."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import threading
+import urllib.error
+import urllib.request
+
+import numpy as np
+import pytest
+import torch
+from fixtures.explore import tiny_cfg, tiny_explorer, write_image_folder
+from PIL import Image
+from typer.testing import CliRunner
+
+from ijepa.explore import (
+    MaskSettings,
+    analyse,
+    export_static,
+    load_explore_model,
+    make_server,
+    nearest,
+    pca_rgb,
+    random_explore_model,
+    sample_masks,
+)
+from ijepa.explore.images import folder_items, package_photo_paths
+from ijepa.explore.server import address
+from ijepa.explore.session import settings_from_query
+from ijepa.training.step import IJEPA
+
+
+@pytest.fixture(scope="module")
+def model():
+    return random_explore_model(tiny_cfg())
+
+
+@pytest.fixture(scope="module")
+def explorer():
+    return tiny_explorer(4, duplicate=True)
+
+
+def _x(seed: int = 0) -> torch.Tensor:
+    return torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("npred", [1, 4, 6])
+def test_fractions_count_the_sampled_patches(model, npred):
+    settings = MaskSettings.from_config(model.cfg.mask)
+    settings = MaskSettings(settings.enc_mask_scale, settings.pred_mask_scale, settings.aspect_ratio, npred, 4, False)
+    for seed in range(5):
+        context, targets = sample_masks(settings, model, seed)
+        a = analyse(model, _x(seed), context, targets)
+        union = set(torch.cat(targets).tolist())
+        assert len(targets) == npred and a.cos.shape == (npred, len(targets[0]))
+        assert a.context_fraction == len(set(context.tolist())) / 64 == len(context) / 64
+        assert a.target_fraction == len(union) / 64
+        assert not union & set(context.tolist()) and a.overlap == 0, "context must not see any target patch"
+        assert all(0.05 < len(t) / 64 < 0.35 for t in targets)  # scale (0.15, 0.2) of 64 patches
+    draws = [sample_masks(settings, model, s) for s in (0, 0, 1)]
+    as_lists = [(c.tolist(), [t.tolist() for t in ts]) for c, ts in draws]
+    assert as_lists[0] == as_lists[1] != as_lists[2], "same seed, same masks; another seed, others"
+
+
+def test_overlap_setting_gives_the_context_its_whole_block(model):
+    settings = MaskSettings((0.85, 1.0), (0.15, 0.2), (0.75, 1.5), 4, 4, True)
+    fractions = [analyse(model, _x(), *sample_masks(settings, model, s)).context_fraction for s in range(5)]
+    # sqrt(64 * [0.85, 1]) rounds to a 7x7 or 8x8 block
+    assert all(f in (49 / 64, 56 / 64, 64 / 64) for f in fractions), fractions
+    covering = MaskSettings((1.0, 1.0), (0.9, 1.0), (1.0, 1.0), 2, 4, False)  # targets cover the image
+    assert analyse(model, _x(), *sample_masks(covering, model, 0)).overlap > 0
+
+
+def test_heatmap_has_the_grid_shape_and_only_target_values(model):
+    context, targets = sample_masks(MaskSettings.from_config(model.cfg.mask), model, 3)
+    a = analyse(model, _x(), context, targets)
+    heat = a.heatmap()
+    assert heat.shape == (8, 8)
+    flat = heat.flatten()
+    inside = torch.zeros(64, dtype=torch.bool)
+    inside[torch.cat(targets)] = True
+    assert torch.isnan(flat[~inside]).all() and torch.isfinite(flat[inside]).all()
+    assert flat[inside].abs().max() <= 1 + 1e-6
+    hits = torch.bincount(torch.cat(targets), minlength=64)
+    for k, t in enumerate(targets):  # a patch in one block only shows exactly that block's cosine
+        for j, p in enumerate(t.tolist()):
+            if hits[p] == 1:
+                assert flat[p] == pytest.approx(float(a.cos[k, j]))
+
+
+@pytest.mark.filterwarnings("ignore:std\\(\\)")  # the step's batch-std statistic, on a batch of 1
+def test_loss_and_predictions_match_a_training_step(tmp_path):
+    """A checkpoint laid out as the trainer writes it loads, and scores as training would."""
+    cfg = tiny_cfg()
+    torch.manual_seed(0)
+    m = IJEPA(cfg)
+    with torch.no_grad():  # a target encoder unlike the context encoder, as after training
+        for p in m.target_encoder.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    run = tmp_path / "run"
+    run.mkdir()
+    state = {k: getattr(m, k).state_dict() for k in m.checkpoint_keys}
+    torch.save({**state, "config": cfg.to_dict(), "step": 7}, run / "checkpoint.pt")
+    loaded = load_explore_model(run)
+    assert not loaded.random_init and "step 7" in loaded.label
+    x = _x(1)
+    context, targets = sample_masks(MaskSettings.from_config(cfg.mask), loaded, 0)
+    a = analyse(loaded, x, context, targets)
+    with torch.no_grad():
+        want, _ = m.eval()(x, [context[None]], [t[None] for t in targets])
+    assert a.loss == pytest.approx(float(want), rel=1e-5)
+    # The official layout: DDP `module.` prefixes, no config (heads from the width table).
+    official = {k: {f"module.{n}": v for n, v in sd.items()} for k, sd in state.items()}
+    torch.save(official, tmp_path / "official.pth.tar")
+    loaded = load_explore_model(tmp_path / "official.pth.tar")
+    assert loaded.mean_std[0] == (0.485, 0.456, 0.406) and loaded.cfg.mask.min_keep == 10
+    assert analyse(loaded, x, context, targets).loss == pytest.approx(float(want), rel=1e-5)
+
+
+def test_checkpoint_without_predictor_is_a_clear_error(tmp_path, model):
+    path = tmp_path / "enc.pt"
+    torch.save({"target_encoder": model.target_encoder.state_dict()}, path)
+    with pytest.raises(KeyError, match="enc.pt: no encoder, predictor weights"):
+        load_explore_model(path)
+
+
+def test_pca_image_colours_the_main_direction_and_is_sign_stable():
+    g = torch.Generator().manual_seed(0)
+    col = torch.arange(8.0).repeat(8)  # patch column, 0..7 across each row
+    row = torch.arange(8.0).repeat_interleave(8)
+    feats = col[:, None] * torch.randn(1, 32, generator=g) * 3 + row[:, None] * torch.randn(1, 32, generator=g)
+    feats = feats + 0.01 * torch.randn(64, 32, generator=g)
+    rgb = pca_rgb(feats, (8, 8))
+    assert rgb.shape == (8, 8, 3) and rgb.dtype == np.uint8
+    red = rgb[..., 0].astype(int)
+    assert (red.min(), red.max()) == (0, 255)
+    assert np.ptp(red, axis=0).max() <= 8, "first component must follow the column, not the row"
+    assert abs(red[:, 0].mean() - red[:, -1].mean()) > 240
+    np.testing.assert_array_equal(pca_rgb(-feats, (8, 8)), rgb)
+
+
+def test_nearest_neighbour_of_an_image_is_its_duplicate(explorer):
+    found = explorer.neighbours("img-3")
+    assert found[0]["id"] == "img-4" and found[0]["sim"] == pytest.approx(1.0, abs=1e-4)
+    assert "img-3" not in [n["id"] for n in found] and len(found) == 4
+    assert nearest(torch.tensor([1.0, 0]), torch.tensor([[0.0, 1], [1, 0.1], [-1, 0]]), 2) == [
+        (1, pytest.approx(0.995, abs=1e-3)), (0, pytest.approx(0.0))]
+
+
+def test_settings_from_query_validates_every_value():
+    base = MaskSettings()
+    s = settings_from_query({"pred_scale": "0.1,0.3", "npred": "2", "overlap": "1"}, base)
+    assert (s.pred_mask_scale, s.npred, s.allow_overlap, s.enc_mask_scale) == ((0.1, 0.3), 2, True, base.enc_mask_scale)
+    for query, msg in [({"enc_scale": "0.9"}, "enc_scale: expected two numbers"),
+                       ({"pred_scale": "0.5,0.2"}, "pred_mask_scale: expected 0 < min <= max <= 1"),
+                       ({"npred": "40"}, "npred: expected 1..16"), ({"npred": "x"}, "npred: expected an integer")]:
+        with pytest.raises(ValueError, match=msg):
+            settings_from_query(query, base)
+
+
+def test_image_sources(tmp_path):
+    items = folder_items(write_image_folder(tmp_path / "imgs", 3))
+    assert [it.name for it in items] == ["shapes1.png", "shapes2.png", "sub/shapes0.png"]
+    assert all(it.image.dtype == torch.uint8 and it.image.shape[0] == 3 for it in items)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "a.jpg").write_text("not an image")
+    with pytest.raises(ValueError, match="empty: no readable images"):
+        folder_items(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="missing: image folder not found"):
+        folder_items(tmp_path / "missing")
+
+
+def _get(url: str, data: bytes | None = None) -> tuple[int, dict | bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=30) as r:
+            body, status, kind = r.read(), r.status, r.headers["Content-Type"]
+    except urllib.error.HTTPError as e:
+        body, status, kind = e.read(), e.code, e.headers["Content-Type"]
+    return status, json.loads(body) if kind == "application/json" else body
+
+
+@pytest.fixture(scope="module")
+def server(explorer):
+    srv = make_server(explorer, 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield address(srv)
+    srv.shutdown()
+    srv.server_close()
+
+
+def test_server_endpoints(server):
+    assert server.startswith("http://127.0.0.1:")
+    status, info = _get(server + "api/info")
+    assert status == 200 and info["grid"] == [8, 8] and info["random_init"] and "RANDOM INIT" in info["label"]
+    status, s = _get(server + "api/sample?image=img-0&seed=2&npred=3")
+    assert status == 200 and len(s["targets"]) == 3 and s["png"]["mask"].startswith("data:image/png;base64,")
+    assert _get(server + "api/sample?image=img-0&pred_scale=2,3")[0] == 400
+    assert _get(server + "api/sample?image=nope")[0] == 404
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buf, format="PNG")
+    status, up = _get(server + "api/upload?name=red.png", buf.getvalue())
+    assert status == 200 and up["source"] == "upload"
+    assert _get(server + f"api/sample?image={up['id']}")[0] == 200
+    status, err = _get(server + "api/upload?name=bad.png", b"not an image")
+    assert status == 400 and "bad.png: not a readable image" in err["error"]
+    status, png = _get(server + "api/thumb/img-1.png")
+    assert status == 200 and Image.open(io.BytesIO(png)).size == (64, 64)
+
+
+def test_static_export(tmp_path, explorer):
+    html = export_static(explorer, tmp_path / "site", draws=2, per_source=2)
+    manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
+    assert sorted(manifest["samples"]) == ["img-0", "img-1"] and manifest["draws"] == 2
+    draws = manifest["samples"]["img-0"]
+    assert [d["seed"] for d in draws] == [0, 1] and draws[0]["png"]["mask"] != draws[1]["png"]["mask"]
+    for d in draws:
+        for rel in d["png"].values():
+            assert Image.open(tmp_path / "site" / rel).size == (256, 256)
+    assert "const STATIC = {" in html.read_text()
+
+
+def test_cli_export_and_errors(tmp_path):
+    from ijepa.cli import app
+    from ijepa.cli import explore as _registers  # noqa: F401
+
+    runner = CliRunner()
+    out = tmp_path / "site"
+    images = write_image_folder(tmp_path / "imgs", 2)
+    args = ["explore", "--out", str(out), "--draws", "1", "--fashion-mnist", "2", "--images", str(images), *sum([["--set", s] for s in ("meta.depth=1", "meta.pred_depth=1", "meta.pred_emb_dim=48")], [])]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert (out / "index.html").exists() and str(out / "index.html") in r.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    sources = {im["source"] for im in manifest["info"]["images"]}
+    assert manifest["info"]["images"][0]["id"] == "folder-0" and {"folder", "samples"} <= sources
+    r = runner.invoke(app, ["explore", str(tmp_path / "missing"), "--out", str(out)])
+    assert r.exit_code == 2 and "checkpoint not found" in r.output
+    r = runner.invoke(app, ["explore", str(out), "--set", "meta.depth=1"])
+    assert r.exit_code == 2 and "random init" in r.output
+
+
+def test_package_photos_are_found():
+    paths = package_photo_paths()
+    assert paths and all(p.is_file() for p in paths)
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
+                 "--disable-background-networking", "--disable-component-update"]
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless browser test needs Debian's chromium")
+def test_page_in_headless_chromium(server, tmp_path):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport={"width": 1300, "height": 900})
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        try:
+            _drive_page(page, server)
+            assert not errors, errors
+        except Exception:
+            shot = tmp_path / "explore_failure.png"
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"screenshot of the failing page: {shot}")
+            raise
+        finally:
+            browser.close()
+
+
+def _drive_page(page, url: str) -> None:
+    page.set_default_timeout(15_000)
+    page.goto(url)
+    page.wait_for_function("document.body.dataset.seed === '0' && document.getElementById('mask').naturalWidth > 0")
+    assert "RANDOM INIT" in page.inner_text("#model")
+    before = page.get_attribute("#mask", "src")
+    page.click("#mask")
+    page.wait_for_function("document.body.dataset.seed === '1'")
+    assert page.get_attribute("#mask", "src") != before, "a click must re-sample the masks"
+    # The heat-map is drawn: decoded at full size, with more than a few distinct colours.
+    colours = page.evaluate("""() => {
+        const img = document.getElementById('heat'), c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+        const d = ctx.getImageData(0, 0, c.width, c.height).data, seen = new Set();
+        for (let i = 0; i < d.length; i += 4) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+        return [c.width, seen.size];
+    }""")
+    assert colours[0] == 256 and colours[1] > 10, colours
+    heat = page.get_attribute("#heat", "src")
+    page.check("#stretch")  # the same cosines, colours stretched over this draw's range
+    assert page.get_attribute("#heat", "src") != heat and "…" in page.inner_text("#scalelabel")
+    page.fill("input[name=npred]", "2")
+    page.dispatch_event("input[name=npred]", "change")
+    page.wait_for_function("document.getElementById('targets').innerText.split('\\n').length === 2")
+    assert "loss" in page.inner_text("#loss")
