@@ -30,6 +30,7 @@ from ijepa.training.config import load_config  # noqa: E402
 from ijepa.training.loop import pretrain  # noqa: E402
 
 N_TRAIN = 60_000
+DEFAULT_MINUTES = 15  # the budget the packaged recipe is sized to
 
 
 def raw_pixels() -> dict:
@@ -37,15 +38,21 @@ def raw_pixels() -> dict:
     tr, te = build_dataset("fashion-mnist", "train"), build_dataset("fashion-mnist", "val")
     xtr, xte = tr.images.flatten(1).float().numpy() / 255, te.images.flatten(1).float().numpy() / 255
     sc = StandardScaler().fit(xtr)
-    clf = LogisticRegression(max_iter=300).fit(sc.transform(xtr), tr.targets.numpy())
+    clf = LogisticRegression(max_iter=1000).fit(sc.transform(xtr), tr.targets.numpy())
     return {"kind": "baseline.raw_pixels", "encoder": "raw-pixels", "dataset": "fashion-mnist",
             "protocol": "sklearn-logreg", "top1": float(clf.score(sc.transform(xte), te.targets.numpy()))}
 
 
 def budget_run(minutes: float, *, img_per_s: float, folder: str, extra: list[str]) -> dict:
+    """The default recipe resized to `minutes`; the default budget is the default run itself."""
     epochs = minutes * 60 * img_per_s / N_TRAIN
-    tag = f"fmnist_curve_{minutes:g}min"
-    cfg = load_config(None, [f"logging.folder={folder}", f"logging.write_tag={tag}", f"optimization.epochs={epochs:.4f}", *extra])
+    default = load_config(None, extra)
+    if abs(epochs - default.optimization.epochs) < 1e-3:
+        overrides = [f"logging.folder={folder}"]
+    else:
+        overrides = [f"logging.folder={folder}", f"logging.write_tag=fmnist_curve_{minutes:g}min", f"optimization.epochs={epochs:.4f}"]
+    cfg = load_config(None, [*extra, *overrides])
+    tag = cfg.logging.write_tag
     run_dir = pretrain(cfg, resume=True)
     log = pd.read_csv(run_dir / "log.csv")
     rec = run_linear(str(run_dir))
@@ -56,10 +63,11 @@ def budget_run(minutes: float, *, img_per_s: float, folder: str, extra: list[str
 
 def plot(results_dir: Path) -> Path:
     recs = read_records(results_dir)
-    curve = pd.DataFrame([r for r in recs if r.get("kind") == "learning_curve"]).sort_values("budget_minutes")
-    curve = curve.drop_duplicates("budget_minutes", keep="last")
+    curve = pd.DataFrame([r for r in recs if r.get("kind") == "learning_curve"])
     fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(curve.pretrain_minutes, 100 * curve.top1, "o-", label="I-JEPA default recipe (target encoder)")
+    if len(curve):
+        curve = curve.sort_values("budget_minutes").drop_duplicates("budget_minutes", keep="last")
+        ax.plot(curve.pretrain_minutes, 100 * curve.top1, "o-", label="I-JEPA default recipe (target encoder)")
     for kind, style, label in (("baseline.raw_pixels", "--", "raw pixels (logistic regression)"),
                                ("baseline.random_init", ":", "same ViT at random init")):
         vals = [r["top1"] for r in recs if r.get("kind") == kind]
@@ -78,7 +86,8 @@ def plot(results_dir: Path) -> Path:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--minutes", type=float, nargs="*", default=[5, 15, 30, 60])
-    ap.add_argument("--img-per-s", type=float, default=60.0, help="reference fp32 throughput of the default recipe")
+    ap.add_argument("--img-per-s", type=float, default=None,
+                    help="reference throughput (default: the one the default recipe is sized by, 15 min)")
     ap.add_argument("--folder", default="runs")
     ap.add_argument("--results", type=Path, default=Path("results"))
     ap.add_argument("--set", dest="extra", action="append", default=[], help="extra config override")
@@ -88,8 +97,9 @@ def main() -> None:
         write_record(raw_pixels(), results_dir=args.results)
         spec = EncoderSpec(random_init="vit_tiny", depth=6, img_size=32, patch_size=4, in_chans=1)
         write_record({**run_linear(spec), "kind": "baseline.random_init"}, results_dir=args.results)
+    ips = args.img_per_s or load_config(None, args.extra).optimization.epochs * N_TRAIN / (DEFAULT_MINUTES * 60)
     for m in args.minutes:
-        rec = budget_run(m, img_per_s=args.img_per_s, folder=args.folder, extra=args.extra)
+        rec = budget_run(m, img_per_s=ips, folder=args.folder, extra=args.extra)
         write_record(rec, results_dir=args.results)
         print(json.dumps({k: rec[k] for k in ("encoder", "top1", "pretrain_minutes", "steps")}))
     print(plot(args.results))

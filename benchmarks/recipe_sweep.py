@@ -25,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ijepa import load_encoder
 from ijepa.data import build_dataset, data_spec
+from ijepa.models.registry import create_encoder
 from ijepa.results.io import read_records, write_record
 from ijepa.training.config import load_config
 from ijepa.training.loop import pretrain
@@ -96,12 +97,21 @@ def main() -> None:
     ap.add_argument("--folder", default="runs/sweep")
     ap.add_argument("--results", type=Path, default=Path("results"))
     ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--random-init", action="store_true", help="record the quick probe of the random-init encoder")
     args = ap.parse_args()
     if args.grid:
         grid = yaml.safe_load(args.grid.read_text())
         for name, overrides in grid.items():
             if args.only is None or name in args.only:
                 run_variant(name, overrides or [], folder=args.folder, results_dir=args.results)
+    if args.random_init:
+        cfg = load_config()
+        torch.manual_seed(cfg.meta.seed)
+        enc = create_encoder(cfg.meta.model_name, img_size=cfg.data.crop_size, patch_size=cfg.mask.patch_size,
+                             in_chans=cfg.meta.in_chans, depth=cfg.meta.depth).eval()
+        rec = {"kind": "recipe_sweep", "encoder": "random-init (reference)", "dataset": "fashion-mnist", **quick_probe(enc)}
+        rec["probe_best"] = max(rec["probe_lastPOOL"], rec["probe_concatPOOL4"])
+        write_record(rec, results_dir=args.results)
     if args.summary or not args.grid:
         print(summary(args.results).to_string(index=False))
 

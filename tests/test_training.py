@@ -53,7 +53,7 @@ def test_log_has_schedule_mask_and_cost_columns(reference_run):
         assert (row["lr"], row["wd"], row["momentum"]) == pytest.approx((sched.lr_at(t), sched.wd_at(t), sched.momentum_at(t)))
     assert (log["ctx_len"] > 0).all() and (log["tgt_len"] > 0).all()
     assert (log["step_time_s"] > 0).all() and (log["img_per_s"] > 0).all() and (log["peak_mem_mb"] > 0).all()
-    assert log["rankme"].notna().sum() == 4  # steps 1, 5, 10, 15 (diag_every 5)
+    assert log["rankme"].notna().sum() == 5  # steps 1, 5, 10, 15 (diag_every 5) and the last, 16
 
 
 def test_checkpoint_has_official_keys_and_ours(reference_run):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -12,7 +11,7 @@ from ijepa.cli import USER_ERRORS, app, console, fail
 
 @app.command()
 def pretrain(
-    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML config (ours or an official I-JEPA file); default: the Fashion-MNIST recipe"),
+    config: Path | None = typer.Option(None, "--config", "-c", help="YAML config (ours or an official I-JEPA file); default: the Fashion-MNIST recipe"),
     set_: list[str] = typer.Option([], "--set", help="Override one key, e.g. --set optimization.lr=1e-3 (repeatable)"),
     method: str = typer.Option("ijepa", help="Pretraining method"),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in logging.folder/write_tag exactly (start it if absent; a finished run is left as is)"),

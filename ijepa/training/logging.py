@@ -6,7 +6,14 @@ import csv
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 COLUMNS = (
     "step", "epoch", "loss", "lr", "wd", "momentum", "ctx_len", "tgt_len", "step_time_s", "img_per_s",

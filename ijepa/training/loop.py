@@ -234,7 +234,7 @@ class Trainer:
                     probe_acc = self.probe.step(stats["pooled"], labels) if self.probe else None
                     self.step += 1
                     micro, dt = [], time.perf_counter() - t0
-                    row = self._row(epoch, loss, stats, probe_acc, masks_enc, masks_pred, dt, imgs_per_step, start_time, diag)
+                    row = self._row(epoch, loss, stats, probe_acc, masks_enc, masks_pred, dt, imgs_per_step, start_time, diag, last=self.step >= stop)
                     if row is not None:
                         last_loss = row["loss"]
                         if log:
@@ -253,10 +253,10 @@ class Trainer:
             log.close()
         return self.run_dir
 
-    def _row(self, epoch, loss, stats, probe_acc, masks_enc, masks_pred, dt, imgs_per_step, start_time, diag) -> dict | None:
+    def _row(self, epoch, loss, stats, probe_acc, masks_enc, masks_pred, dt, imgs_per_step, start_time, diag, *, last: bool) -> dict | None:
         lg = self.cfg.logging
-        is_diag = bool(lg.diag_every) and (self.step % lg.diag_every == 0 or self.step == 1)
-        if self.step % lg.log_every and not is_diag and self.step != 1:
+        is_diag = bool(lg.diag_every) and (self.step % lg.diag_every == 0 or self.step == 1 or last)
+        if self.step % lg.log_every and not is_diag:
             return None
         row = {
             "step": self.step, "epoch": epoch, "loss": float(loss), "lr": self.sched.lr_at(self.step - 1),

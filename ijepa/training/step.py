@@ -66,7 +66,7 @@ class IJEPA(nn.Module):
         ctx = encoder(imgs, masks_enc)
         z = predictor(ctx, masks_enc, masks_pred)
         loss = self.loss_fn(z.float(), h.float())
-        if self.var_weight or self.cov_weight:
+        if (self.var_weight or self.cov_weight) and len(imgs) > 1:  # a batch of 1 has no spread
             var, cov = variance_covariance(ctx.mean(1).float())
             loss = loss + self.var_weight * var + self.cov_weight * cov
         stats = {"target_std": batch_std(pooled), "pred_std": batch_std(z.detach())}
