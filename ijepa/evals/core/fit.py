@@ -9,7 +9,6 @@ training split, never on the split it is reported on.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import product
 
@@ -113,17 +112,6 @@ def evaluate(groups: dict, norms: dict, cfg: GridConfig, data: Features, *, devi
     return {s: (h[0] / n, h[1] / n) for s, h in hits.items()}
 
 
-@contextmanager
-def flush_denormals():
-    """Softmax of confident heads underflows into denormal floats, which slow CPU GEMMs
-    5-7x as training goes on; flush them to zero while the heads train (CPU-only setting)."""
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-
-
 def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: torch.device, seed: int = 0, console: Console | None = None):
     """Train every head of the grid together; returns (groups, norms, last-epoch losses)."""
     dims = {f: train.get(f).shape[1] for f in cfg.feature_sets}
@@ -137,7 +125,7 @@ def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: to
     total = epochs * steps_per_epoch
     g = torch.Generator().manual_seed(seed)
     losses = {}
-    with progress(console, "heads") as bar, flush_denormals():
+    with progress(console, "heads") as bar:
         task = bar.add_task("", total=epochs, rate="")
         for epoch in range(epochs):
             perm = torch.randperm(n, generator=g).to(device)

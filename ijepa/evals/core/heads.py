@@ -84,8 +84,12 @@ class HeadGroup:
 
 
 def log_softmax(z: torch.Tensor) -> torch.Tensor:
-    """log_softmax over a short last dim (classes): ~3x faster on CPU than the fused kernel."""
-    z = z - z.amax(-1, keepdim=True)
+    """log_softmax over a short last dim (classes): ~3x faster on CPU than the fused kernel.
+
+    Shifted logits are clamped at -80 so softmax never underflows into denormal floats,
+    which slow the CPU gradient GEMMs 5-7x once heads grow confident (exp(-80) ~ 2e-35).
+    """
+    z = (z - z.amax(-1, keepdim=True)).clamp_(min=-80.0)
     return z - z.exp().sum(-1, keepdim=True).log_()
 
 
