@@ -25,6 +25,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ijepa import load_encoder
 from ijepa.data import build_dataset, data_spec
+from ijepa.evals.core.features import fmnist_batches, pooled
 from ijepa.models.registry import create_encoder
 from ijepa.results.io import read_records, write_record
 from ijepa.training.config import load_config
@@ -33,18 +34,12 @@ from ijepa.training.loop import pretrain
 
 @torch.no_grad()
 def pooled_features(encoder, images: torch.Tensor, batch: int = 500) -> dict[str, np.ndarray]:
-    """lastPOOL and concatPOOL4 for uint8 [N, 1, 28, 28] Fashion-MNIST images."""
+    """lastPOOL and concatPOOL4 for uint8 [N, 1, 28, 28] Fashion-MNIST images (eval-core path)."""
     spec = data_spec("fashion-mnist")
-    mean, std = spec.mean[0], spec.std[0]
-    last, cat4 = [], []
-    for i in range(0, len(images), batch):
-        x = images[i : i + batch].float() / 255
-        x = torch.nn.functional.interpolate(x, size=encoder.img_size, mode="bilinear", antialias=True, align_corners=False)
-        x = ((x - mean) / std).expand(-1, encoder.in_chans, -1, -1)
-        outs = [o.mean(1) for o in encoder.forward_intermediates(x, 4)]
-        last.append(outs[-1])
-        cat4.append(torch.cat(outs, 1))
-    return {"lastPOOL": torch.cat(last).numpy(), "concatPOOL4": torch.cat(cat4).numpy()}
+    batches = fmnist_batches(images, size=encoder.img_size, in_chans=encoder.in_chans, mean=spec.mean,
+                             std=spec.std, batch_size=batch)
+    cat4 = torch.cat([pooled(encoder, x) for x in batches]).numpy()
+    return {"lastPOOL": cat4[:, -encoder.embed_dim :], "concatPOOL4": cat4}
 
 
 def quick_probe(encoder, *, n_train: int = 6000, n_test: int = 4000, seed: int = 0) -> dict[str, float]:

@@ -14,9 +14,9 @@ from torch import nn
 
 from ijepa.masks.apply import apply_masks
 from ijepa.models.mae import MAEDecoder, normalized_pixels
-from ijepa.models.registry import create_encoder
 from ijepa.training.config import Config
 from ijepa.training.diagnostics import batch_std
+from ijepa.training.step import encoder_from_config
 
 
 class MAE(nn.Module):
@@ -31,10 +31,7 @@ class MAE(nn.Module):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
-        self.encoder = create_encoder(
-            cfg.meta.model_name, img_size=cfg.data.crop_size, patch_size=cfg.mask.patch_size,
-            in_chans=cfg.meta.in_chans, depth=cfg.meta.depth or None,
-        )
+        self.encoder = encoder_from_config(cfg)
         self.decoder = MAEDecoder(
             grid=self.encoder.grid, patch_size=cfg.mask.patch_size, in_chans=cfg.meta.in_chans,
             embed_dim=self.encoder.embed_dim, decoder_embed_dim=cfg.meta.dec_emb_dim, depth=cfg.meta.dec_depth,

@@ -10,9 +10,21 @@ from torch import nn
 
 from ijepa.masks.apply import apply_masks, repeat_interleave_batch
 from ijepa.models.registry import create_encoder, create_predictor
+from ijepa.models.vit import VisionTransformer
 from ijepa.training.config import Config
 from ijepa.training.diagnostics import batch_std
 from ijepa.training.ema import ema_update
+
+
+def encoder_from_config(cfg: Config) -> VisionTransformer:
+    """The encoder every method trains, with the recipe's patch-embedding init if it sets one."""
+    enc = create_encoder(
+        cfg.meta.model_name, img_size=cfg.data.crop_size, patch_size=cfg.mask.patch_size,
+        in_chans=cfg.meta.in_chans, depth=cfg.meta.depth or None,
+    )
+    if cfg.meta.patch_embed_std:
+        nn.init.trunc_normal_(enc.patch_embed.proj.weight, std=cfg.meta.patch_embed_std)
+    return enc
 
 
 def variance_covariance(x: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,12 +48,7 @@ class IJEPA(nn.Module):
 
     def __init__(self, cfg: Config) -> None:
         super().__init__()
-        self.encoder = create_encoder(
-            cfg.meta.model_name, img_size=cfg.data.crop_size, patch_size=cfg.mask.patch_size,
-            in_chans=cfg.meta.in_chans, depth=cfg.meta.depth or None,
-        )
-        if cfg.meta.patch_embed_std:
-            nn.init.trunc_normal_(self.encoder.patch_embed.proj.weight, std=cfg.meta.patch_embed_std)
+        self.encoder = encoder_from_config(cfg)
         self.predictor = create_predictor(self.encoder, embed_dim=cfg.meta.pred_emb_dim, depth=cfg.meta.pred_depth)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.loss_fn = F.smooth_l1_loss if cfg.meta.loss == "smooth_l1" else F.mse_loss

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +31,7 @@ from torch.utils.data import DataLoader, Subset
 
 from ijepa.data import DataSpec, build_dataset, eval_transform
 from ijepa.models.vit import VisionTransformer
+from ijepa.training.checkpointing import atomic_save
 
 CACHE_DIR = Path(".cache/features")
 FEATURE_SETS = ("lastPOOL", "concatPOOL4")
@@ -114,15 +113,7 @@ def cache_key(**parts) -> str:
 
 
 def _save(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_save(obj, path)
 
 
 def _load(path: Path) -> dict | None:
