@@ -20,6 +20,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from ijepa.models.registry import create_encoder
+from ijepa.training.config import ConfigError
 from ijepa.training.ema import ema_update
 from ijepa.training.loop import build_optimizer, pretrain, schedules_for
 from ijepa.training.schedules import Schedules
@@ -241,3 +242,18 @@ def test_no_weight_decay_on_biases_and_1d_params(tmp_path):
     for p, b in zip(params, before, strict=True):
         expect = b * (1 - 0.05) if names[id(p)] in decay else b
         torch.testing.assert_close(p.detach(), expect, rtol=1e-6, atol=0)
+
+
+def test_target_layers_average_layer_normed_blocks(tmp_path):
+    """target_layers=K: the mean of the last K blocks, each layer-normed (data2vec targets);
+    K=1 is the official last-block output; K beyond the depth is a config error."""
+    cfg = tiny_config(tmp_path, meta={"depth": 3, "target_layers": 2})
+    model = IJEPA(cfg).eval()
+    x = torch.randn(2, 1, 32, 32)
+    outs = model.target_encoder.forward_intermediates(x, [1, 2], norm=False)
+    want = (torch.nn.functional.layer_norm(outs[0], (192,)) + torch.nn.functional.layer_norm(outs[1], (192,))) / 2
+    torch.testing.assert_close(model.targets(x), want)
+    model.target_layers = 1
+    torch.testing.assert_close(model.targets(x), model.target_encoder(x))
+    with pytest.raises(ConfigError, match="target_layers"):
+        IJEPA(tiny_config(tmp_path, meta={"depth": 3, "target_layers": 4}))

@@ -60,6 +60,7 @@ class MetaConfig:
     patch_embed_std: float = 0.0  # ours: init std of the patch projection (0 = official 0.02)
     var_weight: float = 0.0  # ours: C-JEPA (Mo & Tong, 2024) variance term on pooled context features
     cov_weight: float = 0.0  # ours: C-JEPA covariance term on the same features
+    target_layers: int = 1  # ours: average the last K target blocks, each layer-normed (data2vec)
     seed: int = 0  # ours
     compile: bool = False  # ours: torch.compile the encoder and predictor
     device: str = "auto"  # ours: "auto", "cpu", "cuda", "cuda:N"
@@ -160,6 +161,8 @@ def from_dict(raw: dict[str, Any], base: Config | None = None) -> Config:
 def validate(cfg: Config) -> None:
     if cfg.meta.loss not in ("smooth_l1", "l2"):
         raise ConfigError(f"meta.loss: expected smooth_l1 or l2, got {cfg.meta.loss!r}")
+    if cfg.meta.target_layers < 1:
+        raise ConfigError(f"meta.target_layers: expected >= 1, got {cfg.meta.target_layers}")
     if cfg.data.dataset not in ("fashion-mnist", "imagefolder"):
         raise ConfigError(f"data.dataset: expected fashion-mnist or imagefolder, got {cfg.data.dataset!r}")
     for key in ("use_color_distortion", "use_gaussian_blur"):

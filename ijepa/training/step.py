@@ -11,7 +11,7 @@ from torch import nn
 from ijepa.masks.apply import apply_masks, repeat_interleave_batch
 from ijepa.models.registry import create_encoder, create_predictor
 from ijepa.models.vit import VisionTransformer
-from ijepa.training.config import Config
+from ijepa.training.config import Config, ConfigError
 from ijepa.training.diagnostics import batch_std
 from ijepa.training.ema import ema_update
 
@@ -53,6 +53,9 @@ class IJEPA(nn.Module):
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.loss_fn = F.smooth_l1_loss if cfg.meta.loss == "smooth_l1" else F.mse_loss
         self.var_weight, self.cov_weight = cfg.meta.var_weight, cfg.meta.cov_weight
+        self.target_layers = cfg.meta.target_layers
+        if self.target_layers > len(self.encoder.blocks):
+            raise ConfigError(f"meta.target_layers: {self.target_layers} exceeds the encoder's {len(self.encoder.blocks)} blocks")
 
     def trainable(self) -> dict[str, nn.Module]:
         return {"encoder": self.encoder, "predictor": self.predictor}
@@ -65,7 +68,7 @@ class IJEPA(nn.Module):
         encoder = self.encoder if encoder is None else encoder  # a compiled module has no truth value
         predictor = self.predictor if predictor is None else predictor
         with torch.no_grad():
-            h = self.target_encoder(imgs)
+            h = self.targets(imgs)
             pooled = h.mean(1)
             h = F.layer_norm(h, (h.size(-1),))
             h = apply_masks(h, masks_pred)
@@ -78,6 +81,14 @@ class IJEPA(nn.Module):
             loss = loss + self.var_weight * var + self.cov_weight * cov
         stats = {"target_std": batch_std(pooled), "pred_std": batch_std(z.detach())}
         return loss, {**stats, "pooled": pooled.detach()}
+
+    def targets(self, imgs: torch.Tensor) -> torch.Tensor:
+        """Target tokens: the official last-block output, or (target_layers > 1) the mean of the
+        last K blocks, each layer-normed first, as data2vec builds its richer targets."""
+        if self.target_layers == 1:
+            return self.target_encoder(imgs)
+        outs = self.target_encoder.forward_intermediates(imgs, self.target_layers, norm=False)
+        return torch.stack([F.layer_norm(o, (o.size(-1),)) for o in outs]).mean(0)
 
     def after_step(self, momentum: float) -> None:
         ema_update(self.target_encoder, self.encoder, momentum)
