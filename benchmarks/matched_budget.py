@@ -6,9 +6,9 @@ per step (checked against `FlopCounterMode` on a real step first), with its LR/E
 stretched to end exactly there. Then the linear-probe grid (`ijepa.evals.linear.run_linear`)
 scores both encoders and a random-init one of the same architecture. Records: one
 `pretrain.compute` per run and one `eval.linear` per encoder under results/records/; the plot
-comes from `ijepa results-plot`. Whichever method wins is reported as measured.
+comes from `ijepa results plot`. Whichever method wins is reported as measured.
 
-    OMP_NUM_THREADS=2 python benchmarks/matched_budget.py --budget-pflops 2 && ijepa results-plot
+    OMP_NUM_THREADS=2 python benchmarks/matched_budget.py --budget-pflops 2 && ijepa results plot
     python benchmarks/matched_budget.py --budget-pflops 0.0005 --subset 512 --quick   # smoke test
 """
 

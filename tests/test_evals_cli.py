@@ -94,6 +94,8 @@ def test_results_tables_group_ours_beside_the_paper(tmp_path):
     csv = pd.read_csv(tmp_path / "summary.csv")
     assert set(csv["source"].str.startswith("I-JEPA paper")) == {True, False}
     assert csv.loc[csv["source"] == "ours", "value"].round(2).tolist()[:1] == [81.23]
+    res = cli(["results", "plot", "--results", str(tmp_path)])  # no pretrain.compute records yet
+    assert res.exit_code == 2 and "no pretrain.compute" in res.output and not (tmp_path / "compute_vs_accuracy.png").exists()
 
 
 @pytest.mark.parametrize("name", ["linear_fmnist", "linear_in1k", "lowshot_fmnist"])

@@ -1,4 +1,5 @@
-"""`ijepa results`: regenerate results/README.md and results/summary.csv from the records."""
+"""`ijepa results` (regenerate results/README.md and summary.csv from the records) and
+`ijepa results plot` (linear-probe accuracy against pretraining GFLOPs and wall time)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import typer
 
 from ijepa.cli import USER_ERRORS, app, console, fail
 
+results_app = typer.Typer(help="Tables of every eval/bench record beside the paper's reference numbers; `plot` draws compute vs accuracy.")
+app.add_typer(results_app, name="results")
+ResultsDir = Annotated[Path, typer.Option("--results", help="Results folder holding records/")]
 
-@app.command("results")
-def results(
-    results_dir: Annotated[Path, typer.Option("--results", help="Results folder holding records/")] = Path("results"),
-) -> None:
+
+@results_app.callback(invoke_without_command=True)
+def results(ctx: typer.Context, results_dir: ResultsDir = Path("results")) -> None:
     """Tables of every eval/bench record (ours, grouped by eval) beside the paper's reference numbers."""
+    if ctx.invoked_subcommand is not None:
+        return
     from ijepa.results.tables import write_tables
 
     try:
@@ -22,3 +27,18 @@ def results(
     except USER_ERRORS as e:
         fail(e)
     console.print(f"wrote {md} and {csv}", highlight=False)
+
+
+@results_app.command("plot")
+def plot(
+    results_dir: ResultsDir = Path("results"),
+    out: Annotated[Path | None, typer.Option("--out", help="PNG to write (default: <results>/compute_vs_accuracy.png)")] = None,
+) -> None:
+    """Plot I-JEPA and MAE runs (pretrain.compute + eval.linear records), random init as the floor."""
+    from ijepa.results.plots import plot_compute
+
+    try:
+        path = plot_compute(results_dir, out=out)
+    except USER_ERRORS as e:
+        fail(e)
+    console.print(f"wrote {path}", highlight=False)
