@@ -12,6 +12,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 app = typer.Typer(help="I-JEPA pretraining, evaluation and benchmarks.", no_args_is_help=True, pretty_exceptions_enable=False)
 eval_app = typer.Typer(help="Evaluate a frozen (or fine-tuned) encoder.", no_args_is_help=True)
@@ -26,7 +27,8 @@ USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError)
 def fail(e: BaseException) -> None:
     """One line naming what is wrong, exit status 2."""
     msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-    console.print(f"[bold red]error:[/] {msg}", highlight=False, soft_wrap=True)  # never wrapped: one line
+    # escaped: messages quote expected forms like [x, y, width, height], which rich would eat as tags
+    console.print(f"[bold red]error:[/] {escape(str(msg))}", highlight=False, soft_wrap=True)  # never wrapped: one line
     raise typer.Exit(2)
 
 

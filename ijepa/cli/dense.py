@@ -1,4 +1,5 @@
-"""`ijepa eval segmentation | depth | counting`: dense transfer on ADE20K, NYU v2, FSC-147.
+"""`ijepa eval segmentation | depth | counting`: dense transfer on ADE20K, NYU v2, FSC-147
+(or COCO-style counting data).
 
 Same encoder flags, `--config` recipe and `--json` record as the other evals
 (`ijepa.cli.evals`); recipe keys are the run dataclass fields (`SegRun`, `DepthRun`,
@@ -129,7 +130,7 @@ def depth_cmd(
 def counting(
     encoder: Encoder = None, random_init: RandomInit = None, img_size: ImgSize = None, patch_size: PatchSize = 16,
     in_chans: InChans = 3, depth: Depth = 0, which: Which = "target_encoder",
-    data: Annotated[str | None, Opt(help="FSC-147 root (images_384_VarV2/, gt_density_map_adaptive_384_VarV2/, the two JSON files)")] = None,
+    data: Annotated[str | None, Opt(help="FSC-147 root (images_384_VarV2/, gt_density_map_adaptive_384_VarV2/, the two JSON files) or a COCO-style one (images/, annotations/instances_{train,val,test}.json)")] = None,
     config: Config = None, max_iters: MaxIters = None, batch_size: BatchSize = None, lr: Lr = None,
     head: Annotated[str | None, Opt(help="exemplar (conditioned on the 3 boxes) or plain")] = None,
     finetune: Finetune = None, layer_decay: LayerDecay = None, taps: Taps = None, max_eval_images: MaxEval = None,
