@@ -44,7 +44,8 @@ lint: install
 # The main job on the embedded default: pretrain on Fashion-MNIST (resumes or skips a run
 # that exists), score the frozen target encoder against the same architecture at random
 # init (linear, k-NN, 1/5/10% low-shot; features are cached, so extraction runs once per
-# encoder), regenerate the results tables. About 30 minutes on an idle 2-core machine.
+# encoder; linear by the head grid and by the raw-pixel baseline's logistic regression),
+# regenerate the results tables. About 45 minutes on an idle 2-core machine.
 IJEPA := $(VENV)/bin/ijepa
 RANDOM_INIT := --random-init vit_tiny --depth 6 --img-size 32 --patch-size 4 --in-chans 1
 
@@ -52,6 +53,8 @@ demo: install data
 	$(IJEPA) pretrain --resume
 	$(IJEPA) eval linear --encoder runs/fmnist_vit_tiny
 	$(IJEPA) eval linear $(RANDOM_INIT)
+	$(IJEPA) eval linear --encoder runs/fmnist_vit_tiny --protocol logreg
+	$(IJEPA) eval linear $(RANDOM_INIT) --protocol logreg
 	$(IJEPA) eval knn --encoder runs/fmnist_vit_tiny
 	$(IJEPA) eval knn $(RANDOM_INIT)
 	$(IJEPA) eval lowshot --encoder runs/fmnist_vit_tiny

@@ -42,6 +42,17 @@ def test_linear_json_contract(tmp_path, tree, monkeypatch):
     assert list((tmp_path / ".cache" / "features").glob("*.pt"))  # default cache, relative to the working dir
 
 
+def test_linear_logreg_protocol(tmp_path, tree, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = cli(["eval", "linear", *SHAPE, "--data", str(tree), "--protocol", "logreg", "--cs", "0.1,1", "--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout.splitlines()[-1])
+    assert rec["protocol"] == "sklearn-logreg" and len(rec["candidates"]) == 2 * 2 and 0 <= rec["top1"] <= 1
+    assert rec["best_head"] == f"{rec['best_features']}/logreg/C{rec['best_C']:g}"
+    res = cli(["eval", "linear", *SHAPE, "--data", str(tree), "--protocol", "svm"])
+    assert res.exit_code != 0 and "protocol 'svm': expected one of grid, logreg" in res.output
+
+
 def test_recipe_file_and_context_encoder(tmp_path, tree, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "r.yaml").write_text(f"data: {tree}\ngrid:\n  epochs: 2\n  lrs: [0.5]\n  feature_sets: [lastPOOL]\n")

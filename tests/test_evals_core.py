@@ -13,6 +13,7 @@ from ijepa.data import build_dataset, data_spec, eval_transform
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
 from ijepa.evals.core.features import Features, extract_features, fmnist_batches
 from ijepa.evals.core.fit import GridConfig, fit_grid, holdout_split, stratified_sample
+from ijepa.evals.core.logreg import fit_logreg
 from ijepa.evals.core.setup import frozen_splits
 
 TINY = EncoderSpec(random_init="vit_tiny", depth=2, img_size=32, patch_size=4, in_chans=1)
@@ -101,3 +102,17 @@ def test_our_head_agrees_with_sklearn_on_the_same_features(fmnist_feats):
     grid = GridConfig(feature_sets=("concatPOOL4",), norms=("bn",), lrs=(0.1,), wds=(5e-4,), epochs=40, batch_size=64, min_steps=0, heldout=0.01)
     ours = fit_grid(grid, train, {"val": val}, num_classes=10, device=CPU).metrics["val_top1"]
     assert abs(ours - ref_acc) < 0.04, (ours, ref_acc)
+
+
+def test_logreg_probe_is_the_raw_pixel_baselines_classifier(fmnist_feats):
+    train, val, _ = fmnist_feats
+    x, xv = train.get("concatPOOL4").numpy(), val.get("concatPOOL4").numpy()
+    sc = StandardScaler().fit(x)
+    ref = LogisticRegression(max_iter=1000).fit(sc.transform(x), train.labels.numpy())
+    ref_acc = float(np.mean(ref.predict(sc.transform(xv)) == val.labels.numpy()))
+    one = fit_logreg(train, {"val": val}, feature_sets=("concatPOOL4",))
+    assert one["val_top1"] == pytest.approx(ref_acc, abs=1e-6) and one["heldout_top1"] is None  # nothing chosen
+    both = fit_logreg(train, {"val": val}, feature_sets=("lastPOOL", "concatPOOL4"), cs=(1e-4, 1.0))
+    assert one["candidates"] == [] and len(both["candidates"]) == 4 and both["C"] == 1.0  # C=1e-4 underfits: held-out train says so
+    assert both["heldout_top1"] == max(r["heldout_top1"] for r in both["candidates"])
+    assert both["val_top1"] > 0.6 and 0 < both["val_top5"] - both["val_top1"] < 0.4

@@ -119,23 +119,27 @@ def linear(
     batch_size: Annotated[int | None, typer.Option(help="Head-training batch size (default: 256)")] = None,
     lrs: Floats = None, wds: Floats = None,
     features: Annotated[str | None, typer.Option(help="Feature sets, comma-separated: lastPOOL,concatPOOL4")] = None,
+    protocol: Annotated[str | None, typer.Option(help="grid (SGD linear heads) or logreg (scikit-learn, the raw-pixel baseline's probe); default: grid")] = None,
+    cs: Annotated[str | None, typer.Option(help="logreg: candidate C values, comma-separated (default: 1)")] = None,
     device: Device = "auto", cache_dir: CacheDir = Path(".cache/features"), no_cache: NoCache = False,
     workers: Workers = None, as_json: AsJson = False, results: Results = Path("results"),
 ) -> None:
-    """Linear probe: a grid of linear heads on cached frozen features, best picked on held-out train."""
+    """Linear probe on cached frozen features: a grid of linear heads (or logistic regression), picked on held-out train."""
     from ijepa.evals.linear import GRID_KEYS, grid_config, run_linear
 
     try:
         cfg = recipe(config)
         grid = merged(cfg.pop("grid", None) or {}, GRID_KEYS, f"{config}: grid", epochs=epochs, batch_size=batch_size,
                       lrs=floats(lrs, "--lrs"), wds=floats(wds, "--wds"), feature_sets=features.split(",") if features else None)
-        kw = merged(cfg, RUN_KEYS, str(config), data=data, train_limit=limit(train_limit), seed=seed, workers=workers)
+        kw = merged(cfg, RUN_KEYS | {"protocol", "cs"}, str(config), data=data, train_limit=limit(train_limit), seed=seed,
+                    workers=workers, protocol=protocol, cs=floats(cs, "--cs"))
         rec = run_linear(grid=grid_config(**grid), **kw, **common(encoder, random_init, img_size, patch_size, in_chans, depth, which, device, cache_dir, no_cache))
     except USER_ERRORS as e:
         fail(e)
-    rows = [("top-1 (val)", pct(rec["top1"])), ("top-5 (val)", pct(rec["top5"])), ("held-out top-1", pct(rec["heldout_top1"])),
-            ("chosen head", rec["best_head"])]
-    rows += [(f"best {f} top-1", pct(b["top1"])) for f, b in rec["best_by_features"].items()]
+    held = rec["heldout_top1"]
+    rows = [("protocol", rec["protocol"]), ("top-1 (val)", pct(rec["top1"])), ("top-5 (val)", pct(rec["top5"])),
+            ("held-out top-1", "-" if held is None else pct(held)), ("chosen head", rec["best_head"])]
+    rows += [(f"best {f} top-1", pct(b["top1"])) for f, b in rec.get("best_by_features", {}).items()]
     rows += [("train / val images", f"{rec['n_train']} / {rec['n_val']}"), ("wall time", f"{rec['wall_s']:.1f} s")]
     finish(rec, as_json, results, rows)
 

@@ -1,4 +1,10 @@
-"""Linear probe: the VISSL grid of linear heads on frozen, cached features.
+"""Linear probe on frozen, cached features.
+
+Two protocols:
+- `grid` (default): the VISSL grid of linear heads (SGD), best picked on held-out train;
+- `logreg`: scikit-learn logistic regression on standardised features, the very classifier of
+  the raw-pixel baseline, so "beats raw pixels" is read through one probe. C (default 1, as the
+  baseline) and the feature set are picked on held-out train, then refit on all of it.
 
     from ijepa.evals.linear import run_linear
     rec = run_linear("runs/fmnist_vit_tiny", train_limit=10000)   # rec["top1"] in [0, 1]
@@ -15,9 +21,11 @@ from rich.console import Console
 
 from ijepa.evals.core.features import CACHE_DIR
 from ijepa.evals.core.fit import GridConfig, fit_grid
+from ijepa.evals.core.logreg import fit_logreg
 from ijepa.evals.core.setup import EncoderLike, frozen_splits
 
 GRID_KEYS = {f.name for f in fields(GridConfig)}
+PROTOCOLS = ("grid", "logreg")
 
 
 def grid_config(**overrides) -> GridConfig:
@@ -34,13 +42,16 @@ def run_linear(
     train_limit: int | float | None = None, val_limit: int | float | None = None, grid: GridConfig | None = None,
     device: torch.device | str = "cpu", seed: int = 0, img_size: int | None = None,
     feature_batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
-    console: Console | None = None,
+    console: Console | None = None, protocol: str = "grid", cs: tuple[float, ...] = (1.0,),
 ) -> dict:
-    """Score a frozen encoder by the best head of the grid (chosen on held-out train).
+    """Score a frozen encoder by the best head of the grid, or by logistic regression (`cs`:
+    its candidate L2 strengths); every choice is made on held-out train.
 
     Returns the record: `top1`/`top5` (fractions, on val) at the top level, the chosen head,
     every head's scores, timings. `train_limit` subsamples train (stratified, seeded).
     """
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     t0 = time.perf_counter()
     grid = grid or GridConfig()
     train, val, info = frozen_splits(
@@ -48,6 +59,15 @@ def run_linear(
         batch_size=feature_batch_size, workers=workers, cache_dir=cache_dir, console=console,
     )
     t1 = time.perf_counter()
+    if protocol == "logreg":
+        res = fit_logreg(train, {"val": val}, feature_sets=grid.feature_sets, cs=tuple(cs), heldout=grid.heldout, seed=seed, console=console)
+        return {
+            "kind": "eval.linear", **info, "protocol": "sklearn-logreg", "top1": res["val_top1"], "top5": res["val_top5"],
+            "heldout_top1": res["heldout_top1"], "best_head": f"{res['features']}/logreg/C{res['C']:g}",
+            "best_features": res["features"], "best_C": res["C"], "candidates": res["candidates"], "n_iter": res["n_iter"],
+            "seed": seed, "device": str(device),
+            "fit_s": round(time.perf_counter() - t1, 2), "wall_s": round(time.perf_counter() - t0, 2),
+        }
     res = fit_grid(grid, train, {"val": val}, num_classes=info["num_classes"], device=torch.device(device), seed=seed, console=console)
     return {
         "kind": "eval.linear", **info, "protocol": "linear-grid",

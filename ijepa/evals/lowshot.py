@@ -19,16 +19,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from ijepa.data import data_spec
 from ijepa.data.imagefolder import image_folder
 from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features, split_labels
 from ijepa.evals.core.finetune import FinetuneConfig, finetune
 from ijepa.evals.core.fit import GridConfig, fit_grid, stratified_sample
+from ijepa.evals.core.logreg import logreg_model, topk
 from ijepa.evals.core.setup import EncoderLike, frozen_splits, resolve_encoder
 from ijepa.results.io import atomic_write_text
 
@@ -106,7 +104,7 @@ def logreg(train: Features, val: Features, *, feature_sets: tuple[str, ...], see
     folds = int(min(3, counts[counts > 0].min()))
     best = None
     for f in feature_sets:
-        model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=500, tol=1e-3))
+        model = logreg_model(max_iter=500, tol=1e-3)
         if folds >= 2:
             cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
             search = GridSearchCV(model, {"logisticregression__C": list(CS)}, cv=cv, scoring="accuracy").fit(train.get(f).numpy(), y)
@@ -116,11 +114,8 @@ def logreg(train: Features, val: Features, *, feature_sets: tuple[str, ...], see
         if best is None or cv_score > best[0]:
             best = (cv_score, f, fitted, c)
     cv_score, f, fitted, c = best
-    scores = torch.from_numpy(fitted.decision_function(val.get(f).numpy()))
-    top = torch.from_numpy(fitted.classes_)[scores.topk(min(5, scores.shape[1]), dim=1).indices]
-    hit = top == val.labels.view(-1, 1)
-    return {"top1": float(hit[:, 0].float().mean()), "top5": float(hit.any(1).float().mean()),
-            "features": f, "C": float(c), "cv_top1": cv_score}
+    top1, top5 = topk(fitted, val.get(f).numpy(), val.labels.numpy())
+    return {"top1": top1, "top5": top5, "features": f, "C": float(c), "cv_top1": cv_score}
 
 
 def summarize(per_seed: list[dict]) -> dict:
