@@ -109,7 +109,7 @@ def test_results_tables_group_ours_beside_the_paper(tmp_path):
     assert res.exit_code == 2 and "no pretrain.compute" in res.output and not (tmp_path / "compute_vs_accuracy.png").exists()
 
 
-@pytest.mark.parametrize("name", ["linear_fmnist", "linear_in1k", "lowshot_fmnist"])
+@pytest.mark.parametrize("name", ["linear_fmnist", "linear_fmnist_logreg", "linear_in1k", "lowshot_fmnist"])
 def test_shipped_recipes_are_valid(name):
     import inspect
 
