@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from ijepa.data import PretrainViews, build_dataset, data_spec, eval_transform
-from ijepa.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST, read_idx
+from ijepa.data.fashion_mnist import DEFAULT_ROOT, FashionMNIST, read_idx, val_rows
 
 
 def idx_bytes(arr: np.ndarray) -> bytes:
@@ -33,14 +33,33 @@ def write_fmnist(root: Path, n_train: int = 12, n_val: int = 6, *, gz: bool = Tr
 
 @pytest.mark.parametrize("gz", [True, False])
 def test_idx_reader_and_fashion_mnist_layout(tmp_path, gz):
-    images, labels = write_fmnist(tmp_path, gz=gz)
-    ds = FashionMNIST(tmp_path, "train")
-    assert len(ds) == 12 and len(FashionMNIST(tmp_path, "val")) == 6
-    img, label = ds[3]
+    images, labels = write_fmnist(tmp_path, n_train=60, gz=gz)
+    whole = FashionMNIST(tmp_path, "trainval")
+    assert len(whole) == 60 and len(FashionMNIST(tmp_path, "test")) == 6
+    img, label = whole[3]
     assert img.shape == (1, 28, 28) and img.dtype == torch.uint8
     assert np.array_equal(img[0].numpy(), images[3]) and label == labels[3]
+    train, val = FashionMNIST(tmp_path, "train"), FashionMNIST(tmp_path, "val")
+    assert len(train) + len(val) == 60 and 0 < len(val) < 20
     via_factory = build_dataset(f"fashion-mnist:{tmp_path}", "train")
-    assert torch.equal(via_factory[5][0], ds[5][0])
+    assert torch.equal(via_factory[5][0], train[5][0])
+
+
+@pytest.mark.skipif(not (DEFAULT_ROOT / "train-labels-idx1-ubyte.gz").exists(), reason="Debian's Fashion-MNIST not installed")
+def test_fashion_mnist_val_is_held_out_of_train_fixed_and_balanced():
+    """val is 1,000 images per class of the official train file, the same rows on every machine,
+    disjoint from train; test is t10k. Pinned rows catch any change to the draw."""
+    labels = read_idx(DEFAULT_ROOT / "train-labels-idx1-ubyte.gz").astype(np.int64)
+    held = val_rows(labels)
+    assert held[:8].tolist() == [0, 1, 5, 8, 11, 12, 14, 15] and int(held.sum()) == 298109867
+    train, val, test = (FashionMNIST(DEFAULT_ROOT, s) for s in ("train", "val", "test"))
+    assert (len(train), len(val), len(test)) == (50_000, 10_000, 10_000)
+    assert torch.bincount(val.targets).tolist() == [1000] * 10
+    assert torch.bincount(train.targets).tolist() == [5000] * 10
+    both = torch.cat([train.images, val.images]).flatten(1)
+    assert len(torch.unique(both, dim=0)) == len(torch.unique(FashionMNIST(DEFAULT_ROOT, "trainval").images.flatten(1), dim=0))
+    with pytest.raises(ValueError, match="expected one of train, val, test"):
+        FashionMNIST(DEFAULT_ROOT, "t10k")
 
 
 def test_truncated_and_corrupt_idx_files_name_the_path(tmp_path):

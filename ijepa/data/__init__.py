@@ -1,7 +1,12 @@
 """One dataset factory for pretraining and every classification eval.
 
 `data` is either `fashion-mnist` (optionally `fashion-mnist:/path/to/idx`) or the root of an
-ImageFolder tree holding `train/` and `val/`.
+ImageFolder tree holding `train/` and `val/` (and optionally `test/`).
+
+Splits: Fashion-MNIST has `train` / `val` (held out of the official train file) / `test`
+(t10k). An ImageFolder tree has what its folders hold; without `test/` its `val/` is the
+reported split (ImageNet reports on val), and every choice inside an eval is made on
+held-out train. `DataSpec.report_split` names the split a final number is read on.
 """
 
 from __future__ import annotations
@@ -28,6 +33,13 @@ class DataSpec:
     std: tuple[float, ...]
 
     @property
+    def report_split(self) -> str:
+        """The split final numbers are reported on: `test` where one exists, else `val`."""
+        if self.kind == "fashion-mnist" or (self.root / "test").is_dir():
+            return "test"
+        return "val"
+
+    @property
     def id(self) -> str:
         return "fashion-mnist" if self.kind == "fashion-mnist" else f"imagefolder:{self.root.resolve()}"
 
@@ -43,7 +55,7 @@ def data_spec(data: str) -> DataSpec:
 
 
 def build_dataset(data: str | DataSpec, split: str, transform=None) -> Dataset:
-    """Dataset yielding (image tensor, label) for split `train` or `val`."""
+    """Dataset yielding (image tensor, label) for a split (`train`, `val`, `test`, ...)."""
     spec = data if isinstance(data, DataSpec) else data_spec(data)
     if spec.kind == "fashion-mnist":
         return fashion_mnist.FashionMNIST(spec.root, split, transform)

@@ -1,4 +1,12 @@
-"""Fashion-MNIST from its IDX files (Debian's `dataset-fashion-mnist` by default)."""
+"""Fashion-MNIST from its IDX files (Debian's `dataset-fashion-mnist` by default).
+
+Three splits, so that nothing is ever chosen on the number we report:
+- `train`: 50,000 images of the official train file (pretraining and probe fitting);
+- `val`: the other 10,000 of the official train file, 1,000 per class, drawn once by a
+  fixed seed (`VAL_SEED`; `val_rows`): recipes, sweeps and every other choice are scored here;
+- `test`: the official t10k file, touched once per finalised choice.
+`trainval` is the whole official train file (60,000), for a final refit before `test`.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +21,9 @@ from torch.utils.data import Dataset
 DEFAULT_ROOT = Path("/usr/share/datasets/fashion-mnist")
 CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 MEAN, STD = (0.2860,), (0.3530,)
-_FILES = {"train": "train", "val": "t10k", "test": "t10k"}
+SPLITS = ("train", "val", "test", "trainval")
+VAL_FRACTION = 1 / 6  # of each class: 1,000 of the official 6,000
+VAL_SEED = 20230117  # fixed forever: changing it changes every val number
 
 
 def read_idx(path: Path) -> np.ndarray:
@@ -43,20 +53,40 @@ def _find(root: Path, stem: str) -> Path:
     raise FileNotFoundError(f"{root / stem}[.gz]: not found (expected Fashion-MNIST IDX files in {root})")
 
 
+def val_rows(labels: np.ndarray) -> np.ndarray:
+    """Rows of the train file held out as `val`: `VAL_FRACTION` of each class, sorted.
+
+    A per-class permutation from one fixed seed (numpy's PCG64 streams are stable across
+    versions and platforms), so every machine holds out the same images.
+    """
+    rng = np.random.default_rng(VAL_SEED)
+    picks = []
+    for c in np.unique(labels):
+        rows = np.flatnonzero(labels == c)
+        picks.append(rng.permutation(rows)[: round(len(rows) * VAL_FRACTION)])
+    return np.sort(np.concatenate(picks))
+
+
 class FashionMNIST(Dataset):
     """Images as [1, 28, 28] uint8 tensors, so tensor transforms need no PIL round trip."""
 
     classes = CLASSES
 
     def __init__(self, root: str | Path = DEFAULT_ROOT, split: str = "train", transform=None) -> None:
-        if split not in _FILES:
-            raise ValueError(f"Fashion-MNIST split {split!r}: expected train or val")
+        if split not in SPLITS:
+            raise ValueError(f"Fashion-MNIST split {split!r}: expected one of {', '.join(SPLITS)}")
         root = Path(root)
-        stem = _FILES[split]
-        self.images = torch.from_numpy(read_idx(_find(root, f"{stem}-images-idx3-ubyte")).copy()).unsqueeze(1)
-        self.targets = torch.from_numpy(read_idx(_find(root, f"{stem}-labels-idx1-ubyte")).astype(np.int64))
-        if len(self.images) != len(self.targets):
-            raise ValueError(f"{root}: {len(self.images)} images but {len(self.targets)} labels for {split}")
+        stem = "t10k" if split == "test" else "train"
+        images = read_idx(_find(root, f"{stem}-images-idx3-ubyte"))
+        labels = read_idx(_find(root, f"{stem}-labels-idx1-ubyte")).astype(np.int64)
+        if len(images) != len(labels):
+            raise ValueError(f"{root}: {len(images)} images but {len(labels)} labels in {stem}")
+        if split in ("train", "val"):
+            held = val_rows(labels)
+            keep = held if split == "val" else np.setdiff1d(np.arange(len(labels)), held)
+            images, labels = images[keep], labels[keep]
+        self.images = torch.from_numpy(images.copy()).unsqueeze(1)
+        self.targets = torch.from_numpy(labels)
         self.transform = transform
         self.root, self.split = root, split
 

@@ -153,10 +153,11 @@ def run_lowshot(
     dev = torch.device(device)
     if protocol == "finetune":
         enc, name, key = resolve_encoder(encoder)
-        info = {"encoder": name, "encoder_key": key, "dataset": spec.id, "num_classes": num_classes, "depth": enc.depth, "width": enc.embed_dim}
+        info = {"encoder": name, "encoder_key": key, "dataset": spec.id, "num_classes": num_classes, "depth": enc.depth, "width": enc.embed_dim,
+                "selected_on": "none (fixed recipe)", "reported_on": spec.report_split}
         cfg = finetune_cfg or FinetuneConfig()
 
-        val_rows = None if val_limit is None else stratified_sample(split_labels(spec, "val")[0], val_limit, seed=0)
+        val_rows = None if val_limit is None else stratified_sample(split_labels(spec, spec.report_split)[0], val_limit, seed=0)
 
         def score(rows: torch.Tensor, seed: int) -> dict:
             top1, top5 = finetune(enc, spec, rows, num_classes=num_classes, cfg=cfg, device=dev, seed=seed,

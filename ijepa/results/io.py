@@ -42,12 +42,14 @@ def write_record(record: dict[str, Any], *, results_dir: Path | None = None) -> 
 
 
 def read_records(results_dir: Path | None = None) -> list[dict[str, Any]]:
-    """All records, each with `_path`; a corrupt file is an error naming it."""
+    """All records, each with `_path` relative to `results_dir` (so tables regenerated from a
+    copy of the records are byte-identical); a corrupt file is an error naming it."""
+    root = Path(results_dir or RESULTS_DIR)
     out = []
-    for p in sorted(((results_dir or RESULTS_DIR) / "records").rglob("*.json")):
+    for p in sorted((root / "records").rglob("*.json")):
         try:
             rec = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        out.append({**rec, "_path": str(p)})
+        out.append({**rec, "_path": p.relative_to(root).as_posix()})
     return out

@@ -113,10 +113,10 @@ def evaluate_classifier(
     model: Classifier, spec: DataSpec, *, device: torch.device, rows: torch.Tensor | None = None,
     workers: int = 0, batch_size: int = 256,
 ) -> tuple[float, float]:
-    """(top-1, top-5) on val (or its `rows`)."""
+    """(top-1, top-5) on the dataset's report split (or its `rows`)."""
     model.eval()
     enc = model.encoder
-    n, labels, _, it = split_batches(spec, "val", size=enc.img_size, in_chans=enc.in_chans, indices=rows, batch_size=batch_size, workers=workers)
+    n, labels, _, it = split_batches(spec, spec.report_split, size=enc.img_size, in_chans=enc.in_chans, indices=rows, batch_size=batch_size, workers=workers)
     top1 = top5 = 0
     for i, x in enumerate(it):
         y = labels[i * batch_size : (i + 1) * batch_size].to(device)

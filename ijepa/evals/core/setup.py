@@ -40,11 +40,15 @@ def resolve_encoder(encoder: EncoderLike) -> tuple[VisionTransformer, str, str]:
 def frozen_splits(
     encoder: EncoderLike, data: str, *, device: torch.device | str = "cpu",
     train_limit: int | float | None = None, train_rows: torch.Tensor | None = None,
-    val_limit: int | float | None = None, seed: int = 0, img_size: int | None = None,
+    val_limit: int | float | None = None, eval_split: str | None = None, seed: int = 0, img_size: int | None = None,
     batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
     console: Console | None = None,
 ) -> tuple[Features, Features, dict]:
-    """(train features, val features, record fields naming encoder and data).
+    """(train features, eval features, record fields naming encoder, data and splits).
+
+    Heads fit on `train` (every choice on a held-out part of it); the eval features are
+    `eval_split`, by default the dataset's report split (`test` for Fashion-MNIST). Sweeps
+    pass `eval_split="val"` so that no recipe is ever chosen on test.
 
     `train_limit` keeps a seeded class-stratified subset of train (rows, or a fraction < 1):
     the encoder then runs on those rows only. `train_rows` names the rows explicitly instead;
@@ -57,12 +61,14 @@ def frozen_splits(
     enc, name, key = resolve_encoder(encoder)
     kw = dict(device=torch.device(device), img_size=img_size, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)
     train = extract_features(enc, key, spec, "train", indices=rows, **kw)
-    val_rows = None if val_limit is None else stratified_sample(split_labels(spec, "val")[0], val_limit, seed=seed)
-    val = extract_features(enc, key, spec, "val", indices=val_rows, **kw)
+    eval_split = eval_split or spec.report_split
+    val_rows = None if val_limit is None else stratified_sample(split_labels(spec, eval_split)[0], val_limit, seed=seed)
+    val = extract_features(enc, key, spec, eval_split, indices=val_rows, **kw)
     info = {
         "encoder": name, "encoder_key": key, "dataset": spec.id, "num_classes": num_classes,
         "img_size": img_size or enc.img_size, "patch_size": enc.patch_size, "depth": enc.depth,
         "width": enc.embed_dim, "n_train": len(train), "n_val": len(val), "train_limit": train_limit, "val_limit": val_limit,
+        "selected_on": "train-heldout", "reported_on": eval_split,
         "feature_s": round(time.perf_counter() - t0, 2),
     }
     return train, val, info
