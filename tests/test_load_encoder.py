@@ -7,10 +7,13 @@ import io
 
 import pytest
 import torch
+import torch.nn.functional as F
 from fixtures.pretrain import tiny_config
 from rich.console import Console
 
 import ijepa
+from ijepa.evals.core.encoders import EncoderSpec, build_encoder
+from ijepa.models.pos_embed import sincos_2d
 from ijepa.models.registry import create_encoder, create_predictor
 from ijepa.models.vit import VisionTransformer
 from ijepa.training.loop import pretrain
@@ -94,3 +97,83 @@ def test_bad_paths_and_contents_are_clear_errors(tmp_path):
         ijepa.load_encoder(tmp_path / "other.pt", which="encoder")
     with pytest.raises(ValueError, match="which='predictor'"):
         ijepa.load_encoder(tmp_path / "other.pt", which="predictor")
+
+
+def positions(enc: VisionTransformer, h: int, w: int) -> torch.Tensor:
+    """What the encoder adds to the patch embeddings of an h x w grid."""
+    x = torch.randn(1, enc.in_chans, h * enc.patch_size, w * enc.patch_size)
+    return enc.prepare_tokens(x) - enc.patch_embed(x)
+
+
+def checkpoint_with_table(tmp_path, table: torch.Tensor):
+    """An official-layout checkpoint (8x8 grid) whose stored position table is `table`."""
+    enc, target = pair("vit_tiny", img_size=32, patch_size=4, in_chans=1, depth=1)
+    for m in (enc, target):
+        m.pos_embed.data.copy_(table)
+    path = tmp_path / "grid8.pth.tar"
+    official_checkpoint(path, enc, target)
+    return path
+
+
+def test_another_grid_resamples_the_stored_table_by_default(tmp_path):
+    torch.manual_seed(1)
+    table = torch.randn(1, 64, 192)  # not a sin-cos table: only resampling reproduces it
+    loaded = ijepa.load_encoder(checkpoint_with_table(tmp_path, table))
+    grid = table.reshape(1, 8, 8, 192).permute(0, 3, 1, 2)
+    want = F.interpolate(grid, size=(6, 10), mode="bicubic", antialias=True).permute(0, 2, 3, 1).reshape(1, 60, 192)
+    torch.testing.assert_close(positions(loaded, 6, 10), want, atol=1e-5, rtol=1e-5)
+    # At the checkpoint's own grid resampling is the identity: the stored table, exactly.
+    assert torch.equal(loaded._pos_embed(8, 8), table)
+    torch.testing.assert_close(positions(loaded, 8, 8), table, atol=1e-5, rtol=0)
+    assert loaded(torch.randn(2, 1, 24, 40)).shape == (2, 60, 192)
+
+
+def test_sincos_option_recomputes_the_table_for_another_grid(tmp_path):
+    table = torch.randn(1, 64, 192)
+    loaded = ijepa.load_encoder(checkpoint_with_table(tmp_path, table), pos_embed="sincos")
+    torch.testing.assert_close(positions(loaded, 6, 10), sincos_2d(192, 6, 10).unsqueeze(0), atol=1e-5, rtol=1e-5)
+    assert torch.equal(loaded._pos_embed(8, 8), table)  # the stored table at its own grid
+    with pytest.raises(ValueError, match="pos_embed='bilinear': expected one of resample, sincos"):
+        ijepa.load_encoder(tmp_path / "grid8.pth.tar", pos_embed="bilinear")
+
+
+def test_eval_spec_passes_pos_embed_and_keys_it(tmp_path):
+    path = checkpoint_with_table(tmp_path, torch.randn(1, 64, 192))
+    enc, name, key = build_encoder(EncoderSpec(encoder=str(path)))
+    assert enc.pos_embed_mode == "resample" and name == "grid8.pth:target_encoder"
+    enc2, name2, key2 = build_encoder(EncoderSpec(encoder=str(path), pos_embed="sincos"))
+    assert enc2.pos_embed_mode == "sincos" and name2.endswith("-possincos") and key2 != key
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
+    enc, target = pair("vit_tiny", img_size=32, patch_size=8, in_chans=3, depth=2)
+    with torch.no_grad():
+        target.blocks[1].mlp.fc1.weight[0, 0] = float("nan")
+    official_checkpoint(tmp_path / "diverged.pth.tar", enc, target)
+    with pytest.raises(ValueError, match=r"diverged.pth.tar: target_encoder weights are not finite "
+                                         r"\(module.blocks.1.mlp.fc1.weight holds NaN or inf\)"):
+        ijepa.load_encoder(tmp_path / "diverged.pth.tar")
+    ijepa.load_encoder(tmp_path / "diverged.pth.tar", which="encoder")  # the finite one still loads
+    with pytest.raises(ValueError, match="diverged.pth.tar: target_encoder weights are not finite"):
+        build_encoder(EncoderSpec(encoder=str(tmp_path / "diverged.pth.tar")))
+
+
+def test_a_file_holding_no_dict_is_a_one_line_error(tmp_path):
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(ValueError, match="tensor.pt: holds a Tensor, expected a dict with 'encoder'/'target_encoder' keys "
+                                         "or an encoder state dict") as e:
+        ijepa.load_encoder(tmp_path / "tensor.pt")
+    assert "\n" not in str(e.value)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="list.pt: holds a list, expected"):
+        ijepa.load_encoder(tmp_path / "list.pt")
+    torch.save({"target_encoder": torch.zeros(3)}, tmp_path / "inner.pt")
+    with pytest.raises(ValueError, match="inner.pt: 'target_encoder' holds a Tensor, expected a state dict"):
+        ijepa.load_encoder(tmp_path / "inner.pt")
+
+
+def test_a_bare_encoder_state_dict_loads(tmp_path):
+    enc, _ = pair("vit_tiny", img_size=32, patch_size=8, in_chans=3, depth=1)
+    torch.save(enc.state_dict(), tmp_path / "bare.pt")
+    x = torch.randn(1, 3, 32, 32)
+    torch.testing.assert_close(ijepa.load_encoder(tmp_path / "bare.pt")(x), enc(x))

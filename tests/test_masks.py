@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import signal
+import statistics
 from contextlib import contextmanager
 
 import pytest
@@ -10,6 +12,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from ijepa.masks import MultiBlockMaskCollator
+from ijepa.masks.multiblock import SAMPLERS
 
 
 @contextmanager
@@ -37,25 +40,95 @@ def as_rows_cols(idx: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Ten
     return idx // width, idx % width
 
 
-def test_official_statistics_on_a_14x14_grid():
-    coll = MultiBlockMaskCollator(input_size=224, patch_size=16)
-    n = coll.height * coll.width
+def lengths(coll: MultiBlockMaskCollator, n_batches: int, batch: int) -> tuple[list[int], list[int]]:
+    """Per draw: the (batch-truncated) context length and target length, in tokens."""
     ctx, tgt = [], []
-    for masks_enc, masks_pred in draw(coll, 60):
+    for masks_enc, masks_pred in draw(coll, n_batches, batch):
         assert len(masks_enc) == 1 and len(masks_pred) == 4
-        ctx.append(masks_enc[0].shape[1] / n)
-        tgt.append(masks_pred[0].shape[1] / n)
-    mean_ctx, mean_tgt = sum(ctx) / len(ctx), sum(tgt) / len(tgt)
-    # Targets: scale (0.15, 0.2) of the grid, rounded to whole rows/columns.
-    assert 0.14 <= mean_tgt <= 0.2, mean_tgt
-    # Context: a ~0.85-1.0 block minus four targets (overlapping each other), batch minimum.
-    assert 0.3 <= mean_ctx <= 0.5, mean_ctx
+        ctx.append(masks_enc[0].shape[1])
+        tgt.append(masks_pred[0].shape[1])
+    return ctx, tgt
+
+
+# Measured with the official MaskCollator at 224/16 with the in1k mask settings:
+# (batch, draws): (context mean, context sd, target mean).
+OFFICIAL_TABLE = {(16, 200): (59.9, 8.3, 33.3), (128, 40): (51.2, 7.4, 33.2)}
+
+
+def test_official_sampler_reproduces_the_official_statistics_batch_16():
+    coll = MultiBlockMaskCollator(input_size=224, patch_size=16)
+    assert coll.sampler == "official"
+    ctx, tgt = lengths(coll, 300, 16)
+    mean_ctx, sd_ctx, mean_tgt = OFFICIAL_TABLE[(16, 200)]
+    assert abs(statistics.mean(ctx) / mean_ctx - 1) < 0.02, statistics.mean(ctx)
+    assert abs(statistics.mean(tgt) / mean_tgt - 1) < 0.02, statistics.mean(tgt)
+    assert abs(statistics.stdev(ctx) / sd_ctx - 1) < 0.15, statistics.stdev(ctx)
     assert coll.num_relaxed == 0  # min_keep 10 is always satisfiable at 14x14
+    # Today's sampler is far from the table (68 tokens, sd 13.5): the test tells them apart.
+    uctx, _ = lengths(MultiBlockMaskCollator(input_size=224, patch_size=16, sampler="uniform"), 100, 16)
+    assert statistics.mean(uctx) / mean_ctx - 1 > 0.08 and statistics.stdev(uctx) > 1.3 * sd_ctx
 
 
+def test_official_sampler_reproduces_the_official_statistics_batch_128():
+    ctx, tgt = lengths(MultiBlockMaskCollator(input_size=224, patch_size=16), 80, 128)
+    mean_ctx, _, mean_tgt = OFFICIAL_TABLE[(128, 40)]
+    assert abs(statistics.mean(tgt) / mean_tgt - 1) < 0.02, statistics.mean(tgt)
+    # 3%, not 2%: the table's context mean comes from 40 draws (standard error 7.4 / sqrt(40)
+    # = 1.2 tokens, 2.3%); over 240 draws a re-statement of the official sampler gives 50.9
+    # and this one 50.3, within each other's error.
+    assert abs(statistics.mean(ctx) / mean_ctx - 1) < 0.03, statistics.mean(ctx)
+
+
+def test_official_sampler_never_touches_the_last_row_or_column():
+    coll = MultiBlockMaskCollator(input_size=224, patch_size=16, allow_overlap=True)
+    for masks_enc, masks_pred in draw(coll, 20):
+        rows, cols = as_rows_cols(masks_enc[0], 14)
+        # The context block is always capped to 13x13, and randint(0, 14 - 13) puts it at 0.
+        assert masks_enc[0].shape[1] == 169 and rows.max() == 12 and cols.max() == 12
+        for m in masks_pred:
+            rows, cols = as_rows_cols(m, 14)
+            assert rows.max() < 13 and cols.max() < 13
+    uniform = MultiBlockMaskCollator(input_size=224, patch_size=16, allow_overlap=True, sampler="uniform")
+    assert any(int(m.max()) == 195 for e, p in draw(uniform, 20) for m in e + p)
+
+
+def official_shapes(coll: MultiBlockMaskCollator) -> set[tuple[int, int]]:
+    """Every target shape that ONE uniform draw can give (scale and aspect ratio tied)."""
+    shapes = set()
+    for i in range(20001):
+        r = i / 20000
+        keep = int(coll.height * coll.width * (0.15 + 0.05 * r))
+        ar = 0.75 + 0.75 * r
+        cap = coll.height - 1
+        shapes.add((min(round(math.sqrt(keep * ar)), cap), min(round(math.sqrt(keep / ar)), cap)))
+    return shapes
+
+
+def target_shapes(coll: MultiBlockMaskCollator, n: int) -> set[tuple[int, int]]:
+    out = set()
+    for _, masks_pred in draw(coll, n, batch=1):
+        rows, cols = as_rows_cols(masks_pred[0][0], coll.width)
+        out.add((int(rows.max() - rows.min() + 1), int(cols.max() - cols.min() + 1)))
+    return out
+
+
+def test_official_sampler_ties_scale_and_aspect_ratio_to_one_draw():
+    reachable = official_shapes(MultiBlockMaskCollator(input_size=224, patch_size=16))
+    assert target_shapes(MultiBlockMaskCollator(input_size=224, patch_size=16), 150) <= reachable
+    # Two independent draws reach shapes one draw cannot.
+    uniform = MultiBlockMaskCollator(input_size=224, patch_size=16, sampler="uniform")
+    assert target_shapes(uniform, 150) - reachable
+
+
+def test_unknown_sampler_is_a_clear_error():
+    with pytest.raises(ValueError, match="sampler='nope': expected one of official, uniform"):
+        MultiBlockMaskCollator(sampler="nope")
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
 @pytest.mark.parametrize("size,patch", [(224, 16), ((64, 128), 8), ((48, 32), 16), (32, 4)])
-def test_invariants_hold_on_square_and_non_square_grids(size, patch):
-    coll = MultiBlockMaskCollator(input_size=size, patch_size=patch, min_keep=2)
+def test_invariants_hold_on_square_and_non_square_grids(size, patch, sampler):
+    coll = MultiBlockMaskCollator(input_size=size, patch_size=patch, min_keep=2, sampler=sampler)
     h, w = coll.height, coll.width
     for masks_enc, masks_pred in draw(coll, 15):
         for m in masks_enc + masks_pred:
@@ -130,8 +203,9 @@ def test_collate_returns_batch_and_masks():
     assert len(masks_enc) == 1 and len(masks_pred) == 4 and masks_enc[0].shape[0] == 5
 
 
-def test_official_hang_case_crop32_patch16_terminates_and_counts():
-    coll = MultiBlockMaskCollator(input_size=32, patch_size=16)  # a 2x2 grid, min_keep 10
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_official_hang_case_crop32_patch16_terminates_and_counts(sampler):
+    coll = MultiBlockMaskCollator(input_size=32, patch_size=16, sampler=sampler)  # a 2x2 grid, min_keep 10
     with deadline(20):
         for masks_enc, masks_pred in draw(coll, 5):
             for m in masks_enc + masks_pred:
@@ -139,16 +213,18 @@ def test_official_hang_case_crop32_patch16_terminates_and_counts():
     assert coll.num_relaxed > 0
 
 
-def test_8x8_grid_with_default_min_keep_terminates_and_counts():
-    coll = MultiBlockMaskCollator(input_size=32, patch_size=4)  # 0.15-0.2 of 64 is <= 10
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_8x8_grid_with_default_min_keep_terminates_and_counts(sampler):
+    coll = MultiBlockMaskCollator(input_size=32, patch_size=4, sampler=sampler)  # 0.15-0.2 of 64 is <= 10
     with deadline(20):
         for masks_enc, masks_pred in draw(coll, 10):
             assert masks_enc[0].shape[1] >= 1 and masks_pred[0].shape[1] >= 1
     assert coll.num_relaxed > 0
 
 
-def test_sixteen_targets_on_8x8_grid_terminate():
-    coll = MultiBlockMaskCollator(input_size=32, patch_size=4, npred=16, min_keep=4)
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_sixteen_targets_on_8x8_grid_terminate(sampler):
+    coll = MultiBlockMaskCollator(input_size=32, patch_size=4, npred=16, min_keep=4, sampler=sampler)
     with deadline(20):
         for masks_enc, masks_pred in draw(coll, 5):
             assert len(masks_pred) == 16 and masks_enc[0].shape[1] >= 1
@@ -158,3 +234,13 @@ def test_sixteen_targets_on_8x8_grid_terminate():
 def test_input_smaller_than_a_patch_is_an_error():
     with pytest.raises(ValueError, match="smaller than one patch"):
         MultiBlockMaskCollator(input_size=8, patch_size=16)
+
+
+def test_config_mask_sampler_reaches_the_collator_and_is_validated():
+    from ijepa.training.config import ConfigError, from_dict
+    from ijepa.training.data import build_collator
+
+    assert build_collator(from_dict({}), "ijepa").sampler == "official"
+    assert build_collator(from_dict({"mask": {"sampler": "uniform"}}), "ijepa").sampler == "uniform"
+    with pytest.raises(ConfigError, match=r"mask\.sampler: expected official or uniform, got 'nope'"):
+        from_dict({"mask": {"sampler": "nope"}})

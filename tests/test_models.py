@@ -28,7 +28,7 @@ def timm_twin(enc: VisionTransformer, num_classes: int = 0) -> TimmViT:
 def test_forward_shapes_and_any_input_size():
     enc = tiny_encoder()
     assert enc(torch.randn(3, 1, 32, 32)).shape == (3, 64, 192)
-    # Non-square and larger inputs: positions are recomputed for the new grid.
+    # Non-square and larger inputs: a fresh model recomputes its sin-cos table for the new grid.
     assert enc(torch.randn(2, 1, 16, 40)).shape == (2, 4 * 10, 192)
 
 
@@ -93,6 +93,7 @@ def test_every_registered_size_constructs_on_meta(name):
     assert enc.blocks[0].mlp.fc1.out_features == int(round(a.embed_dim * a.mlp_ratio))
     assert enc.pos_embed.shape == (1, 256, a.embed_dim)
     assert pred.predictor_proj.out_features == a.embed_dim and pred.num_heads == a.num_heads
+    assert pred.predictor_blocks[0].mlp.fc1.out_features == 4 * 384  # official vit_predictor: mlp_ratio 4
 
 
 def test_giant_is_official_width_and_mlp():
@@ -100,6 +101,59 @@ def test_giant_is_official_width_and_mlp():
         enc = create_encoder("vit_giant", img_size=224, patch_size=14)
     assert (enc.embed_dim, enc.depth, enc.num_heads) == (1408, 40, 16)
     assert enc.blocks[0].mlp.fc1.weight.shape == (6144, 1408)  # 1408 * 48 / 11
+
+
+def test_giant_predictor_has_the_official_mlp_ratio_4():
+    with torch.device("meta"):
+        enc = create_encoder("vit_giant", img_size=224, patch_size=14)
+        pred = create_predictor(enc, embed_dim=384, depth=16)
+    for blk in pred.predictor_blocks:  # not the encoder's 48/11 (hidden 1675)
+        assert blk.mlp.fc1.weight.shape == (1536, 384) and blk.mlp.fc2.weight.shape == (384, 1536)
+    assert pred.predictor_embed.weight.shape == (384, 1408) and pred.predictor_proj.weight.shape == (1408, 384)
+
+
+def proj_stds(blocks) -> list[tuple[float, float]]:
+    return [(float(b.attn.proj.weight.detach().std()), float(b.mlp.fc2.weight.detach().std())) for b in blocks]
+
+
+def test_official_init_is_official_trainings_no_depth_rescale():
+    """helper.init_model re-initialises every Linear after the constructor's rescale:
+    official training measured attn.proj std 0.0201 in blocks 0, 5 and 11 of vit_tiny."""
+    torch.manual_seed(0)
+    enc = create_encoder("vit_tiny", img_size=32, patch_size=16)
+    pred = create_predictor(enc, embed_dim=96, depth=6)
+    for blocks in (enc.blocks, pred.predictor_blocks):
+        for attn, fc2 in proj_stds(blocks):
+            assert abs(attn / 0.02 - 1) < 0.04 and abs(fc2 / 0.02 - 1) < 0.04, (attn, fc2)
+    for m in list(enc.modules()) + list(pred.modules()):
+        if isinstance(m, torch.nn.Linear):
+            assert abs(float(m.weight.detach().std()) / 0.02 - 1) < 0.1 and not m.bias.any()
+        elif isinstance(m, torch.nn.LayerNorm):
+            assert bool((m.weight == 1).all()) and not m.bias.any()
+
+
+def test_rescaled_init_keeps_the_constructors_sqrt_2_layer():
+    torch.manual_seed(0)
+    enc = create_encoder("vit_tiny", img_size=32, patch_size=16, init="rescaled")
+    pred = create_predictor(enc, embed_dim=96, depth=6, init="rescaled")
+    stds = proj_stds(enc.blocks)
+    for i, want in ((0, 0.0142), (5, 0.0058), (11, 0.0041)):  # measured on today's constructor
+        assert abs(stds[i][0] / want - 1) < 0.05 and abs(stds[i][1] / want - 1) < 0.05, (i, stds[i])
+    attn, fc2 = proj_stds(pred.predictor_blocks)[5]
+    assert abs(attn / (0.02 / 12**0.5) - 1) < 0.05 and abs(fc2 / (0.02 / 12**0.5) - 1) < 0.05
+    with pytest.raises(ValueError, match="init='nope': expected one of official, rescaled"):
+        create_encoder("vit_tiny", img_size=32, patch_size=16, init="nope")
+
+
+def test_patch_embed_std_applies_after_the_init():
+    from ijepa.training.config import from_dict
+    from ijepa.training.step import encoder_from_config
+
+    cfg = from_dict({"data": {"crop_size": 32}, "mask": {"patch_size": 4},
+                     "meta": {"model_name": "vit_tiny", "depth": 2, "in_chans": 1, "patch_embed_std": 0.14}})
+    enc = encoder_from_config(cfg)
+    assert abs(float(enc.patch_embed.proj.weight.detach().std()) / 0.14 - 1) < 0.1
+    assert abs(float(enc.blocks[1].attn.proj.weight.detach().std()) / 0.02 - 1) < 0.04  # official init, no rescale
 
 
 @pytest.mark.parametrize("name", ["vit_small", "vit_base"])
@@ -147,3 +201,11 @@ def test_predictor_depends_on_target_positions():
     b = pred(ctx, ctx_idx, [torch.tensor([[41, 40]])])
     torch.testing.assert_close(a[0, 0], b[0, 1])  # queries are permutation-equivariant
     assert not torch.allclose(a[0, 0], a[0, 1])  # and distinguished by position
+
+
+def test_config_meta_init_is_validated():
+    from ijepa.training.config import ConfigError, from_dict
+
+    assert from_dict({}).meta.init == "official" and from_dict({"meta": {"init": "rescaled"}}).meta.init == "rescaled"
+    with pytest.raises(ConfigError, match=r"meta\.init: expected official or rescaled, got 'xavier'"):
+        from_dict({"meta": {"init": "xavier"}})

@@ -19,10 +19,11 @@ from ijepa.data import fashion_mnist
 from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ijepa.models.checkpoint import checkpoint_file, encoder_from_state, read_checkpoint
 from ijepa.models.predictor import VisionTransformerPredictor
-from ijepa.models.registry import ARCHS, create_encoder, create_predictor
+from ijepa.models.registry import ARCHS
 from ijepa.models.vit import VisionTransformer
 from ijepa.training.checkpointing import strip_prefix
 from ijepa.training.config import Config, from_dict
+from ijepa.training.step import encoder_from_config, predictor_from_config
 
 PARTS = ("encoder", "predictor", "target_encoder")
 
@@ -105,11 +106,8 @@ def random_explore_model(cfg: Config) -> ExploreModel:
     """The networks `ijepa pretrain` would start from under `cfg`, seeded by meta.seed."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.meta.seed)
-        enc = create_encoder(
-            cfg.meta.model_name, img_size=cfg.data.crop_size, patch_size=cfg.mask.patch_size,
-            in_chans=cfg.meta.in_chans, depth=cfg.meta.depth or None,
-        )
-        pred = create_predictor(enc, embed_dim=cfg.meta.pred_emb_dim, depth=cfg.meta.pred_depth)
+        enc = encoder_from_config(cfg)  # the trainer's own builders: init and patch_embed_std included
+        pred = predictor_from_config(cfg, enc)
     target = copy.deepcopy(enc)
     label = (f"RANDOM INIT (untrained) {cfg.meta.model_name} depth {enc.depth}, "
              f"patch {enc.patch_size}, {cfg.data.crop_size}px, seed {cfg.meta.seed}")

@@ -2,12 +2,17 @@
 
 Follows the official `MaskCollator`: block sizes are drawn once per batch, positions per
 image; the context block loses every target block; all masks are truncated to the batch
-minimum so they stack. Differences, each for a reason:
+minimum so they stack. Two samplers of block shapes and positions:
+- `sampler="official"` (default) reproduces the official statistics: one uniform draw sets
+  both a block's scale and its aspect ratio (perfectly correlated), every block is capped
+  below the full grid (`h < H`, `w < W`) and its corner is drawn with an exclusive upper
+  bound (`randint(0, H - h)`), so no block touches the last row or column (at 224/16 the
+  context block is always the 13x13 at the top-left);
+- `sampler="uniform"` (ours): scale and aspect ratio are two independent draws, a block may
+  span the whole grid and touch the last row and column.
+Both differ from the official code where it is fragile:
 - every batch draws from its own generator seeded by (seed, rank, epoch, batch index), so
   masks do not depend on worker scheduling and a resumed run sees the same masks;
-- block scale and aspect ratio are two independent draws (the official code reuses one
-  uniform draw for both, which ties large blocks to tall ones);
-- a block may touch the last row and column (the official `randint(0, H - h)` never does);
 - it never hangs: where a constraint cannot be met (a block no larger than `min_keep`, a
   context left with too few patches) it is relaxed in a fixed order and counted in
   `num_relaxed`, where the official sampler loops forever (e.g. crop 32 with patch 16).
@@ -19,6 +24,8 @@ import math
 
 import torch
 from torch.utils.data import default_collate, get_worker_info
+
+SAMPLERS = ("official", "uniform")
 
 
 class MultiBlockMaskCollator:
@@ -35,7 +42,11 @@ class MultiBlockMaskCollator:
         allow_overlap: bool = False,
         seed: int = 0,
         rank: int = 0,
+        sampler: str = "official",
     ) -> None:
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler={sampler!r}: expected one of {', '.join(SAMPLERS)}")
+        self.sampler = sampler
         size = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
         self.height, self.width = size[0] // patch_size, size[1] // patch_size
         if self.height < 1 or self.width < 1:
@@ -65,13 +76,27 @@ class MultiBlockMaskCollator:
         return torch.Generator().manual_seed(key % (2**63))
 
     def _block_size(self, g: torch.Generator, scale: tuple[float, float], ar_range: tuple[float, float]) -> tuple[int, int]:
-        r_scale, r_ar = torch.rand(2, generator=g).tolist()
+        """(h, w) of a block; the official sampler reuses one draw and caps below the grid."""
+        if self.sampler == "official":
+            r_scale = r_ar = torch.rand(1, generator=g).item()
+            cap_h, cap_w = max(1, self.height - 1), max(1, self.width - 1)
+        else:
+            r_scale, r_ar = torch.rand(2, generator=g).tolist()
+            cap_h, cap_w = self.height, self.width
         s = scale[0] + r_scale * (scale[1] - scale[0])
         max_keep = int(self.height * self.width * s)
         ar = ar_range[0] + r_ar * (ar_range[1] - ar_range[0])
         h = int(round(math.sqrt(max_keep * ar)))
         w = int(round(math.sqrt(max_keep / ar)))
-        return max(1, min(h, self.height)), max(1, min(w, self.width))
+        # At least one patch: an empty block is where the official sampler hangs.
+        return max(1, min(h, cap_h)), max(1, min(w, cap_w))
+
+    def _corner(self, g: torch.Generator, h: int, w: int) -> tuple[int, int]:
+        """Top-left corner; the official exclusive bound never reaches the last row/column."""
+        extra = 0 if self.sampler == "official" else 1
+        top = int(torch.randint(0, max(1, self.height - h + extra), (1,), generator=g))
+        left = int(torch.randint(0, max(1, self.width - w + extra), (1,), generator=g))
+        return top, left
 
     def _block(self, g: torch.Generator, size: tuple[int, int], allowed: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Place one block; returns (kept indices, complement map of the block)."""
@@ -85,8 +110,7 @@ class MultiBlockMaskCollator:
         # with no constraint left any position holds h * w > need patches, so this ends.
         for n_constraints in range(len(allowed), -1, -1):
             for _ in range(20):
-                top = int(torch.randint(0, self.height - h + 1, (1,), generator=g))
-                left = int(torch.randint(0, self.width - w + 1, (1,), generator=g))
+                top, left = self._corner(g, h, w)
                 mask = torch.zeros(self.height, self.width, dtype=torch.bool)
                 mask[top : top + h, left : left + w] = True
                 for region in allowed[:n_constraints]:

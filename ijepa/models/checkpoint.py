@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 
 from ijepa.models.registry import ARCHS
-from ijepa.models.vit import VisionTransformer
+from ijepa.models.vit import POS_EMBEDS, VisionTransformer, check_choice
 from ijepa.training.checkpointing import strip_prefix
 
 HEADS_BY_WIDTH = {a.embed_dim: a.num_heads for a in ARCHS.values()}
@@ -29,16 +29,40 @@ def checkpoint_file(path: str | Path) -> Path:
     return path
 
 
+EXPECTED = "a dict with 'encoder'/'target_encoder' keys or an encoder state dict"
+
+
 def read_checkpoint(path: str | Path) -> dict:
+    """The checkpoint's dict; anything else (a bare tensor, a list) is a one-line error."""
     path = checkpoint_file(path)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
         raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e.__class__.__name__})") from None
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"{path}: holds a {type(ckpt).__name__}, expected {EXPECTED}")
+    return ckpt
 
 
-def encoder_from_state(state: dict[str, torch.Tensor], *, num_heads: int | None = None) -> VisionTransformer:
-    """Build a VisionTransformer whose shape matches `state` and load it (strict)."""
+def is_state_dict(ckpt: dict) -> bool:
+    """A bare encoder state dict (e.g. `torch.save(encoder.state_dict())`), DDP prefix or not."""
+    return all(isinstance(v, torch.Tensor) for v in ckpt.values()) and "patch_embed.proj.weight" in strip_prefix(ckpt)
+
+
+def first_nonfinite(state: dict[str, torch.Tensor]) -> str | None:
+    """Name of the first floating tensor holding a NaN or an inf (a diverged run), else None."""
+    for k, v in state.items():
+        if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            return k
+    return None
+
+
+def encoder_from_state(
+    state: dict[str, torch.Tensor], *, num_heads: int | None = None, pos_embed: str = "resample"
+) -> VisionTransformer:
+    """Build a VisionTransformer whose shape matches `state` and load it (strict).
+
+    `pos_embed`: what another input grid gets, the stored table resampled or sin-cos recomputed."""
     state = strip_prefix(state)
     if "patch_embed.proj.weight" not in state:
         raise ValueError("state dict has no patch_embed.proj.weight: not a ViT encoder")
@@ -50,24 +74,40 @@ def encoder_from_state(state: dict[str, torch.Tensor], *, num_heads: int | None 
     heads = num_heads or HEADS_BY_WIDTH.get(width) or max(1, width // 64)
     enc = VisionTransformer(
         img_size=grid * patch, patch_size=patch, in_chans=in_chans, embed_dim=width,
-        depth=depth, num_heads=heads, mlp_ratio=mlp_ratio,
+        depth=depth, num_heads=heads, mlp_ratio=mlp_ratio, pos_embed=pos_embed,
     )
     enc.load_state_dict(state, strict=True)
     return enc
 
 
-def load_encoder(path: str | Path, which: str = "target_encoder") -> VisionTransformer:
-    """Frozen-ready encoder from a run dir, our checkpoint or an official I-JEPA checkpoint.
+def load_encoder(path: str | Path, which: str = "target_encoder", *, pos_embed: str = "resample") -> VisionTransformer:
+    """Frozen-ready encoder from a run dir, our checkpoint, an official I-JEPA checkpoint or a
+    bare encoder state dict (which then loads for either `which`).
 
-    `forward(images)` returns the last block's LayerNorm-ed tokens [B, N, D].
+    `forward(images)` returns the last block's LayerNorm-ed tokens [B, N, D]. At a grid other
+    than the checkpoint's, `pos_embed="resample"` (default, as timm and DINOv2) resamples the
+    stored table bicubically; "sincos" recomputes the sin-cos table. Non-finite weights (a
+    diverged run) are refused, naming the first bad tensor.
     """
     if which not in WHICH:
         raise ValueError(f"which={which!r}: expected one of {', '.join(WHICH)}")
-    ckpt = read_checkpoint(path)
-    if which not in ckpt:
-        raise KeyError(f"{checkpoint_file(path)}: no {which!r} weights (keys: {', '.join(map(str, ckpt))})")
+    check_choice("pos_embed", pos_embed, POS_EMBEDS)
+    file = checkpoint_file(path)
+    ckpt = read_checkpoint(file)
+    if which in ckpt:
+        state = ckpt[which]
+    elif is_state_dict(ckpt):
+        state = ckpt
+    else:
+        keys = ", ".join(map(str, list(ckpt)[:12])) + (", ..." if len(ckpt) > 12 else "")
+        raise KeyError(f"{file}: no {which!r} weights (keys: {keys}); expected {EXPECTED}")
+    if not isinstance(state, dict):
+        raise ValueError(f"{file}: {which!r} holds a {type(state).__name__}, expected a state dict")
+    bad = first_nonfinite(state)
+    if bad is not None:
+        raise ValueError(f"{file}: {which} weights are not finite ({bad} holds NaN or inf)")
     heads = None
     if isinstance(ckpt.get("config"), dict):
         heads = ARCHS[ckpt["config"]["meta"]["model_name"]].num_heads
-    enc = encoder_from_state(ckpt[which], num_heads=heads)
+    enc = encoder_from_state(state, num_heads=heads, pos_embed=pos_embed)
     return enc.eval().requires_grad_(False)

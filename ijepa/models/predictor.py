@@ -6,14 +6,12 @@ Names follow the official `VisionTransformerPredictor` (`predictor_embed`, `mask
 
 from __future__ import annotations
 
-from functools import partial
-
 import torch
 from torch import nn
 
 from ijepa.masks.apply import apply_masks, repeat_interleave_batch
 from ijepa.models.pos_embed import sincos_2d
-from ijepa.models.vit import init_weights, make_blocks, rescale_blocks
+from ijepa.models.vit import initialize, make_blocks
 
 
 class VisionTransformerPredictor(nn.Module):
@@ -28,6 +26,7 @@ class VisionTransformerPredictor(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
         init_std: float = 0.02,
+        init: str = "official",
     ) -> None:
         super().__init__()
         grid = num_patches if isinstance(num_patches, tuple) else (int(num_patches**0.5),) * 2
@@ -40,9 +39,8 @@ class VisionTransformerPredictor(nn.Module):
         self.predictor_blocks = make_blocks(predictor_embed_dim, depth, num_heads, mlp_ratio, drop_path_rate)
         self.predictor_norm = nn.LayerNorm(predictor_embed_dim, eps=1e-6)
         self.predictor_proj = nn.Linear(predictor_embed_dim, embed_dim)
-        self.apply(partial(init_weights, std=init_std))
+        initialize(self, self.predictor_blocks, init, init_std)  # see ijepa.models.vit: "official" or "rescaled"
         nn.init.trunc_normal_(self.mask_token, std=init_std)
-        rescale_blocks(self.predictor_blocks)
 
     def forward(
         self, x: torch.Tensor, masks_x: list[torch.Tensor], masks: list[torch.Tensor]

@@ -34,8 +34,13 @@ def create_encoder(
     in_chans: int = 3,
     depth: int | None = None,
     drop_path_rate: float = 0.0,
+    init: str = "official",
+    pos_embed: str = "sincos",
 ) -> VisionTransformer:
-    """Build a named encoder; `depth` overrides the named depth (small-scale recipes)."""
+    """Build a named encoder; `depth` overrides the named depth (small-scale recipes).
+
+    `init` and `pos_embed`: see `ijepa.models.vit` ("official" init undoes the depth rescale,
+    as official training does; "rescaled" keeps it)."""
     if name not in ARCHS:
         raise ValueError(f"unknown architecture {name!r}; expected one of {', '.join(ARCHS)}")
     a = ARCHS[name]
@@ -48,11 +53,17 @@ def create_encoder(
         num_heads=a.num_heads,
         mlp_ratio=a.mlp_ratio,
         drop_path_rate=drop_path_rate,
+        init=init,
+        pos_embed=pos_embed,
     )
 
 
+PREDICTOR_MLP_RATIO = 4.0  # the official `vit_predictor`, whatever the encoder's (ViT-G: 48/11)
+
+
 def create_predictor(
-    encoder: VisionTransformer, *, embed_dim: int = 384, depth: int = 6, num_heads: int | None = None
+    encoder: VisionTransformer, *, embed_dim: int = 384, depth: int = 6, num_heads: int | None = None,
+    init: str = "official",
 ) -> VisionTransformerPredictor:
     """Predictor matched to an encoder's grid and width; heads default to the encoder's."""
     return VisionTransformerPredictor(
@@ -61,5 +72,6 @@ def create_predictor(
         predictor_embed_dim=embed_dim,
         depth=depth,
         num_heads=num_heads or encoder.num_heads,
-        mlp_ratio=encoder.mlp_ratio,
+        mlp_ratio=PREDICTOR_MLP_RATIO,
+        init=init,
     )

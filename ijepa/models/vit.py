@@ -2,6 +2,19 @@
 
 State-dict names follow timm's `VisionTransformer` and the official I-JEPA encoder
 (`patch_embed.proj`, `pos_embed`, `blocks.N.*`, `norm`), so both load without renaming.
+
+Init (`init=`, config `meta.init`), for the encoder and the predictor alike:
+- "official" (default): what official *training* starts from. The official constructors
+  divide each block's `attn.proj` and `mlp.fc2` by sqrt(2 * layer), but `helper.init_model`
+  then re-initialises every Linear (trunc-normal 0.02, zero bias) and LayerNorm (1, 0), which
+  undoes that: every Linear starts at std 0.02 whatever its depth.
+- "rescaled": the official constructor's init alone, rescale kept (std 0.02 / sqrt(2 * layer)).
+
+Position embeddings at another grid than the stored table's (`pos_embed=`): "sincos"
+recomputes the fixed sin-cos table for the new grid (a freshly built model's default: its
+table is that function); "resample" interpolates the stored table bicubically (timm's
+`resample_abs_pos_embed`, no prefix tokens), the default of `load_encoder` and of every
+eval, as timm and DINOv2 do for loaded weights.
 """
 
 from __future__ import annotations
@@ -10,6 +23,7 @@ import math
 from functools import partial
 
 import torch
+from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import Block
 from torch import nn
 
@@ -38,6 +52,23 @@ def init_weights(module: nn.Module, std: float = 0.02) -> None:
     elif isinstance(module, nn.LayerNorm):
         nn.init.ones_(module.weight)
         nn.init.zeros_(module.bias)
+
+
+INITS = ("official", "rescaled")
+POS_EMBEDS = ("resample", "sincos")
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r}: expected one of {', '.join(choices)}")
+
+
+def initialize(module: nn.Module, blocks: nn.ModuleList, init: str, std: float) -> None:
+    """Trunc-normal init of `module`; "rescaled" then shrinks the blocks' output projections."""
+    check_choice("init", init, INITS)
+    module.apply(partial(init_weights, std=std))
+    if init == "rescaled":
+        rescale_blocks(blocks)
 
 
 def rescale_blocks(blocks: nn.ModuleList) -> None:
@@ -76,8 +107,12 @@ class VisionTransformer(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
         init_std: float = 0.02,
+        init: str = "official",
+        pos_embed: str = "sincos",
     ) -> None:
         super().__init__()
+        check_choice("pos_embed", pos_embed, POS_EMBEDS)
+        self.pos_embed_mode = pos_embed
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.embed_dim, self.num_heads, self.mlp_ratio = embed_dim, num_heads, mlp_ratio
         self.num_features = embed_dim
@@ -88,18 +123,21 @@ class VisionTransformer(nn.Module):
         )
         self.blocks = make_blocks(embed_dim, depth, num_heads, mlp_ratio, drop_path_rate)
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
-        self.apply(partial(init_weights, std=init_std))
-        rescale_blocks(self.blocks)
+        initialize(self, self.blocks, init, init_std)
 
     @property
     def depth(self) -> int:
         return len(self.blocks)
 
     def _pos_embed(self, h: int, w: int) -> torch.Tensor:
+        """The table for an h x w grid: the stored one, resampled or recomputed elsewhere."""
         if (h, w) == self.grid:
             return self.pos_embed
-        # Fixed sin-cos: recompute for the new grid rather than interpolate (no [cls] slot).
-        return sincos_2d(self.embed_dim, h, w).unsqueeze(0).to(self.pos_embed)
+        check_choice("pos_embed", self.pos_embed_mode, POS_EMBEDS)
+        if self.pos_embed_mode == "sincos":
+            return sincos_2d(self.embed_dim, h, w).unsqueeze(0).to(self.pos_embed)
+        # No [cls] slot to set aside (the official interpolation wrongly assumes one).
+        return resample_abs_pos_embed(self.pos_embed, new_size=[h, w], old_size=list(self.grid), num_prefix_tokens=0)
 
     def prepare_tokens(self, x: torch.Tensor, masks: list[torch.Tensor] | None = None) -> torch.Tensor:
         h, w = x.shape[-2] // self.patch_size, x.shape[-1] // self.patch_size

@@ -42,6 +42,7 @@ class MaskConfig:
     patch_size: int = 14
     pred_mask_scale: tuple[float, float] = (0.15, 0.2)
     mask_ratio: float = 0.75  # ours: MAE, fraction of patches hidden from the encoder
+    sampler: str = "official"  # ours: "official" (the official statistics) or "uniform" (independent scale/aspect, full grid)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class MetaConfig:
     in_chans: int = 3  # ours: 1 trains directly on grayscale
     loss: str = "smooth_l1"  # ours: "smooth_l1" (official code) or "l2" (paper text)
     patch_embed_std: float = 0.0  # ours: init std of the patch projection (0 = official 0.02)
+    init: str = "official"  # ours: "official" (as official training: no depth rescale) or "rescaled" (constructor's sqrt(2 * layer))
     var_weight: float = 0.0  # ours: C-JEPA (Mo & Tong, 2024) variance term on pooled context features
     cov_weight: float = 0.0  # ours: C-JEPA covariance term on the same features
     target_layers: int = 1  # ours: average the last K target blocks, each layer-normed (data2vec)
@@ -159,6 +161,10 @@ def from_dict(raw: dict[str, Any], base: Config | None = None) -> Config:
 
 
 def validate(cfg: Config) -> None:
+    if cfg.mask.sampler not in ("official", "uniform"):
+        raise ConfigError(f"mask.sampler: expected official or uniform, got {cfg.mask.sampler!r}")
+    if cfg.meta.init not in ("official", "rescaled"):
+        raise ConfigError(f"meta.init: expected official or rescaled, got {cfg.meta.init!r}")
     if cfg.meta.loss not in ("smooth_l1", "l2"):
         raise ConfigError(f"meta.loss: expected smooth_l1 or l2, got {cfg.meta.loss!r}")
     if cfg.meta.target_layers < 1:

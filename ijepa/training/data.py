@@ -52,7 +52,7 @@ def build_collator(cfg: Config, method: str, *, rank: int = 0) -> MultiBlockMask
         input_size=cfg.data.crop_size, patch_size=m.patch_size, enc_mask_scale=m.enc_mask_scale,
         pred_mask_scale=m.pred_mask_scale, aspect_ratio=m.aspect_ratio, nenc=m.num_enc_masks,
         npred=m.num_pred_masks, min_keep=m.min_keep, allow_overlap=m.allow_overlap,
-        seed=cfg.meta.seed, rank=rank,
+        seed=cfg.meta.seed, rank=rank, sampler=m.sampler,
     )
 
 

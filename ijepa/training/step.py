@@ -20,11 +20,16 @@ def encoder_from_config(cfg: Config) -> VisionTransformer:
     """The encoder every method trains, with the recipe's patch-embedding init if it sets one."""
     enc = create_encoder(
         cfg.meta.model_name, img_size=cfg.data.crop_size, patch_size=cfg.mask.patch_size,
-        in_chans=cfg.meta.in_chans, depth=cfg.meta.depth or None,
+        in_chans=cfg.meta.in_chans, depth=cfg.meta.depth or None, init=cfg.meta.init,
     )
     if cfg.meta.patch_embed_std:
         nn.init.trunc_normal_(enc.patch_embed.proj.weight, std=cfg.meta.patch_embed_std)
     return enc
+
+
+def predictor_from_config(cfg: Config, encoder: VisionTransformer) -> nn.Module:
+    """The predictor every I-JEPA run trains (and the explorer shows at random init)."""
+    return create_predictor(encoder, embed_dim=cfg.meta.pred_emb_dim, depth=cfg.meta.pred_depth, init=cfg.meta.init)
 
 
 def variance_covariance(x: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
@@ -49,7 +54,7 @@ class IJEPA(nn.Module):
     def __init__(self, cfg: Config) -> None:
         super().__init__()
         self.encoder = encoder_from_config(cfg)
-        self.predictor = create_predictor(self.encoder, embed_dim=cfg.meta.pred_emb_dim, depth=cfg.meta.pred_depth)
+        self.predictor = predictor_from_config(cfg, self.encoder)
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.loss_fn = F.smooth_l1_loss if cfg.meta.loss == "smooth_l1" else F.mse_loss
         self.var_weight, self.cov_weight = cfg.meta.var_weight, cfg.meta.cov_weight

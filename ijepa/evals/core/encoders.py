@@ -28,6 +28,8 @@ class EncoderSpec:
     in_chans: int = 1
     depth: int = 0
     seed: int = 0
+    pos_embed: str = "resample"  # another input grid (dense evals): resample the table or "sincos"
+    init: str = "official"  # random init only: "official" (as official training) or "rescaled"
 
 
 def file_digest(path: Path, limit: int = 1 << 24) -> str:
@@ -39,14 +41,24 @@ def file_digest(path: Path, limit: int = 1 << 24) -> str:
 
 
 def build_encoder(spec: EncoderSpec) -> tuple[VisionTransformer, str, str]:
-    """(frozen encoder in eval mode, human-readable id, cache key)."""
+    """(frozen encoder in eval mode, human-readable id, cache key).
+
+    Dense evals feed other grids than the checkpoint's; `spec.pos_embed` decides their
+    position table. "sincos" (not the default) is named in the id and key, so features
+    computed one way are never reused for the other."""
     if (spec.encoder is None) == (spec.random_init is None):
         raise ValueError("give exactly one of --encoder PATH or --random-init ARCH")
+    tag = "" if spec.pos_embed == "resample" else f"-pos{spec.pos_embed}"
     if spec.encoder is not None:
         path = checkpoint_file(spec.encoder)
-        enc = load_encoder(path, which=spec.which)
-        return enc, f"{path.parent.name if path.name == 'checkpoint.pt' else path.stem}:{spec.which}", f"{file_digest(path)}-{spec.which}"
+        enc = load_encoder(path, which=spec.which, pos_embed=spec.pos_embed)
+        return enc, f"{path.parent.name if path.name == 'checkpoint.pt' else path.stem}:{spec.which}{tag}", f"{file_digest(path)}-{spec.which}{tag}"
     torch.manual_seed(spec.seed)
-    enc = create_encoder(spec.random_init, img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans, depth=spec.depth or None)
-    name = f"random:{spec.random_init}-d{enc.depth}-p{spec.patch_size}-{spec.img_size}-c{spec.in_chans}-s{spec.seed}"
-    return enc.eval().requires_grad_(False), name, name
+    enc = create_encoder(spec.random_init, img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
+                         depth=spec.depth or None, init=spec.init, pos_embed=spec.pos_embed)
+    if spec.init != "official":
+        tag += f"-{spec.init}"
+    name = f"random:{spec.random_init}-d{enc.depth}-p{spec.patch_size}-{spec.img_size}-c{spec.in_chans}-s{spec.seed}{tag}"
+    # The key names the init: features cached before the default became "official" (they
+    # were drawn with the rescale) are never read back as the new init's.
+    return enc.eval().requires_grad_(False), name, f"{name}-init{spec.init}"
