@@ -1,26 +1,34 @@
 # Two entry points: `make test` and `make demo`. Each installs whatever is missing first
-# (virtualenv, the pinned torch pair, this package, Debian's Fashion-MNIST), idempotently.
+# (virtualenv, every package of requirements/lock.txt, this package, Debian's Fashion-MNIST),
+# idempotently. `make lock` regenerates the lock from pyproject.toml (see scripts/lock.py).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
+LOCK := requirements/lock.txt
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install data browser test demo lint
+.PHONY: install lock data browser test demo lint
 
 install: $(STAMP)
 
 $(PY):
 	python3 -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(PY)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH_PIN)
-	$(PIP) install -q -e '.[dev]'
+# Exactly the lock, then this package against it with no index: a dependency that pyproject
+# asks for and the lock lacks (or pins outside its range) fails the install, naming the fix.
+$(STAMP): pyproject.toml $(LOCK) | $(PY)
+	$(PIP) install -q -r $(LOCK)
+	$(PIP) install -q --no-index --no-build-isolation -c $(LOCK) -e '.[dev]' || \
+	  { echo "error: $(LOCK) is out of date with pyproject.toml (see pip's message above): run 'make lock'" >&2; exit 1; }
 	touch $(STAMP)
+
+# Resolve pyproject.toml (+ dev extra) and the torch pair afresh, install nothing, write the lock.
+lock: | $(PY)
+	$(PY) scripts/lock.py $(TORCH_PIN)
 
 data: $(FMNIST)
 

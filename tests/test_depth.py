@@ -4,11 +4,12 @@ and a short lin.1 run that beats predicting the mean training depth."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from fixtures.nyu import make_nyu_list, make_nyu_mat
+from fixtures.nyu import make_nyu_bts, make_nyu_list, make_nyu_mat
 
 from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.dense.heads import DenseModel
@@ -90,3 +91,36 @@ def test_short_run_beats_the_mean_depth(nyu):
     assert rec["kind"] == "eval.depth"
     assert rec["abs_rel"] < 0.8 * base["abs_rel"], (rec["abs_rel"], base["abs_rel"])
     assert rec["rmse"] < base["rmse"] and rec["d1"] > base["d1"]
+
+
+def test_bts_download_layout_end_to_end(tmp_path, monkeypatch):
+    """`ijepa eval depth --data ROOT` on BTS's sync/ + official_splits/test/ with its own lists."""
+    import json
+
+    from typer.testing import CliRunner
+
+    import ijepa.cli.dense  # noqa: F401  (registers the dense commands)
+    from ijepa.cli import app
+
+    root = make_nyu_bts(tmp_path / "nyu_depth_v2")
+    train, test = nyu_dataset(root, "train"), nyu_dataset(root, "test")
+    assert (len(train), len(test)) == (24, 6)
+    assert train.pairs[0][0] == root / "sync" / "bedroom_0000" / "rgb_00000.jpg"
+    assert test.pairs[0][1] == root / "official_splits" / "test" / "kitchen_0000" / "sync_depth_00000.png"
+    assert test[0]["depth"][0, 0, 0] == pytest.approx(12.0)  # uint16 millimetres -> metres
+    recipe = str(Path(__file__).parents[1] / "evals" / "depth_fixture.yaml")
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["eval", "depth", "--random-init", "vit_tiny", "--depth", "2", "--patch-size", "8",
+                                   "--device", "cpu", "--data", str(root), "-c", recipe, "--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout.splitlines()[-1])
+    base = mean_depth_baseline(train, test, load_run(DepthRun, recipe, data=str(root)))
+    assert rec["kind"] == "eval.depth" and (rec["n_train"], rec["n_test"]) == (24, 6)
+    assert rec["abs_rel"] < 0.8 * base["abs_rel"], (rec["abs_rel"], base["abs_rel"])
+
+
+def test_list_paths_under_no_known_folder_name_the_list(tmp_path):
+    root = make_nyu_bts(tmp_path / "nyu", n_train=1, n_test=1)
+    (root / "sync").rename(root / "elsewhere")
+    with pytest.raises(FileNotFoundError, match=r"nyudepthv2_train_files_with_gt.txt: its first image bedroom_0000/rgb_00000.jpg is not under "):
+        nyu_dataset(root, "train")

@@ -112,9 +112,11 @@ def test_results_tables_group_ours_beside_the_paper(tmp_path):
 @pytest.mark.parametrize("name", ["linear_fmnist", "linear_fmnist_logreg", "linear_in1k", "lowshot_fmnist"])
 def test_shipped_recipes_are_valid(name):
     import inspect
+    from typing import get_type_hints
 
     from ijepa.cli.evals import recipe
     from ijepa.evals.core.finetune import FinetuneConfig
+    from ijepa.evals.core.typecheck import check_types
     from ijepa.evals.linear import grid_config
     from ijepa.evals.lowshot import run_lowshot
 
@@ -126,3 +128,38 @@ def test_shipped_recipes_are_valid(name):
         assert FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ft.items()}).layer_decay == 0.75
     target = run_lowshot if name.startswith("lowshot") else run_linear
     assert set(cfg) <= set(inspect.signature(target).parameters)
+    check_types(cfg, get_type_hints(target), name)  # the CLI's type check passes every shipped value
+
+
+MALFORMED = [  # (command, recipe text, what the one line must say after "<file>: ")
+    ("linear", "data: [unclosed\n", "invalid YAML at line 2, column 1"),
+    ("linear", "- a\n- b\n", "expected a mapping of options, got list"),
+    ("linear", "grid: 5\n", "grid: expected a mapping of options, got int"),
+    ("linear", "grid:\n  lrs: 0.1\n", "grid: lrs is 0.1; expected list of float"),
+    ("knn", "seed: abc\n", "seed is 'abc'; expected int"),
+    ("lowshot", "finetune:\n  crop_scale: [0.3]\n", "finetune: crop_scale is [0.3]; expected [float, float]"),
+    ("lowshot", "fractions: abc\n", "fractions is 'abc'; expected list of float"),
+    ("depth", "max_iters: [1\n", "invalid YAML at line 2, column 1"),
+    ("depth", "7\n", "expected a mapping of run settings, got int"),
+    ("depth", "taps: 3\n", "taps is 3; expected list of int or null"),
+    ("segmentation", "scale_range: 2\n", "scale_range is 2; expected [float, float]"),
+    ("segmentation", "max_iters: ten\n", "max_iters is 'ten'; expected int"),
+]
+
+
+@pytest.mark.parametrize(("command", "text", "said"), MALFORMED)
+def test_malformed_recipe_is_one_line_naming_the_file(tmp_path, monkeypatch, command, text, said):
+    import ijepa.cli.dense  # noqa: F401  (registers the dense commands)
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_text(text)
+    res = cli(["eval", command, *SHAPE, "--config", "r.yaml", "--data", str(tmp_path / "missing")])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and lines == [lines[0]] and lines[0].startswith(f"error: r.yaml: {said}"), res.output
+
+
+def test_non_utf8_recipe_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "r.yaml").write_bytes(b"\xff\xfe data")
+    res = cli(["eval", "linear", *SHAPE, "--config", "r.yaml"])
+    assert res.exit_code == 2 and res.output.strip() == "error: r.yaml: invalid YAML (not UTF-8 text); expected a mapping of options"

@@ -3,12 +3,16 @@ static export, the CLI, and the page itself in headless Chromium (skipped withou
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import shutil
+import struct
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
+import zlib
 
 import numpy as np
 import pytest
@@ -29,7 +33,7 @@ from ijepa.explore import (
     sample_masks,
 )
 from ijepa.explore.images import folder_items, package_photo_paths
-from ijepa.explore.server import address
+from ijepa.explore.server import MAX_UPLOAD, address
 from ijepa.explore.session import settings_from_query
 from ijepa.training.step import IJEPA
 
@@ -211,6 +215,58 @@ def test_server_endpoints(server):
     assert status == 200 and Image.open(io.BytesIO(png)).size == (64, 64)
 
 
+def _png_header(width: int, height: int) -> bytes:
+    """A valid PNG that claims `width` x `height` pixels in a few bytes (a decompression bomb)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit grayscale
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1024)) + chunk(b"IEND", b"")
+
+
+def _post(server: str, path: str, body: bytes = b"", headers: dict | None = None) -> tuple[int, dict]:
+    """POST with exactly these headers (Host defaults to the server's own); (status, JSON)."""
+    url = urllib.parse.urlsplit(server)
+    conn = http.client.HTTPConnection(url.hostname, url.port, timeout=30)
+    headers = {"Host": url.netloc, "Content-Length": str(len(body)), **(headers or {})}
+    conn.putrequest("POST", path, skip_host=True, skip_accept_encoding=True)
+    for k, v in headers.items():
+        conn.putheader(k, v)
+    conn.endheaders(body or None)
+    r = conn.getresponse()
+    out = r.status, json.loads(r.read())
+    conn.close()
+    return out
+
+
+def test_upload_bombs_and_oversized_bodies_get_a_413(server):
+    status, err = _post(server, "/api/upload?name=bomb.png", _png_header(30_000, 30_000))  # beyond PIL's own cap
+    assert status == 413 and err["error"] == "bomb.png: too many pixels (expected at most 40 megapixels)"
+    status, err = _post(server, "/api/upload?name=big.png", _png_header(8_000, 8_000))  # under PIL's, over ours
+    assert status == 413 and err["error"] == "big.png: 8000x8000 pixels is too large (expected at most 40 megapixels)"
+    # A body over the limit is refused from its Content-Length, unread (none is sent here).
+    status, err = _post(server, "/api/upload?name=huge.png", headers={"Content-Length": str(MAX_UPLOAD + 1)})
+    assert status == 413 and err["error"] == f"huge.png: upload of {MAX_UPLOAD + 1} bytes is too large (expected at most 20 MiB)"
+    status, err = _post(server, "/api/upload?name=x.png", headers={"Content-Length": "-5"})
+    assert status == 400 and "Content-Length '-5'" in err["error"]
+    assert _get(server + "api/info")[0] == 200  # the server still answers
+
+
+def test_cross_origin_posts_are_refused(server):
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 20), (10, 200, 10)).save(buf, format="PNG")
+    n_images = len(_get(server + "api/info")[1]["images"])
+    own = server.rstrip("/")
+    for headers in ({"Origin": "http://evil.example"}, {"Origin": "null"}, {"Origin": own.replace("127.0.0.1", "127.0.0.2")},
+                    {"Host": "evil.example" + own[own.rindex(":"):]}):
+        status, err = _post(server, "/api/upload?name=g.png", buf.getvalue(), headers)
+        assert status == 403 and ("cross-origin POST refused" in err["error"] or "expected this server" in err["error"]), (headers, err)
+    assert len(_get(server + "api/info")[1]["images"]) == n_images  # nothing was added
+    for origin in (own, own.replace("127.0.0.1", "localhost")):
+        status, up = _post(server, "/api/upload?name=g.png", buf.getvalue(), {"Origin": origin})
+        assert status == 200 and up["source"] == "upload"
+
+
 def test_static_export(tmp_path, explorer):
     html = export_static(explorer, tmp_path / "site", draws=2, per_source=2)
     manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
@@ -299,3 +355,12 @@ def _drive_page(page, url: str) -> None:
     page.dispatch_event("input[name=npred]", "change")
     page.wait_for_function("document.getElementById('targets').innerText.split('\\n').length === 2")
     assert "loss" in page.inner_text("#loss")
+    # Uploads from the page itself pass the same-origin check; a bomb shows its one-line 413.
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(buf, format="PNG")
+    page.set_input_files("#upload", files=[{"name": "red.png", "mimeType": "image/png", "buffer": buf.getvalue()}])
+    page.wait_for_function("document.getElementById('name').innerText === 'red.png' && document.getElementById('status').innerText === ''")
+    assert page.inner_text("#error") == ""  # idle, so no later draw clears the next error
+    page.set_input_files("#upload", files=[{"name": "bomb.png", "mimeType": "image/png", "buffer": _png_header(30_000, 30_000)}])
+    page.wait_for_function("document.getElementById('error').innerText.length > 0")
+    assert page.inner_text("#error") == "bomb.png: too many pixels (expected at most 40 megapixels)"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_type_hints
 
 import typer
 
@@ -50,19 +50,30 @@ def recipe(path: Path | None) -> dict:
         return {}
     import yaml
 
+    from ijepa.evals.core.typecheck import yaml_error
+
     if not path.is_file():
         raise FileNotFoundError(f"{path}: recipe not found")
-    cfg = yaml.safe_load(path.read_text()) or {}
+    try:
+        cfg = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise yaml_error(path, e) from None
     if not isinstance(cfg, dict):
         raise ValueError(f"{path}: expected a mapping of options, got {type(cfg).__name__}")
     return cfg
 
 
-def merged(cfg: dict, allowed: set[str], where: str, **flags) -> dict:
-    """Recipe values overridden by the flags that were given (not None)."""
+def merged(cfg: dict, allowed: set[str], where: str, *, hints: dict | None = None, **flags) -> dict:
+    """Recipe values (checked against `hints`, the type hints of what they feed) overridden
+    by the flags that were given (not None)."""
+    from ijepa.evals.core.typecheck import check_types
+
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{where}: expected a mapping of options, got {type(cfg).__name__}")
     bad = set(cfg) - allowed
     if bad:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(bad))}; expected some of {', '.join(sorted(allowed))}")
+        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(map(str, bad)))}; expected some of {', '.join(sorted(allowed))}")
+    check_types(cfg, hints or {}, where)
     return {**cfg, **{k: v for k, v in flags.items() if v is not None}}
 
 
@@ -125,14 +136,16 @@ def linear(
     workers: Workers = None, as_json: AsJson = False, results: Results = Path("results"),
 ) -> None:
     """Linear probe on cached frozen features: a grid of linear heads (or logistic regression), picked on held-out train."""
+    from ijepa.evals.core.fit import GridConfig
     from ijepa.evals.linear import GRID_KEYS, grid_config, run_linear
 
     try:
         cfg = recipe(config)
-        grid = merged(cfg.pop("grid", None) or {}, GRID_KEYS, f"{config}: grid", epochs=epochs, batch_size=batch_size,
-                      lrs=floats(lrs, "--lrs"), wds=floats(wds, "--wds"), feature_sets=features.split(",") if features else None)
-        kw = merged(cfg, RUN_KEYS | {"protocol", "cs"}, str(config), data=data, train_limit=limit(train_limit), seed=seed,
-                    workers=workers, protocol=protocol, cs=floats(cs, "--cs"))
+        grid = merged(cfg.pop("grid", None) or {}, GRID_KEYS, f"{config}: grid", hints=get_type_hints(GridConfig), epochs=epochs,
+                      batch_size=batch_size, lrs=floats(lrs, "--lrs"), wds=floats(wds, "--wds"),
+                      feature_sets=features.split(",") if features else None)
+        kw = merged(cfg, RUN_KEYS | {"protocol", "cs"}, str(config), hints=get_type_hints(run_linear), data=data,
+                    train_limit=limit(train_limit), seed=seed, workers=workers, protocol=protocol, cs=floats(cs, "--cs"))
         rec = run_linear(grid=grid_config(**grid), **kw, **common(encoder, random_init, img_size, patch_size, in_chans, depth, which, device, cache_dir, no_cache))
     except USER_ERRORS as e:
         fail(e)
@@ -158,7 +171,7 @@ def knn(
     from ijepa.evals.knn import run_knn
 
     try:
-        kw = merged(recipe(config), RUN_KEYS | {"ks", "temperature", "feature_sets", "heldout"}, str(config), data=data,
+        kw = merged(recipe(config), RUN_KEYS | {"ks", "temperature", "feature_sets", "heldout"}, str(config), hints=get_type_hints(run_knn), data=data,
                     train_limit=limit(train_limit), seed=seed, workers=workers, temperature=temperature,
                     ks=[int(k) for k in floats(ks, "--ks")] if ks else None)
         rec = run_knn(**kw, **common(encoder, random_init, img_size, patch_size, in_chans, depth, which, device, cache_dir, no_cache))
@@ -185,17 +198,20 @@ def lowshot(
 ) -> None:
     """Low-shot: 1/5/10% of the labels, class-balanced seeded splits, mean ± std over seeds."""
     from ijepa.evals.core.finetune import FinetuneConfig
+    from ijepa.evals.core.fit import GridConfig
     from ijepa.evals.linear import GRID_KEYS, grid_config
     from ijepa.evals.lowshot import run_lowshot
 
     try:
         cfg = recipe(config)
         proto = protocol or cfg.get("protocol", "logreg")
-        grid = merged(cfg.pop("grid", None) or {}, GRID_KEYS, f"{config}: grid", epochs=epochs if proto == "heads" else None)
+        grid = merged(cfg.pop("grid", None) or {}, GRID_KEYS, f"{config}: grid", hints=get_type_hints(GridConfig),
+                      epochs=epochs if proto == "heads" else None)
         ft = cfg.pop("finetune", None) or {}
-        ft = merged(ft, set(FinetuneConfig.__dataclass_fields__), f"{config}: finetune", epochs=epochs if proto == "finetune" else None)
+        ft = merged(ft, set(FinetuneConfig.__dataclass_fields__), f"{config}: finetune", hints=get_type_hints(FinetuneConfig),
+                    epochs=epochs if proto == "finetune" else None)
         kw = merged(cfg, RUN_KEYS - {"train_limit", "seed"} | {"fractions", "seeds", "protocol", "feature_sets", "subset_dir", "write_splits"},
-                    str(config), data=data, workers=workers, protocol=protocol, subset_dir=subset_dir, write_splits=write_splits,
+                    str(config), hints=get_type_hints(run_lowshot), data=data, workers=workers, protocol=protocol, subset_dir=subset_dir, write_splits=write_splits,
                     fractions=floats(fractions, "--fractions"), seeds=[int(s) for s in floats(seeds, "--seeds")] if seeds else None)
         kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
         ft = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ft.items()})

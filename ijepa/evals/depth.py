@@ -5,8 +5,9 @@ Two layouts:
 - list layout (BTS / Monocular-Depth-Estimation-Toolbox, what DINOv2 used): a root holding
   the scene folders and one file list per split (`nyu_train.txt` / `nyu_test.txt`, at the
   root or in `splits/`, or BTS's `nyudepthv2_{train,test}_files_with_gt.txt`); each line is
-  `rgb_path depth_path [focal]`, relative to the root; depth is a 16-bit PNG in millimetres
-  (0 = no measurement); lines whose depth is `None` are skipped.
+  `rgb_path depth_path [focal]`, relative to the root, or, as BTS downloads it, to `sync/`
+  (train) and `official_splits/test/` (test) under the root (`LIST_BASES`); depth is a
+  16-bit PNG in millimetres (0 = no measurement); lines whose depth is `None` are skipped.
 - the official labelled `nyu_depth_v2_labeled.mat` (HDF5, read with h5py: `images`
   [N, 3, W, H] uint8, `depths` [N, W, H] metres) with the official `splits.mat`
   (`trainNdxs` / `testNdxs`, 1-based) beside it.
@@ -45,6 +46,9 @@ LISTS = {
     "train": ("nyu_train.txt", "splits/nyu_train.txt", "nyudepthv2_train_files_with_gt.txt"),
     "test": ("nyu_test.txt", "splits/nyu_test.txt", "nyudepthv2_test_files_with_gt.txt"),
 }
+# Folders (under the root) a list's paths may be relative to: the root itself (the Toolbox),
+# then BTS's `sync/` (train) and `official_splits/test/` (test).
+LIST_BASES = {"train": ("", "sync"), "test": ("", "official_splits/test")}
 EIGEN_CROP = (45, 471, 41, 601)  # rows, cols of the 480 x 640 NYU frame
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "d1", "d2", "d3")
 
@@ -60,6 +64,16 @@ class DepthRun(DenseRun):
     channels: int = 256  # DPT fusion width
 
 
+def list_base(root: Path, split: str, found: Path, first_rgb: str) -> Path:
+    """The folder a list's paths are relative to: the first of `LIST_BASES` holding its first image."""
+    bases = [root / b for b in LIST_BASES[split]]
+    for base in bases:
+        if (base / first_rgb).is_file():
+            return base
+    tried = ", ".join(str(b) for b in bases)
+    raise FileNotFoundError(f"{found}: its first image {first_rgb} is not under {tried} (expected paths relative to one of them)")
+
+
 class NYUList(Dataset):
     """List layout. Items: {"image": uint8 [3, H, W], "depth": float [1, H, W] metres}."""
 
@@ -69,7 +83,7 @@ class NYUList(Dataset):
         found = next((p for p in lists if p.is_file()), None)
         if found is None:
             raise FileNotFoundError(f"{root}: no {split} file list (expected one of {', '.join(LISTS[split])})")
-        self.pairs = []
+        pairs = []
         for n, line in enumerate(found.read_text().splitlines(), 1):
             parts = line.split()
             if not parts:
@@ -77,9 +91,11 @@ class NYUList(Dataset):
             if len(parts) < 2:
                 raise ValueError(f"{found}:{n}: expected 'rgb_path depth_path [focal]', got {line!r}")
             if parts[1] != "None":
-                self.pairs.append((root / parts[0].lstrip("/\\"), root / parts[1].lstrip("/\\")))
-        if not self.pairs:
+                pairs.append((parts[0].lstrip("/\\"), parts[1].lstrip("/\\")))
+        if not pairs:
             raise ValueError(f"{found}: no image/depth pairs")
+        base = list_base(root, split, found, pairs[0][0])
+        self.pairs = [(base / rgb, base / depth) for rgb, depth in pairs]
         self.depth_scale, self.transform = depth_scale, transform
 
     def __len__(self) -> int:

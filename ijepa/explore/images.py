@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torchvision.transforms.v2 import functional as TF
 
 from ijepa.data import build_dataset
@@ -25,6 +26,9 @@ PACKAGE_PHOTOS = (
     ("sklearn", "datasets/images/flower.jpg"),
 )
 MAX_SIDE = 512  # larger photos are shrunk on load: the model sees at most a few hundred pixels
+# Larger images are refused from their header, before any pixel is decoded: a PNG of a few
+# KB can claim billions of pixels (a "decompression bomb"), and PIL's own cap is 179 M.
+MAX_PIXELS = 40_000_000
 
 
 @dataclass
@@ -41,12 +45,33 @@ def _from_pil(img: Image.Image) -> torch.Tensor:
     return TF.pil_to_tensor(img)
 
 
+class ImageTooLarge(ValueError):
+    """An image with more pixels than `MAX_PIXELS` (the server answers 413)."""
+
+
+def _check_pixels(size: tuple[int, int], name: str) -> None:
+    w, h = size
+    if w * h > MAX_PIXELS:
+        raise ImageTooLarge(f"{name}: {w}x{h} pixels is too large (expected at most {MAX_PIXELS // 10**6} megapixels)")
+
+
 def decode_image(data: bytes, name: str = "upload") -> torch.Tensor:
-    """Bytes of any image PIL reads -> uint8 [C, H, W]; ValueError naming `name` otherwise."""
+    """Bytes of any image PIL reads -> uint8 [C, H, W]; ValueError naming `name` otherwise.
+
+    Hostile bytes make PIL raise many kinds of error (OSError, EOFError, struct.error, ...):
+    each is the same one-line "not a readable image".
+    """
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return _from_pil(img)
-    except (UnidentifiedImageError, OSError) as e:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # _check_pixels refuses those
+            with Image.open(io.BytesIO(data)) as img:
+                _check_pixels(img.size, name)
+                return _from_pil(img)
+    except ImageTooLarge:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"{name}: too many pixels (expected at most {MAX_PIXELS // 10**6} megapixels)") from None
+    except Exception as e:  # any kind: see the docstring
         raise ValueError(f"{name}: not a readable image ({e.__class__.__name__})") from None
 
 

@@ -5,7 +5,13 @@ GET  /api/info              model label, grid, default mask settings, image list
 GET  /api/thumb/<id>.png    64 px thumbnail
 GET  /api/sample?image=&seed=&enc_scale=&pred_scale=&aspect=&npred=&min_keep=&overlap=
 POST /api/upload?name=      raw image bytes -> {id, name, source}
-Errors come back as JSON {"error": "..."} with status 400 (bad input) or 404.
+Errors come back as JSON {"error": "..."} with status 400 (bad input), 403 (a POST from
+another origin), 404, or 413 (an upload over `MAX_UPLOAD` bytes, 20 MiB, or an image over
+`images.MAX_PIXELS`, 40 megapixels).
+
+A POST must name this server in its Host header and, where the client sends one (every
+browser does), in its Origin: another site's page open in the same browser cannot upload
+(cross-site request forgery), nor can a name rebound to 127.0.0.1 (DNS rebinding).
 """
 
 from __future__ import annotations
@@ -16,10 +22,19 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+from ijepa.explore.images import ImageTooLarge
 from ijepa.explore.page import page_html
 from ijepa.explore.session import Explorer, settings_from_query
 
-MAX_UPLOAD = 20 << 20
+MAX_UPLOAD = 20 << 20  # bytes
+
+
+class Refused(Exception):
+    """A request answered before its body is read: HTTP `status` and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 def data_uri(png: bytes) -> str:
@@ -29,6 +44,7 @@ def data_uri(png: bytes) -> str:
 class ExploreHandler(BaseHTTPRequestHandler):
     explorer: Explorer  # set on the subclass `make_server` builds
     lock: threading.Lock  # one model call at a time: torch on 2 cores gains nothing from more
+    timeout = 60  # seconds of socket silence before a stalled client's thread gives up
 
     def log_message(self, format: str, *args) -> None:  # quiet: the CLI prints the address only
         pass
@@ -38,6 +54,8 @@ class ExploreHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
 
@@ -59,13 +77,34 @@ class ExploreHandler(BaseHTTPRequestHandler):
                     return self._send(200, self.explorer.thumbnail(image_id), "image/png")
             if method == "GET" and url.path == "/api/sample":
                 return self._json(self._sample(query))
+            if method == "POST":
+                self._same_origin()
             if method == "POST" and url.path == "/api/upload":
                 return self._json(self._upload(query.get("name", "upload")))
             self._json({"error": f"{method} {url.path}: no such endpoint"}, 404)
+        except Refused as e:
+            self.close_connection = True  # the unread body must not be parsed as a request
+            self._json({"error": str(e)}, e.status)
         except KeyError as e:
             self._json({"error": e.args[0] if e.args else str(e)}, 404)
+        except ImageTooLarge as e:
+            self._json({"error": str(e)}, 413)
         except ValueError as e:
             self._json({"error": str(e)}, 400)
+
+    def _own_hosts(self) -> set[str]:
+        """`host:port` forms that name this server (it listens on loopback only)."""
+        host, port = self.server.server_address[:2]
+        return {f"{name}:{port}" for name in (host, "127.0.0.1", "localhost")}
+
+    def _same_origin(self) -> None:
+        """Refuse (403) a POST whose Host or Origin header names anything but this server."""
+        own = self._own_hosts()
+        host, origin = self.headers.get("Host", ""), self.headers.get("Origin")
+        if host not in own:
+            raise Refused(403, f"Host {host!r}: expected this server ({', '.join(sorted(own))})")
+        if origin is not None and origin not in {f"http://{h}" for h in own}:
+            raise Refused(403, f"Origin {origin!r}: cross-origin POST refused (expected http://{host})")
 
     def _sample(self, query: dict[str, str]) -> dict:
         if "image" not in query:
@@ -80,9 +119,12 @@ class ExploreHandler(BaseHTTPRequestHandler):
         return {**s.data, "png": {k: data_uri(v) for k, v in s.pngs.items()}}
 
     def _upload(self, name: str) -> dict:
-        n = int(self.headers.get("Content-Length") or 0)
-        if not 0 < n <= MAX_UPLOAD:
-            raise ValueError(f"{name}: upload of {n} bytes (expected 1 byte to {MAX_UPLOAD >> 20} MiB)")
+        length = self.headers.get("Content-Length") or "0"
+        n = int(length) if length.isdigit() else -1
+        if n > MAX_UPLOAD:
+            raise Refused(413, f"{name}: upload of {n} bytes is too large (expected at most {MAX_UPLOAD >> 20} MiB)")
+        if n <= 0:
+            raise Refused(400, f"{name}: Content-Length {length!r} (expected 1 byte to {MAX_UPLOAD >> 20} MiB)")
         data = self.rfile.read(n)
         with self.lock:
             item = self.explorer.add_upload(data, name)

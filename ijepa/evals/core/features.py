@@ -1,4 +1,4 @@
-"""Frozen features, extracted once per (encoder, dataset, split, transform, layers) and cached.
+"""Frozen features, extracted once per (encoder, dataset content, split, transform, layers) and cached.
 
 Feature sets follow the paper's VISSL protocol for an encoder without [cls]: `lastPOOL`
 (average pool of the last block) and `concatPOOL4` (average pools of the last 4 blocks,
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -123,8 +124,43 @@ def _load(path: Path) -> dict | None:
         return None
 
 
+def _file_stamp(path: str | Path) -> str:
+    """`path:size:mtime_ns`: what changes when a file is rewritten, read without its bytes."""
+    st = os.stat(path)
+    return f"{path}:{st.st_size}:{st.st_mtime_ns}"
+
+
+def _digest(lines) -> str:
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode() + b"\n")
+    return h.hexdigest()[:24]
+
+
+def fmnist_content(ds, split: str) -> str:
+    """Content id of a Fashion-MNIST split: the IDX files' stamps, the split, its rows and labels.
+
+    Split name, row count and label digest keep the key right whatever rows a split holds.
+    """
+    stamps = [_file_stamp(f) for f in sorted(Path(ds.root).glob("*-idx?-ubyte*"))]
+    labels = hashlib.sha256(ds.targets.numpy().tobytes()).hexdigest()[:16]
+    return _digest([*stamps, f"split={split}", f"rows={len(ds.targets)}", f"labels={labels}"])
+
+
+def imagefolder_content(ds) -> str:
+    """Content id of an ImageFolder split: every file's path, label, size and mtime.
+
+    One stat per image, no decoding, so replacing or rewriting any image invalidates the cache.
+    """
+    return _digest(f"{_file_stamp(path)}:{label}" for path, label in ds.samples)
+
+
 def split_batches(spec: DataSpec, split: str, *, size: int, in_chans: int, indices: torch.Tensor | None, batch_size: int, workers: int):
-    """(n images, labels [N], transform id, iterator of image batches) for one split."""
+    """(n images, labels [N], source id, iterator of image batches) for one split.
+
+    The source id names everything the batches depend on but the rows: the transform and the
+    data's content (`fmnist_content`, `imagefolder_content`).
+    """
     if spec.kind == "fashion-mnist":
         ds = build_dataset(spec, split)
         images, labels = ds.images, ds.targets
@@ -132,14 +168,15 @@ def split_batches(spec: DataSpec, split: str, *, size: int, in_chans: int, indic
             images, labels = images[indices], labels[indices]
         tid = f"fmnist-batched:bilinear-aa:{size}:c{in_chans}:{spec.mean}:{spec.std}"
         it = fmnist_batches(images, size=size, in_chans=in_chans, mean=spec.mean, std=spec.std, batch_size=batch_size)
-        return len(labels), labels, tid, it
+        return len(labels), labels, {"transform": tid, "content": fmnist_content(ds, split)}, it
     tf = eval_transform(size, in_chans=in_chans, mean=spec.mean, std=spec.std)
     ds = build_dataset(spec, split, tf)
+    source = {"transform": repr(tf), "content": imagefolder_content(ds)}
     labels = torch.as_tensor(ds.targets, dtype=torch.long)
     if indices is not None:
         ds, labels = Subset(ds, indices.tolist()), labels[indices]
     it = (x for x, _ in imagefolder_batches(ds, batch_size=batch_size, workers=workers))
-    return len(labels), labels, repr(tf), it
+    return len(labels), labels, source, it
 
 
 def extract_features(
@@ -151,12 +188,13 @@ def extract_features(
     """Pooled frozen features of `split` (optionally the rows `indices`), from cache if present.
 
     The cache key covers the encoder's key (checkpoint digest or random-init recipe), the
-    dataset id, the split, the transform, the pooled layers and the chosen rows.
+    dataset id, the split, the transform, the data's content (file sizes and mtimes), the
+    pooled layers and the chosen rows.
     """
     size = img_size or encoder.img_size
-    n, labels, tid, it = split_batches(spec, split, size=size, in_chans=encoder.in_chans, indices=indices, batch_size=batch_size, workers=workers)
+    n, labels, source, it = split_batches(spec, split, size=size, in_chans=encoder.in_chans, indices=indices, batch_size=batch_size, workers=workers)
     rows = None if indices is None else hashlib.sha256(indices.numpy().tobytes()).hexdigest()[:16]
-    key = cache_key(encoder=encoder_key, data=spec.id, split=split, transform=tid, layers=f"last{N_LAYERS}", pool="avg", rows=rows)
+    key = cache_key(encoder=encoder_key, data=spec.id, split=split, source=source, layers=f"last{N_LAYERS}", pool="avg", rows=rows)
     path = None if cache_dir is None else Path(cache_dir) / f"{key}.pt"
     if path is not None and path.exists() and (hit := _load(path)) is not None and len(hit["labels"]) == n:
         return Features(hit["concat"].float(), hit["labels"], int(hit["width"]))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -15,6 +16,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
+from ijepa.evals.core.typecheck import check_types, yaml_error
 from ijepa.evals.dense.backbone import DenseBackbone
 from ijepa.evals.dense.data import stack
 from ijepa.evals.dense.train import DenseTrainConfig
@@ -60,13 +62,17 @@ def load_run(cls: type[R], recipe: str | Path | None = None, **overrides: Any) -
         path = Path(recipe)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: recipe not found")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except (yaml.YAMLError, UnicodeDecodeError) as e:
+            raise yaml_error(path, e) from None
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of run settings")
+            raise ValueError(f"{path}: expected a mapping of run settings, got {type(raw).__name__}")
         raw.pop("sources", None)
-        unknown = sorted(set(raw) - names)
+        unknown = sorted(map(str, set(raw) - names))
         if unknown:
             raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(names))}")
+        check_types(raw, typing.get_type_hints(cls), str(path))
         values.update(raw)
     values.update({k: v for k, v in overrides.items() if v is not None})
     if values.get("taps") is not None:
