@@ -11,7 +11,7 @@ LOCK := requirements/lock.txt
 TORCH_PIN ?= torch==2.14.1 torchvision==0.29.1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: install lock data browser test demo lint
+.PHONY: install lock data browser test demo lint gpu-wheels
 
 install: $(STAMP)
 
@@ -29,6 +29,23 @@ $(STAMP): pyproject.toml $(LOCK) | $(PY)
 # Resolve pyproject.toml (+ dev extra) and the torch pair afresh, install nothing, write the lock.
 lock: | $(PY)
 	$(PY) scripts/lock.py $(TORCH_PIN)
+
+# Wheels for the lent GPU machine, which has no package index (benchmarks/gpu_check.sh says
+# how they travel): what `import ijepa`, the CLI and the GPU check need that its image lacks
+# (pycocotools; pydantic, which typer imports to parse options) or may hold at other versions,
+# each at the lock's version, for CPython 3.12 manylinux. torch, torchvision, numpy, scipy,
+# scikit-learn, pandas, matplotlib, safetensors, huggingface-hub stay the image's own (device
+# KINDS.md); segmentation-models-pytorch stays behind (only the UperNet head imports it). ~8 MB.
+GPU_WHEELS ?= timm typer rich PyYAML pycocotools shellingham annotated-doc markdown-it-py mdurl Pygments \
+  pydantic pydantic_core annotated-types typing-inspection typing_extensions
+GPU_PLATFORMS := $(foreach p,manylinux_2_28_x86_64 manylinux_2_27_x86_64 manylinux_2_17_x86_64 manylinux2014_x86_64 manylinux1_x86_64,--platform $(p))
+
+gpu-wheels: | $(PY)
+	@pins=""; for n in $(GPU_WHEELS); do \
+	  pin=$$(grep -i -m1 "^$$n==" $(LOCK)) || { echo "error: $$n is not pinned in $(LOCK)" >&2; exit 1; }; pins="$$pins $$pin"; \
+	done; rm -rf .whl && $(PIP) download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  $(GPU_PLATFORMS) -d .whl $$pins
+	@ls .whl && du -sh .whl
 
 data: $(FMNIST)
 

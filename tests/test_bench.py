@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from ijepa.bench.flops import count_flops, inference_flops, measure_flops, step_flops
 from ijepa.bench.harness import build_harness
-from ijepa.bench.throughput import measure_throughput
+from ijepa.bench.throughput import attention_backend, largest_batch, measure_throughput
 from ijepa.training.config import from_dict
 
 OFFICIAL_YAML = Path(__file__).parent / "fixtures" / "in1k_vith14_ep300.yaml"
@@ -60,8 +62,62 @@ def test_throughput_record_fields():
     assert rec["peak_mem_mb"] > 0 and rec["collator_batches_per_s"] > 0
     assert rec["collator_keeps_up"] == (rec["collator_batches_per_s"] >= rec["steps_per_s"])
     assert rec["dtype"] == "float32" and rec["method"] == "mae"
+    # CPU SDPA: the flash kernel, forward (encoder + decoder blocks) and backward, nothing unfused
+    assert rec["attention_backend"] == "flash" and rec["sdpa_flash_only"] == "ok"
+    assert rec["attention_kernels"] == {"_scaled_dot_product_flash_attention_for_cpu": 4,
+                                        "_scaled_dot_product_flash_attention_for_cpu_backward": 4}
+    assert rec["host_syncs_per_step"] is None and rec["dynamo_graphs_timed"] == 0
     with pytest.raises(ValueError, match="--device meta"):
         measure_throughput(tiny_cfg(), method="mae", steps=1, device=torch.device("meta"))
+
+
+def test_largest_batch_fits_an_affine_model_then_steps_down():
+    """Two probes predict the limit; a prediction that does not fit (here memory jumps past
+    batch 200, or the probe runs out of memory) is stepped down until one fits."""
+    def affine(b: int) -> float:
+        return 1000 + 10 * b
+
+    assert largest_batch(affine, limit_mb=4000, start=64, multiple=32)[0] == 288  # (4000 - 1000) / 10, rounded down
+
+    def jump(b: int) -> float:
+        if b > 250:
+            raise torch.cuda.OutOfMemoryError("probe")
+        return affine(b) + (2000 if b > 200 else 0)
+
+    batch, tries = largest_batch(jump, limit_mb=4000, start=64, multiple=32)
+    assert batch == 192
+    assert [t["batch"] for t in tries] == [64, 128, 288, 256, 224, 192] and tries[2] == {"batch": 288, "oom": True}
+    assert largest_batch(affine, limit_mb=1500, start=64, multiple=32)[0] == 32  # start itself too big: halved
+    assert largest_batch(affine, limit_mb=1e9, start=64, multiple=32, cap=512)[0] == 512
+
+
+def test_attention_backend_names_the_kernels():
+    assert attention_backend({"_scaled_dot_product_flash_attention": 6, "_scaled_dot_product_flash_attention_backward": 4}) == "flash"
+    assert attention_backend({"_scaled_dot_product_efficient_attention": 2, "_scaled_dot_product_flash_attention": 2}) == "efficient+flash"
+    assert attention_backend({}) == "math"
+
+
+def test_gpu_check_pretrain_record_sets_a_run_beside_a_cpu_log(tmp_path):
+    """The GPU check's step 5 record: the curve, img/s, and the CPU log compared at shared steps."""
+    mod = _benchmark_module("gpu_check")
+    cfg = {"data": {"dataset": "fashion-mnist", "batch_size": 64, "root_path": ""}, "meta": {"seed": 0, "use_bfloat16": True,
+           "cpu_bfloat16": False, "device": "cuda", "depth": 6}, "optimization": {"max_steps": 300}, "logging": {"write_tag": "g"}}
+    for name, losses, dev in (("gpu", [1.0, 0.8, 0.5], "cuda"), ("cpu", [1.0, 0.9, 0.5, 0.4], "cpu")):
+        (tmp_path / name).mkdir()
+        c = json.loads(json.dumps(cfg))
+        c["meta"]["device"], c["meta"]["depth"] = dev, 6 if name == "gpu" else 4
+        (tmp_path / name / "config.yaml").write_text(yaml.safe_dump(c))
+        rows = ["step,loss,img_per_s,elapsed_s"] + [f"{10 * i + 1},{v},{100 * (i + 1)},{i}" for i, v in enumerate(losses)]
+        (tmp_path / name / "log.csv").write_text("\n".join(rows) + "\n")
+    args = argparse.Namespace(log=str(tmp_path / "gpu" / "log.csv"), cpu_log=str(tmp_path / "cpu" / "log.csv"),
+                              device="cpu", results=str(tmp_path / "results"))
+    mod.pretrain(args)
+    (path,) = (tmp_path / "results" / "records" / "bench.gpu_pretrain").glob("*.json")
+    rec = json.loads(path.read_text())
+    assert rec["loss_curve"] == [[1, 1.0], [11, 0.8], [21, 0.5]] and rec["common_steps"] == 3
+    assert rec["img_per_s"] == 250 and rec["cpu_img_per_s"] == 250
+    assert rec["loss_rel_diff_max"] == pytest.approx(1 / 9) and rec["loss_rel_diff_mean"] == pytest.approx(1 / 27)
+    assert rec["config_differences"] == ["meta.depth: 4 -> 6"]  # device and max_steps are where it ran, not the recipe
 
 
 def _cli(args: list[str]):
@@ -108,14 +164,18 @@ def test_cli_bad_method_is_one_error_line(tmp_path):
     assert res.exit_code == 2 and "--method 'byol'" in res.output
 
 
-def _official_step_module():
+def _benchmark_module(name: str):
     import importlib.util
 
-    path = Path(__file__).parent.parent / "benchmarks" / "official_step.py"
-    spec = importlib.util.spec_from_file_location("official_step", path)
+    path = Path(__file__).parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def _official_step_module():
+    return _benchmark_module("official_step")
 
 
 def test_official_style_baseline_computes_the_same_step():

@@ -36,12 +36,17 @@ class StepHarness:
     def batch_size(self) -> int:
         return len(self.imgs)
 
-    def step(self, i: int) -> torch.Tensor:
-        """One optimizer step (forward, backward, AdamW, EMA) on mask set i (cycled)."""
+    def step(self, i: int, *, eager: bool = False) -> torch.Tensor:
+        """One optimizer step (forward, backward, AdamW, EMA) on mask set i (cycled).
+
+        `eager` runs the uncompiled modules (same weights): what a dispatch-mode probe
+        (FLOP counter, attention-kernel census) must see, op by op.
+        """
         me, mp = self.masks[i % len(self.masks)]
         o = self.cfg.optimization
+        modules = dict(self.model.trainable()) if eager else self.modules
         loss, _ = optimizer_step(
-            self.model, self.modules, self.opt, [(self.imgs, me, mp)],
+            self.model, modules, self.opt, [(self.imgs, me, mp)],
             lr=o.lr, wd=o.weight_decay, momentum=o.ema[0], autocast=self.autocast,
         )
         return loss
@@ -57,14 +62,20 @@ def draw_masks(cfg: Config, method: str, n: int, device: torch.device) -> list[M
     return out
 
 
-def build_harness(cfg: Config, method: str, *, device: torch.device, n_masks: int = 1, seed: int = 0) -> StepHarness:
-    """`device` may be "meta" to count FLOPs of models too large to run here."""
+def build_harness(
+    cfg: Config, method: str, *, device: torch.device, n_masks: int = 1, seed: int = 0, compile_backend: str = "inductor",
+) -> StepHarness:
+    """`device` may be "meta" to count FLOPs of models too large to run here.
+
+    `compile_backend` (with `meta.compile`): the Trainer's is inductor; "eager" traces with
+    dynamo only, for dry runs on CPUs where inductor's C++ build takes minutes.
+    """
     torch.manual_seed(seed)
     with device:
         model = build_method(cfg, method)
     modules = dict(model.trainable())
     if cfg.meta.compile:
-        modules = {k: torch.compile(m, dynamic=True) for k, m in modules.items()}
+        modules = {k: torch.compile(m, dynamic=True, backend=compile_backend) for k, m in modules.items()}
     opt = build_optimizer(model.trainable(), fused=device.type in ("cpu", "cuda"))
     bf16 = cfg.meta.use_bfloat16 if device.type == "cuda" else cfg.meta.cpu_bfloat16 and device.type == "cpu"
     autocast = torch.autocast("cuda" if device.type == "cuda" else "cpu", dtype=torch.bfloat16, enabled=bf16)

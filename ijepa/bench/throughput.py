@@ -3,16 +3,23 @@
 One code path for CPU and CUDA: a timer that uses CUDA events on a GPU (read after one
 synchronize at the end, so timing adds no host syncs between steps) and `perf_counter` on
 the CPU. Utilisation is measured against a square GEMM of the step's dtype timed in the same
-process, not against a datasheet number.
+process, not against a datasheet number. Each record also names the attention kernels the
+step dispatched to (an op census under a dispatch mode, plus a step with SDPA restricted to
+the flash kernel) and, on CUDA, how many synchronising calls one step makes.
 """
 
 from __future__ import annotations
 
+import gc
 import platform
 import statistics
 import time
+import warnings
+from collections import Counter
+from collections.abc import Callable
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ijepa.bench.flops import count_flops, step_flops
 from ijepa.bench.harness import StepHarness, build_harness
@@ -75,15 +82,136 @@ def collator_rate(cfg: Config, method: str, *, batches: int = 10) -> float:
     return batches / (time.perf_counter() - t0)
 
 
-def time_steps(h: StepHarness, *, steps: int, warmup: int) -> list[float]:
-    """Seconds per step for `steps` steps after `warmup` untimed ones."""
-    for i in range(warmup):
+ATTENTION_OPS = ("scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention")
+
+
+class _AttentionCensus(TorchDispatchMode):
+    """Counts the aten attention ops dispatched while active (forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts: Counter[str] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = str(func)
+        if any(k in name for k in ATTENTION_OPS):
+            self.counts[name.removeprefix("aten.").removesuffix(".default")] += 1
+        return func(*args, **(kwargs or {}))
+
+
+def attention_kernels(fn: Callable[[], object]) -> dict[str, int]:
+    """{aten attention op: calls} of one `fn()`, e.g. `_scaled_dot_product_flash_attention`.
+
+    SDPA picks its backend below autograd, so the ops seen here are the kernels that ran; the
+    unfused math path decomposes into matmuls and shows no attention op at all.
+    """
+    with _AttentionCensus() as census:
+        fn()
+    return dict(sorted(census.counts.items()))
+
+
+def attention_backend(kernels: dict[str, int]) -> str:
+    """One word for a census: flash, efficient, cudnn, a '+'-joined mix, or math (no fused op)."""
+    kinds = sorted({k for name in kernels for k in ("flash", "efficient", "cudnn") if k in name})
+    return "+".join(kinds) or "math"
+
+
+def flash_only(fn: Callable[[], object]) -> str:
+    """"ok" if `fn()` runs with SDPA restricted to the flash kernel, else why not (one line)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SDPA warns once per reason before raising
+            with sdpa_kernel([SDPBackend.FLASH_ATTENTION]):
+                fn()
+    except RuntimeError as e:
+        return f"failed: {str(e).strip().splitlines()[0][:200]}"
+    return "ok"
+
+
+def sdpa_flags() -> dict[str, bool]:
+    """Which SDPA backends torch may pick (torch.backends.cuda.*_sdp_enabled)."""
+    b = torch.backends.cuda
+    names = ("flash", "mem_efficient", "math", "cudnn")
+    return {n: bool(getattr(b, f"{n}_sdp_enabled")()) for n in names if hasattr(b, f"{n}_sdp_enabled")}
+
+
+def host_syncs(fn: Callable[[], object], device: torch.device) -> int | None:
+    """Synchronising CUDA calls (`.item()`, blocking copies, ...) during one `fn()`; None off CUDA.
+
+    Uses torch's sync debug mode, which warns at each such call.
+    """
+    if device.type != "cuda":
+        return None
+    torch.cuda.synchronize(device)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            fn()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize(device)
+    return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def free_device_memory() -> None:
+    """Return cached blocks of dead tensors (between harnesses of different sizes)."""
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def largest_batch(
+    peak_mb: Callable[[int], float], *, limit_mb: float, start: int, multiple: int = 32, cap: int = 4096,
+) -> tuple[int, list[dict]]:
+    """Largest batch (a multiple of `multiple`, at most `cap`) whose steps peak below `limit_mb`.
+
+    `peak_mb(b)` runs a few steps at batch b and returns their peak memory, raising
+    `torch.cuda.OutOfMemoryError` if they do not fit. Peak memory is affine in the batch
+    (weights and optimizer state fixed, activations per image), so probes at `start` and
+    2 x `start` predict the largest fit; the prediction is then run, and stepped down by
+    `multiple` until it fits. Returns (batch, every probe as {batch, peak_mb | oom}).
+    """
+    tries: list[dict] = []
+
+    def fits(b: int) -> float | None:
+        try:
+            mb = peak_mb(b)
+        except torch.cuda.OutOfMemoryError:
+            tries.append({"batch": b, "oom": True})
+            free_device_memory()
+            return None
+        tries.append({"batch": b, "peak_mb": mb})
+        return mb if mb <= limit_mb else None
+
+    lo = start
+    while (m_lo := fits(lo)) is None:
+        if lo <= 1:
+            raise RuntimeError(f"even batch 1 exceeds {limit_mb:.0f} MB")
+        lo //= 2
+    if 2 * lo > cap or (m_hi := fits(2 * lo)) is None:
+        return lo, tries
+    per_image = max((m_hi - m_lo) / lo, 1e-9)
+    guess = int((limit_mb - (m_lo - per_image * lo)) / per_image) // multiple * multiple
+    guess = min(guess, cap // multiple * multiple)
+    while guess > 2 * lo:
+        if fits(guess) is not None:
+            return guess, tries
+        guess -= multiple
+    return 2 * lo, tries
+
+
+def time_steps(h: StepHarness, *, steps: int, warmup: int, start: int = 0) -> list[float]:
+    """Seconds per step for `steps` steps after `warmup` untimed ones (mask sets from `start`)."""
+    for i in range(start, start + warmup):
         h.step(i)
     if h.device.type == "cuda":
         torch.cuda.synchronize(h.device)
         torch.cuda.reset_peak_memory_stats(h.device)
     timer = StepTimer(h.device)
-    for i in range(warmup, warmup + steps):
+    for i in range(start + warmup, start + warmup + steps):
         with timer:
             h.step(i)
     return timer.seconds()
@@ -103,18 +231,38 @@ def device_name(device: torch.device) -> str:
     return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
 
 
-def measure_throughput(cfg: Config, *, method: str, steps: int = 10, warmup: int = 3, device: torch.device) -> dict:
+def dynamo_graphs() -> int:
+    """Graphs torch.compile has built in this process so far (a rise between steps = recompiles)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def measure_throughput(
+    cfg: Config, *, method: str, steps: int = 10, warmup: int = 3, device: torch.device, compile_backend: str = "inductor",
+) -> dict:
     """Record fields for `bench.throughput`; `img_per_s` is batch size / median step time."""
     if steps < 1 or warmup < 0:
         raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device {device}: throughput needs cpu or cuda (meta only counts FLOPs)")
-    h = build_harness(cfg, method, device=device, n_masks=warmup + steps)
-    times = time_steps(h, steps=steps, warmup=warmup)
+    h = build_harness(cfg, method, device=device, n_masks=warmup + steps, compile_backend=compile_backend)
+    graphs0, t0 = dynamo_graphs(), time.perf_counter()
+    for i in range(warmup):  # compiles, if meta.compile: warmup_s holds that cost
+        h.step(i)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    warm_s, graphs_warm = time.perf_counter() - t0, dynamo_graphs()
+    times = time_steps(h, steps=steps, warmup=0, start=warmup)
+    peak_mem, graphs_timed = peak_memory_mb(device), dynamo_graphs() - graphs_warm
     stats = spread(times)
+    syncs = host_syncs(lambda: h.step(warmup), device)  # the timed (maybe compiled) step
+    # Dispatch-mode probes see the eager modules (same weights): compiled code hides its ops.
+    kernels = attention_kernels(lambda: h.step(warmup, eager=True))
+    flash = flash_only(lambda: h.step(warmup, eager=True))
     fused = True  # real devices run the fused attention kernels
     flops = [step_flops(method, h.model, h.masks[i], fused_attention=fused)["total"] for i in range(warmup, warmup + steps)]
-    counted = count_flops(lambda: h.step(warmup))  # checks the closed form on a real step
+    counted = count_flops(lambda: h.step(warmup, eager=True))  # checks the closed form on a real step
     mean_flops = sum(flops) / len(flops)
     achieved = mean_flops / stats["step_time_median_s"]
     dtype = torch.bfloat16 if h.bf16 else torch.float32
@@ -125,11 +273,15 @@ def measure_throughput(cfg: Config, *, method: str, steps: int = 10, warmup: int
         "method": method, "arch": cfg.meta.model_name, "depth": h.model.encoder.depth, "img_size": cfg.data.crop_size,
         "patch_size": cfg.mask.patch_size, "batch_size": h.batch_size, "device": str(device),
         "device_name": device_name(device), "threads": torch.get_num_threads(), "dtype": str(dtype).removeprefix("torch."),
-        "compile": cfg.meta.compile, "steps": steps, "warmup": warmup,
+        "compile": cfg.meta.compile, "compile_backend": compile_backend if cfg.meta.compile else None,
+        "steps": steps, "warmup": warmup, "warmup_s": warm_s,
+        "dynamo_graphs_warmup": graphs_warm - graphs0, "dynamo_graphs_timed": graphs_timed,
         "img_per_s": h.batch_size * steps_per_s, **stats, "step_times_s": times,
-        "peak_mem_mb": peak_memory_mb(device), "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
+        "peak_mem_mb": peak_mem, "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
         "flops_per_step": mean_flops, "flops_per_image": mean_flops / h.batch_size,
         "flops_counted_one_step": counted, "closed_form_rel_diff": flops[0] / counted - 1,
         "achieved_flops_per_s": achieved, "gemm_peak_flops_per_s": peak, "utilisation": achieved / peak,
         "collator_batches_per_s": coll, "steps_per_s": steps_per_s, "collator_keeps_up": coll >= steps_per_s,
+        "attention_kernels": kernels, "attention_backend": attention_backend(kernels), "sdpa_flash_only": flash,
+        "sdpa_enabled": sdpa_flags(), "host_syncs_per_step": syncs, "torch": torch.__version__,
     }
