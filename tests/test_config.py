@@ -50,6 +50,15 @@ def test_packaged_default_recipe_loads():
         ({"meta": {"loss": "l1"}}, "meta.loss"),
         ({"data": {"use_gaussian_blur": True}}, "data.use_gaussian_blur"),
         ({"mask": 3}, "mask"),
+        ({"logging": {"checkpoint_every": 0}}, "logging.checkpoint_every: expected >= 1"),
+        ({"logging": {"log_every": 0}}, "logging.log_every: expected >= 1"),
+        ({"logging": {"diag_every": -1}}, "logging.diag_every: expected >= 0"),
+        ({"logging": {"keep_last": -1}}, "logging.keep_last: expected >= 0"),
+        ({"data": {"dataset": "imagefolder", "image_folder": ""}}, "data.image_folder: expected the image tree's folder"),
+        ({"data": {"image_folder": None}}, "data.image_folder: expected a string, got nothing"),
+        ({"data": {"color_jitter_strength": 0.5}}, "data.color_jitter_strength: not supported"),
+        ({"meta": {"copy_data": True}}, "meta.copy_data: not supported"),
+        ({"meta": {"read_checkpoint": "jepa-ep10.pth.tar"}}, "meta.read_checkpoint: set while meta.load_checkpoint is false"),
     ],
 )
 def test_bad_keys_and_values_name_the_key(raw, names):
@@ -94,6 +103,8 @@ def _cli(args: list[str]):
         (["--set", "optimization.lrr=1"], "optimization.lrr: unknown config key"),
         (["--set", "oops"], "expected section.key=value"),
         (["--config", "/nonexistent/cfg.yaml"], "/nonexistent/cfg.yaml: config file not found"),
+        (["--set", "data.dataset=imagefolder", "--set", "data.image_folder="], "data.image_folder: expected a string, got nothing"),
+        (["--set", "logging.checkpoint_every=0"], "logging.checkpoint_every: expected >= 1, got 0"),
     ],
 )
 def test_cli_errors_exit_2_with_one_line(args, expect):

@@ -1,13 +1,32 @@
-"""Atomic checkpoint writes: a crash mid-write never leaves a broken or half-old file."""
+"""The run directory: one process at a time, atomic checkpoints, the last K kept, resume rules.
+
+Every failure a person can fix (another run holds the directory, the disk is full, a
+changed key on resume) is a `RunError` whose message is one line naming the file.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import os
+import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ijepa.atomic import atomic_write
+
+# Keys that may differ from the stored config on resume: where and how often to log, how far
+# to train, where to run, which file to resume from, how to feed data. Every other key shapes
+# the trajectory, so changing it would silently make a different run.
+RESUMABLE = ("logging.*", "optimization.epochs", "optimization.max_steps", "meta.device",
+             "meta.load_checkpoint", "meta.read_checkpoint", "data.num_workers", "data.pin_mem")
+KEPT = re.compile(r"checkpoint-step(\d+)\.pt")
+
+
+class RunError(RuntimeError):
+    """A run cannot go on; the message is one line naming the file and what to do."""
 
 
 def atomic_save(obj: Any, path: str | Path) -> None:
@@ -24,3 +43,79 @@ def strip_prefix(state: dict[str, torch.Tensor], prefix: str = "module.") -> dic
                 k = k[len(p):]
         out[k] = v
     return out
+
+
+class RunLock:
+    """An exclusive flock on `run_dir/.lock`, which holds the owner's PID.
+
+    Two runs writing one directory would interleave checkpoints and logs. The kernel drops
+    a flock when its holder exits, however it exits, so a crashed run leaves no stale lock.
+    """
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir, self.fd = run_dir, None
+
+    def acquire(self) -> RunLock:
+        path = self.run_dir / ".lock"
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunError(f"{self.run_dir}: run directory is not writable ({e.strerror or e})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise RunError(f"{self.run_dir}: another ijepa pretrain (PID {holder}) is running in this directory; "
+                           "wait for it or set logging.write_tag") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self.fd = fd
+        return self
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def remove_stale_temps(run_dir: Path) -> list[Path]:
+    """Delete `atomic_write`'s temp files left by a killed save (only safe under the lock)."""
+    stale = sorted(run_dir.glob(".*.tmp"))
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def keep_copy(ckpt: Path, step: int, keep_last: int) -> None:
+    """Keep `ckpt` as checkpoint-step{step}.pt (a hard link: no extra disk), drop all but the
+    newest `keep_last` of those, oldest first."""
+    if keep_last < 1:
+        return
+    dst, tmp = ckpt.with_name(f"checkpoint-step{step}.pt"), ckpt.with_name(f".checkpoint-step{step}.pt.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(ckpt, tmp)
+    except OSError:  # a filesystem without hard links: copy
+        with ckpt.open("rb") as src:
+            atomic_write(tmp, lambda f: shutil.copyfileobj(src, f), binary=True)
+    os.replace(tmp, dst)
+    kept = sorted((int(m.group(1)), p) for p in ckpt.parent.iterdir() if (m := KEPT.fullmatch(p.name)))
+    for _, p in kept[:-keep_last]:
+        p.unlink(missing_ok=True)
+
+
+def _resumable(key: str) -> bool:
+    return key in RESUMABLE or f"{key.split('.')[0]}.*" in RESUMABLE
+
+
+def check_resume(given: dict[str, dict], stored: dict[str, dict], source: Path, mode: str) -> None:
+    """The stored config is the run's: a changed key outside RESUMABLE is an error naming it."""
+    for section, values in given.items():
+        for key, value in values.items():
+            name, old = f"{section}.{key}", stored.get(section, {}).get(key)
+            if value != old and not _resumable(name):
+                raise RunError(f"{mode}: {name} differs from {source} (given {value!r}, stored {old!r}); "
+                               f"only {', '.join(RESUMABLE)} may change on resume")
+

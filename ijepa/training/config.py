@@ -96,6 +96,7 @@ class LoggingConfig:
     stop_on_collapse: bool = False  # ours
     online_probe: bool = True  # ours: linear head on detached target features, trained online
     progress: bool = True  # ours: rich progress bar
+    keep_last: int = 2  # ours: also keep checkpoint-step{N}.pt of the last N checkpoints (0 = only checkpoint.pt)
 
 
 @dataclass
@@ -136,6 +137,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         if typ is int and float(value) != int(value):
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return typ(value)
+    if typ is str and value is None:  # `--set data.image_folder=` reads as YAML null
+        raise ConfigError(f"{key}: expected a string, got nothing")
     if value is not None and not isinstance(value, str):
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     return value
@@ -176,6 +179,24 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"data.{key}: not supported (the official I-JEPA recipe leaves it off)")
     if cfg.data.batch_size < 1 or cfg.optimization.epochs <= 0 or cfg.optimization.accum_steps < 1:
         raise ConfigError("data.batch_size, optimization.accum_steps must be >= 1 and optimization.epochs > 0")
+    for key, low in (("log_every", 1), ("checkpoint_every", 1), ("diag_every", 0), ("keep_last", 0)):
+        if getattr(cfg.logging, key) < low:
+            raise ConfigError(f"logging.{key}: expected >= {low}{' (0 = off)' if low == 0 else ''}, got {getattr(cfg.logging, key)}")
+    validate_official(cfg)
+
+
+def validate_official(cfg: Config) -> None:
+    """Official keys this trainer cannot honour are refused, never silently ignored."""
+    if cfg.data.dataset == "imagefolder" and not cfg.data.image_folder:
+        raise ConfigError("data.image_folder: expected the image tree's folder under data.root_path, got an empty value")
+    if cfg.data.color_jitter_strength:
+        raise ConfigError("data.color_jitter_strength: not supported (it acts only with data.use_color_distortion, which is not supported)")
+    if cfg.meta.copy_data:
+        raise ConfigError("meta.copy_data: not supported (the official trainer copies ImageNet to its cluster's local "
+                          "scratch); copy the data yourself and point data.root_path at the copy")
+    if cfg.meta.read_checkpoint and not cfg.meta.load_checkpoint:
+        raise ConfigError("meta.read_checkpoint: set while meta.load_checkpoint is false, so it would be ignored; "
+                          "set meta.load_checkpoint: true to resume from it")
 
 
 def parse_override(item: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from ijepa.atomic import atomic_write
+
 COLUMNS = (
     "step", "epoch", "loss", "lr", "wd", "momentum", "ctx_len", "tgt_len", "step_time_s", "img_per_s",
     "peak_mem_mb", "target_std", "pred_std", "rankme", "probe_acc", "elapsed_s",
@@ -22,19 +24,22 @@ COLUMNS = (
 
 
 class CSVLog:
-    """Append-only CSV; on resume, rows past the checkpoint's step are dropped first (its own row stays)."""
+    """Append-only CSV. On resume the rows up to the checkpoint's step are kept (read and
+    checked first: a bad row is one error naming the line) and the file is rewritten
+    atomically, so a crash there never loses the rows already logged."""
 
-    def __init__(self, path: Path, *, resume_step: int | None = None) -> None:
+    def __init__(self, path: Path, *, resume_step: int = 0) -> None:
         self.path = path
-        rows = []
-        if resume_step is not None and path.exists():
-            with path.open() as f:
-                rows = [r for r in csv.DictReader(f) if int(r["step"]) <= resume_step]
-        self.file = path.open("w", newline="")
+        rows = read_rows(path, resume_step) if path.exists() else []
+
+        def write(f) -> None:
+            w = csv.DictWriter(f, fieldnames=COLUMNS)
+            w.writeheader()
+            w.writerows(rows)
+
+        atomic_write(path, write)
+        self.file = path.open("a", newline="")
         self.writer = csv.DictWriter(self.file, fieldnames=COLUMNS)
-        self.writer.writeheader()
-        self.writer.writerows(rows)
-        self.file.flush()
 
     def write(self, row: dict) -> None:
         self.writer.writerow({k: row.get(k, "") for k in COLUMNS})
@@ -42,6 +47,34 @@ class CSVLog:
 
     def close(self) -> None:
         self.file.close()
+
+
+def _number(v: str | None) -> bool:
+    """A field a row may hold: a number or empty (a column not measured at that step)."""
+    if v is None or v == "":  # None: the row is shorter than the header
+        return v == ""
+    try:
+        float(v)
+    except ValueError:
+        return False
+    return True
+
+
+def read_rows(path: Path, up_to_step: int) -> list[dict[str, str]]:
+    """The rows of an existing log with step <= up_to_step, each checked to be numbers."""
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if "step" not in (reader.fieldnames or ()):
+            raise ValueError(f"{path} line 1: expected a header with a step column, got {reader.fieldnames}")
+        rows = []
+        for r in reader:
+            bad = [k for k, v in r.items() if k is None or not _number(v)]
+            if bad or not r["step"].isdigit():
+                raise ValueError(f"{path} line {reader.line_num}: not a log row of numbers "
+                                 f"(column {bad[0] if bad else 'step'!r}); fix or delete that line")
+            if int(r["step"]) <= up_to_step:
+                rows.append({k: r.get(k, "") for k in COLUMNS})
+        return rows
 
 
 def progress_bar(console: Console, enabled: bool) -> Progress:

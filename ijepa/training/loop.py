@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import resource
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -12,10 +13,21 @@ import yaml
 from rich.console import Console
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
 
+from ijepa.atomic import atomic_write
 from ijepa.data import eval_transform
-from ijepa.training.checkpointing import atomic_save
-from ijepa.training.config import Config
+from ijepa.models.checkpoint import read_checkpoint
+from ijepa.training.checkpointing import (
+    RunError,
+    RunLock,
+    atomic_save,
+    check_resume,
+    keep_copy,
+    remove_stale_temps,
+    strip_prefix,
+)
+from ijepa.training.config import Config, ConfigError, from_dict, load_config
 from ijepa.training.data import PretrainData
 from ijepa.training.diagnostics import OnlineProbe, rankme
 from ijepa.training.distributed import DistInfo, device_type_of, init_distributed, resolve_device
@@ -25,6 +37,7 @@ from ijepa.training.schedules import Schedules
 from ijepa.training.step import IJEPA
 
 METHODS = {"ijepa": IJEPA, "mae": MAE}
+NONFINITE = {1: "loss is NaN", 2: "loss is infinite", 3: "gradient is not finite"}  # codes of nonfinite_code
 
 
 def build_optimizer(modules: dict[str, nn.Module], *, fused: bool) -> torch.optim.AdamW:
@@ -51,7 +64,8 @@ def optimizer_step(
     """One optimizer step over micro-batches (imgs, masks_enc, masks_pred), then the EMA.
 
     A function of its arguments alone, so `ijepa bench` times exactly what the Trainer runs.
-    Returns the mean loss as a tensor: nothing here waits for the device.
+    Returns the mean loss as a tensor and the stats, with `nonfinite` (see `nonfinite_code`):
+    nothing here waits for the device.
     """
     for g in opt.param_groups:
         g["lr"] = lr
@@ -69,10 +83,57 @@ def optimizer_step(
             (loss / len(micro)).backward()
         part = loss.detach() / len(micro)
         total = part if total is None else total + part
+    grads = [p.grad for g in opt.param_groups for p in g["params"] if p.grad is not None]
+    code = nonfinite_code(total, torch.nn.utils.get_total_norm(grads))
     opt.step()
     opt.zero_grad(set_to_none=True)
     model.after_step(momentum)
-    return total, stats
+    return total, {**stats, "nonfinite": code}
+
+
+def nonfinite_code(loss: torch.Tensor, grad_norm: torch.Tensor) -> torch.Tensor:
+    """0 if loss and gradients are finite, else the NONFINITE code, as a device tensor.
+
+    Computed every step but read only at log and checkpoint boundaries, so a GPU is never
+    made to wait for it. Under DDP the gradients are all-reduced: every rank sees the same.
+    """
+    return torch.where(loss.isnan(), 1, torch.where(loss.isinf(), 2, torch.where(grad_norm.isfinite(), 0, 3)))
+
+
+def worker_errors(loader: DataLoader) -> Iterator:
+    """Iterate `loader`; a user error raised in a worker (an unreadable image names its file)
+    comes out as its own one-line message, not inside the worker's traceback."""
+    it = iter(loader)
+    while True:
+        try:
+            batch = next(it)
+        except StopIteration:
+            return
+        except (ValueError, KeyError, FileNotFoundError) as e:
+            msg = str(e.args[0]) if e.args else ""
+            if "in DataLoader worker process" not in msg:
+                raise
+            raise type(e)(msg.rstrip().splitlines()[-1].removeprefix(f"{type(e).__name__}: ")) from None
+        yield batch
+
+
+def official_opt_state(ckpt: dict, opt: torch.optim.Optimizer, modules: dict[str, nn.Module]) -> dict:
+    """The official optimizer's state, re-keyed for ours.
+
+    Its 4 groups (encoder decay, predictor decay, encoder no-decay, predictor no-decay) number
+    every parameter in state-dict order, frozen position tables included; ours number only
+    the trained ones, in 2 groups. Matched by name.
+    """
+    official = []
+    for decay in (True, False):
+        for k in ("encoder", "predictor"):
+            names = [n for n, t in strip_prefix(ckpt[k]).items() if ("bias" not in n and t.ndim != 1) == decay]
+            official += [f"{k}.{n}" for n in names]
+    name_of = {id(p): f"{k}.{n}" for k, m in modules.items() for n, p in m.named_parameters()}
+    ours = {name_of[id(p)]: i for i, p in enumerate(p for g in opt.param_groups for p in g["params"])}
+    saved = ckpt["opt"]["state"]
+    state = {ours[n]: saved[i] for i, n in enumerate(official) if i in saved and n in ours}
+    return {"state": state, "param_groups": opt.state_dict()["param_groups"]}
 
 
 def schedules_for(cfg: Config, ipe: int) -> Schedules:
@@ -95,17 +156,31 @@ def run_dir_of(cfg: Config) -> Path:
 
 
 class Trainer:
-    """State of one run; `fit()` runs it to the end of its schedule (or max_steps)."""
+    """State of one run; `fit()` runs it to the end of its schedule (or max_steps).
+
+    The main process holds the run directory's lock from construction to the end of `fit()`.
+    """
 
     def __init__(self, cfg: Config, *, method: str = "ijepa", resume: bool = False, console: Console | None = None) -> None:
         self.cfg, self.console = cfg, console or Console(stderr=True)
         self.info: DistInfo = init_distributed(device_type_of(cfg.meta.device))
         self.device = resolve_device(cfg.meta.device, self.info)
-        torch.manual_seed(cfg.meta.seed)  # same on every rank: DDP syncs only the trained modules, not the EMA target
         self.run_dir = run_dir_of(cfg)
         self.ckpt_path = self.run_dir / "checkpoint.pt"
-        if not resume and self.ckpt_path.exists():
-            raise FileExistsError(f"{self.ckpt_path}: a run already exists here; pass --resume or set logging.write_tag")
+        self.lock = RunLock(self.run_dir).acquire() if self.info.is_main else None
+        try:
+            self._setup(method, resume)
+        except BaseException:
+            self.close()
+            raise
+
+    def _setup(self, method: str, resume: bool) -> None:
+        cfg = self.cfg
+        if self.info.is_main and (stale := remove_stale_temps(self.run_dir)):
+            self.console.print(f"removed {len(stale)} temp file(s) left by an interrupted save in {self.run_dir}")
+        source = self._resume_source(resume)
+        saved = self._read_resume(source) if source else None
+        torch.manual_seed(cfg.meta.seed)  # same on every rank: DDP syncs only the trained modules, not the EMA target
         self.method_name = method
         self.model = build_method(cfg, method).to(self.device)
         self.data = PretrainData(cfg, self.info, pin_memory=self.device.type == "cuda" and cfg.data.pin_mem, method=method)
@@ -118,12 +193,17 @@ class Trainer:
         bf16 = cfg.meta.use_bfloat16 if self.device.type == "cuda" else cfg.meta.cpu_bfloat16
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
         self.probe = OnlineProbe(self.model.encoder.embed_dim, self.data.num_classes).to(self.device) if cfg.logging.online_probe else None
-        self.step, self.std0, self.collapse_warned = 0, None, False
-        if resume and self.ckpt_path.exists():
-            self._load(self.ckpt_path)
-        elif resume:
-            self.console.print(f"no checkpoint at {self.ckpt_path}: starting a new run")
+        self.step, self.std0, self.collapse_warned, self.last_good = 0, None, False, None
+        self.bad_step = torch.zeros((), dtype=torch.long, device=self.device)  # first non-finite step, on the device
+        self.bad_code = torch.zeros_like(self.bad_step)
+        if saved is not None:
+            self._load(saved, source)
         self.modules = self._wrap()
+
+    def close(self) -> None:
+        """Release the run directory; the trained state stays readable."""
+        if self.lock:
+            self.lock.release()
 
     def _wrap(self) -> dict[str, nn.Module]:
         mods = dict(self.model.trainable())
@@ -149,24 +229,92 @@ class Trainer:
         )
         return s
 
-    def _load(self, path: Path) -> None:
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no checkpoint to resume from")
-        s = torch.load(path, map_location=self.device, weights_only=True)
+    def _resume_source(self, resume: bool) -> Path | None:
+        """The checkpoint to start from: meta.read_checkpoint (official semantics), else ours."""
+        meta = self.cfg.meta
+        if meta.load_checkpoint:
+            path = Path(self.cfg.logging.folder) / meta.read_checkpoint if meta.read_checkpoint else self.ckpt_path
+            if not path.is_file():
+                raise FileNotFoundError(f"{path}: checkpoint not found (meta.load_checkpoint resumes from "
+                                        "logging.folder/meta.read_checkpoint, or the run's checkpoint.pt if that is unset)")
+            return path
+        if self.ckpt_path.exists():
+            if not resume:
+                raise FileExistsError(f"{self.ckpt_path}: a run already exists here; pass --resume or set logging.write_tag")
+            return self.ckpt_path
+        if resume:
+            self.console.print(f"no checkpoint at {self.ckpt_path}: starting a new run")
+        return None
+
+    def _read_resume(self, path: Path) -> dict:
+        """Read the checkpoint and hold this config to the stored one (config.yaml beside it, else
+        the checkpoint's own); an official checkpoint carries none."""
+        s = read_checkpoint(path)
+        stored_yaml, mode = path.parent / "config.yaml", "meta.load_checkpoint" if self.cfg.meta.load_checkpoint else "--resume"
+        if not stored_yaml.is_file() and not isinstance(s.get("config"), dict):
+            return s
+        source = stored_yaml if stored_yaml.is_file() else path
+        try:
+            stored = (load_config(stored_yaml) if stored_yaml.is_file() else from_dict(s["config"])).to_dict()
+        except ConfigError as e:
+            raise RunError(f"{source}: the stored config does not load ({e})") from None
+        check_resume(self.cfg.to_dict(), stored, source, mode)
+        return s
+
+    def _load(self, s: dict, path: Path) -> None:
+        """Our checkpoint resumes exactly; an official one (no `step`) at its epoch, as the official trainer does."""
         for k in self.model.checkpoint_keys:
-            getattr(self.model, k).load_state_dict(s[k])
-        self.opt.load_state_dict(s["opt"])
-        self.step, self.std0, self.collapse_warned = s["step"], s["std0"], s["collapse_warned"]
-        torch.set_rng_state(s["rng"].cpu())
-        if self.probe and s.get("probe"):
-            self.probe.load_state_dict(s["probe"])
-            self.probe.opt.load_state_dict(s["probe_opt"])
+            if k not in s:
+                raise ValueError(f"{path}: no {k!r} weights (not a {self.method_name} checkpoint)")
+            try:
+                getattr(self.model, k).load_state_dict(strip_prefix(s[k]))
+            except RuntimeError as e:
+                raise ValueError(f"{path}: {k} weights do not fit this config's model ({str(e).splitlines()[-1].strip()})") from None
+        official = "step" not in s
+        self.opt.load_state_dict(official_opt_state(s, self.opt, self.model.trainable()) if official else s["opt"])
+        if official:
+            self.step = int(s["epoch"]) * self.ipe
+        else:
+            self.step, self.std0, self.collapse_warned = s["step"], s["std0"], s["collapse_warned"]
+            torch.set_rng_state(s["rng"].cpu())
+            if self.probe and s.get("probe"):
+                self.probe.load_state_dict(s["probe"])
+                self.probe.opt.load_state_dict(s["probe_opt"])
+        self.last_good = (self.step, path)
 
     def save(self, loss: float) -> None:
+        """Check the state, then write checkpoint.pt and keep a copy: never a non-finite state."""
+        self._check_finite()
+        weights = [t for k in self.model.checkpoint_keys for t in getattr(self.model, k).state_dict().values() if t.is_floating_point()]
+        if not bool(torch.stack([t.isfinite().all() for t in weights]).all()):
+            raise RunError(f"weights are not finite after step {self.step}; {self._last_good()}")
         if self.info.is_main:
-            atomic_save(self.state(loss), self.ckpt_path)
+            try:
+                atomic_save(self.state(loss), self.ckpt_path)
+                self.last_good = (self.step, self.ckpt_path)  # already, should keeping the copy fail
+                keep_copy(self.ckpt_path, self.step, self.cfg.logging.keep_last)
+            except OSError as e:
+                raise RunError(f"{e.filename or self.ckpt_path}: cannot write the checkpoint ({e.strerror or e}); {self._last_good()}") from None
+        self.last_good = (self.step, self.ckpt_path)
         if self.info.enabled:
             torch.distributed.barrier()
+
+    def _last_good(self) -> str:
+        if self.last_good is None:
+            return "no checkpoint was written"
+        return f"last good checkpoint: step {self.last_good[0]} ({self.last_good[1]})"
+
+    def _track(self, code: torch.Tensor) -> None:
+        """Remember the first non-finite step on the device (no host sync)."""
+        new = (self.bad_code == 0) & (code != 0)
+        self.bad_step = torch.where(new, self.step, self.bad_step)
+        self.bad_code = torch.where(new, code, self.bad_code)
+
+    def _check_finite(self) -> None:
+        """At a log or checkpoint boundary: stop if any step since the start was non-finite."""
+        code = int(self.bad_code)
+        if code:
+            raise RunError(f"{NONFINITE[code]} at step {int(self.bad_step)}; {self._last_good()}")
 
     # -- one optimizer step ---------------------------------------------------------------
     def train_step(self, micro: list) -> tuple[torch.Tensor, dict]:
@@ -208,14 +356,28 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------------
     def fit(self) -> Path:
+        """Train to the schedule's end (or max_steps), then release the run directory.
+
+        A non-finite loss, gradient or weight, or a failed write, stops it with a RunError
+        naming the last good checkpoint.
+        """
+        log = None
+        try:
+            if self.info.is_main:
+                log = CSVLog(self.run_dir / "log.csv", resume_step=self.step)
+                atomic_write(self.run_dir / "config.yaml", lambda f: yaml.safe_dump(self.cfg.to_dict(), f, sort_keys=False))
+            self._train(log)
+        finally:
+            if log:
+                log.close()
+            self.close()
+        return self.run_dir
+
+    def _train(self, log: CSVLog | None) -> None:
         cfg, lg = self.cfg, self.cfg.logging
         # Train `epochs` epochs; schedules span ipe_scale x that (official semantics).
         stop = max(1, int(cfg.optimization.epochs * self.ipe))
         stop = min(stop, cfg.optimization.max_steps or stop)
-        if self.info.is_main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        log = CSVLog(self.run_dir / "log.csv", resume_step=self.step) if self.info.is_main else None
         diag = self._diag_batch() if lg.diag_every else None
         start_time, last_loss, imgs_per_step = time.perf_counter(), float("nan"), cfg.data.batch_size * self.accum * self.info.world_size
         bar = progress_bar(self.console, lg.progress and self.info.is_main)
@@ -225,7 +387,7 @@ class Trainer:
                 epoch, offset = divmod(self.step, self.ipe)
                 loader = self.data.epoch_loader(epoch, offset * self.accum)
                 micro, t0 = [], time.perf_counter()
-                for batch in loader:
+                for batch in worker_errors(loader):
                     imgs, labels, masks_enc, masks_pred = self._to_device(batch)
                     micro.append((imgs, masks_enc, masks_pred))
                     if len(micro) < self.accum:
@@ -233,6 +395,7 @@ class Trainer:
                     loss, stats = self.train_step(micro)
                     probe_acc = self.probe.step(stats["pooled"], labels) if self.probe else None
                     self.step += 1
+                    self._track(stats["nonfinite"])
                     micro, dt = [], time.perf_counter() - t0
                     row = self._row(epoch, loss, stats, probe_acc, masks_enc, masks_pred, dt, imgs_per_step, start_time, diag, last=self.step >= stop)
                     if row is not None:
@@ -249,15 +412,13 @@ class Trainer:
                     t0 = time.perf_counter()
                     if self.step >= stop or self.step % self.ipe == 0:
                         break
-        if log:
-            log.close()
-        return self.run_dir
 
     def _row(self, epoch, loss, stats, probe_acc, masks_enc, masks_pred, dt, imgs_per_step, start_time, diag, *, last: bool) -> dict | None:
         lg = self.cfg.logging
         is_diag = bool(lg.diag_every) and (self.step % lg.diag_every == 0 or self.step == 1 or last)
         if self.step % lg.log_every and not is_diag:
             return None
+        self._check_finite()  # before anything reads the step's numbers
         row = {
             "step": self.step, "epoch": epoch, "loss": float(loss), "lr": self.sched.lr_at(self.step - 1),
             "wd": self.sched.wd_at(self.step - 1), "momentum": self.sched.momentum_at(self.step - 1),
