@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import resource
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -13,10 +12,10 @@ import yaml
 from rich.console import Console
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
 
 from ijepa.atomic import atomic_write
 from ijepa.data import eval_transform
+from ijepa.data.loader import worker_errors
 from ijepa.models.checkpoint import read_checkpoint
 from ijepa.training.checkpointing import (
     RunError,
@@ -98,23 +97,6 @@ def nonfinite_code(loss: torch.Tensor, grad_norm: torch.Tensor) -> torch.Tensor:
     made to wait for it. Under DDP the gradients are all-reduced: every rank sees the same.
     """
     return torch.where(loss.isnan(), 1, torch.where(loss.isinf(), 2, torch.where(grad_norm.isfinite(), 0, 3)))
-
-
-def worker_errors(loader: DataLoader) -> Iterator:
-    """Iterate `loader`; a user error raised in a worker (an unreadable image names its file)
-    comes out as its own one-line message, not inside the worker's traceback."""
-    it = iter(loader)
-    while True:
-        try:
-            batch = next(it)
-        except StopIteration:
-            return
-        except (ValueError, KeyError, FileNotFoundError) as e:
-            msg = str(e.args[0]) if e.args else ""
-            if "in DataLoader worker process" not in msg:
-                raise
-            raise type(e)(msg.rstrip().splitlines()[-1].removeprefix(f"{type(e).__name__}: ")) from None
-        yield batch
 
 
 def official_opt_state(ckpt: dict, opt: torch.optim.Optimizer, modules: dict[str, nn.Module]) -> dict:

@@ -31,6 +31,7 @@ from rich.progress import (
 from torch.utils.data import DataLoader, Subset
 
 from ijepa.data import DataSpec, build_dataset, eval_transform
+from ijepa.data.loader import worker_errors
 from ijepa.models.vit import VisionTransformer
 from ijepa.training.checkpointing import atomic_save
 
@@ -90,23 +91,8 @@ def fmnist_batches(images: torch.Tensor, *, size: int, in_chans: int, mean: tupl
         yield x.expand(-1, in_chans, -1, -1) if in_chans != 1 else x
 
 
-def _loader_error(e: Exception) -> ValueError:
-    """A worker's ValueError arrives wrapped in a traceback dump; keep its one-line message."""
-    lines = [ln for ln in str(e).strip().splitlines() if ln.strip()]
-    last = lines[-1] if lines else str(e)
-    return ValueError(last.split("ValueError: ", 1)[-1])
-
-
 def imagefolder_batches(ds, *, batch_size: int, workers: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    loader = DataLoader(ds, batch_size=batch_size, num_workers=workers, shuffle=False)
-    it = iter(loader)
-    while True:
-        try:
-            yield next(it)
-        except StopIteration:
-            return
-        except ValueError as e:
-            raise _loader_error(e) from None
+    return worker_errors(DataLoader(ds, batch_size=batch_size, num_workers=workers, shuffle=False))
 
 
 def cache_key(**parts) -> str:
