@@ -37,7 +37,7 @@ def test_linear_json_contract(tmp_path, tree, monkeypatch):
     lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
     rec = json.loads(lines[-1])
     assert 0 <= rec["top1"] <= 1 and 0 <= rec["top5"] <= 1 and rec["kind"] == "eval.linear"
-    assert rec["grid"]["lrs"] == [0.1, 1.0] and len(rec["heads"]) == 2 * 2 * 2 * 2
+    assert rec["grid"]["lrs"] == [0.1, 1.0] and len(rec["heads"]) == 2 * 2 * len(rec["lrs_searched"]) * 2  # grown past an edge
     assert Path(rec["record"]).exists() and json.loads(Path(rec["record"]).read_text())["top1"] == rec["top1"]
     assert list((tmp_path / ".cache" / "features").glob("*.pt"))  # default cache, relative to the working dir
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -50,10 +52,15 @@ def test_subset_files_round_trip_and_name_unknown_lines(tmp_path, tree):
 
 
 def test_lowshot_logreg_mean_std_over_seeds_and_written_splits(tmp_path, tree):
-    rec = run_lowshot(RGB, data=str(tree), fractions=(0.25, 0.5), seeds=(0, 1), cache_dir=tmp_path / "c", write_splits=tmp_path / "splits")
-    assert rec["kind"] == "eval.lowshot" and rec["protocol"] == "logreg"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rec = run_lowshot(RGB, data=str(tree), fractions=(0.25, 0.5), seeds=(0, 1), cache_dir=tmp_path / "c", write_splits=tmp_path / "splits")
+    assert rec["kind"] == "eval.lowshot" and rec["protocol"] == "logreg" and rec["solver"] == "torch-lbfgs"
     quarter = rec["fractions"]["0.25"]
     assert [r["n_labelled"] for r in quarter["seeds"]] == [12, 12]  # 3 per class x 4 classes
+    rows = [r for f in rec["fractions"].values() for r in f["seeds"]]
+    assert all(r["converged"] and r["cv_converged"] and r["n_iter"] > 0 for r in rows)  # every fit ran to its tolerance
+    assert not [w for w in caught if "converge" in str(w.message) or "logistic regression" in str(w.message)]
     vals = [r["top1"] for r in quarter["seeds"]]
     assert quarter["top1"] == pytest.approx(sum(vals) / 2) and quarter["top1_std"] == pytest.approx(abs(vals[0] - vals[1]) / 2**0.5)
     assert rec["top1"] == quarter["top1"] > 0.5  # 4 classes: chance is 0.25

@@ -1,10 +1,12 @@
 """Linear probe on frozen, cached features.
 
 Two protocols:
-- `grid` (default): the VISSL grid of linear heads (SGD), best picked on held-out train;
-- `logreg`: scikit-learn logistic regression on standardised features, the very classifier of
-  the raw-pixel baseline, so "beats raw pixels" is read through one probe. C (default 1, as the
-  baseline) and the feature set are picked on held-out train, then refit on all of it.
+- `grid` (default): the VISSL grid of linear heads (SGD or LARS), best picked on held-out
+  train (its lr grid grown past an edge the best sits on), then retrained on all of train;
+- `logreg`: scikit-learn's LogisticRegression objective on standardised features, the very
+  classifier of the raw-pixel baseline, so "beats raw pixels" is read through one probe, solved
+  by full-batch L-BFGS in torch (CPU or GPU) to its tolerance. C (default 1, as the baseline)
+  and the feature set are picked on held-out train, then refit on all of it.
 
     from ijepa.evals.linear import run_linear
     rec = run_linear("runs/fmnist_vit_tiny", train_limit=10000)   # rec["top1"] in [0, 1]
@@ -47,8 +49,8 @@ def run_linear(
     """Score a frozen encoder by the best head of the grid, or by logistic regression (`cs`:
     its candidate L2 strengths); every choice is made on held-out train.
 
-    Returns the record: `top1`/`top5` (fractions, on val) at the top level, the chosen head,
-    every head's scores, timings. `train_limit` subsamples train (stratified, seeded).
+    Returns the record: `top1`/`top5` (fractions, on the eval split) at the top level, the chosen
+    head (retrained on all of train unless `grid.refit` is off), every head's scores, timings. `train_limit` subsamples train (stratified, seeded).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
@@ -60,11 +62,13 @@ def run_linear(
     )
     t1 = time.perf_counter()
     if protocol == "logreg":
-        res = fit_logreg(train, {"val": val}, feature_sets=grid.feature_sets, cs=tuple(cs), heldout=grid.heldout, seed=seed, console=console)
-        return {
+        res = fit_logreg(train, {"val": val}, feature_sets=grid.feature_sets, cs=tuple(cs), heldout=grid.heldout, seed=seed,
+                         device=device, console=console)
+        return {  # "sklearn-logreg": scikit-learn's objective, whichever solver ("solver") minimised it
             "kind": "eval.linear", **info, "protocol": "sklearn-logreg", "top1": res["val_top1"], "top5": res["val_top5"],
             "heldout_top1": res["heldout_top1"], "best_head": f"{res['features']}/logreg/C{res['C']:g}",
             "best_features": res["features"], "best_C": res["C"], "candidates": res["candidates"], "n_iter": res["n_iter"],
+            "converged": res["converged"], "grad_max": res["grad_max"], "solver": res["solver"], "tol": res["tol"],
             "seed": seed, "device": str(device),
             "fit_s": round(time.perf_counter() - t1, 2), "wall_s": round(time.perf_counter() - t0, 2),
         }
@@ -76,6 +80,7 @@ def run_linear(
         "best_features": res.best.features, "best_norm": res.best.norm, "best_lr": res.best.lr, "best_wd": res.best.wd,
         "best_by_features": best_by(res.scores, "features"),
         "grid": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(grid).items()},
+        "lrs_searched": list(res.lrs), "refit_rows": res.refit_rows, "steps": res.steps,
         "heads": res.scores, "seed": seed, "device": str(device),
         "fit_s": round(time.perf_counter() - t1, 2), "wall_s": round(time.perf_counter() - t0, 2),
     }

@@ -2,8 +2,11 @@
 
 Grid (the paper's VISSL transfer protocol, DINOv2-style in one pass): feature set
 {lastPOOL, concatPOOL4} x head {linear, BatchNorm(affine=False)+linear} x lr x wd.
-SGD with momentum, cosine schedule. The best head is picked on a held-out part of the
-training split, never on the split it is reported on.
+SGD (or LARS) with momentum, cosine (or step) schedule. The best head is picked on a
+held-out part of the training split, never on the split it is reported on. So that the
+grid converges rather than stops where its grid ends: linear heads see train-standardised
+features, the lr grid grows past its edge while the best head sits there, and the chosen
+head is retrained on all of train (held-out rows included) before it is scored.
 """
 
 from __future__ import annotations
@@ -11,12 +14,23 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import product
+from typing import Literal
 
 import torch
 from rich.console import Console
 
 from ijepa.evals.core.features import FEATURE_SETS, Features, progress
-from ijepa.evals.core.heads import NORMS, FeatureNorm, HeadGroup, HeadSpec, topk_correct
+from ijepa.evals.core.heads import (
+    NORMS,
+    OPTIMIZERS,
+    FeatureNorm,
+    HeadGroup,
+    HeadSpec,
+    Standardize,
+    topk_correct,
+)
+
+SCHEDULES = ("cosine", "step")
 
 
 @dataclass(frozen=True)
@@ -30,12 +44,32 @@ class GridConfig:
     batch_size: int = 256
     momentum: float = 0.9
     heldout: float = 0.1  # fraction of train used to pick the head
+    optimizer: Literal["sgd", "lars"] = "sgd"  # "lars": timm's Lars, the paper's ImageNet protocol
+    lr_base_batch: int = 0  # lrs are for this batch size, scaled linearly to batch_size (VISSL); 0: as given
+    schedule: Literal["cosine", "step"] = "cosine"  # "step": lr / 10 every `step_epochs` (the paper's ImageNet recipe)
+    step_epochs: int = 15
+    standardize: bool = True  # linear heads see train-standardised features ...
+    whiten: float = 0.01  # ... PCA-whitened, eigenvalues floored here (0: per-feature only); see heads.Standardize
+    extend_lrs: int = 3  # rounds of growing the lr grid past its edge while the best head sits there
+    refit: bool = True  # retrain the chosen head on all of train before scoring it
 
-    def specs(self) -> list[HeadSpec]:
+    def specs(self, lrs: tuple[float, ...] | None = None) -> list[HeadSpec]:
         for n in self.norms:
             if n not in NORMS:
                 raise ValueError(f"head norm {n!r}: expected one of {', '.join(NORMS)}")
-        return [HeadSpec(f, n, lr, wd) for f, n, lr, wd in product(self.feature_sets, self.norms, self.lrs, self.wds)]
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"head optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"lr schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        lrs = self.lrs if lrs is None else lrs
+        return [HeadSpec(f, n, lr, wd) for f, n, lr, wd in product(self.feature_sets, self.norms, lrs, self.wds)]
+
+    def lr_factor(self, step: int, total: int, epoch: int) -> float:
+        """Schedule x linear batch scaling: what multiplies each head's lr at `step`."""
+        scale = self.batch_size / self.lr_base_batch if self.lr_base_batch else 1.0
+        if self.schedule == "step":
+            return scale * 0.1 ** (epoch // max(self.step_epochs, 1))
+        return scale * 0.5 * (1 + math.cos(math.pi * step / total))
 
 
 @dataclass
@@ -43,6 +77,9 @@ class GridResult:
     best: HeadSpec
     scores: list[dict] = field(default_factory=list)  # one row per head
     metrics: dict[str, float] = field(default_factory=dict)  # the chosen head on each eval split
+    lrs: tuple[float, ...] = ()  # the lr grid searched, grown past its edges
+    refit_rows: int | None = None  # rows the reported head was retrained on (None: not retrained)
+    steps: int = 0  # SGD steps of each head of the search
 
 
 def stratified_sample(labels: torch.Tensor, n: int | float, *, seed: int) -> torch.Tensor:
@@ -73,55 +110,66 @@ def holdout_split(labels: torch.Tensor, frac: float, *, seed: int) -> tuple[torc
     return mask.nonzero().squeeze(1), held
 
 
-def _groups(cfg: GridConfig, dims: dict[str, int], num_classes: int, *, device: torch.device, seed: int):
+def _groups(cfg: GridConfig, specs: list[HeadSpec], dims: dict[str, int], num_classes: int, *, device: torch.device, seed: int) -> dict:
     g = torch.Generator().manual_seed(seed)
-    specs = cfg.specs()
     groups = {}
     for f, n in product(cfg.feature_sets, cfg.norms):
         mine = [s for s in specs if s.features == f and s.norm == n]
-        groups[f, n] = HeadGroup(mine, dims[f], num_classes, device=device, generator=g, momentum=cfg.momentum)
-    norms = {f: FeatureNorm(dims[f], device) for f in cfg.feature_sets}
-    return groups, norms
+        if mine:
+            groups[f, n] = HeadGroup(mine, dims[f], num_classes, device=device, generator=g, momentum=cfg.momentum, optimizer=cfg.optimizer)
+    return groups
 
 
-def _inputs(feats: torch.Tensor, f: str, cfg: GridConfig, norms: dict, *, train: bool) -> dict[str, torch.Tensor]:
+def _inputs(cfg: GridConfig, groups: dict, feats: dict[str, torch.Tensor], device: torch.device) -> dict:
+    """Per (feature set, norm), what feeds its heads: BatchNorm for "bn"; for "linear" the
+    train statistics' standardisation (or nothing, with `standardize` off)."""
     out = {}
-    if "linear" in cfg.norms:
-        out["linear"] = feats
-    if "bn" in cfg.norms:
-        out["bn"] = norms[f](feats, train=train)
+    for f, n in groups:
+        if n == "bn":
+            out[f, n] = FeatureNorm(feats[f].shape[1], device)
+        elif cfg.standardize:
+            out[f, n] = Standardize(feats[f], whiten=cfg.whiten)
+        else:
+            out[f, n] = lambda x, train=False: x
     return out
 
 
 @torch.no_grad()
-def evaluate(groups: dict, norms: dict, cfg: GridConfig, data: Features, *, device: torch.device, batch_size: int = 4096) -> dict[HeadSpec, tuple[float, float]]:
+def evaluate(groups: dict, inputs: dict, data: Features, *, device: torch.device, batch_size: int = 4096) -> dict[HeadSpec, tuple[float, float]]:
     """(top-1, top-5) of every head on `data`, as fractions."""
     hits: dict[HeadSpec, list[int]] = {}
     for i in range(0, len(data), batch_size):
         y = data.labels[i : i + batch_size].to(device)
-        for f in cfg.feature_sets:
-            x = data.get(f)[i : i + batch_size].to(device)
-            for n, xn in _inputs(x, f, cfg, norms, train=False).items():
-                grp = groups[f, n]
-                c = topk_correct(grp.logits(xn), y)
-                for j, s in enumerate(grp.specs):
-                    h = hits.setdefault(s, [0, 0])
-                    h[0] += int(c[1][j])
-                    h[1] += int(c[5][j])
+        for (f, n), grp in groups.items():
+            x = inputs[f, n](data.get(f)[i : i + batch_size].to(device), train=False)
+            c = topk_correct(grp.logits(x), y)
+            for j, s in enumerate(grp.specs):
+                h = hits.setdefault(s, [0, 0])
+                h[0] += int(c[1][j])
+                h[1] += int(c[5][j])
     n = max(len(data), 1)
     return {s: (h[0] / n, h[1] / n) for s, h in hits.items()}
 
 
-def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: torch.device, seed: int = 0, console: Console | None = None):
-    """Train every head of the grid together; returns (groups, norms, last-epoch losses)."""
-    dims = {f: train.get(f).shape[1] for f in cfg.feature_sets}
-    groups, norms = _groups(cfg, dims, num_classes, device=device, seed=seed)
-    feats = {f: train.get(f).to(device) for f in cfg.feature_sets}
-    labels = train.labels.to(device)
-    n = len(labels)
+def schedule(cfg: GridConfig, n: int) -> tuple[int, int, int]:
+    """(batch size, steps per epoch, epochs): at least `epochs` passes and `min_steps` updates,
+    so a small (low-shot) set gets more passes, not too few updates."""
     bs = min(cfg.batch_size, n)
     steps_per_epoch = max(n // bs, 1)  # drop the ragged last batch: BatchNorm needs > 1 row
-    epochs = max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+    return bs, steps_per_epoch, max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
+
+
+def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: torch.device, seed: int = 0,
+               specs: list[HeadSpec] | None = None, console: Console | None = None):
+    """Train every head of `specs` (default: the grid) together; returns (groups, inputs, last-epoch losses)."""
+    dims = {f: train.get(f).shape[1] for f in cfg.feature_sets}
+    groups = _groups(cfg, cfg.specs() if specs is None else specs, dims, num_classes, device=device, seed=seed)
+    feats = {f: train.get(f).to(device) for f in cfg.feature_sets}
+    inputs = _inputs(cfg, groups, feats, device)
+    fixed = {k: inputs[k](feats[k[0]]) for k in groups if k[1] == "linear"}  # fixed statistics: transform once
+    labels = train.labels.to(device)
+    n = len(labels)
+    bs, steps_per_epoch, epochs = schedule(cfg, n)
     total = epochs * steps_per_epoch
     g = torch.Generator().manual_seed(seed)
     losses = {}
@@ -131,40 +179,79 @@ def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: to
             perm = torch.randperm(n, generator=g).to(device)
             sums = {k: 0.0 for k in groups}
             for i in range(steps_per_epoch):
-                t = epoch * steps_per_epoch + i
-                lr_factor = 0.5 * (1 + math.cos(math.pi * t / total))
+                lr_factor = cfg.lr_factor(epoch * steps_per_epoch + i, total, epoch)
                 idx = perm[i * bs : (i + 1) * bs]
                 y = labels[idx]
-                for f in cfg.feature_sets:
-                    for nm, xn in _inputs(feats[f][idx], f, cfg, norms, train=True).items():
-                        sums[f, nm] = groups[f, nm].step(xn, y, lr_factor=lr_factor) + sums[f, nm]
+                for (f, nm), grp in groups.items():
+                    xn = fixed[f, nm][idx] if (f, nm) in fixed else inputs[f, nm](feats[f][idx], train=True)
+                    sums[f, nm] = grp.step(xn, y, lr_factor=lr_factor) + sums[f, nm]
             losses = {k: v / steps_per_epoch for k, v in sums.items()}
             best = min(float(v.min()) for v in losses.values())
             bar.update(task, advance=1, rate=f"best loss {best:.3f}")
-    return groups, norms, losses
+    return groups, inputs, losses
+
+
+def grown_lrs(lrs: tuple[float, ...], best: float) -> tuple[float, ...]:
+    """One more lr past the grid's edge when the best head's lr is that edge (same ratio as
+    the last step there); none when it is inside, or when the grid has a single lr."""
+    lrs = tuple(sorted(set(lrs)))
+    if len(lrs) < 2:
+        return ()
+    if best == lrs[-1]:
+        return (lrs[-1] * lrs[-1] / lrs[-2],)
+    if best == lrs[0]:
+        return (lrs[0] * lrs[0] / lrs[1],)
+    return ()
+
+
+def search(cfg: GridConfig, fit: Features, held: Features, *, num_classes: int, device: torch.device, seed: int,
+           console: Console | None) -> tuple[list, dict, tuple[float, ...]]:
+    """Train the grid on `fit`, score it on `held`, and grow the lr grid while the best sits at
+    its edge. Returns (trained rounds as (groups, inputs, losses, round), held-out scores, lrs)."""
+    rounds, held_scores, lrs, new = [], {}, tuple(cfg.lrs), tuple(cfg.lrs)
+    for r in range(cfg.extend_lrs + 1):
+        groups, inputs, losses = train_grid(cfg, fit, num_classes=num_classes, device=device, seed=seed, specs=cfg.specs(new), console=console)
+        rounds.append((groups, inputs, losses, r))
+        held_scores.update(evaluate(groups, inputs, held, device=device))
+        best = max(held_scores, key=lambda s: held_scores[s][0])  # first of equals: grid order breaks ties
+        new = grown_lrs(lrs, best.lr)
+        if not new or r == cfg.extend_lrs:
+            break
+        lrs += new
+    return rounds, held_scores, lrs
 
 
 def fit_grid(
     cfg: GridConfig, train: Features, evals: dict[str, Features], *, num_classes: int,
     device: torch.device, seed: int = 0, console: Console | None = None,
 ) -> GridResult:
-    """Hold out part of `train`, fit the grid on the rest, pick the best held-out head,
-    and score every head on each split in `evals` (reported, never used to choose)."""
+    """Hold out part of `train`, fit the grid on the rest (growing its lrs past an edge the
+    best head sits on), pick the best held-out head, retrain it on all of `train`, and score
+    it -- and every head of the search -- on each split in `evals` (reported, never used to choose)."""
     fit_idx, held_idx = holdout_split(train.labels, cfg.heldout, seed=seed)
-    groups, norms, losses = train_grid(cfg, train.subset(fit_idx), num_classes=num_classes, device=device, seed=seed, console=console)
-    held = evaluate(groups, norms, cfg, train.subset(held_idx), device=device)
-    scored = {name: evaluate(groups, norms, cfg, data, device=device) for name, data in evals.items()}
-    specs = cfg.specs()
-    best = max(specs, key=lambda s: held[s][0])  # first of equals: grid order breaks ties
-    rows = []
-    for s in specs:
-        grp = groups[s.features, s.norm]
-        row = {"head": s.name, "features": s.features, "norm": s.norm, "lr": s.lr, "wd": s.wd,
-               "train_loss": float(losses[s.features, s.norm][grp.specs.index(s)]), "heldout_top1": held[s][0]}
+    fit = train.subset(fit_idx)
+    rounds, held, lrs = search(cfg, fit, train.subset(held_idx), num_classes=num_classes, device=device, seed=seed, console=console)
+    best = max(held, key=lambda s: held[s][0])
+    rows, everyone = [], {name: {} for name in evals}
+    for groups, inputs, losses, r in rounds:
+        scored = {name: evaluate(groups, inputs, data, device=device) for name, data in evals.items()}
         for name, sc in scored.items():
-            row[f"{name}_top1"], row[f"{name}_top5"] = sc[s]
-        rows.append(row)
+            everyone[name].update(sc)
+        for (f, n), grp in groups.items():
+            for j, s in enumerate(grp.specs):
+                row = {"head": s.name, "features": s.features, "norm": s.norm, "lr": s.lr, "wd": s.wd, "round": r,
+                       "train_loss": float(losses[f, n][j]), "heldout_top1": held[s][0]}
+                for name, sc in scored.items():
+                    row[f"{name}_top1"], row[f"{name}_top5"] = sc[s]
+                rows.append(row)
+    chosen = {name: sc[best] for name, sc in everyone.items()}
+    refit_rows = None
+    if cfg.refit:
+        groups, inputs, _ = train_grid(cfg, train, num_classes=num_classes, device=device, seed=seed, specs=[best], console=console)
+        chosen = {name: evaluate(groups, inputs, data, device=device)[best] for name, data in evals.items()}
+        refit_rows = len(train)
     metrics = {"heldout_top1": held[best][0]}
-    for name, sc in scored.items():
-        metrics[f"{name}_top1"], metrics[f"{name}_top5"] = sc[best]
-    return GridResult(best=best, scores=rows, metrics=metrics)
+    for name, (top1, top5) in chosen.items():
+        metrics[f"{name}_top1"], metrics[f"{name}_top5"] = top1, top5
+    _, steps_per_epoch, epochs = schedule(cfg, len(fit))
+    return GridResult(best=best, scores=rows, metrics=metrics, lrs=tuple(sorted(lrs)), refit_rows=refit_rows, steps=steps_per_epoch * epochs)
