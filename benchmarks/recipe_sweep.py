@@ -25,7 +25,9 @@ from sklearn.preprocessing import StandardScaler
 
 from ijepa import load_encoder
 from ijepa.data import build_dataset, data_spec
-from ijepa.evals.core.features import fmnist_batches, pooled
+from ijepa.bench.flops import pretrain_compute
+from ijepa.evals.core.features import Features, fmnist_batches, pooled
+from ijepa.evals.core.fit import GridConfig, fit_grid
 from ijepa.models.registry import create_encoder
 from ijepa.results.io import read_records, write_record
 from ijepa.training.config import load_config
@@ -42,8 +44,9 @@ def pooled_features(encoder, images: torch.Tensor, batch: int = 500) -> dict[str
     return {"lastPOOL": cat4[:, -encoder.embed_dim :], "concatPOOL4": cat4}
 
 
-def quick_probe(encoder, *, n_train: int = 6000, seed: int = 0) -> dict[str, float]:
-    """Logistic regression on 6k train images, scored on all of `val`: never on test."""
+def quick_probe(encoder, *, n_train: int = 6000, seed: int = 0, grid: bool = False) -> dict[str, float]:
+    """Logistic regression on 6k train images, scored on all of `val`: never on test. With
+    `grid`, also the eval core's VISSL head grid on the same images (head chosen on held-out train)."""
     train, val = build_dataset("fashion-mnist", "train"), build_dataset("fashion-mnist", "val")
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(train), generator=g)[:n_train]
@@ -54,7 +57,19 @@ def quick_probe(encoder, *, n_train: int = 6000, seed: int = 0) -> dict[str, flo
         sc = StandardScaler().fit(ftr[name])
         clf = LogisticRegression(max_iter=1000, C=0.1).fit(sc.transform(ftr[name]), ytr)
         out[f"probe_{name}"] = float(clf.score(sc.transform(fte[name]), yte))
+    if grid:
+        width = encoder.embed_dim
+        tr = Features(torch.from_numpy(ftr["concatPOOL4"]), train.targets[idx], width)
+        va = Features(torch.from_numpy(fte["concatPOOL4"]), val.targets, width)
+        res = fit_grid(GridConfig(), tr, {"val": va}, num_classes=10, device=torch.device("cpu"), seed=seed)
+        out["grid_val_top1"], out["grid_head"] = res.metrics["val_top1"], res.best.name
     return out
+
+
+def finished(name: str, overrides: list[str], results_dir: Path) -> bool:
+    """A variant whose record exists is not run again: the queue resumes where it stopped."""
+    return any(r.get("kind") == "recipe_sweep" and r.get("encoder") == name and r.get("overrides") == overrides
+               for r in read_records(results_dir))
 
 
 def run_variant(name: str, overrides: list[str], *, folder: str, results_dir: Path) -> dict:
@@ -63,14 +78,17 @@ def run_variant(name: str, overrides: list[str], *, folder: str, results_dir: Pa
     run_dir = pretrain(cfg, resume=True)
     minutes = (time.perf_counter() - t0) / 60
     log = pd.read_csv(run_dir / "log.csv")
+    compute = pretrain_compute(run_dir)
     rec = {
         "kind": "recipe_sweep", "encoder": name, "dataset": "fashion-mnist", "overrides": overrides,
         "selected_on": "val", "reported_on": "val",
         "pretrain_minutes": minutes, "steps": int(log.step.max()),
+        "images_seen": compute["steps"] * compute["batch_size"], "pretrain_pflops": compute["pretrain_flops"] / 1e15,
+        "gflops_per_image": compute["flops_per_step"] / compute["batch_size"] / 1e9,
         "final_loss": float(log.loss.iloc[-1]), "target_std_start": float(log.target_std.iloc[0]),
         "target_std_end": float(log.target_std.iloc[-1]), "rankme_end": float(log.rankme.dropna().iloc[-1]),
         "online_probe_end": float(log.probe_acc.tail(20).mean()),
-        **quick_probe(load_encoder(run_dir)),
+        **quick_probe(load_encoder(run_dir), grid=True),
         **{f"context_{k}": v for k, v in quick_probe(load_encoder(run_dir, which="encoder")).items()},
     }
     rec["probe_best"] = max(rec["probe_lastPOOL"], rec["probe_concatPOOL4"])
@@ -81,8 +99,8 @@ def run_variant(name: str, overrides: list[str], *, folder: str, results_dir: Pa
 
 def summary(results_dir: Path) -> pd.DataFrame:
     recs = [r for r in read_records(results_dir) if r.get("kind") == "recipe_sweep"]
-    cols = ["encoder", "probe_best", "probe_lastPOOL", "probe_concatPOOL4", "rankme_end", "target_std_start",
-            "target_std_end", "final_loss", "steps", "pretrain_minutes", "overrides"]
+    cols = ["encoder", "probe_best", "probe_lastPOOL", "probe_concatPOOL4", "grid_val_top1", "rankme_end", "target_std_start",
+            "target_std_end", "final_loss", "steps", "pretrain_pflops", "pretrain_minutes", "overrides"]
     df = pd.DataFrame(recs)
     return df[[c for c in cols if c in df]].sort_values("probe_best", ascending=False) if len(df) else df
 
@@ -99,15 +117,16 @@ def main() -> None:
     if args.grid:
         grid = yaml.safe_load(args.grid.read_text())
         for name, overrides in grid.items():
-            if args.only is None or name in args.only:
+            if (args.only is None or name in args.only) and not finished(name, overrides or [], args.results):
                 run_variant(name, overrides or [], folder=args.folder, results_dir=args.results)
-    if args.random_init:
+    done = any(r.get("encoder") == "random-init (reference)" and "grid_val_top1" in r for r in read_records(args.results))
+    if args.random_init and not done:
         cfg = load_config()
         torch.manual_seed(cfg.meta.seed)
         enc = create_encoder(cfg.meta.model_name, img_size=cfg.data.crop_size, patch_size=cfg.mask.patch_size,
                              in_chans=cfg.meta.in_chans, depth=cfg.meta.depth).eval()
         rec = {"kind": "recipe_sweep", "encoder": "random-init (reference)", "dataset": "fashion-mnist",
-               "selected_on": "val", "reported_on": "val", **quick_probe(enc)}
+               "selected_on": "val", "reported_on": "val", **quick_probe(enc, grid=True)}
         rec["probe_best"] = max(rec["probe_lastPOOL"], rec["probe_concatPOOL4"])
         write_record(rec, results_dir=args.results)
     if args.summary or not args.grid:

@@ -257,3 +257,14 @@ def test_target_layers_average_layer_normed_blocks(tmp_path):
     torch.testing.assert_close(model.targets(x), model.target_encoder(x))
     with pytest.raises(ConfigError, match="target_layers"):
         IJEPA(tiny_config(tmp_path, meta={"depth": 3, "target_layers": 4}))
+
+
+def test_sigreg_separates_gaussian_from_collapse():
+    """SIGReg is near 0 for isotropic Gaussian features and large for collapsed or shifted ones."""
+    from ijepa.training.step import sigreg
+
+    torch.manual_seed(0)
+    gauss = sigreg(torch.randn(512, 32))
+    assert gauss < 1.0
+    assert sigreg(torch.zeros(512, 32) + 0.1) > 20 * gauss
+    assert sigreg(torch.randn(512, 32) * 0.2) > 10 * gauss

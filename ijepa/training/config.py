@@ -62,6 +62,7 @@ class MetaConfig:
     init: str = "official"  # ours: "official" (as official training: no depth rescale) or "rescaled" (constructor's sqrt(2 * layer))
     var_weight: float = 0.0  # ours: C-JEPA (Mo & Tong, 2024) variance term on pooled context features
     cov_weight: float = 0.0  # ours: C-JEPA covariance term on the same features
+    sigreg_weight: float = 0.0  # ours: LeJEPA's SIGReg (Epps-Pulley on random 1-D projections) on the same features
     target_layers: int = 1  # ours: average the last K target blocks, each layer-normed (data2vec)
     seed: int = 0  # ours
     compile: bool = False  # ours: torch.compile the encoder and predictor

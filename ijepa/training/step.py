@@ -46,6 +46,19 @@ def variance_covariance(x: torch.Tensor, eps: float = 1e-4) -> tuple[torch.Tenso
     return var, off.pow(2).sum() / x.size(1)
 
 
+def sigreg(x: torch.Tensor, *, slices: int = 256, knots: int = 17, t_max: float = 3.0) -> torch.Tensor:
+    """LeJEPA's SIGReg (Balestriero & LeCun, 2025): how far `x` [N, D] is from an isotropic
+    Gaussian, as the Epps-Pulley statistic of its projections on `slices` random unit directions
+    (fresh each call), averaged; N * integral |ecf(t) - exp(-t^2/2)|^2 exp(-t^2/2) dt on [0, t_max]."""
+    dirs = torch.randn(x.size(1), slices, device=x.device, dtype=x.dtype)
+    proj = x @ (dirs / dirs.norm(dim=0, keepdim=True))
+    t = torch.linspace(0, t_max, knots, device=x.device, dtype=x.dtype)
+    tx = proj.unsqueeze(-1) * t  # [N, slices, knots]
+    gauss = torch.exp(-t.square() / 2)
+    err = (tx.cos().mean(0) - gauss).square() + tx.sin().mean(0).square()
+    return torch.trapezoid(err * gauss, t, dim=-1).mean() * len(x)
+
+
 class IJEPA(nn.Module):
     """Context encoder + predictor (trained) and an EMA target encoder (not trained)."""
 
@@ -58,6 +71,7 @@ class IJEPA(nn.Module):
         self.target_encoder = copy.deepcopy(self.encoder).requires_grad_(False)
         self.loss_fn = F.smooth_l1_loss if cfg.meta.loss == "smooth_l1" else F.mse_loss
         self.var_weight, self.cov_weight = cfg.meta.var_weight, cfg.meta.cov_weight
+        self.sigreg_weight = cfg.meta.sigreg_weight
         self.target_layers = cfg.meta.target_layers
         if self.target_layers > len(self.encoder.blocks):
             raise ConfigError(f"meta.target_layers: {self.target_layers} exceeds the encoder's {len(self.encoder.blocks)} blocks")
@@ -84,6 +98,8 @@ class IJEPA(nn.Module):
         if (self.var_weight or self.cov_weight) and len(imgs) > 1:  # a batch of 1 has no spread
             var, cov = variance_covariance(ctx.mean(1).float())
             loss = loss + self.var_weight * var + self.cov_weight * cov
+        if self.sigreg_weight and len(imgs) > 1:
+            loss = loss + self.sigreg_weight * sigreg(ctx.mean(1).float())
         stats = {"target_std": batch_std(pooled), "pred_std": batch_std(z.detach())}
         return loss, {**stats, "pooled": pooled.detach()}
 

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# The experiment queue (issue 22): one CPU-heavy job at a time, in the background, resumable.
+# Each line of QUEUE is a recipe_sweep grid and the variant names to run from it; a variant
+# whose record exists is skipped, a half-trained one resumes from its checkpoint. Every
+# finished variant's record is committed at once (only that folder, so nothing else staged
+# is swept in).
+#   nohup benchmarks/queue.sh > runs/queue.log 2>&1 &      # restart it the same way
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+QUEUE=${QUEUE:-benchmarks/sweeps/queue.txt}
+commit_records() {
+  git add results/records/recipe_sweep/ || return
+  git diff --cached --quiet -- results/records/recipe_sweep/ && return
+  for _ in 1 2 3 4 5; do
+    git commit -q -m "Recipe sweep record: $1 (scored on val)" -- results/records/recipe_sweep/ && return
+    sleep 5
+  done
+}
+grep -v '^\s*#' "$QUEUE" | while read -r grid names; do
+  [ -z "$grid" ] && continue
+  for name in $names; do
+    echo "=== $(date -u +%FT%TZ) $grid $name"
+    if [ "$name" = random-init ]; then
+      "$PY" benchmarks/recipe_sweep.py --random-init || echo "FAILED: random-init"
+    else
+      "$PY" benchmarks/recipe_sweep.py --grid "$grid" --only "$name" || echo "FAILED: $name"
+    fi
+    commit_records "$name"
+  done
+done
+echo "=== $(date -u +%FT%TZ) queue done"
+"$PY" benchmarks/recipe_sweep.py --summary
