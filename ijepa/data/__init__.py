@@ -17,7 +17,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 
 from ijepa.data import fashion_mnist
-from ijepa.data.imagefolder import image_folder
+from ijepa.data.imagefolder import check_classes, image_folder
 from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PretrainViews, eval_transform
 
 __all__ = ["DataSpec", "PretrainViews", "build_dataset", "data_spec", "eval_transform"]
@@ -59,4 +59,6 @@ def build_dataset(data: str | DataSpec, split: str, transform=None) -> Dataset:
     spec = data if isinstance(data, DataSpec) else data_spec(data)
     if spec.kind == "fashion-mnist":
         return fashion_mnist.FashionMNIST(spec.root, split, transform)
-    return image_folder(spec.root, split, transform)
+    ds = image_folder(spec.root, split, transform)
+    check_classes(spec.root, split, ds.classes)
+    return ds

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
+import math
 import warnings
 from numbers import Real
 from pathlib import Path
@@ -22,6 +22,8 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
+
+from ijepa.data.files import open_image, read_json
 
 SPLITS = ("train", "val")
 Target = dict[str, torch.Tensor]
@@ -54,6 +56,17 @@ def _check_segmentation(path: Path, where: str, seg: Any) -> None:
         raise ValueError(f"{path}: {where} segmentation must be RLE or a non-empty list of polygons [x1, y1, x2, y2, x3, y3, ...]")
 
 
+def _check_box(path: Path, where: str, box: Any, size: tuple[Any, Any], slack: float = 1.0) -> None:
+    """4 finite numbers inside the image (`slack` pixels of rounding allowed): a NaN box
+    would read as a diverged loss, a box off the image as a degenerate one after clipping."""
+    if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, Real) and math.isfinite(v) for v in box):
+        raise ValueError(f"{path}: {where} bbox must be 4 finite numbers [x, y, width, height], got {box!r}")
+    x, y, w, h = box
+    W, H = size
+    if x < -slack or y < -slack or x + w > W + slack or y + h > H + slack:
+        raise ValueError(f"{path}: {where} bbox {box!r} lies outside its {W}x{H} image")
+
+
 def validate(data: Any, path: Path) -> None:
     """Fail on the first malformed entry, naming it: pycocotools would raise a bare KeyError."""
     if not isinstance(data, dict):
@@ -65,18 +78,16 @@ def validate(data: Any, path: Path) -> None:
         _check_fields(path, f"images[{i}]", img, ("id", "file_name", "height", "width"))
     for i, cat in enumerate(data["categories"]):
         _check_fields(path, f"categories[{i}]", cat, ("id", "name"))
-    img_ids = {img["id"] for img in data["images"]}
+    sizes = {img["id"]: (img["width"], img["height"]) for img in data["images"]}
     cat_ids = {cat["id"] for cat in data["categories"]}
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}]"
         _check_fields(path, where, ann, ("id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation"))
-        if ann["image_id"] not in img_ids:
+        if ann["image_id"] not in sizes:
             raise ValueError(f"{path}: {where} refers to image_id {ann['image_id']!r}, which is not in 'images'")
         if ann["category_id"] not in cat_ids:
             raise ValueError(f"{path}: {where} refers to category_id {ann['category_id']!r}, which is not in 'categories'")
-        box = ann["bbox"]
-        if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, Real) for v in box):
-            raise ValueError(f"{path}: {where} bbox must be 4 numbers [x, y, width, height], got {box!r}")
+        _check_box(path, where, ann["bbox"], sizes[ann["image_id"]])
         _check_segmentation(path, where, ann["segmentation"])
 
 
@@ -91,10 +102,7 @@ def quiet_coco(data: dict[str, Any]) -> COCO:
 
 def load_coco(path: Path) -> COCO:
     """Read and validate one COCO annotation file."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    data = read_json(path)
     validate(data, Path(path))
     return quiet_coco(data)
 
@@ -145,7 +153,7 @@ class CocoInstances(Dataset):
         path = self.img_dir / info["file_name"]
         if not path.is_file():
             raise FileNotFoundError(f"{path}: image listed in {self.ann_file} not found")
-        img = Image.open(path).convert("RGB" if self.in_chans == 3 else "L")
+        img = open_image(path, "RGB" if self.in_chans == 3 else "L")
         if img.size != (info["width"], info["height"]):
             raise ValueError(f"{path}: size {img.size[0]}x{img.size[1]} differs from {info['width']}x{info['height']} in {self.ann_file}")
         return img

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
 from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import find_classes
 
-
-def _load_rgb(path: str) -> Image.Image:
-    try:
-        with open(path, "rb") as f:
-            return Image.open(f).convert("RGB")
-    except (UnidentifiedImageError, OSError) as e:
-        raise ValueError(f"{path}: unreadable image ({e.__class__.__name__}: {e})") from None
+from ijepa.data.files import open_image
 
 
 def image_folder(root: str | Path, split: str, transform=None) -> ImageFolder:
@@ -22,6 +16,22 @@ def image_folder(root: str | Path, split: str, transform=None) -> ImageFolder:
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a directory (expected an ImageFolder tree with class subfolders)")
     try:
-        return ImageFolder(str(path), transform=transform, loader=_load_rgb)
+        return ImageFolder(str(path), transform=transform, loader=open_image)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{path}: no images found in class subfolders ({e})") from None
+
+
+def check_classes(root: str | Path, split: str, classes: list[str], reference: str = "train") -> None:
+    """Labels are class-folder indices, so a split whose class folders differ from
+    `reference`'s would shift every label after the difference: refuse it, naming the class."""
+    ref_dir = Path(root) / reference
+    if split == reference or not ref_dir.is_dir():
+        return
+    ref = find_classes(str(ref_dir))[0]
+    if classes == ref:
+        return
+    missing, extra = sorted(set(ref) - set(classes)), sorted(set(classes) - set(ref))
+    what = [f"lacks class folder(s) {', '.join(missing[:5])} of {reference}/"] if missing else []
+    what += [f"has class folder(s) {', '.join(extra[:5])} that {reference}/ lacks"] if extra else []
+    raise ValueError(f"{Path(root) / split}: {'; '.join(what)} ({len(classes)} classes vs {len(ref)}): "
+                     "labels would not line up; give every split the same class folders")

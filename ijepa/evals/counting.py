@@ -31,7 +31,6 @@ the ground truth averaged over those cells (MSE, as FamNet and CounTR); count = 
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass
@@ -48,6 +47,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ijepa.data.coco import _check_fields as check_fields
+from ijepa.data.files import read_json
 from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.dense.data import normalize, random_scale_crop, read_rgb, resize, short_side_size
 from ijepa.evals.dense.setup import (
@@ -79,21 +79,39 @@ class CountRun(DenseRun):
     scale_range: tuple[float, float] = (1.0, 1.0)
 
 
-def read_json(path: Path) -> Any:
-    """Parsed JSON; a broken file is one line naming it and where it breaks."""
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-
-
 def exemplar_boxes(entry: dict, name: str) -> torch.Tensor:
     """[3, 4] xyxy from FSC-147's 4-corner boxes (min/max of the corners)."""
     boxes = entry.get("box_examples_coordinates")
     if not boxes:
         raise ValueError(f"{ANNOTATIONS}: {name} has no 'box_examples_coordinates'")
     pts = torch.tensor(boxes, dtype=torch.float32)[:3]  # [3, 4, 2]
+    if not bool(torch.isfinite(pts).all()):
+        raise ValueError(f"{ANNOTATIONS}: {name} has a NaN or inf in 'box_examples_coordinates'")
     return torch.cat([pts.amin(1), pts.amax(1)], dim=1)
+
+
+def fsc_points(entry: Any, name: str, path: Path) -> list:
+    """An image's object points: FSC-147 counts them, so a missing or empty list (a count of
+    0 beside a density that sums to the count) is an error naming the image."""
+    pts = entry.get("points") if isinstance(entry, dict) else None
+    if not pts:
+        raise ValueError(f"{path}: {name} has {'an empty' if pts == [] else 'no'} 'points' list (its count would be 0)")
+    if not all(_numbers(p, 2) for p in pts):
+        raise ValueError(f"{path}: {name} 'points' must be [[x, y], ...] finite numbers")
+    return pts
+
+
+def read_density(path: Path) -> np.ndarray:
+    """A float density map [H, W]; one that is not a 2-D finite array is a data error."""
+    try:
+        density = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise ValueError(f"{path}: not a readable .npy density map ({e.__class__.__name__})") from None
+    if density.ndim != 2 or not np.issubdtype(density.dtype, np.number):
+        raise ValueError(f"{path}: expected a 2-D numeric density map, got {density.dtype} {density.shape}")
+    if not np.isfinite(density).all():
+        raise ValueError(f"{path}: density map holds NaN or inf")
+    return density.astype(np.float32)
 
 
 class FSC147(Dataset):
@@ -112,7 +130,7 @@ class FSC147(Dataset):
         missing = [n for n in self.names if n not in self.anno]
         if missing:
             raise ValueError(f"{root / ANNOTATIONS}: no annotation for {missing[0]} ({len(missing)} missing)")
-        self.counts = [float(len(self.anno[n].get("points", []))) for n in self.names]
+        self.counts = [float(len(fsc_points(self.anno[n], n, root / ANNOTATIONS))) for n in self.names]
         self.root, self.transform = root, transform
 
     def __len__(self) -> int:
@@ -124,7 +142,7 @@ class FSC147(Dataset):
         dpath = self.root / DENSITY / f"{Path(name).stem}.npy"
         if not dpath.exists():
             raise FileNotFoundError(f"{dpath}: density map not found")
-        density = torch.from_numpy(np.load(dpath).astype(np.float32))[None]
+        density = torch.from_numpy(read_density(dpath))[None]
         if density.shape[-2:] != image.shape[-2:]:
             raise ValueError(f"{dpath}: shape {tuple(density.shape[-2:])} != image {tuple(image.shape[-2:])}")
         item = {"image": image, "density": density, "boxes": exemplar_boxes(self.anno[name], name), "count": self.counts[i]}
@@ -132,7 +150,7 @@ class FSC147(Dataset):
 
 
 def _numbers(v: Any, n: int | None = None) -> bool:
-    return isinstance(v, list) and (n is None or len(v) == n) and all(isinstance(x, Real) for x in v)
+    return isinstance(v, list) and (n is None or len(v) == n) and all(isinstance(x, Real) and math.isfinite(x) for x in v)
 
 
 def validate_counting(data: Any, path: Path) -> None:

@@ -23,13 +23,20 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from rich.console import Console
 from torch import nn
 from torch.utils.data import Dataset
 
+from ijepa.data.files import read_text
 from ijepa.evals.core.encoders import EncoderSpec
-from ijepa.evals.dense.data import normalize, pad_multiple, random_scale_crop, read_rgb
+from ijepa.evals.dense.data import (
+    check_size,
+    normalize,
+    pad_multiple,
+    random_scale_crop,
+    read_array,
+    read_rgb,
+)
 from ijepa.evals.dense.heads import DenseModel, DPTHead, LinearHead, upsample
 from ijepa.evals.dense.setup import (
     DenseRun,
@@ -84,7 +91,7 @@ class NYUList(Dataset):
         if found is None:
             raise FileNotFoundError(f"{root}: no {split} file list (expected one of {', '.join(LISTS[split])})")
         pairs = []
-        for n, line in enumerate(found.read_text().splitlines(), 1):
+        for n, line in enumerate(read_text(found).splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
@@ -105,9 +112,11 @@ class NYUList(Dataset):
         rgb, dpath = self.pairs[i]
         if not dpath.exists():
             raise FileNotFoundError(f"{dpath}: depth PNG not found")
-        with Image.open(dpath) as im:
-            depth = torch.from_numpy(np.array(im, dtype=np.float32) / self.depth_scale)
-        item = {"image": read_rgb(rgb), "depth": depth[None]}
+        depth = torch.from_numpy(read_array(dpath, np.float32) / self.depth_scale)
+        image = read_rgb(rgb)
+        check_size(dpath, depth, image, "depth map")
+        check_depth(depth, str(dpath))
+        item = {"image": image, "depth": depth[None]}
         return self.transform(item) if self.transform else item
 
 
@@ -131,6 +140,8 @@ class NYUMat(Dataset):
                 self.depths = torch.from_numpy(np.asarray(f["depths"], dtype=np.float32)[idx]).transpose(1, 2).contiguous()
         except (OSError, KeyError) as e:
             raise ValueError(f"{path}: not the labelled NYU .mat (HDF5 with 'images' and 'depths'): {e}") from None
+        for i, d in zip(idx.tolist(), self.depths, strict=True):
+            check_depth(d, f"{path} frame {i + 1}")
         self.transform = transform
 
     def __len__(self) -> int:
@@ -139,6 +150,15 @@ class NYUMat(Dataset):
     def __getitem__(self, i: int) -> dict[str, Any]:
         item = {"image": self.images[i], "depth": self.depths[i][None]}
         return self.transform(item) if self.transform else item
+
+
+def check_depth(depth: torch.Tensor, where: str) -> None:
+    """A frame must hold finite depths and at least one measurement (> 0): an all-zero
+    training set trains nothing and still writes a record."""
+    if not bool(torch.isfinite(depth).all()):
+        raise ValueError(f"{where}: depth holds NaN or inf")
+    if not bool((depth > 0).any()):
+        raise ValueError(f"{where}: depth is all zero (no measured pixel; 0 = no measurement)")
 
 
 def nyu_dataset(data: str | Path, split: str, *, depth_scale: float = 1000.0, transform=None) -> Dataset:

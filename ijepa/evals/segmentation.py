@@ -16,16 +16,17 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from rich.console import Console
 from torch import nn
 from torch.utils.data import Dataset
 
 from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.dense.data import (
+    check_size,
     normalize,
     pad_multiple,
     random_scale_crop,
+    read_array,
     read_rgb,
     resize,
     short_side_size,
@@ -87,15 +88,16 @@ class ADE20K(Dataset):
         return len(self.images)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        with Image.open(self.labels[i]) as im:
-            label = torch.from_numpy(np.array(im, dtype=np.int64))
+        label = torch.from_numpy(read_array(self.labels[i], np.int64))
         if label.ndim != 2:
             raise ValueError(f"{self.labels[i]}: expected a single-channel class-id PNG, got shape {tuple(label.shape)}")
         label = reduce_zero_label(label) if self.reduce_zero else label
         bad = (label != IGNORE) & ((label < 0) | (label >= self.num_classes))
         if bad.any():
             raise ValueError(f"{self.labels[i]}: class id {int(label[bad].max())} outside [0, {self.num_classes}) (after reduce-zero-label={self.reduce_zero}); set --num-classes")
-        item = {"image": read_rgb(self.images[i]), "label": label[None], "name": self.images[i].stem}
+        image = read_rgb(self.images[i])
+        check_size(self.labels[i], label, image, "annotation")
+        item = {"image": image, "label": label[None], "name": self.images[i].stem}
         return self.transform(item) if self.transform else item
 
 

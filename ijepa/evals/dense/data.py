@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
+from ijepa.data.files import open_image
 from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 MODES = ("nearest", "bilinear", "mass")
@@ -24,8 +24,22 @@ def read_rgb(path: Path) -> torch.Tensor:
     """uint8 [3, H, W]."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: image not found")
-    with Image.open(path) as im:
-        return torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1).contiguous()
+    return torch.from_numpy(np.array(open_image(path))).permute(2, 0, 1).contiguous()
+
+
+def read_array(path: Path, dtype: type) -> np.ndarray:
+    """A class-id or depth PNG as stored (palette indices, 16-bit values), as `dtype`."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: not found")
+    return np.array(open_image(path, None), dtype=dtype)
+
+
+def check_size(path: Path, target: torch.Tensor, image: torch.Tensor, what: str) -> None:
+    """A dense target must cover its image pixel for pixel: resizing one of another size
+    would silently misalign every label."""
+    if tuple(target.shape[-2:]) != tuple(image.shape[-2:]):
+        (h, w), (H, W) = target.shape[-2:], image.shape[-2:]
+        raise ValueError(f"{path}: {what} is {w}x{h}, its image is {W}x{H} (expected the same size)")
 
 
 def normalize(images: torch.Tensor, in_chans: int = 3) -> torch.Tensor:

@@ -1,0 +1,39 @@
+"""Reading a dataset's files so that a file that cannot be decoded is one line naming it:
+not an image, truncated, a decompression bomb, not UTF-8, not JSON."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+# What PIL raises for a file that is not a usable image: not an image, truncated, or a
+# decompression bomb (over 2 x Image.MAX_IMAGE_PIXELS, 179 megapixels by default).
+IMAGE_ERRORS = (UnidentifiedImageError, OSError, Image.DecompressionBombError)
+
+
+def open_image(path: str | Path, mode: str | None = "RGB") -> Image.Image:
+    """The decoded image, converted to `mode` (None: as stored, e.g. a class-id or 16-bit
+    depth PNG)."""
+    try:
+        with Image.open(path) as im:
+            return im.convert(mode) if mode else im.copy()
+    except IMAGE_ERRORS as e:
+        raise ValueError(f"{path}: unreadable image ({e.__class__.__name__}: {e})") from None
+
+
+def read_text(path: str | Path) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a UTF-8 text file (byte {e.object[e.start]:#04x} at offset {e.start})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """Parsed JSON; a broken file is one line naming it and where it breaks."""
+    try:
+        return json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None

@@ -1,0 +1,162 @@
+"""Data that does not match its layout is one line naming the file, never a number (issue 27):
+classes that do not line up, counts without points, targets of another size, empty or
+non-finite supervision, boxes off their image, decompression bombs, files that are not text."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from fixtures.ade20k import NUM_CLASSES, make_ade20k
+from fixtures.coco import make_coco
+from fixtures.fsc147 import make_counting_coco, make_fsc147
+from fixtures.imagefolder import CLASSES, write_imagefolder
+from fixtures.nyu import make_nyu_list
+from PIL import Image
+
+from ijepa.data import build_dataset
+from ijepa.data.coco import load_coco
+from ijepa.evals.counting import FSC147, CocoCounting
+from ijepa.evals.dense.data import read_rgb
+from ijepa.evals.depth import NYUList
+from ijepa.evals.segmentation import ADE20K
+
+BINARY = b"\x89\xff\xfe\x00binary\x80"
+
+
+# -- classification: train and eval class folders must agree -------------------------------------
+@pytest.mark.parametrize("change", ["drop", "add"])
+def test_imagefolder_eval_split_with_other_classes_is_refused(tmp_path, change):
+    root = write_imagefolder(tmp_path / "tree", per_class={"train": 2, "val": 1})
+    if change == "drop":  # every label after n0002 would shift down by one
+        shutil.rmtree(root / "val" / CLASSES[1])
+        expect = f"{root / 'val'}: lacks class folder(s) {CLASSES[1]} of train/ (3 classes vs 4)"
+    else:
+        shutil.copytree(root / "val" / CLASSES[0], root / "val" / "n0000")
+        expect = f"{root / 'val'}: has class folder(s) n0000 that train/ lacks (5 classes vs 4)"
+    with pytest.raises(ValueError, match="^" + expect.replace("(", r"\(").replace(")", r"\)")):
+        build_dataset(str(root), "val")
+    assert len(build_dataset(str(root), "train")) == 8
+
+
+# -- counting ----------------------------------------------------------------------------------
+def _fsc(tmp_path):
+    return make_fsc147(tmp_path, n_train=3, n_val=1, n_test=1, size=(32, 48))
+
+
+@pytest.mark.parametrize("points", [[], None])
+def test_fsc147_image_without_points_is_refused(tmp_path, points):
+    root = _fsc(tmp_path)
+    anno = json.loads((root / "annotation_FSC147_384.json").read_text())
+    if points is None:
+        del anno["2.jpg"]["points"]
+    else:
+        anno["2.jpg"]["points"] = points
+    (root / "annotation_FSC147_384.json").write_text(json.dumps(anno))
+    with pytest.raises(ValueError, match=rf"annotation_FSC147_384.json: 2.jpg has (an empty|no) 'points' list \(its count would be 0\)"):
+        FSC147(root, "train")
+
+
+def test_fsc147_nan_density_names_the_file(tmp_path):
+    root = _fsc(tmp_path)
+    path = root / "gt_density_map_adaptive_384_VarV2" / "1.npy"
+    d = np.load(path)
+    d[3, 4] = np.nan
+    np.save(path, d)
+    with pytest.raises(ValueError, match=rf"^{path}: density map holds NaN or inf$"):
+        FSC147(root, "train")[0]
+
+
+def test_fsc147_binary_annotation_file_is_named(tmp_path):
+    root = _fsc(tmp_path)
+    (root / "annotation_FSC147_384.json").write_bytes(BINARY)
+    with pytest.raises(ValueError, match=r"annotation_FSC147_384.json: not a UTF-8 text file"):
+        FSC147(root, "train")
+
+
+def test_coco_counting_nan_keypoint_is_refused(tmp_path):
+    root = make_counting_coco(tmp_path, n_train=2, n_val=1, n_test=1, size=(32, 48))
+    path = root / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
+    data["annotations"][0]["bbox"][0] = float("nan")
+    path.write_text(json.dumps(data))  # json writes NaN, as a careless exporter does
+    with pytest.raises(ValueError, match=r"instances_train.json: annotations\[0\] bbox must be"):
+        CocoCounting(root, "train")
+
+
+# -- segmentation and depth: targets the size of their image, some supervision ------------------
+def test_ade20k_mask_of_another_size_is_refused(tmp_path):
+    root = make_ade20k(tmp_path, n_train=2, n_val=1, size=(32, 48))
+    label = root / "annotations" / "training" / "ADE_train_00000001.png"
+    Image.open(label).resize((24, 16), Image.NEAREST).save(label)
+    ds = ADE20K(root, "train", num_classes=NUM_CLASSES)
+    with pytest.raises(ValueError, match=rf"^{label}: annotation is 24x16, its image is 48x32 \(expected the same size\)$"):
+        ds[0]
+    assert ds[1]["label"].shape == (1, 32, 48)
+
+
+def _nyu_depth(root, n: int = 0):
+    rgb, depth = NYUList(root, "train").pairs[n]
+    return depth
+
+
+def test_nyu_all_zero_depth_is_refused(tmp_path):
+    root = make_nyu_list(tmp_path, n_train=2, n_test=1, size=(24, 32))
+    path = _nyu_depth(root)
+    Image.fromarray(np.zeros((24, 32), np.uint16)).save(path)
+    with pytest.raises(ValueError, match=rf"^{path}: depth is all zero"):
+        NYUList(root, "train")[0]
+
+
+def test_nyu_depth_of_another_size_is_refused(tmp_path):
+    root = make_nyu_list(tmp_path, n_train=2, n_test=1, size=(24, 32))
+    path = _nyu_depth(root, 1)
+    Image.fromarray(np.full((12, 16), 2000, np.uint16)).save(path)
+    with pytest.raises(ValueError, match=rf"^{path}: depth map is 16x12, its image is 32x24"):
+        NYUList(root, "train")[1]
+
+
+def test_nyu_binary_file_list_is_named(tmp_path):
+    root = make_nyu_list(tmp_path, n_train=2, n_test=1, size=(24, 32))
+    (root / "nyu_train.txt").write_bytes(BINARY)
+    with pytest.raises(ValueError, match=rf"^{root / 'nyu_train.txt'}: not a UTF-8 text file"):
+        NYUList(root, "train")
+
+
+# -- detection: boxes are finite and on their image ------------------------------------------------
+@pytest.mark.parametrize(("box", "why"), [
+    ([float("nan"), 4.0, 10.0, 10.0], "bbox must be 4 finite numbers"),
+    ([90.0, 4.0, 30.0, 10.0], r"bbox \[90.0, 4.0, 30.0, 10.0\] lies outside its 96x96 image"),
+    ([-20.0, -20.0, 5.0, 5.0], r"bbox \[-20.0, -20.0, 5.0, 5.0\] lies outside its 96x96 image"),
+])
+def test_coco_box_not_finite_or_off_its_image_names_the_annotation(tmp_path, box, why):
+    root = make_coco(tmp_path, n_train=2, n_val=1)
+    path = root / "annotations" / "instances_train2017.json"
+    data = json.loads(path.read_text())
+    data["annotations"][1]["bbox"] = box
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=rf"^{path}: annotations\[1\] {why}"):
+        load_coco(path)
+
+
+def test_coco_binary_annotation_file_is_named(tmp_path):
+    root = make_coco(tmp_path, n_train=2, n_val=1)
+    path = root / "annotations" / "instances_val2017.json"
+    path.write_bytes(BINARY)
+    with pytest.raises(ValueError, match=rf"^{path}: not a UTF-8 text file"):
+        load_coco(path)
+
+
+# -- decompression bombs -------------------------------------------------------------------------
+def test_decompression_bomb_is_one_line_naming_the_file(tmp_path, monkeypatch):
+    """PIL refuses images over 2 x MAX_IMAGE_PIXELS with its own exception type, which is
+    neither an OSError nor a ValueError: lowered here so that a 32 x 32 image is a bomb."""
+    root = write_imagefolder(tmp_path / "tree", per_class={"train": 1, "val": 1})
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
+    ds = build_dataset(str(root), "train")  # pretraining and the classification evals
+    with pytest.raises(ValueError, match=rf"^{ds.samples[0][0]}: unreadable image \(DecompressionBombError"):
+        ds[0]
+    with pytest.raises(ValueError, match=r"unreadable image \(DecompressionBombError"):  # the dense evals
+        read_rgb(tmp_path / "tree" / "val" / CLASSES[0] / f"{CLASSES[0]}_val0.png")
