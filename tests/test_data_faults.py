@@ -4,25 +4,35 @@ non-finite supervision, boxes off their image, decompression bombs, files that a
 
 from __future__ import annotations
 
+import errno
+import io
 import json
+import os
+import re
 import shutil
+import time
 
 import numpy as np
 import pytest
+import torch
 from fixtures.ade20k import NUM_CLASSES, make_ade20k
 from fixtures.coco import make_coco
 from fixtures.fsc147 import make_counting_coco, make_fsc147
 from fixtures.imagefolder import CLASSES, write_imagefolder
 from fixtures.nyu import make_nyu_list
 from PIL import Image
+from rich.console import Console
 
-from ijepa.data import build_dataset
+from ijepa.data import build_dataset, data_spec
 from ijepa.data.coco import load_coco
+from ijepa.evals.core.encoders import EncoderSpec, build_encoder
+from ijepa.evals.core.features import extract_features
 from ijepa.evals.counting import FSC147, CocoCounting
 from ijepa.evals.dense.data import read_rgb
 from ijepa.evals.depth import NYUList
 from ijepa.evals.segmentation import ADE20K
 
+CPU = torch.device("cpu")
 BINARY = b"\x89\xff\xfe\x00binary\x80"
 
 
@@ -127,7 +137,7 @@ def test_nyu_binary_file_list_is_named(tmp_path):
 
 # -- detection: boxes are finite and on their image ------------------------------------------------
 @pytest.mark.parametrize(("box", "why"), [
-    ([float("nan"), 4.0, 10.0, 10.0], "bbox must be 4 finite numbers"),
+    ([float("nan"), 4.0, 10.0, 10.0], r"bbox must be 4 numbers \[x, y, width, height\], all finite, got \[nan"),
     ([90.0, 4.0, 30.0, 10.0], r"bbox \[90.0, 4.0, 30.0, 10.0\] lies outside its 96x96 image"),
     ([-20.0, -20.0, 5.0, 5.0], r"bbox \[-20.0, -20.0, 5.0, 5.0\] lies outside its 96x96 image"),
 ])
@@ -160,3 +170,55 @@ def test_decompression_bomb_is_one_line_naming_the_file(tmp_path, monkeypatch):
         ds[0]
     with pytest.raises(ValueError, match=r"unreadable image \(DecompressionBombError"):  # the dense evals
         read_rgb(tmp_path / "tree" / "val" / CLASSES[0] / f"{CLASSES[0]}_val0.png")
+
+
+# -- the feature cache ---------------------------------------------------------------------------
+def _encoder():
+    return build_encoder(EncoderSpec(random_init="vit_tiny", depth=2, img_size=32, patch_size=8, in_chans=3))
+
+
+def _features(root, enc, key, cache, console=None):
+    return extract_features(enc, key, data_spec(str(root)), "val", device=CPU, cache_dir=cache, batch_size=64, console=console)
+
+
+def test_feature_cache_keys_on_every_weight_of_the_encoder(tmp_path):
+    """Two encoders under one key that differ only in their last block (as two checkpoints
+    that share their first 16 MiB did) must not share cached features."""
+    root = write_imagefolder(tmp_path / "tree", per_class={"train": 1, "val": 2})
+    enc, _, key = _encoder()
+    first = _features(root, enc, key, tmp_path / "cache")
+    with torch.no_grad():
+        enc.blocks[-1].mlp.fc2.weight.add_(0.5)
+    second = _features(root, enc, key, tmp_path / "cache")
+    uncached = _features(root, enc, key, None)
+    assert torch.equal(second.concat, uncached.concat) and not torch.equal(second.concat, first.concat)
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 2
+
+
+def test_stale_cache_temp_files_are_removed_and_live_ones_kept(tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    dead, live = cache / ".abc.pt.k1ll3d.tmp", cache / ".abc.pt.wr1t1ng.tmp"
+    dead.write_bytes(b"half a torch.save")
+    live.write_bytes(b"being written")
+    os.utime(dead, (time.time() - 3600, time.time() - 3600))  # a killed eval's, an hour ago
+    enc, _, key = _encoder()
+    _features(write_imagefolder(tmp_path / "tree", per_class={"train": 1, "val": 1}), enc, key, cache)
+    assert not dead.exists() and live.exists() and len(list(cache.glob("*.pt"))) == 1
+
+
+def test_full_disk_for_the_cache_is_a_warning_not_a_lost_result(tmp_path, monkeypatch):
+    root = write_imagefolder(tmp_path / "tree", per_class={"train": 1, "val": 2})
+    enc, _, key = _encoder()
+    expected = _features(root, enc, key, None)
+
+    def fills_the_disk(obj, f, *a, **kw):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(torch, "save", fills_the_disk)
+    out = io.StringIO()
+    got = _features(root, enc, key, tmp_path / "cache", Console(file=out, width=400))
+    assert torch.equal(got.concat, expected.concat)
+    assert re.search(rf"^warning: {tmp_path / 'cache'}/\S+: cannot write the feature cache \(No space left on device\); "
+                     r"continuing without it$", out.getvalue(), re.M), out.getvalue()
+    assert not list((tmp_path / "cache").iterdir())

@@ -289,3 +289,30 @@ def test_load_checkpoint_reads_an_official_checkpoint_at_its_epoch(tmp_path):
         t.close()
     run = pretrain(cfg, console=Console(file=io.StringIO()))
     assert _state(run / "checkpoint.pt")["step"] == 17 and _finite(_state(run / "checkpoint.pt"))
+
+
+# -- config values outside their meaning (issue 27) --------------------------------------------
+@pytest.mark.parametrize(("override", "expect"), [
+    ("optimization.lr=-1", "optimization.lr: expected >= 0, got -1.0"),
+    ("optimization.ema=[100,100]", "optimization.ema: expected [a, b] with 0.0 <= a <= b <= 1.0, got [100.0, 100.0]"),
+    ("optimization.ema=[1.0,0.996]", "optimization.ema: expected [a, b] with 0.0 <= a <= b <= 1.0, got [1.0, 0.996]"),
+    ("data.crop_size=30", "data.crop_size: 30 is not a multiple of mask.patch_size 4 (the last 2 px would be dropped)"),
+    ("data.crop_size=-32", "data.crop_size: expected >= 1, got -32"),
+    ("mask.patch_size=0", "mask.patch_size: expected >= 1, got 0"),
+    ("data.crop_scale=[0.0,1.0]", "data.crop_scale: expected [a, b] with 0.0 < a <= b <= 1.0, got [0.0, 1.0]"),
+    ("mask.pred_mask_scale=[0.2,0.15]", "mask.pred_mask_scale: expected [a, b] with 0.0 < a <= b <= 1.0, got [0.2, 0.15]"),
+    ("optimization.weight_decay=-0.1", "optimization.weight_decay: expected >= 0, got -0.1"),
+])
+def test_config_values_outside_their_meaning_are_one_line(tmp_path, override, expect):
+    cfg = write_tiny_yaml(tmp_path / "cfg.yaml", tmp_path, "range", logging=QUIET)
+    assert _error_line(_cli(["--config", str(cfg), "--set", override])) == f"error: {expect}"
+    assert not (tmp_path / "range").exists()
+
+
+@pytest.mark.parametrize(("content", "expect"), [
+    (b"- data\n- meta\n", "expected a mapping of sections (data, logging, mask, meta, optimization), got a list"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a UTF-8 text file (byte 0x89 at offset 0); expected a YAML config"),
+])
+def test_config_file_that_is_not_a_mapping_names_the_file(tmp_path, content, expect):
+    (tmp_path / "cfg.yaml").write_bytes(content)
+    assert _error_line(_cli(["--config", str(tmp_path / "cfg.yaml")])) == f"error: {tmp_path / 'cfg.yaml'}: {expect}"

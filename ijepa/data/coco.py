@@ -60,7 +60,7 @@ def _check_box(path: Path, where: str, box: Any, size: tuple[Any, Any], slack: f
     """4 finite numbers inside the image (`slack` pixels of rounding allowed): a NaN box
     would read as a diverged loss, a box off the image as a degenerate one after clipping."""
     if not isinstance(box, list) or len(box) != 4 or not all(isinstance(v, Real) and math.isfinite(v) for v in box):
-        raise ValueError(f"{path}: {where} bbox must be 4 finite numbers [x, y, width, height], got {box!r}")
+        raise ValueError(f"{path}: {where} bbox must be 4 numbers [x, y, width, height], all finite, got {box!r}")
     x, y, w, h = box
     W, H = size
     if x < -slack or y < -slack or x + w > W + slack or y + h > H + slack:

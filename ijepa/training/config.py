@@ -148,6 +148,8 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
 def from_dict(raw: dict[str, Any], base: Config | None = None) -> Config:
     """Merge a nested dict into `base` (defaults if None), checking every key and type."""
     cfg = dataclasses.replace(base) if base else Config()
+    if not isinstance(raw or {}, dict):
+        raise ConfigError(f"expected a mapping of sections (data, logging, mask, meta, optimization), got a {type(raw).__name__}")
     for section, values in (raw or {}).items():
         if section not in {f.name for f in fields(Config)}:
             raise ConfigError(f"{section}: unknown config section (expected data, logging, mask, meta, optimization)")
@@ -183,7 +185,53 @@ def validate(cfg: Config) -> None:
     for key, low in (("log_every", 1), ("checkpoint_every", 1), ("diag_every", 0), ("keep_last", 0)):
         if getattr(cfg.logging, key) < low:
             raise ConfigError(f"logging.{key}: expected >= {low}{' (0 = off)' if low == 0 else ''}, got {getattr(cfg.logging, key)}")
+    validate_ranges(cfg)
     validate_official(cfg)
+
+
+# (section.key, lowest value, whether the lowest is allowed): numbers outside their meaning.
+MINIMA = (
+    ("data.crop_size", 1, True), ("mask.patch_size", 1, True), ("data.num_workers", 0, True), ("data.subset", 0, True),
+    ("mask.num_enc_masks", 1, True), ("mask.num_pred_masks", 1, True), ("mask.min_keep", 1, True),
+    ("meta.depth", 0, True), ("meta.pred_depth", 1, True), ("meta.pred_emb_dim", 1, True),
+    ("meta.dec_depth", 1, True), ("meta.dec_emb_dim", 1, True), ("meta.patch_embed_std", 0, True),
+    ("meta.var_weight", 0, True), ("meta.cov_weight", 0, True), ("meta.sigreg_weight", 0, True),
+    ("optimization.lr", 0, True), ("optimization.start_lr", 0, True), ("optimization.final_lr", 0, True),
+    ("optimization.weight_decay", 0, True), ("optimization.final_weight_decay", 0, True),
+    ("optimization.warmup", 0, True), ("optimization.ipe_scale", 0, False), ("optimization.max_steps", 0, True),
+    ("logging.collapse_ratio", 0, True),
+)
+# (section.key, lowest, highest, lowest allowed): pairs [a, b] with lowest <= a <= b <= highest.
+PAIRS = (
+    ("optimization.ema", 0.0, 1.0, True), ("data.crop_scale", 0.0, 1.0, False), ("mask.enc_mask_scale", 0.0, 1.0, False),
+    ("mask.pred_mask_scale", 0.0, 1.0, False), ("mask.aspect_ratio", 0.0, float("inf"), False),
+)
+
+
+def _get(cfg: Config, name: str) -> Any:
+    section, key = name.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def validate_ranges(cfg: Config) -> None:
+    """Values outside their meaning (a negative lr, an EMA momentum above 1 or decreasing, a
+    crop the patch does not tile) are one line naming the key and the range."""
+    for name, low, inclusive in MINIMA:
+        v = _get(cfg, name)
+        if v < low or (v == low and not inclusive):
+            raise ConfigError(f"{name}: expected {'>=' if inclusive else '>'} {low}, got {v}")
+    for name, low, high, inclusive in PAIRS:
+        a, b = _get(cfg, name)
+        if not ((a >= low if inclusive else a > low) and a <= b <= high):
+            lo = f"{low} {'<=' if inclusive else '<'}"
+            raise ConfigError(f"{name}: expected [a, b] with {lo} a <= b <= {high}, got {[a, b]}")
+    if not 0 < cfg.mask.mask_ratio < 1:
+        raise ConfigError(f"mask.mask_ratio: expected 0 < ratio < 1, got {cfg.mask.mask_ratio}")
+    if cfg.meta.in_chans not in (1, 3):
+        raise ConfigError(f"meta.in_chans: expected 1 or 3, got {cfg.meta.in_chans}")
+    if cfg.data.crop_size % cfg.mask.patch_size:
+        raise ConfigError(f"data.crop_size: {cfg.data.crop_size} is not a multiple of mask.patch_size {cfg.mask.patch_size} "
+                          f"(the last {cfg.data.crop_size % cfg.mask.patch_size} px would be dropped)")
 
 
 def validate_official(cfg: Config) -> None:
@@ -215,9 +263,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     if not path.exists():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.object[e.start]:#04x} at offset {e.start}); expected a YAML config") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, logging, mask, meta, optimization), got a {type(raw).__name__}")
     cfg = from_dict(raw)
     for item in overrides:
         cfg = from_dict(parse_override(item), cfg)

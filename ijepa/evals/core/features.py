@@ -10,9 +10,11 @@ features bit for bit.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +38,7 @@ from ijepa.models.vit import VisionTransformer
 from ijepa.training.checkpointing import atomic_save
 
 CACHE_DIR = Path(".cache/features")
+STALE_TEMP_S = 600.0  # a cache temp file untouched this long belongs to a killed eval
 FEATURE_SETS = ("lastPOOL", "concatPOOL4")
 N_LAYERS = 4
 
@@ -99,8 +102,42 @@ def cache_key(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def _save(path: Path, obj: dict) -> None:
-    atomic_save(obj, path)
+def weights_digest(encoder: torch.nn.Module) -> str:
+    """sha256 over every tensor of the state dict (names, dtypes, shapes, bytes): the weights
+    the features come from. A few seconds for ViT-H, nothing next to extracting features; a
+    digest of part of a checkpoint file would let two checkpoints that differ only in their
+    last blocks share a key."""
+    h = hashlib.sha256()
+    for k, v in encoder.state_dict().items():
+        v = v.detach().cpu().contiguous()
+        h.update(f"{k}:{v.dtype}:{tuple(v.shape)}".encode())
+        h.update(v.view(-1).view(torch.uint8).numpy().data if v.numel() else b"")
+    return h.hexdigest()[:24]
+
+
+def remove_stale_temps(cache_dir: Path, older_than_s: float = STALE_TEMP_S) -> list[Path]:
+    """Delete `atomic_write` temp files a killed eval left in the shared cache. Concurrent
+    evals write there too, so only temps untouched for `older_than_s` are taken as dead (a
+    live write keeps moving its file's mtime)."""
+    now, stale = time.time(), []
+    for p in Path(cache_dir).glob(".*.tmp"):
+        with contextlib.suppress(OSError):
+            if now - p.stat().st_mtime > older_than_s:
+                p.unlink()
+                stale.append(p)
+    return stale
+
+
+def _save(path: Path, obj: dict, console: Console | None) -> None:
+    """Cache the features; a cache that cannot be written (disk full, read-only) costs only
+    the next run's extraction, so it is one warning line, not a lost result."""
+    try:
+        atomic_save(obj, path)
+    except OSError as e:
+        (console or Console(stderr=True)).print(
+            f"warning: {e.filename or path}: cannot write the feature cache ({e.strerror or e}); continuing without it",
+            highlight=False, soft_wrap=True,
+        )
 
 
 def _load(path: Path) -> dict | None:
@@ -173,15 +210,18 @@ def extract_features(
 ) -> Features:
     """Pooled frozen features of `split` (optionally the rows `indices`), from cache if present.
 
-    The cache key covers the encoder's key (checkpoint digest or random-init recipe), the
-    dataset id, the split, the transform, the data's content (file sizes and mtimes), the
+    The cache key covers the encoder's key (checkpoint digest or random-init recipe), a
+    digest of all its weights (`weights_digest`), the dataset id, the split, the transform, the data's content (file sizes and mtimes), the
     pooled layers and the chosen rows.
     """
     size = img_size or encoder.img_size
     n, labels, source, it = split_batches(spec, split, size=size, in_chans=encoder.in_chans, indices=indices, batch_size=batch_size, workers=workers)
     rows = None if indices is None else hashlib.sha256(indices.numpy().tobytes()).hexdigest()[:16]
-    key = cache_key(encoder=encoder_key, data=spec.id, split=split, source=source, layers=f"last{N_LAYERS}", pool="avg", rows=rows)
+    key = cache_key(encoder=encoder_key, weights=weights_digest(encoder), data=spec.id, split=split, source=source,
+                    layers=f"last{N_LAYERS}", pool="avg", rows=rows)
     path = None if cache_dir is None else Path(cache_dir) / f"{key}.pt"
+    if path is not None and path.parent.is_dir():
+        remove_stale_temps(path.parent)
     if path is not None and path.exists() and (hit := _load(path)) is not None and len(hit["labels"]) == n:
         return Features(hit["concat"].float(), hit["labels"], int(hit["width"]))
     encoder = encoder.to(device).eval()
@@ -194,7 +234,7 @@ def extract_features(
             bar.update(task, completed=done, rate=f"{done / max(bar.tasks[task].elapsed or 1e-9, 1e-9):.0f} img/s")
     concat = torch.cat(chunks) if chunks else torch.zeros(0, encoder.embed_dim, dtype=torch.float16)
     if path is not None:
-        _save(path, {"concat": concat, "labels": labels, "width": encoder.embed_dim, "key": key})
+        _save(path, {"concat": concat, "labels": labels, "width": encoder.embed_dim, "key": key}, console)
     return Features(concat.float(), labels, encoder.embed_dim)
 
 
