@@ -316,3 +316,42 @@ def test_config_values_outside_their_meaning_are_one_line(tmp_path, override, ex
 def test_config_file_that_is_not_a_mapping_names_the_file(tmp_path, content, expect):
     (tmp_path / "cfg.yaml").write_bytes(content)
     assert _error_line(_cli(["--config", str(tmp_path / "cfg.yaml")])) == f"error: {tmp_path / 'cfg.yaml'}: {expect}"
+
+
+# -- optimizer state that does not fit (issue 27) ------------------------------------------------
+OFFICIAL_KEYS = ("encoder", "predictor", "target_encoder", "opt", "scaler", "epoch", "loss", "batch_size", "world_size", "lr")
+
+
+def test_optimizer_state_that_does_not_match_the_model_is_one_line_not_a_segfault(tmp_path):
+    """Our checkpoint with only the official keys kept reads as an official one, whose
+    optimizer numbering differs: the moments land on parameters of other shapes, which fused
+    AdamW read out of bounds (exit 139, nothing printed). Run in a child for that reason."""
+    a = _run(tmp_path, "a", optimization={"max_steps": 2}, logging=QUIET)
+    torch.save({k: v for k, v in _state(a / "checkpoint.pt").items() if k in OFFICIAL_KEYS}, tmp_path / "stripped.pth.tar")
+    load = {"load_checkpoint": True, "read_checkpoint": "stripped.pth.tar"}
+    cfg = write_tiny_yaml(tmp_path / "cfg.yaml", tmp_path, "b", optimization={"max_steps": 17}, logging=QUIET, meta=load)
+    child = subprocess.run([sys.executable, "-c", "import sys; from ijepa.cli import main; sys.argv[0] = \"ijepa\"; main()",
+                            "pretrain", "--config", str(cfg)], capture_output=True, text=True)
+    lines = [line for line in (child.stdout + child.stderr).splitlines() if line.strip()]
+    assert child.returncode == 2 and len(lines) == 1, (child.returncode, lines)
+    assert re.fullmatch(rf"error: {tmp_path / 'stripped.pth.tar'}: optimizer state exp_avg of \S+ has shape \(.*\), the parameter \(.*\): "
+                        r"the optimizer state does not match the model; set meta.reset_optimizer: true to resume the weights "
+                        r"with AdamW's moments restarted from zero", lines[0]), lines[0]
+    assert not (tmp_path / "b" / "checkpoint.pt").exists()
+    reset = write_tiny_yaml(tmp_path / "reset.yaml", tmp_path, "b", optimization={"max_steps": 17}, logging=QUIET,
+                            meta={**load, "reset_optimizer": True})
+    result = _cli(["--config", str(reset)])
+    assert result.exit_code == 0, result.output
+    assert _state(tmp_path / "b" / "checkpoint.pt")["step"] == 17
+
+
+def test_official_checkpoint_without_opt_says_what_is_missing(tmp_path):
+    a = _run(tmp_path, "a", optimization={"max_steps": 2}, logging=QUIET)
+    official = _as_official(_state(a / "checkpoint.pt"), build_method(tiny_config(tmp_path), "ijepa"), epoch=1)
+    del official["opt"]
+    torch.save(official, tmp_path / "weights-only.pth.tar")
+    cfg = write_tiny_yaml(tmp_path / "cfg.yaml", tmp_path, "b", optimization={"max_steps": 17}, logging=QUIET,
+                          meta={"load_checkpoint": True, "read_checkpoint": "weights-only.pth.tar"})
+    assert _error_line(_cli(["--config", str(cfg)])) == (
+        f"error: {tmp_path / 'weights-only.pth.tar'}: no optimizer state ('opt'): the checkpoint holds weights only; "
+        "set meta.reset_optimizer: true to resume the weights with AdamW's moments restarted from zero")

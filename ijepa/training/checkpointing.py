@@ -21,7 +21,8 @@ from ijepa.atomic import atomic_write
 # to train, where to run, which file to resume from, how to feed data. Every other key shapes
 # the trajectory, so changing it would silently make a different run.
 RESUMABLE = ("logging.*", "optimization.epochs", "optimization.max_steps", "meta.device",
-             "meta.load_checkpoint", "meta.read_checkpoint", "data.num_workers", "data.pin_mem")
+             "meta.load_checkpoint", "meta.read_checkpoint", "meta.reset_optimizer", "data.num_workers", "data.pin_mem")
+RESET_HINT = "set meta.reset_optimizer: true to resume the weights with AdamW's moments restarted from zero"
 KEPT = re.compile(r"checkpoint-step(\d+)\.pt")
 
 
@@ -119,3 +120,23 @@ def check_resume(given: dict[str, dict], stored: dict[str, dict], source: Path, 
                 raise RunError(f"{mode}: {name} differs from {source} (given {value!r}, stored {old!r}); "
                                f"only {', '.join(RESUMABLE)} may change on resume")
 
+
+def check_opt_state(state: Any, opt: torch.optim.Optimizer, names: dict[int, str], path: Path) -> None:
+    """Every saved AdamW moment must have its parameter's shape: `load_state_dict` does not
+    check, and fused AdamW then reads out of bounds (a segfault, exit 139, nothing printed).
+    `names` maps id(parameter) to its name."""
+    groups, saved = (state.get("param_groups"), state.get("state")) if isinstance(state, dict) else (None, None)
+    if not isinstance(saved, dict) or not isinstance(groups, list) or not all(isinstance(g, dict) and "params" in g for g in groups):
+        raise RunError(f"{path}: optimizer state ('opt') is not an optimizer state dict; {RESET_HINT}")
+    sizes, ours = [len(g["params"]) for g in groups], [len(g["params"]) for g in opt.param_groups]
+    if sizes != ours:
+        raise RunError(f"{path}: optimizer state has parameter groups of sizes {sizes}, this model's optimizer {ours}: "
+                       f"the optimizer state does not match the model; {RESET_HINT}")
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, entry in saved.items():
+        if not isinstance(i, int) or not 0 <= i < len(params) or not isinstance(entry, dict):
+            raise RunError(f"{path}: optimizer state names parameter {i!r}, but this model's optimizer has {len(params)}; {RESET_HINT}")
+        for k, v in entry.items():
+            if k != "step" and isinstance(v, torch.Tensor) and v.shape != params[i].shape:
+                raise RunError(f"{path}: optimizer state {k} of {names.get(id(params[i]), i)} has shape {tuple(v.shape)}, the "
+                               f"parameter {tuple(params[i].shape)}: the optimizer state does not match the model; {RESET_HINT}")

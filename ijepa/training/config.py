@@ -67,6 +67,7 @@ class MetaConfig:
     seed: int = 0  # ours
     compile: bool = False  # ours: torch.compile the encoder and predictor
     device: str = "auto"  # ours: "auto", "cpu", "cuda", "cuda:N"
+    reset_optimizer: bool = False  # ours: on resume, load the weights but restart AdamW's moments (a checkpoint without matching 'opt')
     dec_depth: int = 8  # ours: MAE decoder blocks
     dec_emb_dim: int = 512  # ours: MAE decoder width
 

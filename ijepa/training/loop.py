@@ -18,9 +18,11 @@ from ijepa.data import eval_transform
 from ijepa.data.loader import worker_errors
 from ijepa.models.checkpoint import read_checkpoint
 from ijepa.training.checkpointing import (
+    RESET_HINT,
     RunError,
     RunLock,
     atomic_save,
+    check_opt_state,
     check_resume,
     keep_copy,
     remove_stale_temps,
@@ -253,7 +255,7 @@ class Trainer:
             except RuntimeError as e:
                 raise ValueError(f"{path}: {k} weights do not fit this config's model ({str(e).splitlines()[-1].strip()})") from None
         official = "step" not in s
-        self.opt.load_state_dict(official_opt_state(s, self.opt, self.model.trainable()) if official else s["opt"])
+        self._load_opt(s, path, official)
         if official:
             self.step = int(s["epoch"]) * self.ipe
         else:
@@ -263,6 +265,21 @@ class Trainer:
                 self.probe.load_state_dict(s["probe"])
                 self.probe.opt.load_state_dict(s["probe_opt"])
         self.last_good = (self.step, path)
+
+    def _load_opt(self, s: dict, path: Path, official: bool) -> None:
+        """AdamW's state, checked against the parameters first; skipped only when asked."""
+        if self.cfg.meta.reset_optimizer:
+            self.console.print(f"meta.reset_optimizer: weights from {path}, AdamW's moments restarted from zero")
+            return
+        if not isinstance(s.get("opt"), dict):
+            raise RunError(f"{path}: no optimizer state ('opt'): the checkpoint holds weights only; {RESET_HINT}")
+        try:
+            state = official_opt_state(s, self.opt, self.model.trainable()) if official else s["opt"]
+        except (KeyError, TypeError, AttributeError) as e:
+            raise RunError(f"{path}: optimizer state ('opt') is malformed ({e.__class__.__name__}: {e}); {RESET_HINT}") from None
+        names = {id(p): f"{k}.{n}" for k, m in self.model.trainable().items() for n, p in m.named_parameters()}
+        check_opt_state(state, self.opt, names, path)
+        self.opt.load_state_dict(state)
 
     def save(self, loss: float) -> None:
         """Check the state, then write checkpoint.pt and keep a copy: never a non-finite state."""
