@@ -355,3 +355,22 @@ def test_official_checkpoint_without_opt_says_what_is_missing(tmp_path):
     assert _error_line(_cli(["--config", str(cfg)])) == (
         f"error: {tmp_path / 'weights-only.pth.tar'}: no optimizer state ('opt'): the checkpoint holds weights only; "
         "set meta.reset_optimizer: true to resume the weights with AdamW's moments restarted from zero")
+
+
+# -- state dicts that do not describe a whole ViT (issue 27) ---------------------------------------
+@pytest.mark.parametrize(("edit", "expect"), [
+    (lambda s: s.pop("blocks.0.attn.proj.bias"), "target_encoder state dict lacks tensor blocks.0.attn.proj.bias for the ViT its shapes describe"),
+    (lambda s: s.pop("pos_embed"), "target_encoder state dict has no pos_embed tensor: not a ViT encoder, or an incomplete one"),
+    (lambda s: s.update(pos_embed=s["pos_embed"][:, :15]), "target_encoder pos_embed holds 15 positions, not a square grid (expected n x n)"),
+    (lambda s: s.update({"norm.weight": s["norm.weight"][:5]}), "target_encoder state dict tensor norm.weight has shape (5,), expected (192,)"),
+])
+def test_state_dict_missing_a_tensor_or_with_a_non_square_table_is_one_line(tmp_path, edit, expect):
+    from ijepa.models.checkpoint import load_encoder
+    from ijepa.models.registry import create_encoder
+
+    state = create_encoder("vit_tiny", img_size=16, patch_size=4, in_chans=1, depth=1).state_dict()
+    edit(state)
+    torch.save({"target_encoder": state}, tmp_path / "enc.pt")
+    with pytest.raises(ValueError) as e:
+        load_encoder(tmp_path / "enc.pt")
+    assert str(e.value).startswith(f"{tmp_path / 'enc.pt'}: {expect}") and "\n" not in str(e.value), str(e.value)

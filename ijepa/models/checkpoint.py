@@ -64,20 +64,39 @@ def encoder_from_state(
 
     `pos_embed`: what another input grid gets, the stored table resampled or sin-cos recomputed."""
     state = strip_prefix(state)
-    if "patch_embed.proj.weight" not in state:
-        raise ValueError("state dict has no patch_embed.proj.weight: not a ViT encoder")
-    w = state["patch_embed.proj.weight"]
+    for key in ("patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight"):
+        if not isinstance(state.get(key), torch.Tensor):
+            raise ValueError(f"state dict has no {key} tensor: not a ViT encoder, or an incomplete one")
+    w, table = state["patch_embed.proj.weight"], state["pos_embed"]
+    if w.ndim != 4 or table.ndim != 3:
+        raise ValueError(f"patch_embed.proj.weight {tuple(w.shape)} / pos_embed {tuple(table.shape)}: expected [D, C, p, p] / [1, N, D]")
     width, in_chans, patch = w.shape[0], w.shape[1], w.shape[-1]
+    grid = int(round(table.shape[1] ** 0.5))
+    if grid * grid != table.shape[1]:
+        raise ValueError(f"pos_embed holds {table.shape[1]} positions, not a square grid (expected n x n)")
     depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
-    grid = int(round(state["pos_embed"].shape[1] ** 0.5))
     mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / width
     heads = num_heads or HEADS_BY_WIDTH.get(width) or max(1, width // 64)
     enc = VisionTransformer(
         img_size=grid * patch, patch_size=patch, in_chans=in_chans, embed_dim=width,
         depth=depth, num_heads=heads, mlp_ratio=mlp_ratio, pos_embed=pos_embed,
     )
+    check_keys(state, enc.state_dict())
     enc.load_state_dict(state, strict=True)
     return enc
+
+
+def check_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    """What strict loading would refuse, as one line: the first missing, unexpected or
+    misshapen tensor (torch's message lists them all over many lines)."""
+    for what, keys in (("lacks", [k for k in expected if k not in state]), ("has unexpected", [k for k in state if k not in expected])):
+        if keys:
+            more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
+            raise ValueError(f"state dict {what} tensor {keys[0]}{more} for the ViT its shapes describe")
+    for k, v in expected.items():
+        if not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape:
+            got = tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else type(state[k]).__name__
+            raise ValueError(f"state dict tensor {k} has shape {got}, expected {tuple(v.shape)} for the ViT its shapes describe")
 
 
 def load_encoder(path: str | Path, which: str = "target_encoder", *, pos_embed: str = "resample") -> VisionTransformer:
@@ -109,5 +128,8 @@ def load_encoder(path: str | Path, which: str = "target_encoder", *, pos_embed: 
     heads = None
     if isinstance(ckpt.get("config"), dict):
         heads = ARCHS[ckpt["config"]["meta"]["model_name"]].num_heads
-    enc = encoder_from_state(state, num_heads=heads, pos_embed=pos_embed)
+    try:
+        enc = encoder_from_state(state, num_heads=heads, pos_embed=pos_embed)
+    except ValueError as e:
+        raise ValueError(f"{file}: {which} {e}") from None
     return enc.eval().requires_grad_(False)
