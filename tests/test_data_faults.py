@@ -222,3 +222,30 @@ def test_full_disk_for_the_cache_is_a_warning_not_a_lost_result(tmp_path, monkey
     assert re.search(rf"^warning: {tmp_path / 'cache'}/\S+: cannot write the feature cache \(No space left on device\); "
                      r"continuing without it$", out.getvalue(), re.M), out.getvalue()
     assert not list((tmp_path / "cache").iterdir())
+
+
+# -- eval arguments outside their meaning, refused before any extraction ---------------------------
+def _knn(tmp_path, **kw):
+    from ijepa.evals.knn import run_knn
+
+    root = write_imagefolder(tmp_path / "tree", per_class={"train": 5, "val": 1})
+    spec = EncoderSpec(random_init="vit_tiny", depth=1, img_size=32, patch_size=8, in_chans=3)
+    return run_knn(spec, data=str(root), cache_dir=tmp_path / "cache", console=Console(file=io.StringIO()), **kw)
+
+
+@pytest.mark.parametrize(("kw", "expect"), [
+    ({"ks": (0,)}, r"ks \[0\]: expected whole numbers >= 1"),
+    ({"train_limit": -5}, r"train_limit -5: expected a number of rows >= 1 or a fraction in \(0, 1\)"),
+    ({"val_limit": 0}, r"val_limit 0: expected a number of rows >= 1 or a fraction in \(0, 1\)"),
+])
+def test_eval_arguments_outside_their_meaning_are_refused_before_extraction(tmp_path, kw, expect):
+    with pytest.raises(ValueError, match=f"^{expect}$"):
+        _knn(tmp_path, **kw)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_k_larger_than_the_memory_bank_is_refused_not_clamped(tmp_path):
+    """20 train images, 2 held out: a k of 100000 was clamped to 18 and recorded as best_k 100000."""
+    with pytest.raises(ValueError, match=r"^ks: k=100000 is more than the 18 images of the k-NN memory bank"):
+        _knn(tmp_path, ks=(10, 100000))
+    assert _knn(tmp_path, ks=(3, 18))["best_k"] in (3, 18)

@@ -57,6 +57,16 @@ def knn_scores(bank: Features, queries: Features, *, ks: tuple[int, ...], temper
     return res
 
 
+def check_ks(ks: tuple[int, ...], bank: int | None = None) -> None:
+    """Each k a whole number from 1 to the memory bank's size: a larger k would silently
+    be clamped to the bank and recorded as the k asked for."""
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 for k in ks):
+        raise ValueError(f"ks {list(ks)}: expected whole numbers >= 1")
+    if bank is not None and max(ks) > bank:
+        raise ValueError(f"ks: k={max(ks)} is more than the {bank} images of the k-NN memory bank "
+                         f"(train less its held-out part); expected 1 <= k <= {bank}")
+
+
 def run_knn(
     encoder: EncoderLike, *, data: str = "fashion-mnist",
     train_limit: int | float | None = None, val_limit: int | float | None = None, ks: tuple[int, ...] = KS, temperature: float = 0.07,
@@ -67,12 +77,14 @@ def run_knn(
 ) -> dict:
     """Score a frozen encoder by weighted k-NN; returns the record (`top1` on val, a fraction)."""
     t0 = time.perf_counter()
+    check_ks(tuple(ks))
     train, val, info = frozen_splits(
         encoder, data, device=device, train_limit=train_limit, val_limit=val_limit, seed=seed, img_size=img_size,
         batch_size=feature_batch_size, workers=workers, cache_dir=cache_dir, console=console,
     )
     kw = dict(ks=tuple(ks), temperature=temperature, num_classes=info["num_classes"], feature_sets=tuple(feature_sets))
     fit_idx, held_idx = holdout_split(train.labels, heldout, seed=seed)
+    check_ks(tuple(ks), len(fit_idx))
     held = knn_scores(train.subset(fit_idx), train.subset(held_idx), **kw)
     scored = knn_scores(train, val, **kw)  # the full train split is the memory bank
     best = max(held, key=lambda fk: held[fk][0])

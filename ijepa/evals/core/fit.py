@@ -82,6 +82,12 @@ class GridResult:
     steps: int = 0  # SGD steps of each head of the search
 
 
+def check_limit(name: str, n: int | float | None) -> None:
+    """A row limit is a count >= 1 or a fraction in (0, 1); checked before any extraction."""
+    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, float)) or n <= 0 or (isinstance(n, float) and n >= 1 and n != int(n))):
+        raise ValueError(f"{name} {n!r}: expected a number of rows >= 1 or a fraction in (0, 1)")
+
+
 def stratified_sample(labels: torch.Tensor, n: int | float, *, seed: int) -> torch.Tensor:
     """Sorted indices of a seeded, class-stratified sample (n rows, or a fraction if < 1)."""
     total = len(labels)

@@ -13,7 +13,7 @@ from rich.console import Console
 from ijepa.data import data_spec
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
 from ijepa.evals.core.features import CACHE_DIR, Features, extract_features, split_labels
-from ijepa.evals.core.fit import stratified_sample
+from ijepa.evals.core.fit import check_limit, stratified_sample
 from ijepa.models.vit import VisionTransformer
 
 EncoderLike = EncoderSpec | str | Path | VisionTransformer
@@ -55,6 +55,8 @@ def frozen_splits(
     `val_limit` subsamples val the same way (quick checks only: scores get noisier).
     """
     t0 = time.perf_counter()
+    check_limit("train_limit", train_limit)
+    check_limit("val_limit", val_limit)
     spec = data_spec(data)
     labels, num_classes = split_labels(spec, "train")
     rows = train_rows if train_limit is None else stratified_sample(labels, train_limit, seed=seed)
