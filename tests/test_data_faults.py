@@ -65,7 +65,7 @@ def test_fsc147_image_without_points_is_refused(tmp_path, points):
     else:
         anno["2.jpg"]["points"] = points
     (root / "annotation_FSC147_384.json").write_text(json.dumps(anno))
-    with pytest.raises(ValueError, match=rf"annotation_FSC147_384.json: 2.jpg has (an empty|no) 'points' list \(its count would be 0\)"):
+    with pytest.raises(ValueError, match=r"annotation_FSC147_384.json: 2.jpg has (an empty|no) 'points' list \(its count would be 0\)"):
         FSC147(root, "train")
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import io
+import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -374,3 +376,28 @@ def test_state_dict_missing_a_tensor_or_with_a_non_square_table_is_one_line(tmp_
     with pytest.raises(ValueError) as e:
         load_encoder(tmp_path / "enc.pt")
     assert str(e.value).startswith(f"{tmp_path / 'enc.pt'}: {expect}") and "\n" not in str(e.value), str(e.value)
+
+
+# -- a result that cannot be written is not lost (issue 27) ----------------------------------------
+@pytest.mark.parametrize("fault", ["read-only", "disk full"])
+def test_record_that_cannot_be_written_goes_to_stdout_then_one_line(tmp_path, monkeypatch, capsys, fault):
+    from ijepa.results import io as records
+
+    record = {"kind": "eval.knn", "encoder": "run:target_encoder", "dataset": "fashion-mnist", "top1": 0.8125}
+    folder = Path(tempfile.mkdtemp(prefix="ijepa-ro-"))  # under /tmp, traversable by nobody
+    try:
+        folder.chmod(0o555)
+        if fault == "disk full":
+            def fills_the_disk(path, write, **kw):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            monkeypatch.setattr(records, "atomic_write", fills_the_disk)
+        with _unprivileged(), pytest.raises(ValueError) as e:
+            records.write_record(record, results_dir=folder)
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+    why = "Permission denied" if fault == "read-only" else "No space left on device"
+    assert re.fullmatch(rf"{folder}/records\S*: cannot write the record \({why}\); the result is printed on stdout as one JSON line",
+                        str(e.value)), str(e.value)
+    printed = json.loads(capsys.readouterr().out)
+    assert {k: printed[k] for k in record} == record and "created" in printed

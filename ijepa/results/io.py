@@ -18,6 +18,11 @@ from ijepa.atomic import atomic_write
 RESULTS_DIR = Path("results")
 
 
+class RecordWriteError(ValueError):
+    """The record could not be written; it went to stdout instead (a user-fixable error, so
+    the CLI reports it in one line)."""
+
+
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
@@ -37,7 +42,12 @@ def write_record(record: dict[str, Any], *, results_dir: Path | None = None) -> 
     slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in str(record.get("encoder", "run")))[-60:]
     stamp = dt.datetime.now().strftime("%Y%m%dT%H%M%S%f")
     path = (results_dir or RESULTS_DIR) / "records" / kind / f"{stamp}-{slug}.json"
-    atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, default=str) + "\n")
+    try:
+        atomic_write_text(path, json.dumps(record, indent=1, sort_keys=False, default=str) + "\n")
+    except OSError as e:  # disk full, read-only folder: the computed result must not be lost
+        print(json.dumps(record, default=str), flush=True)
+        raise RecordWriteError(f"{e.filename or path}: cannot write the record ({e.strerror or e}); "
+                               "the result is printed on stdout as one JSON line") from None
     return path
 
 
