@@ -401,3 +401,82 @@ def test_record_that_cannot_be_written_goes_to_stdout_then_one_line(tmp_path, mo
                         str(e.value)), str(e.value)
     printed = json.loads(capsys.readouterr().out)
     assert {k: printed[k] for k in record} == record and "created" in printed
+
+
+# -- the explorer (issue 27) -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def explore_server():
+    import threading
+
+    from fixtures.explore import tiny_explorer
+
+    from ijepa.explore import make_server
+
+    srv = make_server(tiny_explorer(2), 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def _request(srv, method: str, path: str, host: str | None = None) -> tuple[int, bytes]:
+    import http.client
+
+    port = srv.server_address[1]
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.putrequest(method, path, skip_host=True, skip_accept_encoding=True)
+    conn.putheader("Host", host or f"127.0.0.1:{port}")
+    conn.putheader("Content-Length", "0")
+    conn.endheaders()
+    r = conn.getresponse()
+    out = r.status, r.read()
+    conn.close()
+    return out
+
+
+@pytest.mark.parametrize("path", ["/", "/api/info", "/api/thumb/img-0.png", "/api/sample?image=img-0"])
+def test_explorer_refuses_a_foreign_host_on_get(explore_server, path):
+    """A DNS-rebinding page (its name now 127.0.0.1) sends its own name as Host."""
+    port = explore_server.server_address[1]
+    status, body = _request(explore_server, "GET", path, host=f"rebind.evil.example:{port}")
+    assert status == 403 and json.loads(body)["error"].startswith("Host 'rebind.evil.example"), body[:200]
+    assert _request(explore_server, "GET", path)[0] == 200
+
+
+def test_explorer_keeps_a_bounded_number_of_uploads():
+    from fixtures.explore import shapes_image, tiny_explorer
+    from PIL import Image
+
+    from ijepa.explore.session import MAX_UPLOADS
+
+    explorer = tiny_explorer(2)
+    buf = io.BytesIO()
+    Image.fromarray(shapes_image(0)).save(buf, format="PNG")
+    ids = [explorer.add_upload(buf.getvalue(), f"u{i}.png").id for i in range(MAX_UPLOADS + 5)]
+    kept = [k for k, it in explorer.items.items() if it.source == "upload"]
+    assert kept == ids[5:] and "img-0" in explorer.items
+    with pytest.raises(KeyError, match="upload-0"):
+        explorer.item(ids[0])
+
+
+def test_explorer_client_that_hangs_up_early_is_one_log_line(explore_server, capsys):
+    import socket
+    import struct
+    import time
+
+    port = explore_server.server_address[1]
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(f"GET /api/sample?image=img-0&seed=3 HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n".encode())
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # a reset, as a closed tab
+    err = ""
+    for _ in range(200):  # wait for the handler thread to meet the reset
+        err += capsys.readouterr().err
+        if err:
+            time.sleep(0.2)
+            err += capsys.readouterr().err
+            break
+        time.sleep(0.05)
+    lines = err.splitlines()
+    assert len(lines) == 1 and re.fullmatch(r"explore: client 127\.0\.0\.1 hung up before the answer to .* \((ConnectionResetError|BrokenPipeError)\)", lines[0]), err
+    assert _request(explore_server, "GET", "/api/info")[0] == 200

@@ -5,19 +5,21 @@ GET  /api/info              model label, grid, default mask settings, image list
 GET  /api/thumb/<id>.png    64 px thumbnail
 GET  /api/sample?image=&seed=&enc_scale=&pred_scale=&aspect=&npred=&min_keep=&overlap=
 POST /api/upload?name=      raw image bytes -> {id, name, source}
-Errors come back as JSON {"error": "..."} with status 400 (bad input), 403 (a POST from
-another origin), 404, or 413 (an upload over `MAX_UPLOAD` bytes, 20 MiB, or an image over
+Errors come back as JSON {"error": "..."} with status 400 (bad input), 403 (a foreign Host,
+or a POST from another origin), 404, or 413 (an upload over `MAX_UPLOAD` bytes, 20 MiB, or an image over
 `images.MAX_PIXELS`, 40 megapixels).
 
-A POST must name this server in its Host header and, where the client sends one (every
-browser does), in its Origin: another site's page open in the same browser cannot upload
-(cross-site request forgery), nor can a name rebound to 127.0.0.1 (DNS rebinding).
+Every request must name this server in its Host header, so a page on a name rebound to
+127.0.0.1 (DNS rebinding) reads nothing; a POST must also name it in its Origin where the
+client sends one (every browser does), so another site's page cannot upload (cross-site
+request forgery).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -66,6 +68,7 @@ class ExploreHandler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = dict(parse_qsl(url.query))
         try:
+            self._same_origin(method)
             if method == "GET" and url.path == "/":
                 return self._send(200, page_html().encode(), "text/html; charset=utf-8")
             if method == "GET" and url.path == "/api/info":
@@ -77,8 +80,6 @@ class ExploreHandler(BaseHTTPRequestHandler):
                     return self._send(200, self.explorer.thumbnail(image_id), "image/png")
             if method == "GET" and url.path == "/api/sample":
                 return self._json(self._sample(query))
-            if method == "POST":
-                self._same_origin()
             if method == "POST" and url.path == "/api/upload":
                 return self._json(self._upload(query.get("name", "upload")))
             self._json({"error": f"{method} {url.path}: no such endpoint"}, 404)
@@ -97,13 +98,14 @@ class ExploreHandler(BaseHTTPRequestHandler):
         host, port = self.server.server_address[:2]
         return {f"{name}:{port}" for name in (host, "127.0.0.1", "localhost")}
 
-    def _same_origin(self) -> None:
-        """Refuse (403) a POST whose Host or Origin header names anything but this server."""
+    def _same_origin(self, method: str) -> None:
+        """Refuse (403) any request whose Host header, or a POST whose Origin header, names
+        anything but this server: a page on a name rebound to 127.0.0.1 must not read it."""
         own = self._own_hosts()
         host, origin = self.headers.get("Host", ""), self.headers.get("Origin")
         if host not in own:
             raise Refused(403, f"Host {host!r}: expected this server ({', '.join(sorted(own))})")
-        if origin is not None and origin not in {f"http://{h}" for h in own}:
+        if method == "POST" and origin is not None and origin not in {f"http://{h}" for h in own}:
             raise Refused(403, f"Origin {origin!r}: cross-origin POST refused (expected http://{host})")
 
     def _sample(self, query: dict[str, str]) -> dict:
@@ -129,6 +131,15 @@ class ExploreHandler(BaseHTTPRequestHandler):
         with self.lock:
             item = self.explorer.add_upload(data, name)
         return {"id": item.id, "name": item.name, "source": item.source}
+
+    def handle_one_request(self) -> None:
+        """A client that hangs up early (a closed tab) is one log line, not a traceback."""
+        try:
+            super().handle_one_request()
+        except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError) as e:
+            self.close_connection = True
+            request = getattr(self, "requestline", "") or "a request"
+            sys.stderr.write(f"explore: client {self.client_address[0]} hung up before the answer to {request!r} ({e.__class__.__name__})\n")
 
     def do_GET(self) -> None:
         self._route("GET")

@@ -61,6 +61,9 @@ def settings_from_query(query: dict[str, str], defaults: MaskSettings) -> MaskSe
     return dataclasses.replace(defaults, **changes).validate()
 
 
+MAX_UPLOADS = 16  # uploads kept per session (each up to images.MAX_PIXELS decoded)
+
+
 @dataclass
 class Sample:
     data: dict  # JSON-able numbers for the page
@@ -98,9 +101,14 @@ class Explorer:
         }
 
     def add_upload(self, data: bytes, name: str) -> ImageItem:
+        """Keep the upload; past `MAX_UPLOADS` the oldest upload is forgotten, so a long
+        session (or a loop of uploads) holds bounded memory."""
         item = ImageItem(f"upload-{self._uploads}", name, "upload", decode_image(data, name))
         self._uploads += 1
         self.items[item.id] = item
+        uploads = [k for k, it in self.items.items() if it.source == "upload"]
+        for k in uploads[: max(0, len(uploads) - MAX_UPLOADS)]:
+            del self.items[k]
         return item
 
     def _input(self, items: list[ImageItem]) -> torch.Tensor:
