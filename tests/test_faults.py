@@ -480,3 +480,18 @@ def test_explorer_client_that_hangs_up_early_is_one_log_line(explore_server, cap
     lines = err.splitlines()
     assert len(lines) == 1 and re.fullmatch(r"explore: client 127\.0\.0\.1 hung up before the answer to .* \((ConnectionResetError|BrokenPipeError)\)", lines[0]), err
     assert _request(explore_server, "GET", "/api/info")[0] == 200
+
+
+def test_missing_data_path_fails_before_the_model_is_built(tmp_path, monkeypatch):
+    """The official ViT-H recipe built a 5.8 GB model for a minute before noticing."""
+    import ijepa.training.loop as loop
+    from ijepa.training.config import load_config
+
+    def too_early(*a, **kw):
+        raise AssertionError("the model was built before the data path was checked")
+
+    monkeypatch.setattr(loop, "build_method", too_early)
+    official = Path(__file__).parent / "fixtures" / "in1k_vith14_ep300.yaml"
+    cfg = load_config(official, [f"logging.folder={tmp_path}", "meta.device=cpu", f"data.root_path={tmp_path / 'nowhere'}"])
+    with pytest.raises(FileNotFoundError, match=rf"^{tmp_path / 'nowhere'}/imagenet_full_size/061417: dataset not found"):
+        Trainer(cfg, console=Console(file=io.StringIO()))

@@ -164,10 +164,11 @@ class Trainer:
             self.console.print(f"removed {len(stale)} temp file(s) left by an interrupted save in {self.run_dir}")
         source = self._resume_source(resume)
         saved = self._read_resume(source) if source else None
+        # The data first: a wrong path must fail before a ViT-H is built (a minute, 6 GB).
+        self.data = PretrainData(cfg, self.info, pin_memory=self.device.type == "cuda" and cfg.data.pin_mem, method=method)
         torch.manual_seed(cfg.meta.seed)  # same on every rank: DDP syncs only the trained modules, not the EMA target
         self.method_name = method
         self.model = build_method(cfg, method).to(self.device)
-        self.data = PretrainData(cfg, self.info, pin_memory=self.device.type == "cuda" and cfg.data.pin_mem, method=method)
         self.accum = cfg.optimization.accum_steps
         self.ipe = self.data.batches_per_epoch // self.accum
         if self.ipe < 1:
