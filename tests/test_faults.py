@@ -155,6 +155,8 @@ def test_garbage_row_in_log_csv_names_the_line(tmp_path):
     log.write_text("".join(good[:3]) + "garbage\n")
     assert "line 4: not a log row of numbers" in _error_line(_cli(["--config", str(cfg), "--resume"]))
     assert log.read_text().endswith("garbage\n")  # the log is left as it was
+    log.write_bytes("".join(good[:3]).encode() + b"\xff\xfe\x00binary\n")  # issue 27: was a decode error naming no file
+    assert _error_line(_cli(["--config", str(cfg), "--resume"])) == f"error: {log} line 4: not UTF-8 text (byte 0xff); fix or delete that line"
 
 
 # -- writes that fail ------------------------------------------------------------------------------
@@ -495,3 +497,13 @@ def test_missing_data_path_fails_before_the_model_is_built(tmp_path, monkeypatch
     cfg = load_config(official, [f"logging.folder={tmp_path}", "meta.device=cpu", f"data.root_path={tmp_path / 'nowhere'}"])
     with pytest.raises(FileNotFoundError, match=rf"^{tmp_path / 'nowhere'}/imagenet_full_size/061417: dataset not found"):
         Trainer(cfg, console=Console(file=io.StringIO()))
+
+
+def test_non_utf8_record_is_one_line_naming_it(tmp_path):
+    from ijepa.results.io import read_records, write_record
+
+    write_record({"kind": "eval.knn", "encoder": "a", "dataset": "d", "top1": 0.5}, results_dir=tmp_path)
+    bad = tmp_path / "records" / "eval.knn" / "bad.json"
+    bad.write_bytes(b'{"kind": "eval.knn", "top1": "\xff\xfe"}\n')
+    with pytest.raises(ValueError, match=rf"^{bad}: not a UTF-8 text file \(byte 0xff at offset 30\)$"):
+        read_records(tmp_path)

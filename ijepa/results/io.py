@@ -58,8 +58,10 @@ def read_records(results_dir: Path | None = None) -> list[dict[str, Any]]:
     out = []
     for p in sorted((root / "records").rglob("*.json")):
         try:
-            rec = json.loads(p.read_text())
+            rec = json.loads(p.read_text(encoding="utf-8"))
         except json.JSONDecodeError as e:
             raise ValueError(f"{p}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{p}: not a UTF-8 text file (byte {e.object[e.start]:#04x} at offset {e.start})") from None
         out.append({**rec, "_path": p.relative_to(root).as_posix()})
     return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from rich.console import Console
@@ -62,7 +63,13 @@ def _number(v: str | None) -> bool:
 
 def read_rows(path: Path, up_to_step: int) -> list[dict[str, str]]:
     """The rows of an existing log with step <= up_to_step, each checked to be numbers."""
-    with path.open(newline="") as f:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ValueError(f"{path} line {line}: not UTF-8 text (byte {data[e.start]:#04x}); fix or delete that line") from None
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         if "step" not in (reader.fieldnames or ()):
             raise ValueError(f"{path} line 1: expected a header with a step column, got {reader.fieldnames}")
