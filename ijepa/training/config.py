@@ -69,6 +69,7 @@ class MetaConfig:
     device: str = "auto"  # ours: "auto", "cpu", "cuda", "cuda:N"
     dec_depth: int = 8  # ours: MAE decoder blocks
     dec_emb_dim: int = 512  # ours: MAE decoder width
+    norm_pix_loss: bool = True  # ours: MAE's target, each patch standardised (its paper's setting; False: raw pixels)
 
 
 @dataclass
