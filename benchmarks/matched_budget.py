@@ -18,8 +18,6 @@ import argparse
 import time
 from pathlib import Path
 
-import torch
-
 from ijepa.bench.flops import budget_config, mean_step_flops, pretrain_compute
 from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.linear import grid_config, run_linear
