@@ -13,7 +13,14 @@ from pathlib import Path
 import yaml
 
 from ijepa.training.checkpointing import RunError, check_resume
-from ijepa.training.config import Config, ConfigError, find_config, from_dict, load_config, parse_override
+from ijepa.training.config import (
+    Config,
+    ConfigError,
+    find_config,
+    from_dict,
+    load_config,
+    parse_override,
+)
 
 
 def given_keys(path: str | Path | None, overrides: list[str]) -> dict[str, dict]:
