@@ -96,7 +96,7 @@ class LoggingConfig:
     collapse_ratio: float = 0.2  # ours: warn when target-feature std < ratio x its start
     stop_on_collapse: bool = False  # ours
     online_probe: bool = True  # ours: linear head on detached target features, trained online
-    progress: bool = True  # ours: rich progress bar
+    progress: bool = True  # ours: a progress bar on a terminal, one line per log row otherwise
     keep_last: int = 2  # ours: also keep checkpoint-step{N}.pt of the last N checkpoints (0 = only checkpoint.pt)
 
 
