@@ -22,11 +22,11 @@ $(PY):
 # asks for and the lock lacks (or pins outside its range) fails the install, naming the fix.
 $(STAMP): pyproject.toml $(LOCK) | $(PY)
 	$(PIP) install -q -r $(LOCK)
-	$(PIP) install -q --no-index --no-build-isolation -c $(LOCK) -e '.[dev]' || \
+	$(PIP) install -q --no-index --no-build-isolation -c $(LOCK) -e '.[dev,dense]' || \
 	  { echo "error: $(LOCK) is out of date with pyproject.toml (see pip's message above): run 'make lock'" >&2; exit 1; }
 	touch $(STAMP)
 
-# Resolve pyproject.toml (+ dev extra) and the torch pair afresh, install nothing, write the lock.
+# Resolve pyproject.toml (+ dev and dense extras) and the torch pair afresh, install nothing, write the lock.
 lock: | $(PY)
 	$(PY) scripts/lock.py $(TORCH_PIN)
 

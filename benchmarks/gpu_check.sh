@@ -129,7 +129,7 @@ fi
 PRE_STEPS=300 && [ -n "$TINY" ] && PRE_STEPS=10
 TAG=gpu_check_fmnist_${DEVICE//:/_}
 step pretrain 200 "${IJEPA[@]}" pretrain --set meta.device="$DEVICE" --set optimization.max_steps=$PRE_STEPS --set logging.write_tag="$TAG" \
-  --set logging.folder="$SCRATCH/runs" --set logging.progress=false ${DATA:+--set data.root_path="$DATA"}
+  --set logging.folder="$SCRATCH/runs" --set logging.progress=false ${DATA:+--set data.root_path="$DATA"} --results "$RESULTS"
 step pretrain_record 60 "$PY" benchmarks/gpu_check.py pretrain --log "$SCRATCH/runs/$TAG/log.csv" --cpu-log "$CPU_LOG" --device "$DEVICE" $TINY --results "$RESULTS"
 
 # 2b. throughput under torch.compile, while the budget lasts (a run in flight at the deadline is stopped)

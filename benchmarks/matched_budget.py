@@ -15,14 +15,10 @@ comes from `ijepa results plot`. Whichever method wins is reported as measured.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
-import torch
-
-from ijepa.bench.flops import count_flops, pretrain_compute, step_flops
-from ijepa.bench.harness import build_harness
+from ijepa.bench.flops import budget_config, mean_step_flops, pretrain_compute
 from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.linear import grid_config, run_linear
 from ijepa.results.io import write_record
@@ -37,30 +33,11 @@ def method_config(method: str, args: argparse.Namespace) -> Config:
     return load_config(args.config, sets)
 
 
-def flops_per_step(cfg: Config, method: str, n_masks: int = 20) -> float:
-    """Closed-form cost of one step averaged over the run's masks, after checking it against the counter."""
-    h = build_harness(cfg, method, device=torch.device("cpu"), n_masks=n_masks)
-    closed = [step_flops(method, h.model, m, fused_attention=True)["total"] for m in h.masks]
-    counted = count_flops(lambda: h.step(0))
-    if abs(closed[0] / counted - 1) > 0.02:
-        raise RuntimeError(f"{method}: closed-form FLOPs {closed[0]:.3e} disagree with the counter's {counted:.3e}")
-    return sum(closed) / len(closed)
-
-
-def budget_config(cfg: Config, steps: int, ipe: int) -> Config:
-    """Schedule of exactly `steps` optimizer steps (cosine LR, EMA ramp and WD end there)."""
-    epochs = max(1, math.ceil(steps / ipe))
-    o = cfg.optimization
-    o.epochs, o.ipe_scale, o.max_steps = epochs, steps / (epochs * ipe), steps
-    o.warmup = min(o.warmup, 0.1 * steps / ipe)
-    return cfg
-
-
 def pretrain_on_budget(method: str, args: argparse.Namespace) -> dict:
     cfg = method_config(method, args)
-    per_step = flops_per_step(cfg, method)
+    per_step = mean_step_flops(cfg, method)
     steps = max(1, int(args.budget_pflops * 1e15 // per_step))
-    ipe = (cfg.data.subset or 60000) // cfg.data.batch_size
+    ipe = (cfg.data.subset or 50_000) // cfg.data.batch_size
     cfg = budget_config(cfg, steps, ipe)
     print(f"{method}: {per_step / 1e9:.1f} GFLOPs/step -> {steps} steps ({steps / ipe:.2f} epochs)")
     t0 = time.perf_counter()

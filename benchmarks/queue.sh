@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The experiment queue (issue 22): one CPU-heavy job at a time, in the background, resumable.
-# Each line of QUEUE is a recipe_sweep grid and the variant names to run from it; a variant
-# whose record exists is skipped, a half-trained one resumes from its checkpoint. Every
-# finished variant's record is committed at once (only that folder, so nothing else staged
-# is swept in).
-#   nohup benchmarks/queue.sh > runs/queue.log 2>&1 &      # restart it the same way
+# Each line of QUEUE is a recipe_sweep grid and the variant names to run from it (`-
+# random-init` records the random-init reference); lines are read one at a time, so lines
+# appended while the queue runs are picked up. A variant whose record exists is skipped, a
+# half-trained one resumes from its checkpoint. Every finished variant's record is committed
+# at once (only that folder, so nothing else staged is swept in).
+#   nohup benchmarks/queue.sh > runs/queue.log 2>&1 &      # start or restart it the same way
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -17,8 +18,9 @@ commit_records() {
     sleep 5
   done
 }
-grep -v '^\s*#' "$QUEUE" | while read -r grid names; do
-  [ -z "$grid" ] && continue
+i=1
+while line=$(grep -v '^\s*#' "$QUEUE" | grep -v '^\s*$' | sed -n "${i}p"); [ -n "$line" ]; do
+  read -r grid names <<< "$line"
   for name in $names; do
     echo "=== $(date -u +%FT%TZ) $grid $name"
     if [ "$name" = random-init ]; then
@@ -28,6 +30,7 @@ grep -v '^\s*#' "$QUEUE" | while read -r grid names; do
     fi
     commit_records "$name"
   done
+  i=$((i + 1))
 done
 echo "=== $(date -u +%FT%TZ) queue done"
 "$PY" benchmarks/recipe_sweep.py --summary

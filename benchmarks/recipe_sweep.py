@@ -24,13 +24,13 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from ijepa import load_encoder
+from ijepa.bench.flops import mean_step_flops, pretrain_compute
 from ijepa.data import build_dataset, data_spec
-from ijepa.bench.flops import pretrain_compute
 from ijepa.evals.core.features import Features, fmnist_batches, pooled
 from ijepa.evals.core.fit import GridConfig, fit_grid
 from ijepa.models.registry import create_encoder
 from ijepa.results.io import read_records, write_record
-from ijepa.training.config import load_config
+from ijepa.training.config import Config, load_config
 from ijepa.training.loop import pretrain
 
 
@@ -72,15 +72,31 @@ def finished(name: str, overrides: list[str], results_dir: Path) -> bool:
                for r in read_records(results_dir))
 
 
+def variant_config(name: str, overrides: list[str], *, folder: str) -> tuple[Config, str]:
+    """The default recipe plus `--set` overrides; two tokens of ours: `method=mae` picks the
+    method, `budget_pflops=X` sizes the run to X PFLOPs at the variant's own cost per step
+    (as many images as that buys, one epoch of them, so the schedule has the shape of the
+    400-step runs')."""
+    method = next((o.split("=", 1)[1] for o in overrides if o.startswith("method=")), "ijepa")
+    budget = next((float(o.split("=", 1)[1]) for o in overrides if o.startswith("budget_pflops=")), None)
+    sets = [o for o in overrides if not o.startswith(("method=", "budget_pflops="))]
+    base = [f"logging.folder={folder}", f"logging.write_tag={name}"]
+    cfg = load_config(None, [*base, *sets])
+    if budget is not None:
+        steps = int(budget * 1e15 // mean_step_flops(cfg, method))
+        cfg = load_config(None, [*base, *sets, f"data.subset={steps * cfg.data.batch_size}", "optimization.epochs=1"])
+    return cfg, method
+
+
 def run_variant(name: str, overrides: list[str], *, folder: str, results_dir: Path) -> dict:
-    cfg = load_config(None, [f"logging.folder={folder}", f"logging.write_tag={name}", *overrides])
+    cfg, method = variant_config(name, overrides, folder=folder)
     t0 = time.perf_counter()
-    run_dir = pretrain(cfg, resume=True)
+    run_dir = pretrain(cfg, method=method, resume=True)
     minutes = (time.perf_counter() - t0) / 60
     log = pd.read_csv(run_dir / "log.csv")
     compute = pretrain_compute(run_dir)
     rec = {
-        "kind": "recipe_sweep", "encoder": name, "dataset": "fashion-mnist", "overrides": overrides,
+        "kind": "recipe_sweep", "encoder": name, "method": method, "dataset": "fashion-mnist", "overrides": overrides,
         "selected_on": "val", "reported_on": "val",
         "pretrain_minutes": minutes, "steps": int(log.step.max()),
         "images_seen": compute["steps"] * compute["batch_size"], "pretrain_pflops": compute["pretrain_flops"] / 1e15,
@@ -89,7 +105,7 @@ def run_variant(name: str, overrides: list[str], *, folder: str, results_dir: Pa
         "target_std_end": float(log.target_std.iloc[-1]), "rankme_end": float(log.rankme.dropna().iloc[-1]),
         "online_probe_end": float(log.probe_acc.tail(20).mean()),
         **quick_probe(load_encoder(run_dir), grid=True),
-        **{f"context_{k}": v for k, v in quick_probe(load_encoder(run_dir, which="encoder")).items()},
+        **({f"context_{k}": v for k, v in quick_probe(load_encoder(run_dir, which="encoder")).items()} if method == "ijepa" else {}),
     }
     rec["probe_best"] = max(rec["probe_lastPOOL"], rec["probe_concatPOOL4"])
     write_record(rec, results_dir=results_dir)

@@ -1,6 +1,6 @@
 """Write requirements/lock.txt: every package `make install` puts in the venv, at one version.
 
-Run as `make lock`. It resolves pyproject.toml (with the `dev` extra) and the torch pair
+Run as `make lock`. It resolves pyproject.toml (with the `dev` and `dense` extras) and the torch pair
 afresh, as a new venv would, without installing anything (`pip install --dry-run
 --ignore-installed --report`), so the lock never picks up what was installed by hand. The
 result is for this platform: Linux x86_64, CPython 3.11 (torch's CUDA wheels and their
@@ -29,7 +29,7 @@ def resolve(torch_pin: list[str]) -> list[dict]:
     with tempfile.TemporaryDirectory() as tmp:
         report = Path(tmp) / "report.json"
         cmd = [sys.executable, "-m", "pip", "install", "-q", "--dry-run", "--ignore-installed",
-               "--report", str(report), "pip", "setuptools", *torch_pin, "-e", f"{ROOT}[dev]"]
+               "--report", str(report), "pip", "setuptools", *torch_pin, "-e", f"{ROOT}[dev,dense]"]
         subprocess.run(cmd, check=True)
         return json.loads(report.read_text())["install"]
 

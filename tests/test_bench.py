@@ -214,3 +214,17 @@ def test_results_plot_joins_compute_and_linear_records(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no pretrain.compute"):
         plot_compute(tmp_path / "empty")
+
+
+def test_recipe_sweep_sizes_a_variant_to_its_flops_budget():
+    """`budget_pflops` buys each method as many steps as its own cost per step allows."""
+    from ijepa.bench.flops import mean_step_flops
+
+    sweep = _benchmark_module("recipe_sweep")
+    for method, extra in (("ijepa", []), ("mae", ["meta.dec_depth=1", "meta.dec_emb_dim=32"])):
+        base, _ = sweep.variant_config("v", [f"method={method}", *extra], folder="/nonexistent")
+        per_step = mean_step_flops(base, method)
+        cfg, got = sweep.variant_config("v", [f"method={method}", f"budget_pflops={100.5 * per_step / 1e15}", *extra],
+                                        folder="/nonexistent")
+        assert got == method
+        assert cfg.data.subset == 100 * cfg.data.batch_size and cfg.optimization.epochs == 1

@@ -122,7 +122,7 @@ def test_a_second_pretrain_on_a_held_directory_fails_at_once_and_a_dead_holder_f
         holder.send_signal(signal.SIGKILL)
         holder.wait()
         holder.stdout.close()
-    result = _cli(["--config", str(cfg)])  # the kernel dropped the dead holder's lock
+    result = _cli(["--config", str(cfg), "--results", str(tmp_path / "results")])  # the kernel dropped the dead holder's lock
     assert result.exit_code == 0, result.output
     assert (tmp_path / "busy" / ".lock").read_text().strip() != str(holder.pid)
 
@@ -136,7 +136,7 @@ def test_resume_refuses_a_changed_key_and_allows_the_documented_ones(tmp_path):
                            "(given 0.002, stored 0.001); only logging.*, optimization.epochs,"), line
     longer = write_tiny_yaml(tmp_path / "more.yaml", tmp_path, "res", optimization={"max_steps": 3},
                              data={"num_workers": 1}, logging={**QUIET, "log_every": 2})
-    result = _cli(["--config", str(longer), "--resume"])
+    result = _cli(["--config", str(longer), "--resume", "--results", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     assert _state(tmp_path / "res" / "checkpoint.pt")["step"] == 3
     stored = yaml.safe_load((tmp_path / "res" / "config.yaml").read_text())
@@ -280,9 +280,11 @@ def test_load_checkpoint_reads_an_official_checkpoint_at_its_epoch(tmp_path):
     torch.save(_as_official(ours, model, epoch=1), tmp_path / "jepa-latest.pth.tar")
     cfg = tiny_config(tmp_path, "from_official", optimization={"max_steps": 17}, logging=QUIET,
                       meta={"load_checkpoint": True, "read_checkpoint": "jepa-latest.pth.tar"})
-    t = Trainer(cfg, console=Console(file=io.StringIO()))
+    out = io.StringIO()
+    t = Trainer(cfg, console=Console(file=out, width=300))
     try:
         assert t.step == 16  # epoch 1 x 16 steps per epoch: the official trainer's start
+        assert f"resuming from the official checkpoint {tmp_path / 'jepa-latest.pth.tar'} at its epoch 1: step 16 " in out.getvalue()
         assert all(torch.equal(v, ours["encoder"][k]) for k, v in t.model.encoder.state_dict().items())
         loaded = t.opt.state_dict()
         assert [g["apply_wd"] for g in loaded["param_groups"]] == [True, False]

@@ -137,7 +137,7 @@ def test_kill_and_resume_is_exact(reference_run, tmp_path):
     killed_at = _state(folder / "killed")["step"]
     assert killed_at < 16, "the run finished before it could be killed"
 
-    result = _cli(["pretrain", "--config", str(cfg_path), "--resume"])
+    result = _cli(["pretrain", "--config", str(cfg_path), "--resume", "--results", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     ref, res = pd.read_csv(reference_run / "log.csv"), pd.read_csv(folder / "killed" / "log.csv")
     pd.testing.assert_frame_equal(ref[SAME_COLUMNS], res[SAME_COLUMNS], check_exact=True)

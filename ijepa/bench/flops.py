@@ -13,6 +13,7 @@ the official-style unfused attention) does 4.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -156,6 +157,27 @@ def measure_flops(cfg, *, method: str, device: torch.device) -> dict:
         "inference_flops_per_image": inf_counted, "inference_flops_closed_form": inference_flops(enc),
         "ctx_len": me[0].shape[1], "tgt_len": mp[0].shape[1], "attention": "fused" if fused else "math",
     }
+
+
+def mean_step_flops(cfg, method: str, n_masks: int = 20) -> float:
+    """Closed-form cost of one step averaged over the run's masks, after checking it against the counter."""
+    from ijepa.bench.harness import build_harness
+
+    h = build_harness(cfg, method, device=torch.device("cpu"), n_masks=n_masks)
+    closed = [step_flops(method, h.model, m, fused_attention=True)["total"] for m in h.masks]
+    counted = count_flops(lambda: h.step(0))
+    if abs(closed[0] / counted - 1) > 0.02:
+        raise RuntimeError(f"{method}: closed-form FLOPs {closed[0]:.3e} disagree with the counter's {counted:.3e}")
+    return sum(closed) / len(closed)
+
+
+def budget_config(cfg, steps: int, ipe: int):
+    """The config with a schedule of exactly `steps` optimizer steps (cosine LR, EMA ramp and WD end there)."""
+    epochs = max(1, math.ceil(steps / ipe))
+    o = cfg.optimization
+    o.epochs, o.ipe_scale, o.max_steps = epochs, steps / (epochs * ipe), steps
+    o.warmup = min(o.warmup, 0.1 * steps / ipe)
+    return cfg
 
 
 def pretrain_compute(run_dir: str | Path, *, n_masks: int = 20, wall_s: float | None = None) -> dict:

@@ -33,9 +33,15 @@ def fail(e: BaseException) -> None:
 
 
 def main() -> None:
+    from ijepa.extras import MissingExtra
+
     for mod in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{mod.name}")
-    app(prog_name="ijepa")
+    try:
+        app(prog_name="ijepa")
+    except MissingExtra as e:  # raised by a dense eval's import, before its command catches errors
+        console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

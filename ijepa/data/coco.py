@@ -18,12 +18,17 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from pycocotools import mask as mask_util
-from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
 from ijepa.data.files import open_image, read_json
+from ijepa.extras import missing_extra
+
+try:
+    from pycocotools import mask as mask_util
+    from pycocotools.coco import COCO
+except ImportError:
+    raise missing_extra("pycocotools", "ijepa.data.coco (the detection and counting evals)") from None
 
 SPLITS = ("train", "val")
 Target = dict[str, torch.Tensor]

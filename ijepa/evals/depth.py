@@ -47,6 +47,7 @@ from ijepa.evals.dense.setup import (
     train_loader,
 )
 from ijepa.evals.dense.train import head_param_groups, train_dense
+from ijepa.extras import missing_extra
 
 HEADS = ("lin1", "lin4", "dpt")
 LISTS = {
@@ -125,8 +126,12 @@ class NYUMat(Dataset):
     for the real file: pass the list layout for less memory)."""
 
     def __init__(self, path: str | Path, split: str, *, transform=None) -> None:
-        import h5py
         from scipy.io import loadmat
+
+        try:
+            import h5py
+        except ImportError:
+            raise missing_extra("h5py", "reading nyu_depth_v2_labeled.mat") from None
 
         path = Path(path)
         splits = path.with_name("splits.mat")

@@ -19,9 +19,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from pycocotools import mask as mask_util
-from pycocotools.coco import COCO
-from pycocotools.cocoeval import COCOeval
 from rich.console import Console
 from torch import nn
 from torch.utils.data import DataLoader, Subset
@@ -31,6 +28,15 @@ from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead, FastRCN
 from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredictor
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.ops import MultiScaleRoIAlign
+
+from ijepa.extras import missing_extra
+
+try:
+    from pycocotools import mask as mask_util
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+except ImportError:
+    raise missing_extra("pycocotools", "ijepa eval detection") from None
 
 from ijepa.data.coco import CocoInstances, collate, quiet_coco
 from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD

@@ -31,9 +31,12 @@ def unpatchify(x: torch.Tensor, patch_size: int, grid: tuple[int, int], in_chans
     return x.reshape(b, in_chans, gh * p, gw * p)
 
 
-def normalized_pixels(imgs: torch.Tensor, patch_size: int, eps: float = 1e-6) -> torch.Tensor:
-    """MAE's `norm_pix_loss` target: each patch standardised by its own mean and variance."""
+def normalized_pixels(imgs: torch.Tensor, patch_size: int, eps: float = 1e-6, *, standardise: bool = True) -> torch.Tensor:
+    """MAE's `norm_pix_loss` target: each patch standardised by its own mean and variance
+    (`standardise=False`: the patch's pixels as they are, MAE's other target)."""
     t = patchify(imgs, patch_size)
+    if not standardise:
+        return t
     mean, var = t.mean(-1, keepdim=True), t.var(-1, keepdim=True)
     return (t - mean) / (var + eps) ** 0.5
 

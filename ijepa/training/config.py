@@ -54,7 +54,7 @@ class MetaConfig:
     pred_emb_dim: int = 384
     read_checkpoint: str | None = None
     use_bfloat16: bool = True  # bf16 autocast on CUDA
-    cpu_bfloat16: bool = False  # ours: bf16 autocast on CPU too (about 2x faster on this kind of CPU)
+    cpu_bfloat16: bool = False  # ours: bf16 autocast on CPU too (about 3x slower on a CPU without AVX512-BF16/AMX)
     depth: int = 0  # ours: encoder depth override (0 = the named architecture's)
     in_chans: int = 3  # ours: 1 trains directly on grayscale
     loss: str = "smooth_l1"  # ours: "smooth_l1" (official code) or "l2" (paper text)
@@ -70,6 +70,7 @@ class MetaConfig:
     reset_optimizer: bool = False  # ours: on resume, load the weights but restart AdamW's moments (a checkpoint without matching 'opt')
     dec_depth: int = 8  # ours: MAE decoder blocks
     dec_emb_dim: int = 512  # ours: MAE decoder width
+    norm_pix_loss: bool = True  # ours: MAE's target, each patch standardised (its paper's setting; False: raw pixels)
 
 
 @dataclass
@@ -97,7 +98,7 @@ class LoggingConfig:
     collapse_ratio: float = 0.2  # ours: warn when target-feature std < ratio x its start
     stop_on_collapse: bool = False  # ours
     online_probe: bool = True  # ours: linear head on detached target features, trained online
-    progress: bool = True  # ours: rich progress bar
+    progress: bool = True  # ours: a progress bar on a terminal, one line per log row otherwise
     keep_last: int = 2  # ours: also keep checkpoint-step{N}.pt of the last N checkpoints (0 = only checkpoint.pt)
 
 
@@ -259,10 +260,9 @@ def parse_override(item: str) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    """Load a YAML (defaults to the packaged Fashion-MNIST recipe) and apply `--set` overrides."""
-    path = Path(path) if path else DEFAULT_CONFIG
-    if not path.exists():
-        raise ConfigError(f"{path}: config file not found")
+    """Load a YAML (a path or a shipped config's name; defaults to the packaged Fashion-MNIST
+    recipe) and apply `--set` overrides."""
+    path = find_config(path) if path else DEFAULT_CONFIG
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
@@ -277,4 +277,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
     return cfg
 
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "fmnist_vit_tiny.yaml"
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = CONFIGS / "fmnist_vit_tiny.yaml"
+
+
+def find_config(name: str | Path) -> Path:
+    """A config file: the path itself if it exists, else a shipped config (`ijepa/configs/`)
+    by name, with or without `.yaml`."""
+    path = Path(name)
+    if path.is_file():
+        return path
+    if path.parent == Path("."):
+        shipped = CONFIGS / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+        if shipped.is_file():
+            return shipped
+        names = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
+        raise ConfigError(f"{path}: config file not found, nor a shipped config ({names})")
+    raise ConfigError(f"{path}: config file not found")

@@ -1,4 +1,5 @@
-"""Run logs a person can load with pandas (`pd.read_csv(run / "log.csv")`) and a progress bar."""
+"""Run logs a person can load with pandas (`pd.read_csv(run / "log.csv")`), a progress bar on a
+terminal and plain progress lines where the output is a file or a pipe."""
 
 from __future__ import annotations
 
@@ -90,3 +91,20 @@ def progress_bar(console: Console, enabled: bool) -> Progress:
         TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
         console=console, disable=not enabled, transient=False,
     )
+
+
+def duration(seconds: float) -> str:
+    """`1h02m`, `4m05s`, `12s`: short enough for a log line."""
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    return f"{s // 60}m{s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
+def progress_line(row: dict, stop: int, eta_s: float) -> str:
+    """One log row as a line for `ijepa pretrain > log 2>&1`: step, loss, lr, img/s, ETA."""
+    line = (f"step {row['step']}/{stop}  epoch {row['epoch']}  loss {row['loss']:.4f}  lr {row['lr']:.2e}  "
+            f"{row['img_per_s']:.0f} img/s  elapsed {duration(row['elapsed_s'])}  ETA {duration(eta_s)}")
+    if row.get("rankme") is not None:
+        line += f"  rankme {row['rankme']:.1f}"
+    return line

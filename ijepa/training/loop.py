@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import resource
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from ijepa.training.config import Config, ConfigError, from_dict, load_config
 from ijepa.training.data import PretrainData
 from ijepa.training.diagnostics import OnlineProbe, rankme
 from ijepa.training.distributed import DistInfo, device_type_of, init_distributed, resolve_device
-from ijepa.training.logging import CSVLog, progress_bar
+from ijepa.training.logging import CSVLog, duration, progress_bar, progress_line
 from ijepa.training.mae import MAE
 from ijepa.training.schedules import Schedules
 from ijepa.training.step import IJEPA
@@ -139,6 +140,21 @@ def run_dir_of(cfg: Config) -> Path:
     return Path(cfg.logging.folder) / cfg.logging.write_tag
 
 
+PATH_KEYS = ("data.root_path", "data.image_folder", "logging.folder", "logging.write_tag", "meta.read_checkpoint")
+PLACEHOLDER = re.compile(r"\$\{?[A-Za-z_]")  # the official configs' `$replace_this_with_...`, or any unexpanded $VAR
+
+
+def check_placeholders(cfg: Config) -> None:
+    """Refuse paths still holding a `$name`: the official configs ship two such placeholders,
+    and a run would otherwise create a directory literally called `$replace_this_...`."""
+    values = {k: getattr(getattr(cfg, k.split(".")[0]), k.split(".")[1]) for k in PATH_KEYS}
+    bad = {k: v for k, v in values.items() if v and PLACEHOLDER.search(v)}
+    if bad:
+        raise ConfigError(f"{', '.join(bad)}: placeholder path{'s' if len(bad) > 1 else ''} "
+                          f"({', '.join(repr(v) for v in bad.values())}); set "
+                          f"{'them' if len(bad) > 1 else 'it'}: {' '.join(f'--set {k}=PATH' for k in bad)}")
+
+
 class Trainer:
     """State of one run; `fit()` runs it to the end of its schedule (or max_steps).
 
@@ -146,28 +162,32 @@ class Trainer:
     """
 
     def __init__(self, cfg: Config, *, method: str = "ijepa", resume: bool = False, console: Console | None = None) -> None:
+        check_placeholders(cfg)
         self.cfg, self.console = cfg, console or Console(stderr=True)
         self.info: DistInfo = init_distributed(device_type_of(cfg.meta.device))
         self.device = resolve_device(cfg.meta.device, self.info)
         self.run_dir = run_dir_of(cfg)
         self.ckpt_path = self.run_dir / "checkpoint.pt"
+        source = self._resume_source(resume)
+        self._build(method)  # model and data first: a config that cannot run creates nothing on disk
         self.lock = RunLock(self.run_dir).acquire() if self.info.is_main else None
         try:
-            self._setup(method, resume)
+            if self.info.is_main and (stale := remove_stale_temps(self.run_dir)):
+                self.console.print(f"removed {len(stale)} temp file(s) left by an interrupted save in {self.run_dir}")
+            if source:
+                self._load(self._read_resume(source), source)
+            self.start_step = self.step
+            self.modules = self._wrap()
         except BaseException:
             self.close()
             raise
 
-    def _setup(self, method: str, resume: bool) -> None:
+    def _build(self, method: str) -> None:
         cfg = self.cfg
-        if self.info.is_main and (stale := remove_stale_temps(self.run_dir)):
-            self.console.print(f"removed {len(stale)} temp file(s) left by an interrupted save in {self.run_dir}")
-        source = self._resume_source(resume)
-        saved = self._read_resume(source) if source else None
-        # The data first: a wrong path must fail before a ViT-H is built (a minute, 6 GB).
+        self.method_name = method
+        # The data first (it draws nothing from torch's global RNG): a missing dataset fails before a big model is built.
         self.data = PretrainData(cfg, self.info, pin_memory=self.device.type == "cuda" and cfg.data.pin_mem, method=method)
         torch.manual_seed(cfg.meta.seed)  # same on every rank: DDP syncs only the trained modules, not the EMA target
-        self.method_name = method
         self.model = build_method(cfg, method).to(self.device)
         self.accum = cfg.optimization.accum_steps
         self.ipe = self.data.batches_per_epoch // self.accum
@@ -179,16 +199,21 @@ class Trainer:
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
         self.probe = OnlineProbe(self.model.encoder.embed_dim, self.data.num_classes).to(self.device) if cfg.logging.online_probe else None
         self.step, self.std0, self.collapse_warned, self.last_good = 0, None, False, None
+        self.wall_s0, self.t_start, self.t_end, self.last_row = 0.0, None, None, None  # wall_s0: training seconds before this session
         self.bad_step = torch.zeros((), dtype=torch.long, device=self.device)  # first non-finite step, on the device
         self.bad_code = torch.zeros_like(self.bad_step)
-        if saved is not None:
-            self._load(saved, source)
-        self.modules = self._wrap()
 
     def close(self) -> None:
         """Release the run directory; the trained state stays readable."""
         if self.lock:
             self.lock.release()
+
+    @property
+    def wall_s(self) -> float:
+        """Seconds of training that reached a checkpoint or the end, over every session of the run."""
+        if self.t_start is None:
+            return self.wall_s0
+        return self.wall_s0 + (self.t_end or time.perf_counter()) - self.t_start
 
     def _wrap(self) -> dict[str, nn.Module]:
         mods = dict(self.model.trainable())
@@ -208,7 +233,7 @@ class Trainer:
             opt=self.opt.state_dict(), scaler=None, epoch=self.step // self.ipe, step=self.step, loss=loss,
             batch_size=self.cfg.data.batch_size, world_size=self.info.world_size, lr=self.sched.lr_at(max(0, self.step - 1)),
             method=self.method_name, config=self.cfg.to_dict(), rng=torch.get_rng_state(),
-            std0=self.std0, collapse_warned=self.collapse_warned,
+            std0=self.std0, collapse_warned=self.collapse_warned, wall_s=self.wall_s,
             probe=self.probe.state_dict() if self.probe else None,
             probe_opt=self.probe.opt.state_dict() if self.probe else None,
         )
@@ -259,8 +284,13 @@ class Trainer:
         self._load_opt(s, path, official)
         if official:
             self.step = int(s["epoch"]) * self.ipe
+            if self.info.is_main:
+                self.console.print(f"resuming from the official checkpoint {path} at its epoch {int(s['epoch'])}: step {self.step} "
+                                   f"({self.ipe} steps per epoch), as the official trainer does (it saves no data or RNG position)",
+                                   highlight=False, soft_wrap=True, markup=False)
         else:
             self.step, self.std0, self.collapse_warned = s["step"], s["std0"], s["collapse_warned"]
+            self.wall_s0 = float(s.get("wall_s") or 0.0)
             torch.set_rng_state(s["rng"].cpu())
             if self.probe and s.get("probe"):
                 self.probe.load_state_dict(s["probe"])
@@ -368,20 +398,46 @@ class Trainer:
                 atomic_write(self.run_dir / "config.yaml", lambda f: yaml.safe_dump(self.cfg.to_dict(), f, sort_keys=False))
             self._train(log)
         finally:
+            self.t_end = time.perf_counter()
             if log:
                 log.close()
             self.close()
+        if self.info.is_main:
+            self.console.print(self.summary(), highlight=False, soft_wrap=True, markup=False)
         return self.run_dir
+
+    def stop_step(self) -> int:
+        """Train `epochs` epochs (schedules span ipe_scale x that: official semantics), or max_steps."""
+        stop = max(1, int(self.cfg.optimization.epochs * self.ipe))
+        return min(stop, self.cfg.optimization.max_steps or stop)
+
+    def summary(self) -> str:
+        """One line: where the run is and its headline numbers."""
+        stop, where = self.stop_step(), f"{self.run_dir}: step {self.step}/{self.stop_step()} ({self.step / self.ipe:.2f} epochs)"
+        if self.step == self.start_step:
+            return f"{where}: nothing to train (the run had already reached its last step)" if self.step >= stop else where
+        parts = [f"{self.step - self.start_step} steps in {duration(self.t_end - self.t_start)}"]
+        if self.step < stop:
+            parts.append(f"stopped early, {stop - self.step} steps short")
+        if (row := self.last_row) is not None:
+            parts.append(f"loss {row['loss']:.4f}, {row['img_per_s']:.0f} img/s")
+            parts += [f"online probe {row['probe_acc']:.1%}"] if row["probe_acc"] != "" else []
+        return f"done: {where}; {'; '.join(parts)}; checkpoint.pt, log.csv"
 
     def _train(self, log: CSVLog | None) -> None:
         cfg, lg = self.cfg, self.cfg.logging
-        # Train `epochs` epochs; schedules span ipe_scale x that (official semantics).
-        stop = max(1, int(cfg.optimization.epochs * self.ipe))
-        stop = min(stop, cfg.optimization.max_steps or stop)
-        diag = self._diag_batch() if lg.diag_every else None
+        stop = self.stop_step()
+        diag = self._diag_batch() if lg.diag_every and self.step < stop else None
         start_time, last_loss, imgs_per_step = time.perf_counter(), float("nan"), cfg.data.batch_size * self.accum * self.info.world_size
-        bar = progress_bar(self.console, lg.progress and self.info.is_main)
+        self.t_start = start_time
+        # A terminal gets a live bar; a file or pipe gets one plain line per log row.
+        shown = lg.progress and self.info.is_main
+        lines = shown and not self.console.is_terminal
+        bar = progress_bar(self.console, shown and self.console.is_terminal)
         task = bar.add_task("pretrain", total=stop, completed=self.step, info="")
+        if lines and self.step < stop:
+            self.console.print(f"pretrain {self.run_dir}: step {self.step} -> {stop} ({stop / self.ipe:.2f} epochs of {self.ipe} steps), "
+                               f"{imgs_per_step} images per step on {self.device}", highlight=False, soft_wrap=True, markup=False)
         with bar:
             while self.step < stop:
                 epoch, offset = divmod(self.step, self.ipe)
@@ -399,10 +455,14 @@ class Trainer:
                     micro, dt = [], time.perf_counter() - t0
                     row = self._row(epoch, loss, stats, probe_acc, masks_enc, masks_pred, dt, imgs_per_step, start_time, diag, last=self.step >= stop)
                     if row is not None:
-                        last_loss = row["loss"]
+                        last_loss, self.last_row = row["loss"], row
                         if log:
                             log.write(row)
                         bar.update(task, completed=self.step, info=f"loss {row['loss']:.4f} lr {row['lr']:.2e} {row['img_per_s']:.0f} img/s")
+                        if lines:
+                            done = self.step - self.start_step
+                            eta = (time.perf_counter() - start_time) / done * (stop - self.step)
+                            self.console.print(progress_line(row, stop, eta), highlight=False, soft_wrap=True, markup=False)
                     else:
                         bar.update(task, completed=self.step)
                     if row is not None and row.get("collapsed") and lg.stop_on_collapse:

@@ -37,6 +37,7 @@ class MAE(nn.Module):
             embed_dim=self.encoder.embed_dim, decoder_embed_dim=cfg.meta.dec_emb_dim, depth=cfg.meta.dec_depth,
             mlp_ratio=self.encoder.mlp_ratio,
         )
+        self.norm_pix_loss = cfg.meta.norm_pix_loss
 
     @property
     def target_encoder(self) -> nn.Module:
@@ -61,7 +62,8 @@ class MAE(nn.Module):
         z = encoder(imgs, [keep])
         pred = decoder(z, keep, masked)
         with torch.no_grad():
-            target = apply_masks(normalized_pixels(imgs.float(), self.decoder.patch_size), [masked])
+            target = normalized_pixels(imgs.float(), self.decoder.patch_size, standardise=self.norm_pix_loss)
+            target = apply_masks(target, [masked])
         loss = F.mse_loss(pred.float(), target)
         pooled = z.detach().mean(1)
         return loss, {"target_std": batch_std(pooled), "pred_std": batch_std(pred.detach()), "pooled": pooled}

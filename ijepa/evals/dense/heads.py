@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
 from torch import nn
 
 from ijepa.evals.dense.backbone import MultiLevelPyramid
+from ijepa.extras import missing_extra
 
 
 def upsample(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -56,6 +56,10 @@ class UperNetHead(nn.Module):
     def __init__(self, embed_dim: int, out: int, *, channels: int = 512) -> None:
         super().__init__()
         self.neck = MultiLevelPyramid(embed_dim)
+        try:
+            from segmentation_models_pytorch.decoders.upernet.decoder import UPerNetDecoder
+        except ImportError:
+            raise missing_extra("segmentation-models-pytorch", "the UperNet head") from None
         self.decoder = UPerNetDecoder([0, 0] + [embed_dim] * 4, encoder_depth=5, decoder_channels=channels)
         self.cls = nn.Sequential(nn.Dropout2d(0.1), nn.Conv2d(channels, out, 1))
 

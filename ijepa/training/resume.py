@@ -1,0 +1,49 @@
+"""What `--resume` continues: the run's stored config.yaml, with the keys the user gives.
+
+A run is resumed as it was configured, so a user never repeats the overrides it started
+with. Only the keys given now (those in an explicit `-c` file and every `--set`) are held to
+the stored config: a resumable one (`checkpointing.RESUMABLE`) replaces the stored value,
+any other must equal it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ijepa.training.checkpointing import RunError, check_resume
+from ijepa.training.config import (
+    Config,
+    ConfigError,
+    find_config,
+    from_dict,
+    load_config,
+    parse_override,
+)
+
+
+def given_keys(path: str | Path | None, overrides: list[str]) -> dict[str, dict]:
+    """The keys a person gave: an explicit config file's and the `--set` ones, nested."""
+    given: dict[str, dict] = {}
+    raw = yaml.safe_load(find_config(path).read_text()) or {} if path else {}
+    for part in [raw, *(parse_override(o) for o in overrides)]:
+        for section, values in part.items():
+            given.setdefault(section, {}).update(values or {})
+    return given
+
+
+def resume_config(cfg: Config, given: dict[str, dict], run_dir: Path) -> Config:
+    """`cfg`'s run as stored in `run_dir/config.yaml` with the given keys applied; `cfg`
+    itself when the run has no stored config yet (a new run)."""
+    stored_yaml = run_dir / "config.yaml"
+    if not stored_yaml.is_file():
+        return cfg
+    try:
+        stored = load_config(stored_yaml)
+    except ConfigError as e:
+        raise RunError(f"{stored_yaml}: the stored config does not load ({e})") from None
+    now = cfg.to_dict()
+    mine = {s: {k: now[s][k] for k in keys} for s, keys in given.items()}  # coerced as the config holds them
+    check_resume(mine, stored.to_dict(), stored_yaml, "--resume")
+    return from_dict(mine, stored)
