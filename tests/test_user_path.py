@@ -99,7 +99,7 @@ def test_resume_reads_the_stored_config_and_checks_only_given_keys(tmp_path):
     changed = _cli([*where, "--set", "data.batch_size=64", "--resume", *res])
     assert _lines(changed) == [f"error: --resume: data.batch_size differs from {tmp_path / 'res' / 'config.yaml'} (given 64, stored 16); "
                                "only logging.*, optimization.epochs, optimization.max_steps, meta.device, meta.load_checkpoint, "
-                               "meta.read_checkpoint, data.num_workers, data.pin_mem may change on resume"]
+                               "meta.read_checkpoint, meta.reset_optimizer, data.num_workers, data.pin_mem may change on resume"]
 
 
 # -- output off a terminal, the summary and the compute record -------------------------------------
