@@ -346,7 +346,7 @@ def test_optimizer_state_that_does_not_match_the_model_is_one_line_not_a_segfaul
     assert not (tmp_path / "b" / "checkpoint.pt").exists()
     reset = write_tiny_yaml(tmp_path / "reset.yaml", tmp_path, "b", optimization={"max_steps": 17}, logging=QUIET,
                             meta={**load, "reset_optimizer": True})
-    result = _cli(["--config", str(reset)])
+    result = _cli(["--config", str(reset), "--results", str(tmp_path / "results")])
     assert result.exit_code == 0, result.output
     assert _state(tmp_path / "b" / "checkpoint.pt")["step"] == 17
 
