@@ -211,8 +211,8 @@ def extract_features(
     """Pooled frozen features of `split` (optionally the rows `indices`), from cache if present.
 
     The cache key covers the encoder's key (checkpoint digest or random-init recipe), a
-    digest of all its weights (`weights_digest`), the dataset id, the split, the transform, the data's content (file sizes and mtimes), the
-    pooled layers and the chosen rows.
+    digest of all its weights (`weights_digest`), the dataset id, the split, the transform,
+    the data's content (file sizes and mtimes), the pooled layers and the chosen rows.
     """
     size = img_size or encoder.img_size
     n, labels, source, it = split_batches(spec, split, size=size, in_chans=encoder.in_chans, indices=indices, batch_size=batch_size, workers=workers)
