@@ -10,9 +10,8 @@ caller's `num_heads`; otherwise a one-line refusal. Hugging Face and timm files 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import re
+from pathlib import Path
 
 import torch
 import yaml
@@ -168,20 +167,33 @@ def load_encoder(
     where no config gives them and the width is not a standard one. Non-finite weights (a
     diverged run) are refused, naming the first bad tensor.
     """
-    if which not in WHICH:
-        raise ValueError(f"which={which!r}: expected one of {', '.join(WHICH)}")
     check_choice("pos_embed", pos_embed, POS_EMBEDS)
     file = checkpoint_file(path)
-    fmt = interop.detect_format(file)
+    foreign, _ = read_weights(file, which)
+    return encoder_from_weights(file, foreign, pos_embed=pos_embed, num_heads=num_heads)
+
+
+def read_weights(file: Path, which: str = "target_encoder") -> tuple[interop.Foreign, dict]:
+    """`which` encoder's weights in our layout and the checkpoint dict they came from (empty
+    for HF and timm files); non-finite weights are refused, naming the first bad tensor."""
+    if which not in WHICH:
+        raise ValueError(f"which={which!r}: expected one of {', '.join(WHICH)}")
+    fmt, ckpt = interop.detect_format(file), {}
     if fmt == "torch":
         ckpt = read_checkpoint(file)
-        state = torch_state(file, ckpt, which)
-        foreign = interop.Foreign(state, heads_beside(file, ckpt))
+        foreign = interop.Foreign(torch_state(file, ckpt, which), heads_beside(file, ckpt))
     else:
         foreign = interop.read_hf(file) if fmt == "hf" else interop.read_timm(file)
     bad = first_nonfinite(foreign.state)
     if bad is not None:
         raise ValueError(f"{file}: {which if fmt == 'torch' else fmt} weights are not finite ({bad} holds NaN or inf)")
+    return foreign, ckpt
+
+
+def encoder_from_weights(
+    file: Path, foreign: interop.Foreign, *, pos_embed: str = "resample", num_heads: int | None = None
+) -> VisionTransformer:
+    """The frozen encoder of `read_weights`; any layout or heads problem names `file`."""
     try:
         enc = encoder_from_state(foreign.state, num_heads=num_heads, recorded_heads=foreign.num_heads, grid=foreign.grid,
                                  layer_norm_eps=foreign.layer_norm_eps, pos_embed=pos_embed)

@@ -164,7 +164,7 @@ def read_hf(path: Path) -> Foreign:
     cfg = IJepaConfig.from_pretrained(folder, local_files_only=True)
     check_hf_config(cfg, folder / "config.json")
     model, info = IJepaModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
-    extra = [k for k in info["unexpected_keys"] if not k.split(".")[0] in ("classifier", "pooler")]
+    extra = [k for k in info["unexpected_keys"] if k.split(".")[0] not in ("classifier", "pooler")]
     for what, keys in (("lacks", info["missing_keys"]), ("holds unexpected", extra), ("has misshapen", info["mismatched_keys"])):
         if keys:
             keys = sorted(map(str, keys))
