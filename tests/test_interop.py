@@ -13,6 +13,7 @@ import json
 import pytest
 import timm
 import torch
+from fixtures.imagefolder import write_imagefolder
 from fixtures.pretrain import tiny_config
 from rich.console import Console
 from safetensors.torch import save_file
@@ -21,7 +22,8 @@ from transformers import IJepaConfig, IJepaForImageClassification, IJepaModel
 from typer.testing import CliRunner
 
 import ijepa
-from ijepa.evals.core.encoders import file_digest
+from ijepa.evals.core.encoders import EncoderSpec, file_digest
+from ijepa.evals.knn import run_knn
 from ijepa.export import export_encoder
 from ijepa.models import interop
 from ijepa.models.registry import create_encoder
@@ -112,6 +114,18 @@ def test_hf_to_ours(tmp_path, cls, kw):
     interop.save_hf(ours, tmp_path / "again")  # HF -> ours -> HF
     with torch.no_grad():
         features_equal(IJepaModel.from_pretrained(tmp_path / "again")(x).last_hidden_state, ours(x))
+
+
+def test_an_eval_scores_hf_and_timm_folders_as_the_official_checkpoint(tmp_path):
+    official(tmp_path / "jepa.pth.tar")
+    tree = write_imagefolder(tmp_path / "data")
+    kw = dict(data=str(tree), ks=(1, 5), cache_dir=tmp_path / "cache")
+    want = run_knn(EncoderSpec(encoder=str(tmp_path / "jepa.pth.tar"), which="encoder"), **kw)
+    for fmt in ("hf", "timm"):  # the context encoder, as the public HF/timm conversions hold
+        out = export_encoder(tmp_path / "jepa.pth.tar", fmt=fmt, out=tmp_path / fmt, which="encoder", results_dir=tmp_path)
+        got = run_knn(EncoderSpec(encoder=str(out)), **kw)
+        assert got["scores"] == want["scores"] and got["top1"] == want["top1"]
+        assert got["encoder_key"] != want["encoder_key"]  # its own cache entry: the features were recomputed
 
 
 def test_hf_weights_missing_are_refused_not_random(tmp_path):

@@ -26,10 +26,12 @@ WHICH = ("target_encoder", "encoder")
 
 
 def checkpoint_file(path: str | Path) -> Path:
-    """A run directory resolves to its `checkpoint.pt`; an HF/timm directory stays itself."""
+    """A run directory resolves to its `checkpoint.pt`, an HF/timm directory to its weights file
+    (the file the evals' cache key digests)."""
     path = Path(path)
-    if path.is_dir() and interop.detect_format(path) == "torch":
-        path = path / "checkpoint.pt"
+    if path.is_dir():
+        fmt = interop.detect_format(path)
+        path = path / "checkpoint.pt" if fmt == "torch" else interop.weights_file(path, fmt)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     return path
@@ -128,7 +130,7 @@ def encoder_from_state(
     gh, gw = state_grid(state, grid)
     mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / width
     enc = VisionTransformer(
-        img_size=(gh * patch, gw * patch), patch_size=patch, in_chans=in_chans, embed_dim=width, depth=depth,
+        img_size=gh * patch if gh == gw else (gh * patch, gw * patch), patch_size=patch, in_chans=in_chans, embed_dim=width, depth=depth,
         num_heads=resolve_heads(width, given=num_heads, recorded=recorded_heads),
         mlp_ratio=mlp_ratio, pos_embed=pos_embed,
     )

@@ -159,8 +159,7 @@ def read_hf(path: Path) -> Foreign:
     from transformers import IJepaConfig, IJepaModel
 
     folder = path if path.is_dir() else path.parent
-    if not any((folder / f).is_file() for f in HF_WEIGHTS):
-        raise FileNotFoundError(f"{folder}: an IJepa config.json but no weights ({' or '.join(HF_WEIGHTS[::2])})")
+    weights_file(folder, "hf")
     cfg = IJepaConfig.from_pretrained(folder, local_files_only=True)
     check_hf_config(cfg, folder / "config.json")
     model, info = IJepaModel.from_pretrained(folder, local_files_only=True, output_loading_info=True)
@@ -192,13 +191,19 @@ def to_hf(enc: VisionTransformer) -> nn.Module:
 
 # -- timm ------------------------------------------------------------------------------------
 
+def weights_file(folder: Path, fmt: str) -> Path:
+    """The weights of an HF ("hf") or timm ("timm") folder, safetensors first."""
+    names = HF_WEIGHTS if fmt == "hf" else TIMM_WEIGHTS
+    found = [folder / f for f in names if (folder / f).is_file()]
+    if not found:
+        raise FileNotFoundError(f"{folder}: a {fmt} config.json but no weights ({' or '.join(names)})")
+    return found[0]
+
+
 def timm_weights(path: Path) -> tuple[Path, Path | None]:
     """(weights file, timm config.json or None) of a timm directory or weights file."""
     if path.is_dir():
-        found = [path / f for f in TIMM_WEIGHTS if (path / f).is_file()]
-        if not found:
-            raise FileNotFoundError(f"{path}: a timm config.json but no weights ({' or '.join(TIMM_WEIGHTS)})")
-        return found[0], path / "config.json"
+        return weights_file(path, "timm"), path / "config.json"
     cfg = path.parent / "config.json"
     return path, cfg if config_kind(cfg) == "timm" else None
 
