@@ -204,6 +204,14 @@ def test_unknown_layouts_are_one_line(tmp_path):
         ijepa.load_encoder(tmp_path / "empty")
 
 
+def test_explore_refuses_a_folder_without_a_predictor_in_one_line(tmp_path):
+    from ijepa.explore import load_explore_model
+
+    hf_model().save_pretrained(tmp_path / "hf")
+    with pytest.raises(ValueError, match="a hf model holds one encoder and no predictor; explore needs"):
+        load_explore_model(tmp_path / "hf")
+
+
 def test_what_a_format_cannot_carry_is_refused_and_nothing_written(tmp_path):
     hf_model(layer_norm_eps=1e-12).save_pretrained(tmp_path / "hf")
     ours = ijepa.load_encoder(tmp_path / "hf")
@@ -247,6 +255,8 @@ def test_cli_exports_our_run_with_its_config_and_records(tmp_path):
     card = (tmp_path / "t" / "README.md").read_text()
     assert "Encoder: **target_encoder**" in card and "model_name: vit_tiny" in card
     assert "| eval.knn | fashion-mnist | top1 | 50.00 | val | test |" in card and "90.00" not in card
+    with pytest.raises(ValueError, match="its config says 3 attention heads, --num-heads says 6"):
+        ijepa.load_encoder(run, num_heads=6)
     assert "mean [0.286], std [0.353]" in card
     x = torch.randn(2, 1, 32, 32)
     model = timm.create_model(f"local-dir:{tmp_path / 't'}", pretrained=True).eval()
