@@ -83,6 +83,15 @@ def drop_head(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if k not in TIMM_HEAD}
 
 
+def weights_file(folder: Path, fmt: str) -> Path:
+    """The weights of an HF ("hf") or timm ("timm") folder, safetensors first."""
+    names = HF_WEIGHTS if fmt == "hf" else TIMM_WEIGHTS
+    found = [folder / f for f in names if (folder / f).is_file()]
+    if not found:
+        raise FileNotFoundError(f"{folder}: a {fmt} config.json but no weights ({' or '.join(names)})")
+    return found[0]
+
+
 # -- Hugging Face ----------------------------------------------------------------------------
 
 HF_NAMES = [  # (ours, HF IJepaModel's modules as the locked transformers names them); {i}: block
@@ -191,15 +200,6 @@ def to_hf(enc: VisionTransformer) -> nn.Module:
 
 # -- timm ------------------------------------------------------------------------------------
 
-def weights_file(folder: Path, fmt: str) -> Path:
-    """The weights of an HF ("hf") or timm ("timm") folder, safetensors first."""
-    names = HF_WEIGHTS if fmt == "hf" else TIMM_WEIGHTS
-    found = [folder / f for f in names if (folder / f).is_file()]
-    if not found:
-        raise FileNotFoundError(f"{folder}: a {fmt} config.json but no weights ({' or '.join(names)})")
-    return found[0]
-
-
 def timm_weights(path: Path) -> tuple[Path, Path | None]:
     """(weights file, timm config.json or None) of a timm directory or weights file."""
     if path.is_dir():
@@ -226,12 +226,12 @@ def load_tensors(file: Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def timm_model(cfg_file: Path, **kw: Any) -> nn.Module:
+def timm_model(cfg_file: Path) -> nn.Module:
     """The timm model a hub config.json describes, built on the meta device (no weights)."""
     import timm
 
     cfg = read_json(cfg_file)
-    args = {**cfg.get("model_args", {}), **kw, "num_classes": 0}
+    args = {**cfg.get("model_args", {}), "num_classes": 0}
     try:
         return timm.create_model(cfg["architecture"], pretrained=False, device="meta", **args)
     except (RuntimeError, TypeError) as e:
