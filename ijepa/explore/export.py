@@ -20,8 +20,8 @@ def pick_images(explorer: Explorer, per_source: int) -> list[str]:
     """The first `per_source` images of every gallery source (uploads are not exported)."""
     taken: dict[str, int] = {}
     ids = []
-    for item in (explorer.items[i] for i in explorer.gallery_ids):
-        if taken.get(item.source, 0) < per_source:
+    for item in (explorer.items[i] for i in explorer.page_ids):
+        if item.source != "upload" and taken.get(item.source, 0) < per_source:
             taken[item.source] = taken.get(item.source, 0) + 1
             ids.append(item.id)
     return ids
@@ -37,10 +37,6 @@ def export_static(
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
     (out / "png").mkdir(parents=True, exist_ok=True)
-    thumbs = {}
-    for image_id in explorer.gallery_ids:
-        thumbs[image_id] = f"png/thumb-{image_id}.png"
-        (out / thumbs[image_id]).write_bytes(explorer.thumbnail(image_id))
     samples = {}
     for image_id in track(pick_images(explorer, per_source), description="exporting", console=console, disable=console is None):
         samples[image_id] = []
@@ -50,6 +46,11 @@ def export_static(
             for k, rel in paths.items():
                 (out / rel).write_bytes(s.pngs[k])
             samples[image_id].append({**s.data, "png": paths})
+    shown = dict.fromkeys([*(i for i in explorer.page_ids if explorer.items[i].source != "upload"), *(n["id"] for draws in samples.values() for d in draws for n in d["neighbours"])])
+    thumbs = {}
+    for image_id in shown:  # the picker's images and every neighbour shown, not the whole gallery
+        thumbs[image_id] = f"png/thumb-{image_id}.png"
+        (out / thumbs[image_id]).write_bytes(explorer.thumbnail(image_id))
     manifest = {"info": explorer.info(), "samples": samples, "thumbs": thumbs, "draws": draws}
     html = out / "index.html"
     html.write_text(page_html(manifest), encoding="utf-8")
