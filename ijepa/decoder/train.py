@@ -76,8 +76,16 @@ class DecoderTrainer:
         self.encoder, self.tc, self.device, self.out_dir = encoder.to(device).eval(), tc, device, Path(out_dir)
         self.ckpt_path = self.out_dir / "checkpoint.pt"
         if self.ckpt_path.exists() and not resume:
-            raise FileExistsError(f"{self.ckpt_path}: a decoder run already exists here; pass --resume (or --force to retrain)")
+            raise FileExistsError(f"{self.ckpt_path}: a decoder run already exists here; pass --resume (or remove the folder to retrain)")
         self.lock = RunLock(self.out_dir).acquire()
+        try:
+            self._setup(dataset, collator, spec)
+        except BaseException:
+            self.lock.release()
+            raise
+
+    def _setup(self, dataset: Dataset, collator: MultiBlockMaskCollator, spec: DecoderSpec) -> None:
+        tc = self.tc
         remove_stale_temps(self.out_dir)
         if tc.train_images:
             dataset = Subset(dataset, range(min(tc.train_images, len(dataset))))
@@ -85,7 +93,7 @@ class DecoderTrainer:
         self.sampler = EpochSampler(len(dataset), batch_size=tc.batch_size, rank=0, world_size=1, seed=tc.seed)
         self.ipe = self.sampler.per_rank // tc.batch_size
         torch.manual_seed(tc.seed)
-        self.decoder = TokenDecoder(spec, width=tc.width, depth=tc.depth).to(device)
+        self.decoder = TokenDecoder(spec, width=tc.width, depth=tc.depth).to(self.device)
         params = [p for p in self.decoder.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=tc.lr, betas=(0.9, 0.95), weight_decay=tc.weight_decay)
         self.step, self.losses = 0, []
@@ -149,4 +157,4 @@ class DecoderTrainer:
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
-        return float(loss)
+        return float(loss.detach())
