@@ -142,3 +142,14 @@ def test_cli(tmp_path):
     assert r.exit_code == 2 and "decoder trained for" in r.output and len(r.output.strip().splitlines()) == 1
     r = CliRunner().invoke(app, ["explore", str(other), "--decoder", str(run / "decoder"), "--out", str(tmp_path / "x")])
     assert r.exit_code == 2 and "decoder trained for" in r.output
+
+
+def test_cli_defaults_are_the_library_defaults():
+    import inspect
+
+    from ijepa.cli.decoder import train
+    from ijepa.decoder import DecoderTrainConfig
+
+    params = inspect.signature(train).parameters
+    for name in ("steps", "batch_size", "width", "depth", "train_images"):
+        assert params[name].default.default == getattr(DecoderTrainConfig, name), name

@@ -18,10 +18,10 @@ RUN_HELP = "Run dir (or checkpoint) with encoder, predictor and target_encoder"
 @decoder_app.command("train")
 def train(
     run: Path = typer.Argument(..., help=RUN_HELP),
-    steps: int = typer.Option(1500, "--steps", help="Optimizer steps per decoder"),
+    steps: int = typer.Option(1000, "--steps", help="Optimizer steps per decoder"),
     batch_size: int = typer.Option(64, "--batch-size"),
-    width: int = typer.Option(192, "--width", help="Decoder width"),
-    depth: int = typer.Option(3, "--depth", help="Decoder transformer blocks"),
+    width: int = typer.Option(128, "--width", help="Decoder width"),
+    depth: int = typer.Option(2, "--depth", help="Decoder transformer blocks"),
     train_images: int = typer.Option(0, "--train-images", help="Train on the first N train images only (0: all)"),
     val_images: int = typer.Option(1000, "--val-images", help="Val images the record is measured on"),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the decoder on the random-init encoder's tokens"),

@@ -78,7 +78,7 @@ def layer_normed(tokens: torch.Tensor) -> torch.Tensor:
 class TokenDecoder(nn.Module):
     """Tokens [B, K, D] at patches idx [B, K] -> those patches' normalised pixels [B, K, p*p*C]."""
 
-    def __init__(self, spec: DecoderSpec, *, width: int = 192, depth: int = 3, num_heads: int | None = None,
+    def __init__(self, spec: DecoderSpec, *, width: int = 128, depth: int = 2, num_heads: int | None = None,
                  mlp_ratio: float = 4.0) -> None:
         super().__init__()
         heads = num_heads or max(1, width // 64)

@@ -30,12 +30,13 @@ from ijepa.training.logging import progress_bar
 
 @dataclass
 class DecoderTrainConfig:
-    """Defaults sized for the Fashion-MNIST recipe on 2 CPU cores (see the README)."""
+    """Defaults sized for the Fashion-MNIST recipe on 2 CPU cores: 64k images (1.3 epochs),
+    about 0.5 s a step there, the frozen encoder's forward pass half of it."""
 
-    steps: int = 1500
+    steps: int = 1000
     batch_size: int = 64
-    width: int = 192
-    depth: int = 3
+    width: int = 128
+    depth: int = 2
     lr: float = 1e-3  # AdamW, linear warmup then cosine to 0
     warmup_steps: int = 100
     weight_decay: float = 0.05

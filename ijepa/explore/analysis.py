@@ -101,21 +101,23 @@ class Analysis:
         return heat.view(self.grid)
 
 
-def context_explanation(settings: MaskSettings, grid: tuple[int, int]) -> str:
-    """Why the context the encoder sees is much smaller than its block's scale says."""
-    gh, gw = grid
+def context_explanation(settings: MaskSettings, model: ExploreModel, draws: int = 200) -> str:
+    """Why the context the encoder sees is much smaller than its block's scale says, with the
+    context fraction measured over `draws` mask draws."""
+    gh, gw = model.grid
     n = gh * gw
-    target = round(n * sum(settings.pred_mask_scale) / 2)
     if settings.sampler == "official":
-        cap = f"the official sampler keeps every block below the full grid, so the context block is at most {gh - 1}x{gw - 1} = {(gh - 1) * (gw - 1)} of {n} patches"
-        block = (gh - 1) * (gw - 1)
+        cap = (f"the official sampler keeps every block below the full grid, so the context block is at most "
+               f"{gh - 1}x{gw - 1} = {(gh - 1) * (gw - 1)} of {n} patches")
     else:
-        cap, block = f"the block covers up to all {n} patches", n
-    left = max(0, block - settings.npred * target)
-    cut = "then loses every patch of the target blocks" if not settings.allow_overlap else "keeps the target patches (overlap allowed)"
-    return (f"The context block is drawn at {settings.enc_mask_scale[0]:g}-{settings.enc_mask_scale[1]:g} of the image, but {cap}, "
-            f"and it {cut}: {settings.npred} target blocks of about {target} patches each"
-            + (f" leave about {left} ({100 * left / n:.0f}%)." if not settings.allow_overlap else "."))
+        cap = f"the block may cover all {n} patches"
+    cut = "then loses every patch of the" if not settings.allow_overlap else "keeps the patches of the (overlap allowed)"
+    collator, g = settings.validate().collator(model), torch.Generator().manual_seed(0)
+    fractions = [len(collator.sample_masks(1, g)[0][0][0]) / n for _ in range(draws)]
+    return (f"The context block is drawn at {settings.enc_mask_scale[0]:g}-{settings.enc_mask_scale[1]:g} of the image, "
+            f"but {cap}, and it {cut} {settings.npred} target blocks ({settings.pred_mask_scale[0]:g}-"
+            f"{settings.pred_mask_scale[1]:g} of the image each): over {draws} draws the context averages "
+            f"{100 * sum(fractions) / draws:.0f}% of the patches ({100 * min(fractions):.0f}-{100 * max(fractions):.0f}%).")
 
 
 def sample_masks(settings: MaskSettings, model: ExploreModel, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:

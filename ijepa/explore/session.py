@@ -114,7 +114,7 @@ class Explorer:
             "loss_name": m.cfg.meta.loss, "defaults": dataclasses.asdict(self.defaults),
             "images": [{"id": i, "name": self.items[i].name, "source": self.items[i].source} for i in self.page_ids],
             "legend": render.legend_colours(), "notes": self.notes, "k": self.k,
-            "default_image": self.page_ids[0], "context_why": context_explanation(self.defaults, m.grid),
+            "default_image": self.page_ids[0], "context_why": context_explanation(self.defaults, m),
             "decoder": self.extras.decoder is not None, "decoder_note": self.extras.decoder_note,
             "mae": self.extras.mae.label if self.extras.mae else None,
             "gallery": {"size": len(self.gallery_ids), "name": self.extras.gallery_name,
