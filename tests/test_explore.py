@@ -342,6 +342,9 @@ def _drive_page(page, url: str) -> None:
     page.goto(url)
     page.wait_for_function("document.body.dataset.seed === '0' && document.getElementById('mask').naturalWidth > 0")
     assert "RANDOM INIT" in page.inner_text("#model")
+    # No decoder: the decoded panels are not drawn and say why; the context panel is.
+    assert page.is_hidden("#dpred") and page.is_hidden("#mae") and page.is_visible("#ctx")
+    assert "No decoder" in page.inner_text(".nodecoder") and "is small" in page.inner_text("#gallerynote")
     before = page.get_attribute("#mask", "src")
     page.click("#mask")
     page.wait_for_function("document.body.dataset.seed === '1'")
@@ -425,7 +428,8 @@ def test_decoded_panels_paint_the_decoder_output(decoded_explorer):
 def test_without_a_decoder_the_page_says_how_to_train_one(explorer, decoded_explorer, tmp_path):
 
     info = explorer.info()
-    assert not info["decoder"] and "ijepa decoder train" not in info["decoder_note"]  # a random init has no run
+    assert not info["decoder"] and "`ijepa decoder train RUN`" in info["decoder_note"]
+    assert "random init has none" in find_decoder(explorer.model, None, None)[1]
     s = explorer.sample("img-0", explorer.defaults, 0)
     assert "context" in s.pngs and "decoded_pred" not in s.pngs and "pred_mse" not in s.data["targets"][0]
     _, root = decoded_explorer
@@ -487,7 +491,7 @@ def test_decoded_predictions_in_headless_chromium(decoded_server):
             page.wait_for_function("document.body.dataset.seed === '0' && document.getElementById('dpred').naturalWidth > 0")
             for panel in ("ctx", "dtarget", "dpred", "mae"):
                 width, colours, hidden = page.evaluate(count, panel)
-                assert width == 256 and colours > 10 and not hidden, (panel, colours)
+                assert width == 256 and colours > 10 and not hidden and page.is_visible(f"#{panel}"), (panel, colours)
             assert "pixel MSE" in page.inner_text("#dprederr") and page.inner_text(".nodecoder") == ""
             assert "MAE" in page.inner_text("#maelabel") and "Why the context is small" in page.inner_text("#contextwhy")
             before = {k: page.get_attribute(f"#{k}", "src") for k in ("dpred", "dtarget", "ctx", "mae")}

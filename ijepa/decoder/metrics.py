@@ -76,10 +76,15 @@ def retrieval_hits(pred: torch.Tensor, targets: torch.Tensor, idx: torch.Tensor,
     pred [npred * B, K, D] (mask-major, as `apply_masks`), targets [B, N, D], idx [npred * B, K].
     """
     owner = torch.arange(batch_size, device=pred.device).repeat(len(pred) // batch_size)
-    cand = targets[:, idx]  # [B, M, K, D]: every image's target tokens at each prediction's patches
-    tok = F.cosine_similarity(pred.unsqueeze(0), cand, dim=-1).argmax(0) == owner[:, None]
-    blk = F.cosine_similarity(pred.mean(1).unsqueeze(0), cand.mean(2), dim=-1).argmax(0) == owner
-    return int(tok.sum()), tok.numel(), int(blk.sum()), blk.numel()
+    unit, pooled = F.normalize(pred, dim=-1), F.normalize(pred.mean(1), dim=-1)
+    tok, blk = [], []  # per candidate image: [M, K] and [M] cosines (one image at a time: ViT-H sized batches fit)
+    for cand in targets:
+        at = cand[idx]  # [M, K, D]: this image's target tokens at each prediction's patches
+        tok.append((unit * F.normalize(at, dim=-1)).sum(-1))
+        blk.append((pooled * F.normalize(at.mean(1), dim=-1)).sum(-1))
+    tok_hit = torch.stack(tok).argmax(0) == owner[:, None]
+    blk_hit = torch.stack(blk).argmax(0) == owner
+    return int(tok_hit.sum()), tok_hit.numel(), int(blk_hit.sum()), blk_hit.numel()
 
 
 PREDICTORS = ("prediction", "random_predictor")

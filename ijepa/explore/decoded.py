@@ -67,10 +67,10 @@ def _paste(x: torch.Tensor, patch_size: int, grid, blocks: list[tuple[torch.Tens
     return unpatchify(pix[None], patch_size, grid, len(x))[0]
 
 
-def _display(unit: torch.Tensor, size: int, *, dim: torch.Tensor | None = None) -> np.ndarray:
-    """[C, H, W] in [0, 1] -> RGB uint8 [size, size, 3]; pixels where `dim` [H, W] is True darkened."""
+def _display(unit: torch.Tensor, size: int, *, dim: torch.Tensor | None = None, factor: float = 0.25) -> np.ndarray:
+    """[C, H, W] in [0, 1] -> RGB uint8 [size, size, 3]; pixels where `dim` [H, W] is True scaled by `factor`."""
     if dim is not None:
-        unit = torch.where(dim, 0.25 * unit, unit)
+        unit = torch.where(dim, factor * unit, unit)
     up = F.interpolate(unit[None].float().cpu(), size=(size, size), mode="nearest")[0]
     return (up.expand(3, -1, -1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
 
@@ -92,10 +92,10 @@ def _outlined(rgb: np.ndarray, grid, targets: list[torch.Tensor]) -> np.ndarray:
 
 
 def context_image(model: ExploreModel, x: torch.Tensor, a: Analysis, size: int) -> np.ndarray:
-    """(a) the pixels of the context patches; every other patch dark."""
+    """(a) the pixels of the context patches; every other patch all but black."""
     p = model.encoder.patch_size
     unit = _unit(x[0], model.mean_std).cpu()
-    return _outlined(_display(unit, size, dim=_outside([a.context], a.grid, p)), a.grid, a.targets)
+    return _outlined(_display(unit, size, dim=_outside([a.context], a.grid, p), factor=0.08), a.grid, a.targets)
 
 
 @torch.no_grad()

@@ -33,6 +33,7 @@ button { background: #2f6fdb; color: white; border: 0; border-radius: 4px; paddi
 .panel { background: #1d2027; border-radius: 8px; padding: 10px; }
 .panel h2 { font-size: 14px; margin: 0 0 6px; }
 .panel img.view { width: 256px; height: 256px; image-rendering: pixelated; display: block; }
+.panel img.view[hidden] { display: none; }
 #mask { cursor: pointer; }
 .swatch { display: inline-block; width: 11px; height: 11px; border-radius: 2px; margin-right: 4px; vertical-align: -1px; }
 #scale { height: 10px; width: 256px; border-radius: 3px; }
@@ -82,6 +83,14 @@ button { background: #2f6fdb; color: white; border: 0; border-radius: 4px; paddi
   <div class="panel"><h2>Context and targets <span class="small">(click to re-sample)</span> <span class="enc">mask collator</span></h2>
     <img id="mask" class="view" alt="masks" title="click to re-sample">
     <div id="fractions"></div><div id="targets" class="small"></div></div>
+  <div class="panel"><h2>(a) What the context encoder saw <span class="enc">context encoder input</span></h2><img id="ctx" class="view" alt="context">
+    <div class="small">context patches only; target blocks outlined</div></div>
+  <div class="panel"><h2>(b) Target tokens, decoded <span class="enc">target encoder → decoder</span></h2><img id="dtarget" class="view" alt="decoded targets">
+    <div class="small">each target block decoded from its own target tokens alone: the most the decoder can show</div><div class="nodecoder note"></div><div id="dtargeterr" class="small"></div></div>
+  <div class="panel"><h2>(c) Predictions, decoded <span class="enc">context encoder → predictor → decoder</span></h2><img id="dpred" class="view" alt="decoded predictions">
+    <div class="small">what the predictor predicted for each block, painted by the same decoder; the rest of the image dimmed</div><div class="nodecoder note"></div><div id="dprederr" class="small"></div></div>
+  <div class="panel"><h2>(d) MAE's reconstruction <span class="enc">MAE encoder → MAE pixel decoder</span></h2><img id="mae" class="view" alt="MAE reconstruction">
+    <div id="maelabel" class="small"></div><div id="maenote" class="note"></div></div>
   <div class="panel"><h2>Prediction vs target (cosine) <span class="enc">predictor(context encoder) vs target encoder</span></h2>
     <img id="heat" class="view" alt="heat-map">
     <div id="scale"></div><div class="small"><span id="scalelabel">−1 … 0 … +1</span> &nbsp; <span id="hover"></span></div>
@@ -91,14 +100,6 @@ button { background: #2f6fdb; color: white; border: 0; border-radius: 4px; paddi
     <div class="small">first 3 principal components of the target encoder's patch features → R, G, B</div></div>
   <div class="panel"><h2>Nearest neighbours <span class="enc">target encoder, pooled</span></h2>
     <div class="small">cosine, centred on the gallery mean; gallery: <span id="gallery"></span></div><div id="gallerynote" class="note"></div><div id="neighbours"></div></div>
-  <div class="panel"><h2>(a) What the context encoder saw <span class="enc">context encoder input</span></h2><img id="ctx" class="view" alt="context">
-    <div class="small">context patches only; target blocks outlined</div></div>
-  <div class="panel"><h2>(b) Target tokens, decoded <span class="enc">target encoder → decoder</span></h2><img id="dtarget" class="view" alt="decoded targets">
-    <div class="small">each target block decoded from its own target tokens alone: the most the decoder can show</div><div class="nodecoder note"></div><div id="dtargeterr" class="small"></div></div>
-  <div class="panel"><h2>(c) Predictions, decoded <span class="enc">context encoder → predictor → decoder</span></h2><img id="dpred" class="view" alt="decoded predictions">
-    <div class="small">what the predictor predicted for each block, painted by the same decoder; the rest of the image dimmed</div><div class="nodecoder note"></div><div id="dprederr" class="small"></div></div>
-  <div class="panel"><h2>(d) MAE's reconstruction <span class="enc">MAE encoder → MAE pixel decoder</span></h2><img id="mae" class="view" alt="MAE reconstruction">
-    <div id="maelabel" class="small"></div><div id="maenote" class="note"></div></div>
 </section>
 </main>
 <script>

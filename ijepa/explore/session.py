@@ -77,7 +77,7 @@ class Extras:
     a neighbour gallery larger than the page's own images."""
 
     decoder: TokenDecoder | None = None
-    decoder_note: str = ""
+    decoder_note: str = "No decoder: `ijepa decoder train RUN` trains one for a run, and `ijepa explore RUN` then finds it."
     mae: MAERun | None = None
     gallery: list[ImageItem] | None = None
     gallery_name: str = "the page's images"
