@@ -502,3 +502,26 @@ def test_decoded_predictions_in_headless_chromium(decoded_server):
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_static_export_carries_the_decoded_panels(decoded_explorer, tmp_path):
+    explorer, _ = decoded_explorer
+    export_static(explorer, tmp_path / "site", draws=1, per_source=1)
+    manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
+    (draw,) = manifest["samples"]["img-0"]
+    assert {"context", "decoded_target", "decoded_pred", "mae"} <= set(draw["png"])
+    assert all((tmp_path / "site" / rel).is_file() for rel in draw["png"].values())
+    assert {n["id"] for n in draw["neighbours"]} <= set(manifest["thumbs"])
+
+
+def test_a_fashion_mnist_model_searches_a_val_gallery():
+    from ijepa.explore import open_explorer
+
+    explorer = open_explorer(None, overrides=["meta.depth=1", "meta.pred_depth=1", "meta.pred_emb_dim=48"],
+                             fashion_mnist=3, gallery=60)
+    info = explorer.info()
+    assert info["gallery"] == {"size": 60, "name": "Fashion-MNIST val", "small": True}
+    assert [im["id"] for im in info["images"] if im["source"] == "fashion-mnist"] == ["fmnist-0", "fmnist-1", "fmnist-2"]
+    found = explorer.neighbours("fmnist-1")
+    assert len(found) == 5 and "fmnist-1" not in {n["id"] for n in found}
+    assert any(int(n["id"].split("-")[1]) >= 3 for n in explorer.neighbours("fmnist-0") + found)  # beyond the page's images
