@@ -82,9 +82,9 @@ class TokenDecoder(nn.Module):
                  mlp_ratio: float = 4.0) -> None:
         super().__init__()
         heads = num_heads or max(1, width // 64)
-        if width % heads or width % 4:
-            raise ValueError(f"decoder width {width}: expected a multiple of 4 and of {heads} heads")
-        self.spec, self.width, self.depth = spec, width, depth
+        if width % heads or width % 4 or depth < 1:
+            raise ValueError(f"decoder width {width}, depth {depth}: expected a width divisible by 4 and {heads} heads, depth >= 1")
+        self.spec, self.width, self.depth, self.num_heads = spec, width, depth, heads
         p, c = spec.patch_size, spec.in_chans
         self.embed = nn.Linear(spec.embed_dim, width)
         self.pos_embed = nn.Parameter(sincos_2d(width, *spec.grid).unsqueeze(0), requires_grad=False)
@@ -102,7 +102,7 @@ class TokenDecoder(nn.Module):
         return self.head(self.norm(x))
 
     def hparams(self) -> dict:
-        return {"width": self.width, "depth": self.depth, "num_heads": self.blocks[0].attn.num_heads}
+        return {"width": self.width, "depth": self.depth, "num_heads": self.num_heads}
 
 
 def save_payload(decoder: TokenDecoder) -> dict:

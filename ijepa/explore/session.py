@@ -89,9 +89,10 @@ class Explorer:
         if not items:
             raise ValueError("no images to explore (Fashion-MNIST, package photos and --images all empty)")
         self.extras = extras = extras or Extras()
-        modules = [model.encoder, model.predictor, model.target_encoder, extras.decoder, extras.mae and extras.mae.model]
-        for m in filter(None, modules):
-            m.to(device)
+        modules = [model.encoder, model.predictor, model.target_encoder, extras.decoder, extras.mae.model if extras.mae else None]
+        for m in modules:
+            if m is not None:
+                m.to(device)
         self.model, self.device, self.notes, self.k = model, device, list(notes), k
         gallery = extras.gallery or items
         self.items = {it.id: it for it in [*gallery, *items]}
