@@ -512,6 +512,8 @@ def test_static_export_carries_the_decoded_panels(decoded_explorer, tmp_path):
     assert {"context", "decoded_target", "decoded_pred", "mae"} <= set(draw["png"])
     assert all((tmp_path / "site" / rel).is_file() for rel in draw["png"].values())
     assert {n["id"] for n in draw["neighbours"]} <= set(manifest["thumbs"])
+    with Image.open(tmp_path / "site" / "figure.png") as fig:  # one row per exported image, six panels
+        assert fig.size == (6 * 262 - 6, 22 + 262 * len(manifest["samples"]) - 6)
 
 
 def test_a_fashion_mnist_model_searches_a_val_gallery():

@@ -1,13 +1,17 @@
 """`ijepa explore --out DIR`: the same page as static HTML + PNGs, viewable without a server.
 
 Each exported image carries `draws` pre-sampled mask draws (seeds 0..draws-1) at the
-checkpoint's mask settings; the page cycles through them on a click.
+checkpoint's mask settings; the page cycles through them on a click. `figure.png` puts the
+first draw of the first images side by side, panel by panel (the README's picture).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
+
+from PIL import Image, ImageDraw
 
 from rich.console import Console
 from rich.progress import track
@@ -46,7 +50,7 @@ def export_static(
             for k, rel in paths.items():
                 (out / rel).write_bytes(s.pngs[k])
             samples[image_id].append({**s.data, "png": paths})
-    shown = dict.fromkeys([*(i for i in explorer.page_ids if explorer.items[i].source != "upload"), *(n["id"] for draws in samples.values() for d in draws for n in d["neighbours"])])
+    shown = dict.fromkeys([*(i for i in explorer.page_ids if explorer.items[i].source != "upload"), *(n["id"] for ds in samples.values() for d in ds for n in d["neighbours"])])
     thumbs = {}
     for image_id in shown:  # the picker's images and every neighbour shown, not the whole gallery
         thumbs[image_id] = f"png/thumb-{image_id}.png"
@@ -55,4 +59,27 @@ def export_static(
     html = out / "index.html"
     html.write_text(page_html(manifest), encoding="utf-8")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    (out / "figure.png").write_bytes(figure(out, samples))
     return html
+
+
+FIGURE_COLUMNS = {"image": "image", "mask": "context + targets", "context": "(a) context seen", "decoded_target": "(b) targets decoded",
+                  "decoded_pred": "(c) predictions decoded", "mae": "(d) MAE pixels"}
+
+
+def figure(out: Path, samples: dict[str, list[dict]], rows: int = 4) -> bytes:
+    """One PNG for a README: the first draw of the first `rows` images, a column per panel
+    (only the panels this export has: no decoder, no decoded columns)."""
+    firsts = [ds[0] for ds in list(samples.values())[:rows]]
+    cols = [k for k in FIGURE_COLUMNS if all(k in d["png"] for d in firsts)]
+    size, gap, head = 256, 6, 22
+    sheet = Image.new("RGB", (len(cols) * (size + gap) - gap, head + len(firsts) * (size + gap) - gap), (21, 23, 28))
+    draw = ImageDraw.Draw(sheet)
+    for c, key in enumerate(cols):
+        draw.text((c * (size + gap) + 4, 4), FIGURE_COLUMNS[key], fill=(232, 232, 232))
+        for r, d in enumerate(firsts):
+            with Image.open(out / d["png"][key]) as im:
+                sheet.paste(im.convert("RGB").resize((size, size), Image.NEAREST), (c * (size + gap), head + r * (size + gap)))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()
