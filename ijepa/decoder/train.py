@@ -31,7 +31,7 @@ from ijepa.training.logging import progress_bar
 @dataclass
 class DecoderTrainConfig:
     """Defaults sized for the Fashion-MNIST recipe on 2 CPU cores: 64k images (1.3 epochs),
-    about 0.5 s a step there, the frozen encoder's forward pass half of it."""
+    a step a third to a half of a pretraining step's time, the frozen encoder's forward most of it."""
 
     steps: int = 1000
     batch_size: int = 64
