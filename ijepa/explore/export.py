@@ -12,7 +12,6 @@ import json
 from pathlib import Path
 
 from PIL import Image, ImageDraw
-
 from rich.console import Console
 from rich.progress import track
 
