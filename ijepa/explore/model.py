@@ -55,10 +55,14 @@ class ExploreModel:
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Normalisation the model was trained with (Fashion-MNIST's or ImageNet's)."""
-        if self.cfg.data.dataset == "fashion-mnist":
-            return fashion_mnist.MEAN, fashion_mnist.STD
-        return IMAGENET_MEAN, IMAGENET_STD
+        return mean_std_of(self.cfg)
+
+
+def mean_std_of(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation a recipe trains with (Fashion-MNIST's or ImageNet's)."""
+    if cfg.data.dataset == "fashion-mnist":
+        return fashion_mnist.MEAN, fashion_mnist.STD
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def predictor_from_state(state: dict[str, torch.Tensor], *, num_heads: int) -> VisionTransformerPredictor:
