@@ -4,17 +4,21 @@
 # random-init` records the random-init reference); lines are read one at a time, so lines
 # appended while the queue runs are picked up. A variant whose record exists is skipped, a
 # half-trained one resumes from its checkpoint. Every finished variant's record is committed
-# at once (only that folder, so nothing else staged is swept in).
+# at once with the results tables regenerated from it (only those paths: nothing else staged
+# is swept in).
 #   nohup benchmarks/queue.sh > runs/queue.log 2>&1 &      # start or restart it the same way
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
+IJEPA=${IJEPA:-.venv/bin/ijepa}
 QUEUE=${QUEUE:-benchmarks/sweeps/queue.txt}
-commit_records() {
-  git add results/records/recipe_sweep/ || return
-  git diff --cached --quiet -- results/records/recipe_sweep/ && return
+TABLES="results/records/recipe_sweep/ results/README.md results/summary.csv"
+commit_records() {  # the record and the tables regenerated from it, so the tree stays consistent
+  "$IJEPA" results > /dev/null || return
+  git add $TABLES || return
+  git diff --cached --quiet -- $TABLES && return
   for _ in 1 2 3 4 5; do
-    git commit -q -m "Recipe sweep record: $1 (scored on val)" -- results/records/recipe_sweep/ && return
+    git commit -q -m "Recipe sweep record: $1 (scored on val)" -- $TABLES && return
     sleep 5
   done
 }

@@ -17,10 +17,14 @@ import zlib
 import numpy as np
 import pytest
 import torch
+from fixtures.decoder import tiny_tc, write_tiny_run
 from fixtures.explore import tiny_cfg, tiny_explorer, write_image_folder
 from PIL import Image
 from typer.testing import CliRunner
 
+from ijepa.decoder import DecoderTrainer, spec_for
+from ijepa.decoder.model import layer_normed, to_unit_pixels
+from ijepa.decoder.runs import mask_collator, run_dataset
 from ijepa.explore import (
     MaskSettings,
     analyse,
@@ -32,9 +36,13 @@ from ijepa.explore import (
     random_explore_model,
     sample_masks,
 )
+from ijepa.explore.decoded import load_mae
 from ijepa.explore.images import folder_items, package_photo_paths
+from ijepa.explore.page import page_html
 from ijepa.explore.server import MAX_UPLOAD, address
-from ijepa.explore.session import settings_from_query
+from ijepa.explore.session import Extras, find_decoder, settings_from_query
+from ijepa.models.mae import unpatchify
+from ijepa.training.mae import MAE
 from ijepa.training.step import IJEPA
 
 
@@ -334,6 +342,9 @@ def _drive_page(page, url: str) -> None:
     page.goto(url)
     page.wait_for_function("document.body.dataset.seed === '0' && document.getElementById('mask').naturalWidth > 0")
     assert "RANDOM INIT" in page.inner_text("#model")
+    # No decoder: the decoded panels are not drawn and say why; the context panel is.
+    assert page.is_hidden("#dpred") and page.is_hidden("#mae") and page.is_visible("#ctx")
+    assert "No decoder" in page.inner_text(".nodecoder") and "is small" in page.inner_text("#gallerynote")
     before = page.get_attribute("#mask", "src")
     page.click("#mask")
     page.wait_for_function("document.body.dataset.seed === '1'")
@@ -364,3 +375,155 @@ def _drive_page(page, url: str) -> None:
     page.set_input_files("#upload", files=[{"name": "bomb.png", "mimeType": "image/png", "buffer": _png_header(30_000, 30_000)}])
     page.wait_for_function("document.getElementById('error').innerText.length > 0")
     assert page.inner_text("#error") == "bomb.png: too many pixels (expected at most 40 megapixels)"
+
+
+# -- decoded predictions (issue 23), the data-flow legend and the gallery (issue 26) --------
+
+
+@pytest.fixture(scope="module")
+def decoded_explorer(tmp_path_factory):
+    """A tiny run with a decoder trained for it (20 steps) and a tiny MAE run beside it."""
+    root = tmp_path_factory.mktemp("decoded")
+    run = write_tiny_run(root / "run")
+    model = load_explore_model(run)
+    train, _ = run_dataset(model, "train")
+    spec = spec_for(model.target_encoder, str(run), *model.mean_std)
+    DecoderTrainer(model.target_encoder, spec, train, mask_collator(model, 0), root / "run" / "decoder", tiny_tc(20),
+                   device=torch.device("cpu")).fit()
+    cfg = tiny_cfg("meta.dec_depth=1", "meta.dec_emb_dim=64")
+    torch.manual_seed(0)
+    mae = MAE(cfg)
+    torch.save({"encoder": mae.encoder.state_dict(), "decoder": mae.decoder.state_dict(),
+                "target_encoder": mae.encoder.state_dict(), "config": cfg.to_dict(), "step": 3}, root / "mae.pt")
+    decoder, note = find_decoder(model, run, None)
+    assert decoder is not None and note == ""
+    extras = Extras(decoder=decoder, mae=load_mae(root / "mae.pt", model))
+    base = tiny_explorer(3)
+    return type(base)(model, list(base.items.values()), device=torch.device("cpu"), extras=extras), root
+
+
+def test_decoded_panels_paint_the_decoder_output(decoded_explorer):
+    explorer, _ = decoded_explorer
+    s = explorer.sample("img-1", explorer.defaults, 3)
+    assert {"context", "decoded_target", "decoded_pred", "mae"} <= set(s.pngs)
+    assert all("pred_mse" in t and "target_mse" in t for t in s.data["targets"])
+    # Recompute the last block's decoded prediction and find it in the PNG, pixel for pixel.
+    context, targets = sample_masks(explorer.defaults, explorer.model, 3)
+    x = explorer._input([explorer.item("img-1")])
+    a = analyse(explorer.model, x, context, targets)
+    dec, k = explorer.extras.decoder, len(targets) - 1
+    for key, tokens in (("decoded_pred", a.predictions[k : k + 1]), ("decoded_target", layer_normed(a.features)[None, targets[k]])):
+        patches = torch.zeros(1, 64, 16)
+        patches[0, targets[k]] = dec(tokens, targets[k][None])[0]
+        want = (to_unit_pixels(unpatchify(patches, 4, (8, 8), 1), dec.spec)[0, 0] * 255).round()
+        got = np.asarray(Image.open(io.BytesIO(s.pngs[key])))[..., 0]
+        r, c = divmod(int(targets[k][len(targets[k]) // 2]), 8)  # a patch inside the block, off its outline
+        for py in range(1, 3):
+            for px in range(1, 3):
+                assert abs(int(got[(r * 4 + py) * 8 + 4, (c * 4 + px) * 8 + 4]) - want[r * 4 + py, c * 4 + px]) <= 1, key
+    assert s.pngs["decoded_pred"] != s.pngs["decoded_target"]
+    assert s.pngs["decoded_pred"] != explorer.sample("img-1", explorer.defaults, 4).pngs["decoded_pred"]
+
+
+def test_without_a_decoder_the_page_says_how_to_train_one(explorer, decoded_explorer, tmp_path):
+
+    info = explorer.info()
+    assert not info["decoder"] and "`ijepa decoder train RUN`" in info["decoder_note"]
+    assert "random init has none" in find_decoder(explorer.model, None, None)[1]
+    s = explorer.sample("img-0", explorer.defaults, 0)
+    assert "context" in s.pngs and "decoded_pred" not in s.pngs and "pred_mse" not in s.data["targets"][0]
+    _, root = decoded_explorer
+    bare = load_explore_model(root / "run")
+    run2 = tmp_path / "run2"
+    run2.mkdir()
+    torch.save(torch.load(root / "run" / "checkpoint.pt", weights_only=True), run2 / "checkpoint.pt")
+    decoder, note = find_decoder(bare, run2, None)
+    assert decoder is None and f"ijepa decoder train {run2}" in note
+    moved = load_explore_model(write_tiny_run(tmp_path / "moved", shift=0.2))  # the run trained on: another encoder
+    decoder, note = find_decoder(moved, root / "run", None)
+    assert decoder is None and "decoder trained for" in note
+    with pytest.raises(ValueError, match="not an MAE run"):
+        load_mae(root / "run", bare)
+    with pytest.raises(ValueError, match="MAE run has grid 8x8"):
+        load_mae(root / "mae.pt", load_explore_model(write_tiny_run(tmp_path / "big", "data.crop_size=48")))
+
+
+def test_legend_says_why_the_context_is_small_and_the_gallery_is_small(explorer):
+    info = explorer.info()
+    why = info["context_why"]
+    assert "7x7 = 49 of 64 patches" in why and "over 200 draws the context averages" in why, why
+    settings = explorer.defaults
+    fractions = [len(sample_masks(settings, explorer.model, s)[0]) / 64 for s in range(200)]
+    assert abs(float(why.split("averages ")[1].split("%")[0]) - 100 * np.mean(fractions)) < 5  # other seeds, same law
+    assert info["gallery"] == {"size": 5, "name": "the page's images", "small": True}
+    html = page_html()
+    assert "Target encoder" in html and "EMA" in html and "deterministic" in html
+
+
+@pytest.fixture(scope="module")
+def decoded_server(decoded_explorer):
+    srv = make_server(decoded_explorer[0], 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield address(srv)
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless browser test needs Debian's chromium")
+def test_decoded_predictions_in_headless_chromium(decoded_server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    count = """(id) => {
+        const img = document.getElementById(id), c = document.createElement('canvas');
+        c.width = img.naturalWidth; c.height = img.naturalHeight;
+        const ctx = c.getContext('2d'); ctx.drawImage(img, 0, 0);
+        const d = ctx.getImageData(0, 0, c.width, c.height).data, seen = new Set();
+        for (let i = 0; i < d.length; i += 4) seen.add((d[i] << 16) | (d[i + 1] << 8) | d[i + 2]);
+        return [c.width, seen.size, img.hidden];
+    }"""
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1400})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.set_default_timeout(15_000)
+            page.goto(decoded_server)
+            page.wait_for_function("document.body.dataset.seed === '0' && document.getElementById('dpred').naturalWidth > 0")
+            for panel in ("ctx", "dtarget", "dpred", "mae"):
+                width, colours, hidden = page.evaluate(count, panel)
+                assert width == 256 and colours > 10 and not hidden and page.is_visible(f"#{panel}"), (panel, colours)
+            assert "pixel MSE" in page.inner_text("#dprederr") and page.inner_text(".nodecoder") == ""
+            assert "MAE" in page.inner_text("#maelabel") and "Why the context is small" in page.inner_text("#contextwhy")
+            before = {k: page.get_attribute(f"#{k}", "src") for k in ("dpred", "dtarget", "ctx", "mae")}
+            page.click("#resample")
+            page.wait_for_function("document.body.dataset.seed === '1'")
+            for k, src in before.items():
+                assert page.get_attribute(f"#{k}", "src") != src, f"{k} must change when the masks are re-sampled"
+            assert not errors, errors
+        finally:
+            browser.close()
+
+
+def test_static_export_carries_the_decoded_panels(decoded_explorer, tmp_path):
+    explorer, _ = decoded_explorer
+    export_static(explorer, tmp_path / "site", draws=1, per_source=1)
+    manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
+    (draw,) = manifest["samples"]["img-0"]
+    assert {"context", "decoded_target", "decoded_pred", "mae"} <= set(draw["png"])
+    assert all((tmp_path / "site" / rel).is_file() for rel in draw["png"].values())
+    assert {n["id"] for n in draw["neighbours"]} <= set(manifest["thumbs"])
+    with Image.open(tmp_path / "site" / "figure.png") as fig:  # one row per exported image, six panels
+        assert fig.size == (6 * 262 - 6, 22 + 262 * len(manifest["samples"]) - 6)
+
+
+def test_a_fashion_mnist_model_searches_a_val_gallery():
+    from ijepa.explore import open_explorer
+
+    explorer = open_explorer(None, overrides=["meta.depth=1", "meta.pred_depth=1", "meta.pred_emb_dim=48"],
+                             fashion_mnist=3, gallery=60)
+    info = explorer.info()
+    assert info["gallery"] == {"size": 60, "name": "Fashion-MNIST val", "small": True}
+    assert [im["id"] for im in info["images"] if im["source"] == "fashion-mnist"] == ["fmnist-0", "fmnist-1", "fmnist-2"]
+    found = explorer.neighbours("fmnist-1")
+    assert len(found) == 5 and "fmnist-1" not in {n["id"] for n in found}
+    assert any(int(n["id"].split("-")[1]) >= 3 for n in explorer.neighbours("fmnist-0") + found)  # beyond the page's images

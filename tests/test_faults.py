@@ -365,10 +365,10 @@ def test_official_checkpoint_without_opt_says_what_is_missing(tmp_path):
 
 # -- state dicts that do not describe a whole ViT (issue 27) ---------------------------------------
 @pytest.mark.parametrize(("edit", "expect"), [
-    (lambda s: s.pop("blocks.0.attn.proj.bias"), "target_encoder state dict lacks tensor blocks.0.attn.proj.bias for the ViT its shapes describe"),
-    (lambda s: s.pop("pos_embed"), "target_encoder state dict has no pos_embed tensor: not a ViT encoder, or an incomplete one"),
-    (lambda s: s.update(pos_embed=s["pos_embed"][:, :15]), "target_encoder pos_embed holds 15 positions, not a square grid (expected n x n)"),
-    (lambda s: s.update({"norm.weight": s["norm.weight"][:5]}), "target_encoder state dict tensor norm.weight has shape (5,), expected (192,)"),
+    (lambda s: s.pop("blocks.0.attn.proj.bias"), "state dict lacks blocks.0.attn.proj.bias: not the layout accepted"),
+    (lambda s: s.pop("pos_embed"), "state dict lacks pos_embed: not the layout accepted"),
+    (lambda s: s.update(pos_embed=s["pos_embed"][:, :15]), "pos_embed holds 15 positions, not a square grid"),
+    (lambda s: s.update({"norm.weight": s["norm.weight"][:5]}), "size mismatch for norm.weight"),
 ])
 def test_state_dict_missing_a_tensor_or_with_a_non_square_table_is_one_line(tmp_path, edit, expect):
     from ijepa.models.checkpoint import load_encoder

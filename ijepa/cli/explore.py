@@ -20,6 +20,9 @@ def explore(
     config: Path | None = typer.Option(None, "--config", "-c", help="Random init only: the recipe to initialise (default: the Fashion-MNIST recipe)"),
     set_: list[str] = typer.Option([], "--set", help="Random init only: override a recipe key, e.g. --set data.crop_size=224"),
     device: str = typer.Option("cpu", "--device", help="Torch device for the three networks"),
+    decoder: Path | None = typer.Option(None, "--decoder", help="Pixel decoder (default: RUN/decoder if `ijepa decoder train RUN` made one)"),
+    mae: Path | None = typer.Option(None, "--mae", help="An MAE run of the same grid: show its pixel reconstruction of the same blocks"),
+    gallery: int = typer.Option(2000, "--gallery", help="Fashion-MNIST models: val images the neighbours are searched among"),
 ) -> None:
     """Show how I-JEPA sees an image: masks, per-patch predictions, PCA colours, neighbours."""
     from ijepa.explore import export_static, make_server, open_explorer
@@ -27,7 +30,8 @@ def explore(
     from ijepa.training.config import ConfigError
 
     try:
-        explorer = open_explorer(checkpoint, images=images, config=config, overrides=set_, device=device, fashion_mnist=fashion_mnist)
+        explorer = open_explorer(checkpoint, images=images, config=config, overrides=set_, device=device, fashion_mnist=fashion_mnist,
+                                 decoder=decoder, mae=mae, gallery=gallery)
         if out is not None:
             print(export_static(explorer, out, draws=draws, console=console))
             return

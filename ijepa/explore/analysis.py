@@ -29,11 +29,12 @@ class MaskSettings:
     npred: int = 4
     min_keep: int = 10
     allow_overlap: bool = False
+    sampler: str = "official"  # the run's mask.sampler (not a page setting)
 
     @classmethod
     def from_config(cls, mask: MaskConfig) -> MaskSettings:
         return cls(tuple(mask.enc_mask_scale), tuple(mask.pred_mask_scale), tuple(mask.aspect_ratio),
-                   mask.num_pred_masks, mask.min_keep, mask.allow_overlap)
+                   mask.num_pred_masks, mask.min_keep, mask.allow_overlap, mask.sampler)
 
     def validate(self) -> MaskSettings:
         """Raise ValueError naming the setting that is out of range; return self."""
@@ -55,7 +56,7 @@ class MaskSettings:
             input_size=model.img_size, patch_size=model.encoder.patch_size,
             enc_mask_scale=self.enc_mask_scale, pred_mask_scale=self.pred_mask_scale,
             aspect_ratio=self.aspect_ratio, nenc=1, npred=self.npred,
-            min_keep=self.min_keep, allow_overlap=self.allow_overlap,
+            min_keep=self.min_keep, allow_overlap=self.allow_overlap, sampler=self.sampler,
         )
 
 
@@ -68,7 +69,8 @@ class Analysis:
     targets: list[torch.Tensor]  # npred x [Nt] patch indices to predict
     cos: torch.Tensor  # [npred, Nt] cosine(predictor output, layer-normed target feature)
     loss: float  # the training loss of this draw
-    features: torch.Tensor  # [N, D] target-encoder patch features (for PCA)
+    features: torch.Tensor  # [N, D] target-encoder patch features (for PCA and the decoder)
+    predictions: torch.Tensor  # [npred, Nt, D] predictor outputs (for the decoder)
 
     @property
     def num_patches(self) -> int:
@@ -99,6 +101,25 @@ class Analysis:
         return heat.view(self.grid)
 
 
+def context_explanation(settings: MaskSettings, model: ExploreModel, draws: int = 200) -> str:
+    """Why the context the encoder sees is much smaller than its block's scale says, with the
+    context fraction measured over `draws` mask draws."""
+    gh, gw = model.grid
+    n = gh * gw
+    if settings.sampler == "official":
+        cap = (f"the official sampler keeps every block below the full grid, so the context block is at most "
+               f"{gh - 1}x{gw - 1} = {(gh - 1) * (gw - 1)} of {n} patches")
+    else:
+        cap = f"the block may cover all {n} patches"
+    cut = "then loses every patch of the" if not settings.allow_overlap else "keeps the patches of the (overlap allowed)"
+    collator, g = settings.validate().collator(model), torch.Generator().manual_seed(0)
+    fractions = [len(collator.sample_masks(1, g)[0][0][0]) / n for _ in range(draws)]
+    return (f"The context block is drawn at {settings.enc_mask_scale[0]:g}-{settings.enc_mask_scale[1]:g} of the image, "
+            f"but {cap}, and it {cut} {settings.npred} target blocks ({settings.pred_mask_scale[0]:g}-"
+            f"{settings.pred_mask_scale[1]:g} of the image each): over {draws} draws the context averages "
+            f"{100 * sum(fractions) / draws:.0f}% of the patches ({100 * min(fractions):.0f}-{100 * max(fractions):.0f}%).")
+
+
 def sample_masks(settings: MaskSettings, model: ExploreModel, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """(context indices [Nc], target indices npred x [Nt]) for one image, reproducible by seed."""
     g = torch.Generator().manual_seed(seed)
@@ -119,7 +140,7 @@ def analyse(model: ExploreModel, x: torch.Tensor, context: torch.Tensor, targets
     return Analysis(
         grid=model.grid, context=context.cpu(), targets=[t.cpu() for t in targets],
         cos=F.cosine_similarity(z.float(), target.float(), dim=-1).cpu(),
-        loss=float(loss_fn(z.float(), target.float())), features=h[0].float().cpu(),
+        loss=float(loss_fn(z.float(), target.float())), features=h[0].float().cpu(), predictions=z.float().cpu(),
     )
 
 

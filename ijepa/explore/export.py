@@ -1,14 +1,17 @@
 """`ijepa explore --out DIR`: the same page as static HTML + PNGs, viewable without a server.
 
 Each exported image carries `draws` pre-sampled mask draws (seeds 0..draws-1) at the
-checkpoint's mask settings; the page cycles through them on a click.
+checkpoint's mask settings; the page cycles through them on a click. `figure.png` puts the
+first draw of the first images side by side, panel by panel (the README's picture).
 """
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
+from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.progress import track
 
@@ -20,8 +23,8 @@ def pick_images(explorer: Explorer, per_source: int) -> list[str]:
     """The first `per_source` images of every gallery source (uploads are not exported)."""
     taken: dict[str, int] = {}
     ids = []
-    for item in (explorer.items[i] for i in explorer.gallery_ids):
-        if taken.get(item.source, 0) < per_source:
+    for item in (explorer.items[i] for i in explorer.page_ids):
+        if item.source != "upload" and taken.get(item.source, 0) < per_source:
             taken[item.source] = taken.get(item.source, 0) + 1
             ids.append(item.id)
     return ids
@@ -37,10 +40,6 @@ def export_static(
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{out}: exists and is not a folder")
     (out / "png").mkdir(parents=True, exist_ok=True)
-    thumbs = {}
-    for image_id in explorer.gallery_ids:
-        thumbs[image_id] = f"png/thumb-{image_id}.png"
-        (out / thumbs[image_id]).write_bytes(explorer.thumbnail(image_id))
     samples = {}
     for image_id in track(pick_images(explorer, per_source), description="exporting", console=console, disable=console is None):
         samples[image_id] = []
@@ -50,8 +49,36 @@ def export_static(
             for k, rel in paths.items():
                 (out / rel).write_bytes(s.pngs[k])
             samples[image_id].append({**s.data, "png": paths})
+    shown = dict.fromkeys([*(i for i in explorer.page_ids if explorer.items[i].source != "upload"), *(n["id"] for ds in samples.values() for d in ds for n in d["neighbours"])])
+    thumbs = {}
+    for image_id in shown:  # the picker's images and every neighbour shown, not the whole gallery
+        thumbs[image_id] = f"png/thumb-{image_id}.png"
+        (out / thumbs[image_id]).write_bytes(explorer.thumbnail(image_id))
     manifest = {"info": explorer.info(), "samples": samples, "thumbs": thumbs, "draws": draws}
     html = out / "index.html"
     html.write_text(page_html(manifest), encoding="utf-8")
     (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
+    (out / "figure.png").write_bytes(figure(out, samples))
     return html
+
+
+FIGURE_COLUMNS = {"image": "image", "mask": "context + targets", "context": "(a) context seen", "decoded_target": "(b) targets decoded",
+                  "decoded_pred": "(c) predictions decoded", "mae": "(d) MAE pixels"}
+
+
+def figure(out: Path, samples: dict[str, list[dict]], rows: int = 4) -> bytes:
+    """One PNG for a README: the first draw of the first `rows` images, a column per panel
+    (only the panels this export has: no decoder, no decoded columns)."""
+    firsts = [ds[0] for ds in list(samples.values())[:rows]]
+    cols = [k for k in FIGURE_COLUMNS if all(k in d["png"] for d in firsts)]
+    size, gap, head = 256, 6, 22
+    sheet = Image.new("RGB", (len(cols) * (size + gap) - gap, head + len(firsts) * (size + gap) - gap), (21, 23, 28))
+    draw = ImageDraw.Draw(sheet)
+    for c, key in enumerate(cols):
+        draw.text((c * (size + gap) + 4, 4), FIGURE_COLUMNS[key], fill=(232, 232, 232))
+        for r, d in enumerate(firsts):
+            with Image.open(out / d["png"][key]) as im:
+                sheet.paste(im.convert("RGB").resize((size, size), Image.NEAREST), (c * (size + gap), head + r * (size + gap)))
+    buf = io.BytesIO()
+    sheet.save(buf, format="PNG")
+    return buf.getvalue()

@@ -17,6 +17,7 @@ from torch import nn
 
 from ijepa.data import fashion_mnist
 from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ijepa.models import interop
 from ijepa.models.checkpoint import checkpoint_file, encoder_from_state, read_checkpoint
 from ijepa.models.predictor import VisionTransformerPredictor
 from ijepa.models.registry import ARCHS
@@ -54,10 +55,14 @@ class ExploreModel:
 
     @property
     def mean_std(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
-        """Normalisation the model was trained with (Fashion-MNIST's or ImageNet's)."""
-        if self.cfg.data.dataset == "fashion-mnist":
-            return fashion_mnist.MEAN, fashion_mnist.STD
-        return IMAGENET_MEAN, IMAGENET_STD
+        return mean_std_of(self.cfg)
+
+
+def mean_std_of(cfg: Config) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Normalisation a recipe trains with (Fashion-MNIST's or ImageNet's)."""
+    if cfg.data.dataset == "fashion-mnist":
+        return fashion_mnist.MEAN, fashion_mnist.STD
+    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def predictor_from_state(state: dict[str, torch.Tensor], *, num_heads: int) -> VisionTransformerPredictor:
@@ -84,6 +89,10 @@ def _frozen(m: nn.Module) -> nn.Module:
 def load_explore_model(path: str | Path) -> ExploreModel:
     """All three networks of a run dir, our checkpoint or an official I-JEPA checkpoint."""
     file = checkpoint_file(path)
+    fmt = interop.detect_format(file)
+    if fmt != "torch":
+        raise ValueError(f"{file}: a {fmt} model holds one encoder and no predictor; explore needs encoder, "
+                         "predictor and target_encoder (a run dir or an official I-JEPA checkpoint)")
     ckpt = read_checkpoint(file)
     missing = [k for k in PARTS if k not in ckpt]
     if missing:

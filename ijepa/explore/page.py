@@ -33,11 +33,17 @@ button { background: #2f6fdb; color: white; border: 0; border-radius: 4px; paddi
 .panel { background: #1d2027; border-radius: 8px; padding: 10px; }
 .panel h2 { font-size: 14px; margin: 0 0 6px; }
 .panel img.view { width: 256px; height: 256px; image-rendering: pixelated; display: block; }
+.panel img.view[hidden] { display: none; }
 #mask { cursor: pointer; }
 .swatch { display: inline-block; width: 11px; height: 11px; border-radius: 2px; margin-right: 4px; vertical-align: -1px; }
 #scale { height: 10px; width: 256px; border-radius: 3px; }
 .small { font-size: 12px; color: #aab; }
 #error { color: #ff7b72; }
+#flow { grid-column: 1 / -1; background: #1d2027; border-radius: 8px; padding: 8px 12px; }
+#flow summary { cursor: pointer; font-weight: 600; }
+#flow ol { margin: 6px 0; padding-left: 20px; }
+.enc { color: #9fd3ff; font-size: 12px; font-weight: normal; }
+.note { color: #ffcf70; font-size: 12px; }
 #neighbours figure { display: inline-block; margin: 0 4px 4px 0; text-align: center; font-size: 11px; }
 </style></head>
 <body>
@@ -63,19 +69,37 @@ button { background: #2f6fdb; color: white; border: 0; border-radius: 4px; paddi
   <p id="notes" class="small"></p>
 </aside>
 <section id="panels">
+  <details id="flow" open><summary>How I-JEPA sees an image (data flow)</summary>
+    <ol>
+      <li><b>Context encoder</b> (a ViT, trained by gradient) sees only the <span style="color:#3c8cff">context patches</span> and turns them into tokens.</li>
+      <li><b>Predictor</b> (a narrower ViT, trained by gradient) takes those tokens and the positions of one target block, and outputs one token per target patch.</li>
+      <li><b>Target encoder</b> (an EMA: an exponential moving average of the context encoder's weights, never trained by gradient) sees the whole image; its layer-normed tokens at the target patches are what the predictor must match. The loss is on tokens, never on pixels. Evaluations, the PCA and the neighbours here use the target encoder.</li>
+    </ol>
+    <div class="small" id="contextwhy"></div>
+    <div class="small" id="decoderwhy">To show <i>what</i> was predicted, a pixel decoder is trained on the frozen target encoder's tokens only (never on predictions; <code>ijepa decoder train RUN</code>) and then decodes the predictor's outputs. It is deterministic: where the tokens leave a patch uncertain it paints the average of what is possible, so blur means uncertainty, not a wrong guess. A generative decoder that draws several samples (RCDM-like, as the paper's Figure 6) is not built yet.</div>
+  </details>
   <div class="panel"><h2>Image <span id="name" class="small"></span></h2><img id="image" class="view" alt="image">
     <div id="input" class="small"></div></div>
-  <div class="panel"><h2>Context and targets <span class="small">(click to re-sample)</span></h2>
+  <div class="panel"><h2>Context and targets <span class="small">(click to re-sample)</span> <span class="enc">mask collator</span></h2>
     <img id="mask" class="view" alt="masks" title="click to re-sample">
     <div id="fractions"></div><div id="targets" class="small"></div></div>
-  <div class="panel"><h2>Prediction vs target (cosine)</h2>
+  <div class="panel"><h2>(a) What the context encoder saw <span class="enc">context encoder input</span></h2><img id="ctx" class="view" alt="context">
+    <div class="small">context patches only; target blocks outlined</div></div>
+  <div class="panel"><h2>(b) Target tokens, decoded <span class="enc">target encoder → decoder</span></h2><img id="dtarget" class="view" alt="decoded targets">
+    <div class="small">each target block decoded from its own target tokens alone: the most the decoder can show</div><div class="nodecoder note"></div><div id="dtargeterr" class="small"></div></div>
+  <div class="panel"><h2>(c) Predictions, decoded <span class="enc">context encoder → predictor → decoder</span></h2><img id="dpred" class="view" alt="decoded predictions">
+    <div class="small">what the predictor predicted for each block, painted by the same decoder; the rest of the image dimmed</div><div class="nodecoder note"></div><div id="dprederr" class="small"></div></div>
+  <div class="panel"><h2>(d) MAE's reconstruction <span class="enc">MAE encoder → MAE pixel decoder</span></h2><img id="mae" class="view" alt="MAE reconstruction">
+    <div id="maelabel" class="small"></div><div id="maenote" class="note"></div></div>
+  <div class="panel"><h2>Prediction vs target (cosine) <span class="enc">predictor(context encoder) vs target encoder</span></h2>
     <img id="heat" class="view" alt="heat-map">
     <div id="scale"></div><div class="small"><span id="scalelabel">−1 … 0 … +1</span> &nbsp; <span id="hover"></span></div>
     <label class="small">stretch colours to this draw's range <input id="stretch" type="checkbox"></label>
     <div id="loss"></div></div>
-  <div class="panel"><h2>PCA of patch features</h2><img id="pca" class="view" alt="PCA">
+  <div class="panel"><h2>PCA of patch features <span class="enc">target encoder</span></h2><img id="pca" class="view" alt="PCA">
     <div class="small">first 3 principal components of the target encoder's patch features → R, G, B</div></div>
-  <div class="panel"><h2>Nearest neighbours <span class="small">(pooled target-encoder feature, centred on the gallery mean; cosine)</span></h2><div id="neighbours"></div></div>
+  <div class="panel"><h2>Nearest neighbours <span class="enc">target encoder, pooled</span></h2>
+    <div class="small">cosine, centred on the gallery mean; gallery: <span id="gallery"></span></div><div id="gallerynote" class="note"></div><div id="neighbours"></div></div>
 </section>
 </main>
 <script>
@@ -121,6 +145,10 @@ async function update() {
 }
 function show(s) {
   for (const k of ["image", "mask", "pca"]) $(k).src = s.png[k];
+  const pics = { ctx: "context", dtarget: "decoded_target", dpred: "decoded_pred", mae: "mae" };
+  for (const [id, k] of Object.entries(pics)) { $(id).hidden = !s.png[k]; if (s.png[k]) $(id).src = s.png[k]; }
+  const perBlock = (key) => s.targets.filter((t) => key in t).map((t, i) => `<span class="swatch" style="background:${t.colour}"></span>pixel MSE ${fmt(t[key], 3)}`).join(" ");
+  $("dtargeterr").innerHTML = perBlock("target_mse"); $("dprederr").innerHTML = perBlock("pred_mse");
   const stretch = $("stretch").checked;
   $("heat").src = s.png[stretch ? "heat_stretched" : "heat"];
   $("scalelabel").textContent = stretch ? `${fmt(s.cos_range[0])} … ${fmt(s.cos_range[1])}` : "−1 … 0 … +1";
@@ -182,6 +210,12 @@ async function start() {
   $("model").classList.toggle("random", info.random_init);
   $("scale").style.background = `linear-gradient(to right, ${info.legend.join(",")})`;
   $("notes").textContent = info.notes.join(" ");
+  $("contextwhy").textContent = "Why the context is small: " + info.context_why;
+  for (const el of document.querySelectorAll(".nodecoder")) el.textContent = info.decoder ? "" : info.decoder_note;
+  $("maelabel").textContent = info.mae ? `${info.mae}: MAE predicts each patch standardised; shown with the true patch's mean and contrast put back` : "";
+  $("maenote").textContent = info.mae ? "" : "No MAE run: start with `ijepa explore RUN --mae MAE_RUN` (an `ijepa pretrain --method mae` run of the same grid) to compare pixel reconstruction with I-JEPA's token prediction.";
+  $("gallery").textContent = `${info.gallery.size} images (${info.gallery.name})`;
+  $("gallerynote").textContent = info.gallery.small ? `A gallery of ${info.gallery.size} images is small: "nearest" here means little (a Fashion-MNIST model searches 2,000 val images).` : "";
   fillSettings(info.defaults);
   if (STATIC) {
     for (const el of $("settings").elements) el.disabled = true;

@@ -13,15 +13,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ijepa.decoder.model import TokenDecoder, decoder_dir, load_decoder, spec_for
 from ijepa.explore import render
 from ijepa.explore.analysis import (
     MaskSettings,
     analyse,
+    context_explanation,
     nearest,
     pca_rgb,
     pooled_features,
     sample_masks,
 )
+from ijepa.explore.decoded import MAERun, context_image, decoded_images, load_mae, mae_image
 from ijepa.explore.images import (
     ImageItem,
     decode_image,
@@ -36,6 +39,7 @@ from ijepa.explore.model import ExploreModel, load_explore_model, random_explore
 from ijepa.training.config import load_config
 
 THUMB_PX = 64
+SMALL_GALLERY = 500  # below this many images the page says its neighbours mean little
 # Query-string names of the settings (the page's form uses the same names).
 PAIR_KEYS = {"enc_scale": "enc_mask_scale", "pred_scale": "pred_mask_scale", "aspect": "aspect_ratio"}
 
@@ -70,16 +74,33 @@ class Sample:
     pngs: dict[str, bytes]  # image, mask, heat, pca
 
 
+@dataclass
+class Extras:
+    """Optional parts of a session: a pixel decoder (or why there is none), an MAE run, and
+    a neighbour gallery larger than the page's own images."""
+
+    decoder: TokenDecoder | None = None
+    decoder_note: str = "No decoder: `ijepa decoder train RUN` trains one for a run, and `ijepa explore RUN` then finds it."
+    mae: MAERun | None = None
+    gallery: list[ImageItem] | None = None
+    gallery_name: str = "the page's images"
+
+
 class Explorer:
     def __init__(self, model: ExploreModel, items: list[ImageItem], *, device: torch.device,
-                 notes: list[str] = (), k: int = 5) -> None:
+                 notes: list[str] = (), k: int = 5, extras: Extras | None = None) -> None:
         if not items:
             raise ValueError("no images to explore (Fashion-MNIST, package photos and --images all empty)")
-        for m in (model.encoder, model.predictor, model.target_encoder):
-            m.to(device)
+        self.extras = extras = extras or Extras()
+        modules = [model.encoder, model.predictor, model.target_encoder, extras.decoder, extras.mae.model if extras.mae else None]
+        for m in modules:
+            if m is not None:
+                m.to(device)
         self.model, self.device, self.notes, self.k = model, device, list(notes), k
-        self.items = {it.id: it for it in items}
-        self.gallery_ids = [it.id for it in items]
+        gallery = extras.gallery or items
+        self.items = {it.id: it for it in [*gallery, *items]}
+        self.page_ids = [it.id for it in items]
+        self.gallery_ids = [it.id for it in gallery]
         self._gallery: torch.Tensor | None = None
         self.defaults = MaskSettings.from_config(model.cfg.mask)
         self._uploads = 0
@@ -95,9 +116,13 @@ class Explorer:
             "label": m.label, "random_init": m.random_init, "grid": list(m.grid),
             "img_size": m.img_size[0], "patch_size": m.encoder.patch_size, "in_chans": m.in_chans,
             "loss_name": m.cfg.meta.loss, "defaults": dataclasses.asdict(self.defaults),
-            "images": [{"id": it.id, "name": it.name, "source": it.source} for it in self.items.values()],
+            "images": [{"id": i, "name": self.items[i].name, "source": self.items[i].source} for i in self.page_ids],
             "legend": render.legend_colours(), "notes": self.notes, "k": self.k,
-            "default_image": self.gallery_ids[0],
+            "default_image": self.page_ids[0], "context_why": context_explanation(self.defaults, m),
+            "decoder": self.extras.decoder is not None, "decoder_note": self.extras.decoder_note,
+            "mae": self.extras.mae.label if self.extras.mae else None,
+            "gallery": {"size": len(self.gallery_ids), "name": self.extras.gallery_name,
+                        "small": len(self.gallery_ids) < SMALL_GALLERY},
         }
 
     def add_upload(self, data: bytes, name: str) -> ImageItem:
@@ -106,13 +131,15 @@ class Explorer:
         item = ImageItem(f"upload-{self._uploads}", name, "upload", decode_image(data, name))
         self._uploads += 1
         self.items[item.id] = item
+        self.page_ids.append(item.id)
         uploads = [k for k, it in self.items.items() if it.source == "upload"]
         for k in uploads[: max(0, len(uploads) - MAX_UPLOADS)]:
             del self.items[k]
+            self.page_ids.remove(k)
         return item
 
-    def _input(self, items: list[ImageItem]) -> torch.Tensor:
-        mean, std = self.model.mean_std
+    def _input(self, items: list[ImageItem], mean_std=None) -> torch.Tensor:
+        mean, std = mean_std or self.model.mean_std
         size = self.model.img_size[0]
         xs = [to_model_input(square_crop(it.image, size), in_chans=self.model.in_chans, mean=mean, std=std) for it in items]
         return torch.stack(xs).to(self.device)
@@ -142,11 +169,13 @@ class Explorer:
         """Masks drawn with `seed`, the three networks' answers, and the pictures of them."""
         item = self.item(image_id)
         context, targets = sample_masks(settings, self.model, seed)
-        a = analyse(self.model, self._input([item]), context, targets)
+        x = self._input([item])
+        a = analyse(self.model, x, context, targets)
         heat = a.heatmap()
         lo, hi = float(a.cos.min()), float(a.cos.max())
         display = self.display(image_id)
         cell = display.shape[0] // a.grid[0]
+        decoded, errors = self._decoded(item, x, a, display.shape[0])
         pngs = {
             "image": render.png_bytes(display),
             "mask": render.png_bytes(render.mask_image(display, a.grid, a.context, a.targets)),
@@ -154,39 +183,81 @@ class Explorer:
             # the same, colours stretched over this draw's range: differences in a trained model
             "heat_stretched": render.png_bytes(render.heat_image(display, heat, a.targets, lo=lo, hi=hi)),
             "pca": render.png_bytes(render.pca_image(pca_rgb(a.features, a.grid), cell)),
+            **decoded,
         }
         data = {
             "image": image_id, "name": item.name, "seed": seed, "settings": dataclasses.asdict(settings),
             "grid": list(a.grid), "n_context": len(a.context), "context_fraction": a.context_fraction, "overlap": a.overlap,
             "target_fraction": a.target_fraction, "loss": a.loss, "mean_cos": float(a.cos.mean()), "cos_range": [lo, hi],
-            "targets": [{"colour": render.css(render.target_colour(k)), "size": len(t), "mean_cos": float(cs.mean())}
+            "targets": [{"colour": render.css(render.target_colour(k)), "size": len(t), "mean_cos": float(cs.mean()),
+                         **(errors[k] if errors else {})}
                         for k, (t, cs) in enumerate(zip(a.targets, a.cos, strict=True))],
             "heat": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in heat.tolist()],
             "neighbours": self.neighbours(image_id, a.features.mean(0)),
         }
         return Sample(data, pngs)
 
+    def _decoded(self, item: ImageItem, x: torch.Tensor, a, size: int) -> tuple[dict[str, bytes], list[dict] | None]:
+        """PNGs of what the context encoder saw and, where possible, of what was predicted;
+        per target block the decoded pixel errors (None without a decoder)."""
+        pngs, errors = {"context": render.png_bytes(context_image(self.model, x, a, size))}, None
+        if self.extras.decoder is not None:
+            images, errors = decoded_images(self.model, self.extras.decoder, x, a, size)
+            pngs.update({k: render.png_bytes(v) for k, v in images.items()})
+        if self.extras.mae is not None:
+            x_mae = self._input([item], self.extras.mae.mean_std)
+            pngs["mae"] = render.png_bytes(mae_image(self.extras.mae, x_mae, a, size))
+        return pngs, errors
+
 
 def open_explorer(
     checkpoint: str | Path | None = None, *, images: str | Path | None = None, config: str | Path | None = None,
-    overrides: list[str] = (), device: str = "cpu", fashion_mnist: int = 48,
+    overrides: list[str] = (), device: str = "cpu", fashion_mnist: int = 48, decoder: str | Path | None = None,
+    mae: str | Path | None = None, gallery: int = 2000,
 ) -> Explorer:
     """A checkpoint's networks (or a random init of the `config` recipe) with every image source.
 
     Sources in page order: `images` (a folder), then the model's own domain first
-    (Fashion-MNIST or the photos that ship with installed packages), then the other.
+    (Fashion-MNIST or the photos that ship with installed packages), then the other. A
+    Fashion-MNIST model finds neighbours among the first `gallery` val images; `decoder`
+    (default: the run's `decoder/` if trained) and `mae` (an MAE run) add the decoded panels.
     """
     if checkpoint is not None and (config is not None or overrides):
         raise ValueError("--config/--set describe a random init: give them without a CHECKPOINT")
     model = load_explore_model(checkpoint) if checkpoint is not None else random_explore_model(load_config(config, list(overrides)))
+    extras = Extras(mae=load_mae(mae, model) if mae is not None else None)
+    extras.decoder, extras.decoder_note = find_decoder(model, checkpoint, decoder)
     notes = []
     fmnist: list[ImageItem] = []
-    if fashion_mnist > 0:
+    n_fmnist = max(fashion_mnist, gallery if model.cfg.data.dataset == "fashion-mnist" and fashion_mnist > 0 else 0)
+    if n_fmnist > 0:
         try:
-            fmnist = fashion_mnist_items(fashion_mnist)
+            fmnist = fashion_mnist_items(n_fmnist)
         except FileNotFoundError as e:
             notes.append(f"Fashion-MNIST not shown ({e}).")
+    if len(fmnist) > fashion_mnist:  # the ids are shared: a page image is excluded from its own neighbours
+        extras.gallery, extras.gallery_name = fmnist, "Fashion-MNIST val"
+        fmnist = fmnist[:fashion_mnist]
     photos = sample_photo_items()
     own, other = (fmnist, photos) if model.cfg.data.dataset == "fashion-mnist" else (photos, fmnist)
     folder = folder_items(images) if images is not None else []
-    return Explorer(model, folder + own + other, device=torch.device(device), notes=notes)
+    return Explorer(model, folder + own + other, device=torch.device(device), notes=notes, extras=extras)
+
+
+def find_decoder(model: ExploreModel, checkpoint: str | Path | None, decoder: str | Path | None) -> tuple[TokenDecoder | None, str]:
+    """(decoder, note for the page): an explicit one that does not fit is an error; the run's
+    own `decoder/` that does not fit (the run trained on after it) is a note."""
+    name = str(checkpoint) if checkpoint is not None else "this random init"
+    wanted = spec_for(model.target_encoder, name, *model.mean_std)
+    if decoder is not None:
+        return load_decoder(decoder, wanted), ""
+    if checkpoint is None:
+        return None, ("No decoder: a random init has none of its own; `ijepa explore --decoder RUN/decoder/random_init` "
+                      "shows the baseline decoder of a run started from this recipe.")
+    found = decoder_dir(checkpoint) / "checkpoint.pt"
+    if not found.is_file():
+        return None, f"No decoder for this run yet: `ijepa decoder train {checkpoint}` trains one, then reload this page."
+    try:
+        return load_decoder(found, wanted), ""
+    except ValueError as e:
+        return None, f"{e}."

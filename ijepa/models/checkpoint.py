@@ -1,16 +1,22 @@
 """Load encoders from our runs, our checkpoints and official I-JEPA checkpoints.
 
 The architecture is read off the weights (width, depth, patch, channels, grid), so an
-official checkpoint needs no config. Heads cannot be read off weights: our checkpoints
-carry their config; otherwise the official width -> heads table decides.
+official checkpoint needs no config. Heads cannot be read off weights, and are never guessed:
+a config beside the weights says (our checkpoint's own, our run's config.yaml, HF's or timm's
+config.json), else a standard width (192->3, 384->6, 768->12, 1024/1280/1408->16), else the
+caller's `num_heads`; otherwise a one-line refusal. Hugging Face and timm files are read by
+`ijepa.models.interop`.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import torch
+import yaml
 
+from ijepa.models import interop
 from ijepa.models.registry import ARCHS
 from ijepa.models.vit import POS_EMBEDS, VisionTransformer, check_choice
 from ijepa.training.checkpointing import strip_prefix
@@ -20,10 +26,12 @@ WHICH = ("target_encoder", "encoder")
 
 
 def checkpoint_file(path: str | Path) -> Path:
-    """A run directory resolves to its `checkpoint.pt`."""
+    """A run directory resolves to its `checkpoint.pt`, an HF/timm directory to its weights file
+    (the file the evals' cache key digests)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoint.pt"
+        fmt = interop.detect_format(path)
+        path = path / "checkpoint.pt" if fmt == "torch" else interop.weights_file(path, fmt)
     if not path.exists():
         raise FileNotFoundError(f"{path}: checkpoint not found")
     return path
@@ -57,79 +65,154 @@ def first_nonfinite(state: dict[str, torch.Tensor]) -> str | None:
     return None
 
 
+STANDARD_HEADS = ", ".join(f"{w}->{h}" for w, h in HEADS_BY_WIDTH.items())
+
+
+def resolve_heads(width: int, *, given: int | None, recorded: int | None) -> int:
+    """Heads from the caller or a config beside the weights (which must agree), else a standard
+    width; never a guess: a bare state dict of another width is refused."""
+    if given is not None and recorded is not None and given != recorded:
+        raise ValueError(f"its config says {recorded} attention heads, --num-heads says {given}")
+    heads = given or recorded or HEADS_BY_WIDTH.get(width)
+    if heads is None:
+        raise ValueError(f"width {width} is not a standard one ({STANDARD_HEADS}) and no config beside "
+                         "the weights gives the number of attention heads; pass --num-heads")
+    if width % heads:
+        raise ValueError(f"{heads} attention heads do not divide the width {width}")
+    return heads
+
+
+ENCODER_KEY = re.compile(r"(patch_embed\.proj|norm|blocks\.\d+\.(norm1|norm2|attn\.qkv|attn\.proj|mlp\.fc1|mlp\.fc2))\.(weight|bias)|pos_embed")
+LAYOUT = ("I-JEPA ViT keys patch_embed.proj, pos_embed, blocks.N.{norm1,attn.qkv,attn.proj,norm2,mlp.fc1,mlp.fc2}, "
+          "norm (official, ours, timm with class_token=False, global_pool='avg', fc_norm=False)")
+
+
+def check_layout(state: dict[str, torch.Tensor]) -> None:
+    """One line naming keys outside the I-JEPA ViT layout (a class token, fc_norm, layer scale...)."""
+    if "patch_embed.proj.weight" not in state:
+        raise ValueError(f"state dict has no patch_embed.proj.weight: not a ViT encoder; expected {LAYOUT}")
+    lacking = [k for k in ("pos_embed", "blocks.0.mlp.fc1.weight") if k not in state]
+    if lacking:
+        raise ValueError(f"state dict lacks {', '.join(lacking)}: not the layout accepted, {LAYOUT}")
+    other = [k for k in state if not ENCODER_KEY.fullmatch(k)]
+    if other:
+        raise ValueError(f"state dict holds {', '.join(other[:6])}{', ...' if len(other) > 6 else ''}: "
+                         f"not in the layout accepted, {LAYOUT}")
+
+
+def state_grid(state: dict[str, torch.Tensor], grid: tuple[int, int] | None) -> tuple[int, int]:
+    """The position table's grid: given by a config, else square (a bare table says no more)."""
+    n = state["pos_embed"].shape[1]
+    if grid is None:
+        side = round(n**0.5)
+        if side * side != n:
+            raise ValueError(f"pos_embed holds {n} positions, not a square grid, and no config gives the grid")
+        grid = (side, side)
+    if grid[0] * grid[1] != n:
+        raise ValueError(f"pos_embed holds {n} positions, not the {grid[0]}x{grid[1]} grid of its config")
+    return grid
+
+
 def encoder_from_state(
-    state: dict[str, torch.Tensor], *, num_heads: int | None = None, pos_embed: str = "resample"
+    state: dict[str, torch.Tensor], *, num_heads: int | None = None, recorded_heads: int | None = None,
+    grid: tuple[int, int] | None = None, layer_norm_eps: float = 1e-6, pos_embed: str = "resample",
 ) -> VisionTransformer:
     """Build a VisionTransformer whose shape matches `state` and load it (strict).
 
-    `pos_embed`: what another input grid gets, the stored table resampled or sin-cos recomputed."""
+    `num_heads` (the caller's) and `recorded_heads` (a config's) as `resolve_heads`; `grid` and
+    `layer_norm_eps` from a config where one exists. `pos_embed`: what another input grid gets,
+    the stored table resampled or sin-cos recomputed."""
     state = strip_prefix(state)
-    for key in ("patch_embed.proj.weight", "pos_embed", "blocks.0.mlp.fc1.weight"):
-        if not isinstance(state.get(key), torch.Tensor):
-            raise ValueError(f"state dict has no {key} tensor: not a ViT encoder, or an incomplete one")
-    w, table = state["patch_embed.proj.weight"], state["pos_embed"]
-    if w.ndim != 4 or table.ndim != 3:
-        raise ValueError(f"patch_embed.proj.weight {tuple(w.shape)} / pos_embed {tuple(table.shape)}: expected [D, C, p, p] / [1, N, D]")
+    check_layout(state)
+    w = state["patch_embed.proj.weight"]
     width, in_chans, patch = w.shape[0], w.shape[1], w.shape[-1]
-    grid = int(round(table.shape[1] ** 0.5))
-    if grid * grid != table.shape[1]:
-        raise ValueError(f"pos_embed holds {table.shape[1]} positions, not a square grid (expected n x n)")
     depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
+    gh, gw = state_grid(state, grid)
     mlp_ratio = state["blocks.0.mlp.fc1.weight"].shape[0] / width
-    heads = num_heads or HEADS_BY_WIDTH.get(width) or max(1, width // 64)
     enc = VisionTransformer(
-        img_size=grid * patch, patch_size=patch, in_chans=in_chans, embed_dim=width,
-        depth=depth, num_heads=heads, mlp_ratio=mlp_ratio, pos_embed=pos_embed,
+        img_size=gh * patch if gh == gw else (gh * patch, gw * patch), patch_size=patch, in_chans=in_chans, embed_dim=width, depth=depth,
+        num_heads=resolve_heads(width, given=num_heads, recorded=recorded_heads),
+        mlp_ratio=mlp_ratio, pos_embed=pos_embed,
     )
-    check_keys(state, enc.state_dict())
-    enc.load_state_dict(state, strict=True)
+    missing = sorted(set(enc.state_dict()) - set(state))
+    if missing:
+        raise ValueError(f"state dict lacks {', '.join(missing[:6])}: not the layout accepted, {LAYOUT}")
+    try:
+        enc.load_state_dict(state, strict=True)
+    except RuntimeError as e:  # a tensor of another shape than its neighbours imply
+        raise ValueError(str(e).strip().splitlines()[-1].strip()) from None
+    for m in enc.modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            m.eps = layer_norm_eps
     return enc
 
 
-def check_keys(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
-    """What strict loading would refuse, as one line: the first missing, unexpected or
-    misshapen tensor (torch's message lists them all over many lines)."""
-    for what, keys in (("lacks", [k for k in expected if k not in state]), ("has unexpected", [k for k in state if k not in expected])):
-        if keys:
-            more = f" (and {len(keys) - 1} more)" if len(keys) > 1 else ""
-            raise ValueError(f"state dict {what} tensor {keys[0]}{more} for the ViT its shapes describe")
-    for k, v in expected.items():
-        if not isinstance(state[k], torch.Tensor) or state[k].shape != v.shape:
-            got = tuple(state[k].shape) if isinstance(state[k], torch.Tensor) else type(state[k]).__name__
-            raise ValueError(f"state dict tensor {k} has shape {got}, expected {tuple(v.shape)} for the ViT its shapes describe")
+def heads_beside(file: Path, ckpt: dict) -> int | None:
+    """Heads recorded with our checkpoint: its own config, else our run's config.yaml beside it."""
+    cfg = ckpt.get("config")
+    if not isinstance(cfg, dict) and (file.parent / "config.yaml").is_file():
+        cfg = yaml.safe_load((file.parent / "config.yaml").read_text())
+    name = cfg.get("meta", {}).get("model_name") if isinstance(cfg, dict) else None
+    return ARCHS[name].num_heads if name in ARCHS else None
 
 
-def load_encoder(path: str | Path, which: str = "target_encoder", *, pos_embed: str = "resample") -> VisionTransformer:
-    """Frozen-ready encoder from a run dir, our checkpoint, an official I-JEPA checkpoint or a
-    bare encoder state dict (which then loads for either `which`).
+def load_encoder(
+    path: str | Path, which: str = "target_encoder", *, pos_embed: str = "resample", num_heads: int | None = None
+) -> VisionTransformer:
+    """Frozen-ready encoder from a run dir, our checkpoint, an official I-JEPA checkpoint, a bare
+    encoder state dict, a Hugging Face IJepa directory or a timm I-JEPA ViT (the last three hold
+    one encoder, which then loads for either `which`).
 
     `forward(images)` returns the last block's LayerNorm-ed tokens [B, N, D]. At a grid other
     than the checkpoint's, `pos_embed="resample"` (default, as timm and DINOv2) resamples the
-    stored table bicubically; "sincos" recomputes the sin-cos table. Non-finite weights (a
+    stored table bicubically; "sincos" recomputes the sin-cos table. `num_heads`: only needed
+    where no config gives them and the width is not a standard one. Non-finite weights (a
     diverged run) are refused, naming the first bad tensor.
     """
-    if which not in WHICH:
-        raise ValueError(f"which={which!r}: expected one of {', '.join(WHICH)}")
     check_choice("pos_embed", pos_embed, POS_EMBEDS)
     file = checkpoint_file(path)
-    ckpt = read_checkpoint(file)
+    foreign, _ = read_weights(file, which)
+    return encoder_from_weights(file, foreign, pos_embed=pos_embed, num_heads=num_heads)
+
+
+def read_weights(file: Path, which: str = "target_encoder") -> tuple[interop.Foreign, dict]:
+    """`which` encoder's weights in our layout and the checkpoint dict they came from (empty
+    for HF and timm files); non-finite weights are refused, naming the first bad tensor."""
+    if which not in WHICH:
+        raise ValueError(f"which={which!r}: expected one of {', '.join(WHICH)}")
+    fmt, ckpt = interop.detect_format(file), {}
+    if fmt == "torch":
+        ckpt = read_checkpoint(file)
+        foreign = interop.Foreign(torch_state(file, ckpt, which), heads_beside(file, ckpt))
+    else:
+        foreign = interop.read_hf(file) if fmt == "hf" else interop.read_timm(file)
+    bad = first_nonfinite(foreign.state)
+    if bad is not None:
+        raise ValueError(f"{file}: {which if fmt == 'torch' else fmt} weights are not finite ({bad} holds NaN or inf)")
+    return foreign, ckpt
+
+
+def encoder_from_weights(
+    file: Path, foreign: interop.Foreign, *, pos_embed: str = "resample", num_heads: int | None = None
+) -> VisionTransformer:
+    """The frozen encoder of `read_weights`; any layout or heads problem names `file`."""
+    try:
+        enc = encoder_from_state(foreign.state, num_heads=num_heads, recorded_heads=foreign.num_heads, grid=foreign.grid,
+                                 layer_norm_eps=foreign.layer_norm_eps, pos_embed=pos_embed)
+    except ValueError as e:
+        raise ValueError(f"{file}: {e}") from None
+    return enc.eval().requires_grad_(False)
+
+
+def torch_state(file: Path, ckpt: dict, which: str) -> dict[str, torch.Tensor]:
+    """The `which` state dict of our/official checkpoint, or the file itself if a bare state dict."""
     if which in ckpt:
         state = ckpt[which]
     elif is_state_dict(ckpt):
-        state = ckpt
+        state = interop.drop_head(ckpt)
     else:
         keys = ", ".join(map(str, list(ckpt)[:12])) + (", ..." if len(ckpt) > 12 else "")
         raise KeyError(f"{file}: no {which!r} weights (keys: {keys}); expected {EXPECTED}")
     if not isinstance(state, dict):
         raise ValueError(f"{file}: {which!r} holds a {type(state).__name__}, expected a state dict")
-    bad = first_nonfinite(state)
-    if bad is not None:
-        raise ValueError(f"{file}: {which} weights are not finite ({bad} holds NaN or inf)")
-    heads = None
-    if isinstance(ckpt.get("config"), dict):
-        heads = ARCHS[ckpt["config"]["meta"]["model_name"]].num_heads
-    try:
-        enc = encoder_from_state(state, num_heads=heads, pos_embed=pos_embed)
-    except ValueError as e:
-        raise ValueError(f"{file}: {which} {e}") from None
-    return enc.eval().requires_grad_(False)
+    return state

@@ -98,7 +98,7 @@ class VisionTransformer(nn.Module):
     def __init__(
         self,
         *,
-        img_size: int = 224,
+        img_size: int | tuple[int, int] = 224,
         patch_size: int = 16,
         in_chans: int = 3,
         embed_dim: int = 768,
@@ -116,7 +116,8 @@ class VisionTransformer(nn.Module):
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.embed_dim, self.num_heads, self.mlp_ratio = embed_dim, num_heads, mlp_ratio
         self.num_features = embed_dim
-        self.grid = (img_size // patch_size, img_size // patch_size)
+        h, w = (img_size, img_size) if isinstance(img_size, int) else img_size  # (h, w): HF/timm grids
+        self.grid = (h // patch_size, w // patch_size)
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.pos_embed = nn.Parameter(
             sincos_2d(embed_dim, *self.grid).unsqueeze(0), requires_grad=False

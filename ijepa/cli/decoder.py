@@ -1,0 +1,90 @@
+"""`ijepa decoder train|measure RUN`: see what the predictor predicts, as pixels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from ijepa.cli import USER_ERRORS, app, console, fail
+
+decoder_app = typer.Typer(help="A pixel decoder for a run's target-encoder tokens (for `ijepa explore`).", no_args_is_help=True)
+app.add_typer(decoder_app, name="decoder")
+
+RUN_HELP = "Run dir (or checkpoint) with encoder, predictor and target_encoder"
+
+
+@decoder_app.command("train")
+def train(
+    run: Path = typer.Argument(..., help=RUN_HELP),
+    steps: int = typer.Option(1000, "--steps", help="Optimizer steps per decoder"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    width: int = typer.Option(128, "--width", help="Decoder width"),
+    depth: int = typer.Option(2, "--depth", help="Decoder transformer blocks"),
+    train_images: int = typer.Option(0, "--train-images", help="Train on the first N train images only (0: all)"),
+    val_images: int = typer.Option(1000, "--val-images", help="Val images the record is measured on"),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the decoder on the random-init encoder's tokens"),
+    measure: bool = typer.Option(True, "--measure/--no-measure", help="Then run `ijepa decoder measure`"),
+    data: str | None = typer.Option(None, "--data", help="Dataset (default: the run's own): fashion-mnist or an ImageFolder root"),
+    device: str = typer.Option("cpu", "--device"),
+    workers: int = typer.Option(0, "--workers", help="DataLoader workers"),
+    resume: bool = typer.Option(False, "--resume", help="Continue RUN/decoder exactly"),
+) -> None:
+    """Train RUN/decoder on the frozen target encoder's tokens; write RUN/decoder/record.json.
+
+    Example: ijepa decoder train runs/fmnist_vit_tiny
+    """
+    from ijepa.decoder.runs import measure_decoded, train_decoders
+    from ijepa.decoder.train import DecoderTrainConfig
+    from ijepa.training.checkpointing import RunError
+
+    tc = DecoderTrainConfig(steps=steps, batch_size=batch_size, width=width, depth=depth, train_images=train_images,
+                            num_workers=workers)
+    try:
+        rec = train_decoders(run, tc, data=data, device=device, resume=resume, baseline=baseline,
+                             val_images=val_images, console=console)
+        for name in ("trained", "random_init"):
+            if name in rec:
+                r = rec[name]
+                console.print(f"{name:>11} encoder: val MSE {r['mse']:.4f}  SSIM {r['ssim']:.3f}  block MSE {r['block_mse']:.4f}")
+        if measure:
+            _print_measure(measure_decoded(run, data=data, device=device, val_images=val_images))
+    except (RunError, *USER_ERRORS) as e:
+        fail(e)
+
+
+@decoder_app.command("measure")
+def measure_cmd(
+    run: Path = typer.Argument(..., help=RUN_HELP),
+    decoder: Path | None = typer.Option(None, "--decoder", help="Decoder checkpoint (default: RUN/decoder)"),
+    val_images: int = typer.Option(1000, "--val-images"),
+    data: str | None = typer.Option(None, "--data", help="Dataset (default: the run's own)"),
+    device: str = typer.Option("cpu", "--device"),
+    as_json: bool = typer.Option(False, "--json", help="Print the record as JSON"),
+) -> None:
+    """Decoded predictions vs baselines per block size, and retrieval; write RUN/decoder/measure.json.
+
+    Example: ijepa decoder measure runs/fmnist_vit_tiny
+    """
+    from ijepa.decoder.runs import measure_decoded
+
+    try:
+        rec = measure_decoded(run, decoder=decoder, data=data, device=device, val_images=val_images)
+    except USER_ERRORS as e:
+        fail(e)
+    if as_json:
+        print(json.dumps(rec))
+    else:
+        _print_measure(rec)
+
+
+def _print_measure(rec: dict) -> None:
+    names = ("target", "prediction", "mean_token", "random_predictor")
+    console.print(f"decoded pixel MSE on val ({rec['n_images']} images), by target block size (patches):")
+    console.print("  size  blocks " + " ".join(f"{n:>17}" for n in names))
+    for size, row in {**rec["pixel_mse_by_block_size"], "all": rec["pixel_mse"]}.items():
+        console.print(f"  {size:>4} {row['n_blocks']:>7} " + " ".join(f"{row[n]:>17.4f}" for n in names))
+    ret = rec["retrieval"]
+    console.print(f"retrieval top-1 among the batch (chance {ret['chance']:.3f}): " + ", ".join(
+        f"{k} {v['block_top1']:.3f} (tokens {v['token_top1']:.3f})" for k, v in ret.items() if k != "chance"))

@@ -1,0 +1,129 @@
+"""A run's decoders: where they live, how they are trained and measured, what they record.
+
+`RUN/decoder/checkpoint.pt` is the decoder of the run's target encoder;
+`RUN/decoder/random_init/checkpoint.pt` the same decoder trained on the tokens of the
+random-init encoder the run started from (the baseline). `record.json` compares their
+reconstructions on val; `measure.json` scores decoded predictions against baselines.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from ijepa.atomic import atomic_write
+from ijepa.data import build_dataset, data_spec, eval_transform
+from ijepa.decoder.metrics import mean_tokens, measure_predictions, reconstruction_metrics
+from ijepa.decoder.model import TokenDecoder, decoder_dir, load_decoder, spec_for
+from ijepa.decoder.train import DecoderTrainConfig, DecoderTrainer
+from ijepa.explore.model import ExploreModel, load_explore_model, random_explore_model
+from ijepa.masks import MultiBlockMaskCollator
+from ijepa.models.vit import init_weights
+from ijepa.results.io import git_commit
+from ijepa.training.data import dataset_root
+
+
+def mask_collator(model: ExploreModel, seed: int) -> MultiBlockMaskCollator:
+    """The run's own target-block statistics (one context block)."""
+    m = model.cfg.mask
+    return MultiBlockMaskCollator(
+        input_size=model.img_size, patch_size=model.encoder.patch_size, enc_mask_scale=m.enc_mask_scale,
+        pred_mask_scale=m.pred_mask_scale, aspect_ratio=m.aspect_ratio, nenc=1, npred=m.num_pred_masks,
+        min_keep=m.min_keep, allow_overlap=m.allow_overlap, seed=seed, sampler=m.sampler,
+    )
+
+
+def run_dataset(model: ExploreModel, split: str, data: str | None = None):
+    """The run's dataset (or `data`) at the model's size and normalisation, no augmentation."""
+    spec = data_spec(data or dataset_root(model.cfg))
+    mean, std = model.mean_std
+    tf = eval_transform(model.img_size[0], in_chans=model.in_chans, mean=mean, std=std)
+    return build_dataset(spec, split, transform=tf), spec
+
+
+def _shapes(m: nn.Module) -> dict:
+    return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+
+
+def random_twin(model: ExploreModel) -> ExploreModel:
+    """The random init the run started from (its recipe, its seed); for a checkpoint without
+    a recipe (official), the same shapes under the official init."""
+    twin = random_explore_model(model.cfg)
+    if _shapes(twin.encoder) == _shapes(model.encoder) and _shapes(twin.predictor) == _shapes(model.predictor):
+        return twin
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(model.cfg.meta.seed)
+        enc, pred = (copy.deepcopy(m).requires_grad_(False).apply(init_weights) for m in (model.encoder, model.predictor))
+    return ExploreModel(enc, pred, copy.deepcopy(enc), model.cfg, f"RANDOM INIT like {model.label}", True)
+
+
+def _write_json(path: Path, record: dict) -> None:
+    stamp = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit()}
+    atomic_write(path, lambda f: f.write(json.dumps({**stamp, **record}, indent=1) + "\n"))
+
+
+def train_decoders(run: str | Path, tc: DecoderTrainConfig | None = None, *, data: str | None = None, device: str = "cpu",
+                   resume: bool = False, baseline: bool = True, val_images: int = 1000,
+                   console: Console | None = None) -> dict:
+    """Train the run's decoder (and the random-init baseline), write and return `record.json`."""
+    tc, dev = tc or DecoderTrainConfig(), torch.device(device)
+    model, out = load_explore_model(run), decoder_dir(run)
+    train, spec = run_dataset(model, "train", data)
+    val, _ = run_dataset(model, "val", data)
+    encoders = {"trained": model.target_encoder}
+    if baseline:
+        encoders["random_init"] = random_twin(model).target_encoder
+    record = {"kind": "decoder.train", "run": str(run), "dataset": spec.id, "train_config": asdict(tc),
+              "selected_on": "none (fixed defaults; nothing is chosen on any split)", "reported_on": "val",
+              "pixels": "MSE on normalised pixels (the model's input); SSIM on [0, 1] pixels (torchmetrics, data_range 1)"}
+    for name, enc in encoders.items():
+        dspec = spec_for(enc, str(run), *model.mean_std)
+        folder = out if name == "trained" else out / "random_init"
+        t0 = time.perf_counter()
+        trainer = DecoderTrainer(enc, dspec, train, mask_collator(model, tc.seed), folder, tc, device=dev, resume=resume)
+        decoder = trainer.fit(console, description=f"decoder ({name} encoder)")
+        metrics = reconstruction_metrics(enc, decoder, val, mask_collator(model, 0), n_images=val_images,
+                                         batch_size=tc.batch_size, device=dev)
+        record[name] = {**metrics, "encoder_sha256": dspec.encoder_sha256, "checkpoint": str(folder / "checkpoint.pt"),
+                        "final_train_loss": trainer.losses[-1][1] if trainer.losses else None,
+                        "train_seconds_this_call": round(time.perf_counter() - t0, 1)}
+        record["decoder"] = decoder.hparams()
+    _write_json(out / "record.json", record)
+    return record
+
+
+def measure_decoded(run: str | Path, *, decoder: str | Path | None = None, data: str | None = None, device: str = "cpu",
+                    val_images: int = 1000, mean_images: int = 1000, batch_size: int = 64, seed: int = 0) -> dict:
+    """Decoded predictions vs baselines, and retrieval, on val; write and return `measure.json`."""
+    dev = torch.device(device)
+    model, out = load_explore_model(run), decoder_dir(run)
+    dec: TokenDecoder = load_decoder(decoder or out, spec_for(model.target_encoder, str(run), *model.mean_std)).to(dev)
+    twin = random_twin(model)
+    for m in (model.encoder, model.predictor, model.target_encoder, twin.encoder, twin.predictor, twin.target_encoder):
+        m.to(dev)
+    train, spec = run_dataset(model, "train", data)
+    val, _ = run_dataset(model, "val", data)
+    mean = mean_tokens(model.target_encoder, train, n_images=mean_images, batch_size=batch_size, device=dev)
+    result = measure_predictions(model, twin, dec, val, mask_collator(model, seed), mean, n_images=val_images,
+                                 batch_size=batch_size, device=dev)
+    record = {
+        "kind": "decoder.measure", "run": str(run), "dataset": spec.id, "decoder": str(decoder or out),
+        "selected_on": "none (fixed masks seed, fixed decoder; nothing is chosen)", "reported_on": "val",
+        "n_images": min(val_images, len(val)), "batch_size": batch_size, "mask_seed": seed,
+        "mean_token_from": f"train[:{min(mean_images, len(train))}]",
+        "baselines": {"target": "the target encoder's own tokens (the decoder's ceiling)",
+                      "mean_token": "the mean layer-normed target token of each position",
+                      "random_predictor": "a random-init predictor on the trained context encoder"},
+        "retrieval_rule": "cosine among the batch's targets at the same patches; random_init: all three networks random",
+        **result,
+    }
+    _write_json(out / "measure.json", record)
+    return record
