@@ -49,6 +49,7 @@ from torch.utils.data import Dataset
 
 from ijepa.data.coco import _check_fields as check_fields
 from ijepa.evals.core.encoders import EncoderSpec
+from ijepa.evals.core.train import head_param_groups, train_dense
 from ijepa.evals.dense.data import normalize, random_scale_crop, read_rgb, resize, short_side_size
 from ijepa.evals.dense.setup import (
     DenseRun,
@@ -58,7 +59,6 @@ from ijepa.evals.dense.setup import (
     item_rng,
     train_loader,
 )
-from ijepa.evals.dense.train import head_param_groups, train_dense
 from ijepa.evals.registry import Context, Eval, Fixture, Record, register
 
 IMAGES, DENSITY = "images_384_VarV2", "gt_density_map_adaptive_384_VarV2"

@@ -29,6 +29,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ijepa.evals.core.encoders import EncoderSpec
+from ijepa.evals.core.train import head_param_groups, train_dense
 from ijepa.evals.dense.data import normalize, pad_multiple, random_scale_crop, read_rgb
 from ijepa.evals.dense.heads import DenseModel, DPTHead, LinearHead, upsample
 from ijepa.evals.dense.setup import (
@@ -39,7 +40,6 @@ from ijepa.evals.dense.setup import (
     item_rng,
     train_loader,
 )
-from ijepa.evals.dense.train import head_param_groups, train_dense
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 
 HEADS = ("lin1", "lin4", "dpt")

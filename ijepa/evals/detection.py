@@ -23,6 +23,7 @@ from pycocotools import mask as mask_util
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from rich.console import Console
+from timm.layers import LayerNorm2d
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchvision.models.detection import MaskRCNN
@@ -35,13 +36,8 @@ from torchvision.ops import MultiScaleRoIAlign
 from ijepa.data.coco import CocoInstances, collate, quiet_coco
 from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
-from ijepa.evals.dense.backbone import (
-    DenseBackbone,
-    LayerNorm2d,
-    PyramidBackbone,
-    SimpleFeaturePyramid,
-)
-from ijepa.evals.dense.train import DenseTrainConfig, head_param_groups, train_dense
+from ijepa.evals.core.train import DenseTrainConfig, head_param_groups, train_dense
+from ijepa.evals.dense.backbone import DenseBackbone, PyramidBackbone, SimpleFeaturePyramid
 from ijepa.evals.registry import Context, Eval, Fixture, Record, register
 from ijepa.models.vit import VisionTransformer
 

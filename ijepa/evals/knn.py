@@ -16,6 +16,7 @@ from rich.console import Console
 
 from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features
 from ijepa.evals.core.fit import holdout_split
+from ijepa.evals.core.heads import topk_correct
 from ijepa.evals.core.setup import EncoderLike, frozen_splits
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 
@@ -43,10 +44,8 @@ def knn_predict(
 
 
 def topk_acc(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    top = scores.topk(min(5, scores.shape[1]), dim=1).indices
-    hit = top == labels.view(-1, 1)
-    n = max(len(labels), 1)
-    return float(hit[:, 0].sum()) / n, float(hit.any(1).sum()) / n
+    hits, n = topk_correct(scores.unsqueeze(1), labels), max(len(labels), 1)
+    return float(hits[1][0]) / n, float(hits[5][0]) / n
 
 
 def knn_scores(bank: Features, queries: Features, *, ks: tuple[int, ...], temperature: float, num_classes: int, feature_sets: tuple[str, ...]) -> dict[tuple[str, int], tuple[float, float]]:

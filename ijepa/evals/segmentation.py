@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ijepa.evals.core.encoders import EncoderSpec
+from ijepa.evals.core.train import head_param_groups, train_dense
 from ijepa.evals.dense.data import (
     normalize,
     pad_multiple,
@@ -39,7 +40,6 @@ from ijepa.evals.dense.setup import (
     item_rng,
     train_loader,
 )
-from ijepa.evals.dense.train import head_param_groups, train_dense
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 
 IGNORE = 255

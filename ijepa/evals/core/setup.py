@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -42,7 +43,7 @@ def frozen_splits(
     train_limit: int | float | None = None, train_rows: torch.Tensor | None = None,
     val_limit: int | float | None = None, eval_split: str | None = None, seed: int = 0, img_size: int | None = None,
     batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
-    console: Console | None = None,
+    console: Console | None = None, extract: Callable = extract_features,
 ) -> tuple[Features, Features, dict]:
     """(train features, eval features, record fields naming encoder, data and splits).
 
@@ -53,6 +54,7 @@ def frozen_splits(
     `train_limit` keeps a seeded class-stratified subset of train (rows, or a fraction < 1):
     the encoder then runs on those rows only. `train_rows` names the rows explicitly instead;
     `val_limit` subsamples val the same way (quick checks only: scores get noisier).
+    `extract` is what each split becomes: pooled features, or `extract_tokens`.
     """
     t0 = time.perf_counter()
     spec = data_spec(data)
@@ -60,14 +62,14 @@ def frozen_splits(
     rows = train_rows if train_limit is None else stratified_sample(labels, train_limit, seed=seed)
     enc, name, key = resolve_encoder(encoder)
     kw = dict(device=torch.device(device), img_size=img_size, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)
-    train = extract_features(enc, key, spec, "train", indices=rows, **kw)
+    train = extract(enc, key, spec, "train", indices=rows, **kw)
     eval_split = eval_split or spec.report_split
     val_rows = None if val_limit is None else stratified_sample(split_labels(spec, eval_split)[0], val_limit, seed=seed)
-    val = extract_features(enc, key, spec, eval_split, indices=val_rows, **kw)
+    val = extract(enc, key, spec, eval_split, indices=val_rows, **kw)
     info = {
         "encoder": name, "encoder_key": key, "dataset": spec.id, "num_classes": num_classes,
         "img_size": img_size or enc.img_size, "patch_size": enc.patch_size, "depth": enc.depth,
-        "width": enc.embed_dim, "n_train": len(train), "n_val": len(val), "train_limit": train_limit, "val_limit": val_limit,
+        "width": enc.embed_dim, "n_train": len(train), f"n_{eval_split}": len(val), "train_limit": train_limit, "val_limit": val_limit,
         "selected_on": "train-heldout", "reported_on": eval_split,
         "feature_s": round(time.perf_counter() - t0, 2),
     }

@@ -14,9 +14,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
+from ijepa.evals.core.train import DenseTrainConfig
 from ijepa.evals.dense.backbone import DenseBackbone
 from ijepa.evals.dense.data import stack
-from ijepa.evals.dense.train import DenseTrainConfig
 
 
 @dataclass(frozen=True)
