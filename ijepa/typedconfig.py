@@ -120,7 +120,7 @@ def coerce(value: Any, hint: Any, *, key: str, where: str = "config") -> Any:
         return _convert(value, hint, key, where)
     except _Mismatch:
         shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise ConfigError(f"{where}: {key} is {shown}; expected {describe(hint)}") from None
+        raise ConfigError(f"{where + ': ' if where else ''}{key} is {shown}; expected {describe(hint)}") from None
 
 
 def build(cls: type[T], values: dict[str, Any], *, where: str = "config", prefix: str = "", base: T | None = None) -> T:
