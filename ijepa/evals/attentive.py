@@ -25,7 +25,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from ijepa.evals.core.features import CACHE_DIR, Tokens, extract_tokens
 from ijepa.evals.core.fit import holdout_split
 from ijepa.evals.core.heads import topk_correct
-from ijepa.evals.core.setup import EncoderLike, frozen_splits
+from ijepa.evals.core.setup import (
+    FIXTURE_ENCODER,
+    SMALL_RANDOM_INIT,
+    EncoderLike,
+    FrozenSpec,
+    frozen_splits,
+)
 from ijepa.evals.core.train import DenseTrainConfig, train_dense
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 
@@ -52,16 +58,9 @@ class AttentiveProbe(nn.Module):
 
 
 @dataclass(frozen=True)
-class AttentiveSpec:
+class AttentiveSpec(FrozenSpec):
     """`ijepa eval attentive` options and recipe keys (`evals/attentive_fmnist.yaml`)."""
 
-    data: str = "fashion-mnist"
-    train_limit: int | float | None = None
-    val_limit: int | float | None = None  # the evaluation split's limit (`--eval-limit`)
-    seed: int = 0
-    img_size: int | None = None  # None: the encoder's own
-    feature_batch_size: int = 256
-    workers: int = 0
     lrs: tuple[float, ...] = (1e-3, 3e-3)
     wds: tuple[float, ...] = (0.01, 0.1)
     epochs: int = 20
@@ -148,10 +147,9 @@ register(Eval(
     name="attentive", spec=AttentiveSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
     summary="Attentive probe (V-JEPA): a query token cross-attends to cached patch tokens; (lr, wd) picked on held-out train.",
     example="ijepa eval attentive -c evals/attentive_fmnist.yaml --encoder runs/fmnist_vit_tiny",
-    fixture=Fixture("imagefolder.write_imagefolder", ("--random-init", "vit_tiny", "--depth", "1", "--patch-size", "8", "--in-chans", "3",
-                                                       "--device", "cpu", "--epochs", "2", "--batch-size", "8", "--lrs", "1e-3,1e-2", "--wds", "0.01")),
+    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--epochs", "2", "--batch-size", "8", "--lrs", "1e-3,1e-2", "--wds", "0.01")),
     flags={"eval-limit": "val_limit"},
     help={"lrs": "Probe learning rates (AdamW), comma-separated", "wds": "Probe weight decays, comma-separated",
           "epochs": "Probe-training epochs", "batch_size": "Probe-training batch size", "heldout": "Fraction of train that picks (lr, wd)"},
-    random_init={"img_size": 32, "patch_size": 4, "in_chans": 1},
+    random_init=SMALL_RANDOM_INIT,
 ))

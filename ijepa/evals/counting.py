@@ -52,6 +52,7 @@ from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.core.train import head_param_groups, train_dense
 from ijepa.evals.dense.data import normalize, random_scale_crop, read_rgb, resize, short_side_size
 from ijepa.evals.dense.setup import (
+    FIXTURE_ENCODER,
     DenseRun,
     base_record,
     dense_backbone,
@@ -411,7 +412,7 @@ register(Eval(
     name="counting", spec=CountRun, run=run, rows=rows, headline="mae", unit="value", higher_is_better=False,
     summary="Train a density head on frozen features; count MAE / RMSE on val and test.",
     example="ijepa eval counting --encoder runs/<run> --data /data/FSC147 -c evals/counting_fsc147.yaml",
-    fixture=Fixture("fsc147.make_fsc147", ("--random-init", "vit_tiny", "--depth", "2", "--patch-size", "8", "--device", "cpu", "-c", "evals/counting_fixture.yaml", "--max-iters", "2", "--set", "eval_every=0")),
+    fixture=Fixture("fsc147.make_fsc147", (*FIXTURE_ENCODER, "-c", "evals/counting_fixture.yaml", "--max-iters", "2", "--set", "eval_every=0")),
     flags={"eval-limit": "max_eval_images"},
     help={"data": "FSC-147 root (images_384_VarV2/, gt_density_map_adaptive_384_VarV2/, the two JSON files) or a COCO-style one",
           "head": "exemplar (conditioned on the 3 boxes) or plain", "mode": "frozen or finetune (layer-wise lr decay)",

@@ -33,6 +33,7 @@ from ijepa.evals.core.train import head_param_groups, train_dense
 from ijepa.evals.dense.data import normalize, pad_multiple, random_scale_crop, read_rgb
 from ijepa.evals.dense.heads import DenseModel, DPTHead, LinearHead, upsample
 from ijepa.evals.dense.setup import (
+    FIXTURE_ENCODER,
     DenseRun,
     base_record,
     dense_backbone,
@@ -311,7 +312,7 @@ register(Eval(
     name="depth", spec=DepthRun, run=run, rows=rows, headline="abs_rel", unit="value", higher_is_better=False,
     summary="Train a depth head; AbsRel, RMSE, delta<1.25^k ... on the Eigen crop of the test split.",
     example="ijepa eval depth --encoder runs/<run> --data /data/nyu -c evals/depth_nyu.yaml",
-    fixture=Fixture("nyu.make_nyu_list", ("--random-init", "vit_tiny", "--depth", "2", "--patch-size", "8", "--device", "cpu", "-c", "evals/depth_fixture.yaml", "--max-iters", "2")),
+    fixture=Fixture("nyu.make_nyu_list", (*FIXTURE_ENCODER, "-c", "evals/depth_fixture.yaml", "--max-iters", "2")),
     flags={"eval-limit": "max_eval_images"},
     help={"data": "NYU root with nyu_{train,test}.txt file lists, or nyu_depth_v2_labeled.mat (splits.mat beside it)",
           "head": "lin1, lin4 (DINOv2 linear, 256 bins) or dpt", "max_depth": "Depth cap in metres (NYU: 10)",

@@ -38,6 +38,7 @@ from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
 from ijepa.evals.core.train import DenseTrainConfig, head_param_groups, train_dense
 from ijepa.evals.dense.backbone import DenseBackbone, PyramidBackbone, SimpleFeaturePyramid
+from ijepa.evals.dense.setup import FIXTURE_ENCODER
 from ijepa.evals.registry import Context, Eval, Fixture, Record, register
 from ijepa.models.vit import VisionTransformer
 
@@ -236,7 +237,7 @@ register(Eval(
     name="detection", spec=DetectionRun, run=run, rows=rows, headline="box_ap", unit="fraction",
     summary="Train Mask R-CNN on the ViTDet pyramid over the encoder; COCOeval box and mask AP on val.",
     example="ijepa eval detection --encoder runs/<vit_b run> --data /data/coco -c evals/detection_coco_vitb.yaml",
-    fixture=Fixture("coco.make_coco", ("--random-init", "vit_tiny", "--depth", "2", "--patch-size", "8", "--device", "cpu",
+    fixture=Fixture("coco.make_coco", (*FIXTURE_ENCODER,
                                        "-c", "evals/detection_fixture.yaml", "--max-iters", "1", "--eval-limit", "2")),
     flags={"eval-limit": "max_val_images"},
     help={"data": "COCO-layout root: annotations/instances_{train,val}2017.json + {train,val}2017/",

@@ -7,7 +7,7 @@ every (feature set, k) score on val is recorded too.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -17,7 +17,14 @@ from rich.console import Console
 from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features
 from ijepa.evals.core.fit import holdout_split
 from ijepa.evals.core.heads import topk_correct
-from ijepa.evals.core.setup import EncoderLike, frozen_splits
+from ijepa.evals.core.setup import (
+    FIXTURE_ENCODER,
+    SMALL_RANDOM_INIT,
+    EncoderLike,
+    FrozenSpec,
+    frozen_splits,
+    spec_kwargs,
+)
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 
 KS = (10, 20, 100, 200)
@@ -87,16 +94,9 @@ def run_knn(
 
 
 @dataclass(frozen=True)
-class KnnSpec:
+class KnnSpec(FrozenSpec):
     """`ijepa eval knn` options and recipe keys."""
 
-    data: str = "fashion-mnist"
-    train_limit: int | float | None = None
-    val_limit: int | float | None = None  # the evaluation split's limit (`--eval-limit`)
-    seed: int = 0
-    img_size: int | None = None  # None: the encoder's own
-    feature_batch_size: int = 256
-    workers: int = 0
     ks: tuple[int, ...] = KS
     temperature: float = 0.07
     feature_sets: tuple[str, ...] = FEATURE_SETS
@@ -104,8 +104,7 @@ class KnnSpec:
 
 
 def run(encoder: EncoderLike, spec: KnnSpec, ctx: Context) -> Record:
-    kw = {f.name: getattr(spec, f.name) for f in fields(spec)}
-    return run_knn(encoder, **kw, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
+    return run_knn(encoder, **spec_kwargs(spec), device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
 
 
 def rows(rec: Record) -> list[tuple[str, str]]:
@@ -120,10 +119,9 @@ register(Eval(
     name="knn", spec=KnnSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
     summary="Weighted k-NN (DINO) on L2-normalised frozen features; (features, k) picked on held-out train.",
     example="ijepa eval knn --encoder runs/fmnist_vit_tiny --ks 10,20",
-    fixture=Fixture("imagefolder.write_imagefolder", ("--random-init", "vit_tiny", "--depth", "1", "--patch-size", "8", "--in-chans", "3",
-                                                       "--device", "cpu", "--ks", "1,3")),
+    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--ks", "1,3")),
     flags={"eval-limit": "val_limit"},
     help={"ks": "Neighbour counts, comma-separated", "temperature": "Softmax temperature of the votes",
           "heldout": "Fraction of train that picks (features, k)"},
-    random_init={"img_size": 32, "patch_size": 4, "in_chans": 1},
+    random_init=SMALL_RANDOM_INIT,
 ))

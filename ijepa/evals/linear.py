@@ -25,7 +25,14 @@ from rich.console import Console
 from ijepa.evals.core.features import CACHE_DIR
 from ijepa.evals.core.fit import GridConfig, fit_grid
 from ijepa.evals.core.logreg import fit_logreg
-from ijepa.evals.core.setup import EncoderLike, frozen_splits
+from ijepa.evals.core.setup import (
+    FIXTURE_ENCODER,
+    SMALL_RANDOM_INIT,
+    EncoderLike,
+    FrozenSpec,
+    frozen_splits,
+    spec_kwargs,
+)
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 
 GRID_KEYS = {f.name for f in fields(GridConfig)}
@@ -100,24 +107,17 @@ def best_by(rows: list[dict], key: str, split: str) -> dict[str, dict]:
 
 
 @dataclass(frozen=True)
-class LinearSpec:
+class LinearSpec(FrozenSpec):
     """`ijepa eval linear` options and recipe keys (`evals/linear_*.yaml`)."""
 
-    data: str = "fashion-mnist"
-    train_limit: int | float | None = None
-    val_limit: int | float | None = None  # the evaluation split's limit (`--eval-limit`)
-    seed: int = 0
-    img_size: int | None = None  # None: the encoder's own
-    feature_batch_size: int = 256
-    workers: int = 0
     protocol: Literal["grid", "logreg"] = "grid"
     cs: tuple[float, ...] = (1.0,)
     grid: GridConfig = field(default_factory=GridConfig)
 
 
 def run(encoder: EncoderLike, spec: LinearSpec, ctx: Context) -> Record:
-    kw = {f.name: getattr(spec, f.name) for f in fields(spec) if f.name != "grid"}
-    return run_linear(encoder, grid=spec.grid, **kw, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
+    return run_linear(encoder, grid=spec.grid, **spec_kwargs(spec, exclude=("grid",)), device=ctx.device, cache_dir=ctx.cache_dir,
+                      console=ctx.console)
 
 
 def rows(rec: Record) -> list[tuple[str, str]]:
@@ -128,17 +128,16 @@ def rows(rec: Record) -> list[tuple[str, str]]:
     return out + [(f"train / {split} images", f"{rec['n_train']} / {rec[f'n_{split}']}"), ("wall time", f"{rec['wall_s']:.1f} s")]
 
 
-CLASSIFY_FIXTURE = ("--random-init", "vit_tiny", "--depth", "1", "--patch-size", "8", "--in-chans", "3", "--device", "cpu")
 register(Eval(
     name="linear", spec=LinearSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
     summary="Linear probe on cached frozen features: a grid of linear heads (or logistic regression), picked on held-out train.",
     example="ijepa eval linear -c evals/linear_fmnist.yaml --encoder runs/fmnist_vit_tiny",
-    fixture=Fixture("imagefolder.write_imagefolder", (*CLASSIFY_FIXTURE, "--epochs", "2", "--batch-size", "16", "--lrs", "0.1")),
+    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--epochs", "2", "--batch-size", "16", "--lrs", "0.1")),
     flags={"eval-limit": "val_limit", "epochs": "grid.epochs", "batch-size": "grid.batch_size", "lrs": "grid.lrs",
            "wds": "grid.wds", "feature-sets": "grid.feature_sets"},
     help={"protocol": "grid (SGD/LARS linear heads) or logreg (logistic regression, torch L-BFGS)",
           "cs": "logreg: candidate C values, comma-separated", "grid.epochs": "Head-training epochs",
           "grid.batch_size": "Head-training batch size", "grid.lrs": "Head learning rates, comma-separated",
           "grid.wds": "Head weight decays, comma-separated"},
-    random_init={"img_size": 32, "patch_size": 4, "in_chans": 1},
+    random_init=SMALL_RANDOM_INIT,
 ))

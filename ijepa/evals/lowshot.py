@@ -30,7 +30,15 @@ from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features, split_l
 from ijepa.evals.core.finetune import FinetuneConfig, finetune
 from ijepa.evals.core.fit import GridConfig, fit_grid, stratified_sample
 from ijepa.evals.core.logreg import SOLVER, fit_lbfgs, topk
-from ijepa.evals.core.setup import EncoderLike, frozen_splits, resolve_encoder
+from ijepa.evals.core.setup import (
+    FIXTURE_ENCODER,
+    SMALL_RANDOM_INIT,
+    EncoderLike,
+    FrozenData,
+    frozen_splits,
+    resolve_encoder,
+    spec_kwargs,
+)
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 from ijepa.results.io import atomic_write_text
 
@@ -215,27 +223,22 @@ def run_lowshot(
 
 
 @dataclass(frozen=True)
-class LowshotSpec:
+class LowshotSpec(FrozenData):
     """`ijepa eval lowshot` options and recipe keys (`evals/lowshot_fmnist.yaml`)."""
 
-    data: str = "fashion-mnist"
     fractions: tuple[float, ...] = FRACTIONS
     seeds: tuple[int, ...] = (0, 1, 2)
     protocol: Literal["logreg", "heads", "finetune"] = "logreg"
-    val_limit: int | float | None = None  # the evaluation split's limit (`--eval-limit`)
     feature_sets: tuple[str, ...] = FEATURE_SETS
     subset_dir: Path | None = None
     write_splits: Path | None = None
-    img_size: int | None = None  # None: the encoder's own
-    feature_batch_size: int = 256
-    workers: int = 0
     grid: GridConfig = field(default_factory=GridConfig)  # protocol heads
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # protocol finetune
 
 
 def run(encoder: EncoderLike, spec: LowshotSpec, ctx: Context) -> Record:
-    kw = {k: getattr(spec, k) for k in spec.__dataclass_fields__ if k not in ("grid", "finetune")}
-    return run_lowshot(encoder, **kw, grid=spec.grid, finetune_cfg=spec.finetune, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
+    return run_lowshot(encoder, **spec_kwargs(spec, exclude=("grid", "finetune")), grid=spec.grid, finetune_cfg=spec.finetune,
+                       device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
 
 
 def rows(rec: Record) -> list[tuple[str, str]]:
@@ -249,12 +252,11 @@ register(Eval(
     name="lowshot", spec=LowshotSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
     summary="Low-shot: 1/5/10% of the labels, class-balanced seeded splits, mean ± std over seeds.",
     example="ijepa eval lowshot -c evals/lowshot_fmnist.yaml --encoder runs/fmnist_vit_tiny",
-    fixture=Fixture("imagefolder.write_imagefolder", ("--random-init", "vit_tiny", "--depth", "1", "--patch-size", "8", "--in-chans", "3",
-                                                       "--device", "cpu", "--fractions", "0.25", "--seeds", "0,1")),
+    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--fractions", "0.25", "--seeds", "0,1")),
     flags={"eval-limit": "val_limit"},
     help={"fractions": "Label fractions, comma-separated", "seeds": "Split seeds; mean ± std over them",
           "protocol": "logreg (logistic regression, C by CV), heads (the linear grid) or finetune",
           "subset_dir": "Folder of subset files (1percent.txt, 10percent-seed0.txt, ...) to use instead of drawing",
           "write_splits": "Write the splits used to this folder"},
-    random_init={"img_size": 32, "patch_size": 4, "in_chans": 1},
+    random_init=SMALL_RANDOM_INIT,
 ))

@@ -33,6 +33,7 @@ from ijepa.evals.dense.data import (
 )
 from ijepa.evals.dense.heads import DenseModel, LinearHead, UperNetHead
 from ijepa.evals.dense.setup import (
+    FIXTURE_ENCODER,
     DenseRun,
     base_record,
     dense_backbone,
@@ -217,7 +218,7 @@ register(Eval(
     name="segmentation", spec=SegRun, run=run, rows=rows, headline="miou", unit="fraction",
     summary="Train a segmentation head (linear or UperNet); sliding-window mIoU / mAcc / aAcc on validation.",
     example="ijepa eval segmentation --encoder runs/<run> --data /data/ADEChallengeData2016 -c evals/segmentation_ade20k_vitb.yaml",
-    fixture=Fixture("ade20k.make_ade20k", ("--random-init", "vit_tiny", "--depth", "2", "--patch-size", "8", "--device", "cpu", "-c", "evals/segmentation_fixture.yaml", "--max-iters", "2")),
+    fixture=Fixture("ade20k.make_ade20k", (*FIXTURE_ENCODER, "-c", "evals/segmentation_fixture.yaml", "--max-iters", "2")),
     flags={"eval-limit": "max_eval_images"},
     help={"data": "ADEChallengeData2016 root (images/ + annotations/, training/ + validation/)", "head": "linear (DINOv2 lin.) or upernet (BEiT/MAE)",
           "num_classes": "Classes after reduce-zero-label (ADE20K: 150)", "mode": "frozen or finetune (layer-wise lr decay)",

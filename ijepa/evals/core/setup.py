@@ -6,7 +6,9 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -18,6 +20,34 @@ from ijepa.evals.core.fit import stratified_sample
 from ijepa.models.vit import VisionTransformer
 
 EncoderLike = EncoderSpec | str | Path | VisionTransformer
+# A random-init encoder for the small classification data (Fashion-MNIST: 32 px, grey, patch 4)
+SMALL_RANDOM_INIT = {"img_size": 32, "patch_size": 4, "in_chans": 1}
+# The encoder of the classification fixtures (tests/fixtures/imagefolder.py: RGB 32 px)
+FIXTURE_ENCODER = ("--random-init", "vit_tiny", "--depth", "1", "--patch-size", "8", "--in-chans", "3", "--device", "cpu")
+
+
+@dataclass(frozen=True)
+class FrozenData:
+    """Spec fields of every eval on frozen features: which data, and how it is read."""
+
+    data: str = "fashion-mnist"
+    val_limit: int | float | None = None  # the evaluation split's limit (`--eval-limit`)
+    img_size: int | None = None  # None: the encoder's own
+    feature_batch_size: int = 256
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class FrozenSpec(FrozenData):
+    """... plus a seeded train subset (and the seed of every choice made on it)."""
+
+    train_limit: int | float | None = None
+    seed: int = 0
+
+
+def spec_kwargs(spec: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A spec's fields as keyword arguments (nested sections left as objects)."""
+    return {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in exclude}
 
 
 def as_spec(encoder: EncoderSpec | str | Path, which: str = "target_encoder") -> EncoderSpec:

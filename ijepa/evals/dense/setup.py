@@ -18,6 +18,9 @@ from ijepa.evals.core.train import DenseTrainConfig
 from ijepa.evals.dense.backbone import DenseBackbone
 from ijepa.evals.dense.data import stack
 
+# The encoder of the dense fixtures (tests/fixtures: ade20k, nyu, fsc147, coco)
+FIXTURE_ENCODER = ("--random-init", "vit_tiny", "--depth", "2", "--patch-size", "8", "--device", "cpu")
+
 
 @dataclass(frozen=True)
 class DenseRun:
