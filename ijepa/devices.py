@@ -27,6 +27,6 @@ def resolve_device(name: str | torch.device) -> torch.device:
             raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif device.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu or auto")
-    elif device.type not in ("cpu", "cuda", "mps"):
+    elif device.type not in ("cpu", "cuda", "mps", "meta"):  # meta: shapes only (FLOP counting)
         raise ValueError(f"--device {name!r}: expected {CHOICES}")
     return device
