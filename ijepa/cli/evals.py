@@ -168,11 +168,11 @@ def finish(rec: dict, entry, as_json: bool, results: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from ijepa.results.io import write_record
+    from ijepa.results.io import strict, write_record
 
     path = write_record(rec, results_dir=results)
     if as_json:
-        print(json.dumps({**rec, "record": str(path)}, default=str, allow_nan=False))
+        print(json.dumps({**strict(rec), "record": str(path)}, default=str, allow_nan=False))
         return
     table = Table(title=f"{rec['kind']}: {rec['encoder']} on {rec['dataset']}")
     table.add_column("metric")
