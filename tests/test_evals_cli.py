@@ -48,7 +48,9 @@ def test_every_registered_eval_runs_its_fixture_through_the_cli(entry, tmp_path,
     rec = json.loads(res.stdout.splitlines()[-1])
     assert rec["kind"] == entry.kind and rec["headline"] == entry.headline and rec["unit"] == entry.unit
     assert isinstance(rec[entry.headline], float) and (entry.unit != "fraction" or 0 <= rec[entry.headline] <= 1)
-    assert Path(rec["record"]).is_file() and entry.rows(rec)
+    from ijepa.results.schema import validate
+
+    assert validate(json.loads(Path(rec["record"]).read_text())) is None and entry.rows(rec)
     res = cli(["eval", entry.name, "--help"])
     assert res.exit_code == 0 and "Example:" in res.output and "--eval-limit" in res.output and "--set" in res.output
 
