@@ -50,6 +50,7 @@ class Features:
     concat: torch.Tensor
     labels: torch.Tensor
     width: int
+    transform: str = ""  # the preprocessing the images went through
 
     def get(self, name: str) -> torch.Tensor:
         if name == "lastPOOL":
@@ -59,7 +60,7 @@ class Features:
         raise ValueError(f"feature set {name!r}: expected one of {', '.join(FEATURE_SETS)}")
 
     def subset(self, idx: torch.Tensor) -> Features:
-        return Features(self.concat[idx], self.labels[idx], self.width)
+        return Features(self.concat[idx], self.labels[idx], self.width, self.transform)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -71,12 +72,13 @@ class Tokens:
 
     tokens: torch.Tensor
     labels: torch.Tensor
+    transform: str = ""  # the preprocessing the images went through
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def subset(self, idx: torch.Tensor) -> Tokens:
-        return Tokens(self.tokens[idx], self.labels[idx])
+        return Tokens(self.tokens[idx], self.labels[idx], self.transform)
 
 
 def progress(console: Console | None, what: str, *, enabled: bool = True) -> Progress:
@@ -187,15 +189,16 @@ def _extract(
     encoder: VisionTransformer, encoder_key: str, spec: DataSpec, split: str, *, forward, layers: str, pool: str,
     device: torch.device, img_size: int | None, indices: torch.Tensor | None, batch_size: int, workers: int,
     cache_dir: Path | None, console: Console | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(float16 `forward(encoder, images)` of every image of `split`, labels), from cache if present."""
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(float16 `forward(encoder, images)` of every image of `split`, labels, the transform's
+    id), from cache if present."""
     size = img_size or encoder.img_size
     n, labels, source, it = split_batches(spec, split, size=size, in_chans=encoder.in_chans, indices=indices, batch_size=batch_size, workers=workers)
     rows = None if indices is None else hashlib.sha256(indices.numpy().tobytes()).hexdigest()[:16]
     key = cache_key(encoder=encoder_key, data=spec.id, split=split, source=source, layers=layers, pool=pool, rows=rows)
     path = None if cache_dir is None else Path(cache_dir) / f"{key}.pt"
     if path is not None and path.exists() and (hit := _load(path)) is not None and len(hit["labels"]) == n:
-        return hit["concat"], hit["labels"]
+        return hit["concat"], hit["labels"], source["transform"]
     encoder = encoder.to(device).eval()
     chunks = []
     with torch.inference_mode(), progress(console, f"features {split}") as bar:
@@ -207,7 +210,7 @@ def _extract(
     out = torch.cat(chunks) if chunks else torch.zeros(0, encoder.embed_dim, dtype=torch.float16)
     if path is not None:
         _save(path, {"concat": out, "labels": labels, "width": encoder.embed_dim, "key": key})
-    return out, labels
+    return out, labels, source["transform"]
 
 
 def extract_features(
@@ -222,9 +225,9 @@ def extract_features(
     dataset id, the split, the transform, the data's content (file sizes and mtimes), the
     pooled layers and the chosen rows.
     """
-    concat, labels = _extract(encoder, encoder_key, spec, split, forward=pooled, layers=f"last{N_LAYERS}", pool="avg", device=device,
+    concat, labels, transform = _extract(encoder, encoder_key, spec, split, forward=pooled, layers=f"last{N_LAYERS}", pool="avg", device=device,
                               img_size=img_size, indices=indices, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)
-    return Features(concat.float(), labels, encoder.embed_dim)
+    return Features(concat.float(), labels, encoder.embed_dim, transform)
 
 
 def extract_tokens(

@@ -100,7 +100,7 @@ def frozen_splits(
         "encoder": name, "encoder_key": key, "dataset": spec.id, "num_classes": num_classes,
         "img_size": img_size or enc.img_size, "patch_size": enc.patch_size, "depth": enc.depth,
         "width": enc.embed_dim, "n_train": len(train), f"n_{eval_split}": len(val), "train_limit": train_limit, "val_limit": val_limit,
-        "selected_on": "train-heldout", "reported_on": eval_split,
+        "preprocessing": train.transform, "selected_on": "train-heldout", "reported_on": eval_split,
         "feature_s": round(time.perf_counter() - t0, 2),
     }
     return train, val, info
