@@ -27,7 +27,7 @@ from ijepa.evals.counting import (
     to_count,
 )
 from ijepa.evals.dense.data import resize
-from ijepa.evals.dense.setup import load_run
+from ijepa.typedconfig import load
 
 SPEC = EncoderSpec(random_init="vit_tiny", img_size=64, patch_size=8, in_chans=3, depth=2)
 SEED = int(os.environ.get("COUNTING_TEST_SEED", "0"))  # run seed of the short run (reliability checks)
@@ -110,7 +110,7 @@ def test_cli_prints_a_bad_file_as_one_line(tmp_path):
     """Exit 2 and the message verbatim: the expected forms in brackets survive rich's markup."""
     from typer.testing import CliRunner
 
-    import ijepa.cli.dense  # noqa: F401  (registers the command)
+    import ijepa.cli.evals  # noqa: F401  (registers the eval commands)
     from ijepa.cli import app
 
     root = make_counting_coco(tmp_path, n_train=1, n_val=1, n_test=1)
@@ -137,7 +137,7 @@ def test_bad_layout_is_one_clear_error(tmp_path):
 def test_short_run_beats_the_mean_count(fsc):
     """The trivial baseline predicts the train split's mean count for every image; the head,
     trained on train only, must beat it on both val and test."""
-    run = load_run(CountRun, "evals/counting_fixture.yaml", data=str(fsc), progress=False, seed=SEED)
+    run = load(CountRun, "evals/counting_fixture.yaml", values=dict(data=str(fsc), progress=False, seed=SEED))
     rec = run_counting(SPEC, run, device=torch.device("cpu"))
     assert rec["kind"] == "eval.counting" and rec["n_test"] == 16
     assert rec["baseline_mean_count"] == pytest.approx(np.mean(FSC147(fsc, "train").counts))
@@ -148,7 +148,7 @@ def test_short_run_beats_the_mean_count(fsc):
 
 
 def test_short_run_reads_the_coco_style_layout(coco):
-    run = load_run(CountRun, "evals/counting_fixture.yaml", data=str(coco), progress=False, max_iters=4, eval_every=2, max_eval_images=4)
+    run = load(CountRun, "evals/counting_fixture.yaml", values=dict(data=str(coco), progress=False, max_iters=4, eval_every=2, max_eval_images=4))
     rec = run_counting(SPEC, run, device=torch.device("cpu"))
     assert rec["n_train"] == 64 and rec["n_test"] == 16
     assert all(np.isfinite(rec[k]) for k in ("mae", "rmse", "val_mae", "baseline_val_mae", "baseline_test_mae"))

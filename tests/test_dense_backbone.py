@@ -66,11 +66,12 @@ def test_finetune_layer_decay_groups():
     bb = DenseBackbone(enc, mode="finetune").train()
     assert bb.encoder.training and bb(torch.randn(1, 3, 16, 16))[-1].requires_grad
     groups = bb.param_groups(1.0, layer_decay=0.5, weight_decay=0.05)
-    lrs = {g["name"]: g["lr"] for g in groups}
-    assert lrs["encoder.layer0.decay"] == 0.125  # patch embed: 0.5 ** 3
-    assert lrs["encoder.layer2.decay"] == 0.5  # last block
-    assert lrs["encoder.layer3.no_decay"] == 1.0  # final norm
-    assert all(g["weight_decay"] == 0.0 for g in groups if g["name"].endswith("no_decay"))
+    lr_of = {id(p): g["lr"] for g in groups for p in g["params"]}  # timm's layer-decay groups
+    assert lr_of[id(enc.patch_embed.proj.weight)] == 0.125  # patch embed: 0.5 ** 3
+    assert lr_of[id(enc.blocks[1].attn.qkv.weight)] == 0.5  # last block
+    assert lr_of[id(enc.norm.weight)] == 1.0  # final norm
+    assert all(g["weight_decay"] == 0.0 for g in groups if all(p.ndim == 1 for p in g["params"]))
+    assert all(g["weight_decay"] == 0.05 for g in groups if all(p.ndim > 1 for p in g["params"]))
     named = {id(p) for g in groups for p in g["params"]}
     assert id(enc.pos_embed) not in named  # fixed sin-cos
     assert len(named) == sum(1 for n, _ in enc.named_parameters() if n != "pos_embed")

@@ -13,7 +13,7 @@ from fixtures.nyu import make_nyu_bts, make_nyu_list, make_nyu_mat
 
 from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.dense.heads import DenseModel
-from ijepa.evals.dense.setup import dense_backbone, load_run
+from ijepa.evals.dense.setup import dense_backbone
 from ijepa.evals.depth import (
     DepthRun,
     build_head,
@@ -24,6 +24,7 @@ from ijepa.evals.depth import (
     run_depth,
     silog_loss,
 )
+from ijepa.typedconfig import load
 
 SPEC = EncoderSpec(random_init="vit_tiny", img_size=64, patch_size=8, in_chans=3, depth=2)
 CPU = torch.device("cpu")
@@ -85,7 +86,7 @@ def test_dpt_and_lin4_heads_predict_positive_depth():
 
 
 def test_short_run_beats_the_mean_depth(nyu):
-    run = load_run(DepthRun, "evals/depth_fixture.yaml", data=str(nyu), progress=False)
+    run = load(DepthRun, "evals/depth_fixture.yaml", values=dict(data=str(nyu), progress=False))
     base = mean_depth_baseline(nyu_dataset(nyu, "train"), nyu_dataset(nyu, "test"), run)
     rec = run_depth(SPEC, run, device=CPU)
     assert rec["kind"] == "eval.depth"
@@ -99,7 +100,7 @@ def test_bts_download_layout_end_to_end(tmp_path, monkeypatch):
 
     from typer.testing import CliRunner
 
-    import ijepa.cli.dense  # noqa: F401  (registers the dense commands)
+    import ijepa.cli.evals  # noqa: F401  (registers the eval commands)
     from ijepa.cli import app
 
     root = make_nyu_bts(tmp_path / "nyu_depth_v2")
@@ -114,7 +115,7 @@ def test_bts_download_layout_end_to_end(tmp_path, monkeypatch):
                                    "--device", "cpu", "--data", str(root), "-c", recipe, "--json"])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout.splitlines()[-1])
-    base = mean_depth_baseline(train, test, load_run(DepthRun, recipe, data=str(root)))
+    base = mean_depth_baseline(train, test, load(DepthRun, recipe, values=dict(data=str(root))))
     assert rec["kind"] == "eval.depth" and (rec["n_train"], rec["n_test"]) == (24, 6)
     assert rec["abs_rel"] < 0.8 * base["abs_rel"], (rec["abs_rel"], base["abs_rel"])
 

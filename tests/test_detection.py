@@ -13,7 +13,7 @@ from fixtures.coco import make_coco
 from typer.testing import CliRunner
 
 from ijepa.cli import app
-from ijepa.cli import detection as _cli  # noqa: F401  (registers the command)
+from ijepa.cli import evals as _cli  # noqa: F401  (registers the eval commands)
 from ijepa.data.coco import CocoInstances, collate, load_coco
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
 from ijepa.evals.detection import (
@@ -109,7 +109,7 @@ def test_training_raises_box_and_mask_ap_well_above_an_untrained_head(coco_root)
 
 def test_cli_prints_one_json_record(coco_root, tmp_path):
     args = ["eval", "detection", "--random-init", "vit_tiny", "--depth", "2", "--patch-size", "8", "--data", str(coco_root),
-            "-c", str(EVALS / "detection_fixture.yaml"), "--max-iters", "1", "--max-val-images", "2", "--device", "cpu",
+            "-c", str(EVALS / "detection_fixture.yaml"), "--max-iters", "1", "--eval-limit", "2", "--device", "cpu",
             "--results", str(tmp_path), "--json"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output

@@ -17,12 +17,53 @@ SHAPE_SPEC = EncoderSpec(random_init="vit_tiny", depth=1, img_size=32, patch_siz
 SHAPE = ["--random-init", "vit_tiny", "--depth", "1", "--patch-size", "8", "--in-chans", "3", "--device", "cpu"]
 
 
+EVALS = Path(__file__).resolve().parents[1] / "evals"
+
+
 def cli(args: list[str]):
     import ijepa.cli.evals  # noqa: F401  (registers the commands)
     import ijepa.cli.results  # noqa: F401
     from ijepa.cli import app
 
     return CliRunner().invoke(app, args)
+
+
+def all_evals():
+    from ijepa.evals import registry
+
+    return [registry.get(n) for n in registry.names()]
+
+
+@pytest.mark.parametrize("entry", all_evals(), ids=lambda e: e.name)
+def test_every_registered_eval_runs_its_fixture_through_the_cli(entry, tmp_path, monkeypatch):
+    """Generated from the registry: each eval's command runs on its tiny fixture, `--json`."""
+    import importlib
+
+    monkeypatch.chdir(tmp_path)
+    module, fn = entry.fixture.make.rsplit(".", 1)
+    root = getattr(importlib.import_module(f"fixtures.{module}"), fn)(tmp_path / "data")
+    args = [str(EVALS.parent / a) if a.startswith("evals/") else a for a in entry.fixture.args]
+    res = cli(["eval", entry.name, *args, "--data", str(root), "--results", str(tmp_path / "results"), "--json"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout.splitlines()[-1])
+    assert rec["kind"] == entry.kind and rec["headline"] == entry.headline and rec["unit"] == entry.unit
+    assert isinstance(rec[entry.headline], float) and (entry.unit != "fraction" or 0 <= rec[entry.headline] <= 1)
+    from ijepa.results.schema import validate
+
+    assert validate(json.loads(Path(rec["record"]).read_text())) is None and entry.rows(rec)
+    res = cli(["eval", entry.name, "--help"])
+    assert res.exit_code == 0 and "Example:" in res.output and "--eval-limit" in res.output and "--set" in res.output
+
+
+@pytest.mark.parametrize("path", sorted(EVALS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(path):
+    """Every recipe in evals/ is a valid spec of the eval its name starts with."""
+    from ijepa.evals import registry
+    from ijepa.typedconfig import load
+
+    entry = registry.get(path.stem.split("_")[0])
+    spec = load(entry.spec, path)
+    assert isinstance(spec, entry.spec)
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +91,7 @@ def test_linear_logreg_protocol(tmp_path, tree, monkeypatch):
     assert rec["protocol"] == "sklearn-logreg" and len(rec["candidates"]) == 2 * 2 and 0 <= rec["top1"] <= 1
     assert rec["best_head"] == f"{rec['best_features']}/logreg/C{rec['best_C']:g}"
     res = cli(["eval", "linear", *SHAPE, "--data", str(tree), "--protocol", "svm"])
-    assert res.exit_code != 0 and "protocol 'svm': expected one of grid, logreg" in res.output
+    assert res.exit_code == 2 and "protocol is 'svm'; expected 'grid' or 'logreg'" in res.output
 
 
 def test_recipe_file_and_context_encoder(tmp_path, tree, monkeypatch):
@@ -62,14 +103,17 @@ def test_recipe_file_and_context_encoder(tmp_path, tree, monkeypatch):
     assert rec["grid"]["epochs"] == 2 and rec["best_features"] == "lastPOOL" and len(rec["heads"]) == 4
     (tmp_path / "bad.yaml").write_text("grid:\n  epoch: 2\n")
     res = cli(["eval", "linear", *SHAPE, "--config", "bad.yaml"])
-    assert res.exit_code == 2 and "bad.yaml: grid: unknown key(s) epoch" in res.output
+    assert res.exit_code == 2 and "bad.yaml: unknown key(s) grid.epoch" in res.output
 
 
 def test_knn_and_lowshot_json(tmp_path, tree, monkeypatch):
     monkeypatch.chdir(tmp_path)
     res = cli(["eval", "knn", *SHAPE, "--data", str(tree), "--ks", "1,3", "--json"])
     assert res.exit_code == 0, res.output
-    assert json.loads(res.stdout.splitlines()[-1])["best_k"] in (1, 3)
+    rec = json.loads(res.stdout.splitlines()[-1])
+    assert rec["best_k"] in (1, 3) and rec["reported_on"] == "val" and "val_top1" in rec["scores"][0] and rec["n_val"] > 4
+    res = cli(["eval", "knn", *SHAPE, "--data", str(tree), "--ks", "1", "--eval-limit", "4"])
+    assert res.exit_code == 0 and "top-1 (val)" in res.stdout and "train / val images" in res.stdout, res.output
     res = cli(["eval", "lowshot", *SHAPE, "--data", str(tree), "--fractions", "0.25", "--seeds", "0,1", "--json"])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout.splitlines()[-1])
@@ -109,38 +153,17 @@ def test_results_tables_group_ours_beside_the_paper(tmp_path):
     assert res.exit_code == 2 and "no pretrain.compute" in res.output and not (tmp_path / "compute_vs_accuracy.png").exists()
 
 
-@pytest.mark.parametrize("name", ["linear_fmnist", "linear_fmnist_logreg", "linear_in1k", "lowshot_fmnist"])
-def test_shipped_recipes_are_valid(name):
-    import inspect
-    from typing import get_type_hints
-
-    from ijepa.cli.evals import recipe
-    from ijepa.evals.core.finetune import FinetuneConfig
-    from ijepa.evals.core.typecheck import check_types
-    from ijepa.evals.linear import grid_config
-    from ijepa.evals.lowshot import run_lowshot
-
-    cfg = recipe(Path(__file__).parents[1] / "evals" / f"{name}.yaml")
-    grid = grid_config(**cfg.pop("grid"))
-    assert len(grid.specs()) >= 12 and set(grid.feature_sets) == {"lastPOOL", "concatPOOL4"}
-    if "finetune" in cfg:
-        ft = cfg.pop("finetune")
-        assert FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ft.items()}).layer_decay == 0.75
-    target = run_lowshot if name.startswith("lowshot") else run_linear
-    assert set(cfg) <= set(inspect.signature(target).parameters)
-    check_types(cfg, get_type_hints(target), name)  # the CLI's type check passes every shipped value
-
-
 MALFORMED = [  # (command, recipe text, what the one line must say after "<file>: ")
     ("linear", "data: [unclosed\n", "invalid YAML at line 2, column 1"),
     ("linear", "- a\n- b\n", "expected a mapping of options, got list"),
-    ("linear", "grid: 5\n", "grid: expected a mapping of options, got int"),
-    ("linear", "grid:\n  lrs: 0.1\n", "grid: lrs is 0.1; expected list of float"),
+    ("linear", "grid: 5\n", "grid is 5; expected a mapping"),
+    ("linear", "grid:\n  lrs: 0.1\n", "grid.lrs is 0.1; expected list of float"),
+    ("linear", "grid:\n  epochs: 3\nseed: 1e-4\n", "seed is '1e-4'; expected int"),
     ("knn", "seed: abc\n", "seed is 'abc'; expected int"),
-    ("lowshot", "finetune:\n  crop_scale: [0.3]\n", "finetune: crop_scale is [0.3]; expected [float, float]"),
+    ("lowshot", "finetune:\n  crop_scale: [0.3]\n", "finetune.crop_scale is [0.3]; expected [float, float]"),
     ("lowshot", "fractions: abc\n", "fractions is 'abc'; expected list of float"),
     ("depth", "max_iters: [1\n", "invalid YAML at line 2, column 1"),
-    ("depth", "7\n", "expected a mapping of run settings, got int"),
+    ("depth", "7\n", "expected a mapping of options, got int"),
     ("depth", "taps: 3\n", "taps is 3; expected list of int or null"),
     ("segmentation", "scale_range: 2\n", "scale_range is 2; expected [float, float]"),
     ("segmentation", "max_iters: ten\n", "max_iters is 'ten'; expected int"),
@@ -149,8 +172,6 @@ MALFORMED = [  # (command, recipe text, what the one line must say after "<file>
 
 @pytest.mark.parametrize(("command", "text", "said"), MALFORMED)
 def test_malformed_recipe_is_one_line_naming_the_file(tmp_path, monkeypatch, command, text, said):
-    import ijepa.cli.dense  # noqa: F401  (registers the dense commands)
-
     monkeypatch.chdir(tmp_path)
     (tmp_path / "r.yaml").write_text(text)
     res = cli(["eval", command, *SHAPE, "--config", "r.yaml", "--data", str(tmp_path / "missing")])
@@ -163,3 +184,32 @@ def test_non_utf8_recipe_is_one_line(tmp_path, monkeypatch):
     (tmp_path / "r.yaml").write_bytes(b"\xff\xfe data")
     res = cli(["eval", "linear", *SHAPE, "--config", "r.yaml"])
     assert res.exit_code == 2 and res.output.strip() == "error: r.yaml: invalid YAML (not UTF-8 text); expected a mapping of options"
+
+
+def test_lr_in_exponent_form_is_a_number_everywhere(tmp_path):
+    """YAML 1.1 reads `1e-4` as a string; every recipe field typed float takes it."""
+    from ijepa.evals.depth import DepthRun
+    from ijepa.evals.linear import LinearSpec
+    from ijepa.typedconfig import load
+
+    (tmp_path / "r.yaml").write_text("lr: 1e-4\n")
+    assert load(DepthRun, tmp_path / "r.yaml").lr == 1e-4
+    (tmp_path / "g.yaml").write_text("grid:\n  lrs: [1e-4, 0.1]\n")
+    assert load(LinearSpec, tmp_path / "g.yaml").grid.lrs == (1e-4, 0.1)
+    assert load(LinearSpec, overrides=["grid.epochs=3", "cs=[0.1, 1]"]).grid.epochs == 3
+
+
+def test_cuda_without_a_gpu_is_one_line(tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    res = cli(["eval", "knn", "--random-init", "vit_tiny", "--device", "cuda", "--data", str(tmp_path)])
+    assert res.exit_code == 2 and res.output.strip() == "error: --device cuda: CUDA is not available on this machine; use --device cpu or auto"
+
+
+def test_version():
+    from ijepa import __version__
+
+    res = cli(["--version"])
+    assert res.exit_code == 0 and res.stdout.strip() == f"ijepa {__version__}"

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from fixtures.imagefolder import CLASSES, write_imagefolder
 
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
-from ijepa.evals.core.finetune import Classifier, FinetuneConfig, param_groups
+from ijepa.evals.core.finetune import Classifier, FinetuneConfig
 from ijepa.evals.core.fit import GridConfig
+from ijepa.evals.core.train import layer_decay_groups
 from ijepa.evals.knn import knn_predict, run_knn
 from ijepa.evals.lowshot import (
     class_balanced_split,
@@ -74,7 +75,7 @@ def test_lowshot_logreg_mean_std_over_seeds_and_written_splits(tmp_path, tree):
 
 def test_finetune_protocol_trains_with_layer_decay(tree):
     enc = create_encoder("vit_tiny", img_size=32, patch_size=8, in_chans=3, depth=2)
-    groups = param_groups(Classifier(enc, 4), weight_decay=0.05, layer_decay=0.75)
+    groups = layer_decay_groups(Classifier(enc, 4), weight_decay=0.05, layer_decay=0.75)
     scales = sorted({g["lr_scale"] for g in groups})
     assert scales == pytest.approx([0.75**3, 0.75**2, 0.75, 1.0])
     assert all(g["weight_decay"] == 0 for g in groups if all(p.ndim == 1 for p in g["params"]))

@@ -10,7 +10,7 @@ from fixtures.ade20k import NUM_CLASSES, make_ade20k
 
 from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.dense.heads import DenseModel, UperNetHead
-from ijepa.evals.dense.setup import dense_backbone, load_run
+from ijepa.evals.dense.setup import dense_backbone
 from ijepa.evals.segmentation import (
     ADE20K,
     IGNORE,
@@ -23,6 +23,7 @@ from ijepa.evals.segmentation import (
     seg_metrics,
     slide_logits,
 )
+from ijepa.typedconfig import load
 
 SPEC = EncoderSpec(random_init="vit_tiny", img_size=64, patch_size=8, in_chans=3, depth=2)
 CPU = torch.device("cpu")
@@ -83,7 +84,7 @@ def test_upernet_head_shapes():
 
 
 def test_short_run_beats_the_untrained_head(ade):
-    run = load_run(SegRun, "evals/segmentation_fixture.yaml", data=str(ade), progress=False)
+    run = load(SegRun, "evals/segmentation_fixture.yaml", values=dict(data=str(ade), progress=False))
     bb, _ = dense_backbone(SPEC, run, CPU)
     torch.manual_seed(0)
     untrained = evaluate(DenseModel(bb, build_head(run, 192)).eval(), ADE20K(ade, "val", num_classes=NUM_CLASSES), run, device=CPU, in_chans=3, patch=8)

@@ -1,7 +1,8 @@
 """`ijepa` command line: parse, call one library function, print.
 
-Each module of this package registers its commands on `app`, `eval_app` or `bench_app`;
-all of them are imported by `main()`, so adding a command is adding a module.
+Each module of this package registers its commands on `app` or `bench_app` (`ijepa eval`
+commands come from the eval registry, see `ijepa.cli.evals`); all of them are imported by
+`main()`, so adding a command is adding a module.
 """
 
 from __future__ import annotations
@@ -15,11 +16,23 @@ from rich.console import Console
 from rich.markup import escape
 
 app = typer.Typer(help="I-JEPA pretraining, evaluation and benchmarks.", no_args_is_help=True, pretty_exceptions_enable=False)
-eval_app = typer.Typer(help="Evaluate a frozen (or fine-tuned) encoder.", no_args_is_help=True)
 bench_app = typer.Typer(help="Throughput and FLOPs benchmarks.", no_args_is_help=True)
-app.add_typer(eval_app, name="eval")
 app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from ijepa import __version__
+
+        print(f"ijepa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _app(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit")) -> None:
+    """I-JEPA pretraining, evaluation and benchmarks."""
+
 
 USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError)
 

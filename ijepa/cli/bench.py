@@ -12,22 +12,20 @@ from ijepa.cli import USER_ERRORS, bench_app, console, fail
 CONFIG = typer.Option(None, "--config", "-c", help="YAML config (ours or an official I-JEPA file); default: the Fashion-MNIST recipe")
 SET = typer.Option([], "--set", help="Override one key, e.g. --set data.batch_size=16 (repeatable)")
 METHOD = typer.Option("ijepa", help="ijepa or mae")
-DEVICE = typer.Option("auto", help="cpu, cuda, cuda:N or auto")
+DEVICE = typer.Option("auto", help="auto, cpu, cuda, cuda:N or mps")
 JSON = typer.Option(False, "--json", help="Print the record as one JSON line")
 RESULTS = typer.Option(Path("results"), help="Results folder the record is written under")
 
 
 def _setup(config: Path | None, set_: list[str], method: str, device: str):
-    import torch
-
+    from ijepa.devices import resolve_device
     from ijepa.training.config import load_config
     from ijepa.training.loop import METHODS
 
     if method not in METHODS:
         raise ValueError(f"--method {method!r}: expected one of {', '.join(METHODS)}")
     cfg = load_config(config, set_)
-    name = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    return cfg, torch.device(name)
+    return cfg, resolve_device(device)
 
 
 def _finish(record: dict, as_json: bool, results: Path, summary: str) -> None:

@@ -1,223 +1,217 @@
-"""`ijepa eval linear | lowshot | knn`: frozen-encoder classification evals.
+"""`ijepa eval <name>`: one command per registered eval, generated from its registry entry.
 
-Every eval shares one flag contract: `--encoder PATH` or `--random-init ARCH` (+ shape
-flags), `--which`, `--data`, `--json`. `--config RECIPE.yaml` supplies defaults (keys are
-the library function's arguments; `grid:` / `finetune:` sections nest); flags win.
+Every command has the same shared options (the encoder: `--encoder PATH` or `--random-init
+ARCH` with its shape; `--which`, `--device`, `-c RECIPE`, `--set key=value`, `--results`,
+`--json`), one option per field of the eval's spec (`--data`, `--seed`, `--train-limit`,
+`--eval-limit`, ...) and the eval's own aliases. Values: spec defaults <- recipe <- options
+<- `--set`, all through `ijepa.typedconfig`. Eval modules are imported only when their
+command runs (or `ijepa eval --help` lists them), so `ijepa --help` stays fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
+import types
 from pathlib import Path
-from typing import Annotated, get_type_hints
+from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import typer
+from typer.core import TyperGroup
 
-from ijepa.cli import USER_ERRORS, console, eval_app, fail
+from ijepa.cli import USER_ERRORS, app, console, fail
 
-Encoder = Annotated[str | None, typer.Option("--encoder", help="Run dir, our checkpoint or an official I-JEPA checkpoint")]
-RandomInit = Annotated[str | None, typer.Option("--random-init", help="Score this architecture at random init instead (e.g. vit_tiny)")]
-ImgSize = Annotated[int, typer.Option(help="Input size (random init; with --encoder the checkpoint's size is used)")]
-PatchSize = Annotated[int, typer.Option(help="Patch size (random init)")]
-InChans = Annotated[int, typer.Option(help="Input channels (random init); grayscale data is repeated to 3 when 3")]
-Depth = Annotated[int, typer.Option(help="Number of blocks (random init; 0 = the architecture's own)")]
-Which = Annotated[str, typer.Option(help="target_encoder (the paper's choice) or context")]
-Data = Annotated[str | None, typer.Option(help="fashion-mnist or an ImageFolder root with train/ and val/ (default: fashion-mnist)")]
-Config = Annotated[Path | None, typer.Option("--config", "-c", help="Recipe YAML (e.g. evals/linear_fmnist.yaml); flags override it")]
-TrainLimit = Annotated[float | None, typer.Option(help="Use a seeded stratified subset of train: N rows, or a fraction if < 1")]
-Seed = Annotated[int | None, typer.Option(help="Seed of subsets, held-out split and heads (default: 0)")]
-Device = Annotated[str, typer.Option(help="cpu, cuda, cuda:N or auto")]
-CacheDir = Annotated[Path, typer.Option(help="Feature cache folder")]
-NoCache = Annotated[bool, typer.Option("--no-cache", help="Neither read nor write cached features")]
-Workers = Annotated[int | None, typer.Option(help="DataLoader workers for ImageFolder data (default: 0)")]
-AsJson = Annotated[bool, typer.Option("--json", help="Print the record as one JSON line on stdout")]
-Results = Annotated[Path, typer.Option(help="Results folder the record is written under")]
-Floats = Annotated[str | None, typer.Option(help="Comma-separated list")]
+SHARED = ("encoder", "random_init", "which", "patch_size", "in_chans", "depth", "config", "set_", "device", "results", "as_json", "cache_dir", "no_cache")
+COMMON_HELP = {
+    "data": "Dataset: fashion-mnist, or the dataset's root folder",
+    "seed": "Seed of subsets, held-out split, heads and data order",
+    "workers": "DataLoader workers",
+    "train_limit": "Seeded stratified subset of train: N images, or a fraction if < 1",
+    "eval_limit": "Score only part of the evaluation split (quick looks: noisier numbers)",
+    "img_size": "Input size (also the random-init encoder's)",
+    "feature_batch_size": "Images per batch of feature extraction",
+    "feature_sets": "Feature sets, comma-separated: lastPOOL,concatPOOL4",
+}
 
 
-def floats(text: str | None, flag: str) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise ValueError(f"{flag} {text!r}: expected comma-separated numbers") from None
+def _plain(hint: Any) -> Any:
+    """The hint without its `| None`."""
+    if get_origin(hint) in (Union, types.UnionType):
+        args = [a for a in get_args(hint) if a is not type(None)]
+        return args[0] if len(args) == 1 else hint
+    return hint
 
 
-def recipe(path: Path | None) -> dict:
-    """The recipe YAML as a dict ({} without one); a bad file is one clear error."""
-    if path is None:
-        return {}
+def _hint_and_default(spec: type, key: str) -> tuple[Any, Any]:
+    """Type hint and default of a dotted spec key (walking nested dataclasses)."""
+    obj: Any = spec()
+    cls, hint = spec, None
+    for part in key.split("."):
+        hint = get_type_hints(cls)[part]
+        obj = getattr(obj, part)
+        cls = hint
+    return hint, obj
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(map(str, value)) or "none"
+    return "none" if value is None else str(value)
+
+
+def flag_value(raw: str, hint: Any) -> Any:
+    """A command-line string as the YAML value it stands for (lists: comma-separated)."""
     import yaml
 
-    from ijepa.evals.core.typecheck import yaml_error
-
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: recipe not found")
-    try:
-        cfg = yaml.safe_load(path.read_text()) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as e:
-        raise yaml_error(path, e) from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: expected a mapping of options, got {type(cfg).__name__}")
-    return cfg
+    plain = _plain(hint)
+    if plain in (str, Path):
+        return raw
+    if get_origin(plain) in (tuple, list):
+        return [yaml.safe_load(t) for t in raw.split(",") if t.strip()]
+    return yaml.safe_load(raw)
 
 
-def merged(cfg: dict, allowed: set[str], where: str, *, hints: dict | None = None, **flags) -> dict:
-    """Recipe values (checked against `hints`, the type hints of what they feed) overridden
-    by the flags that were given (not None)."""
-    from ijepa.evals.core.typecheck import check_types
+def spec_options(entry) -> dict[str, str]:
+    """Option parameter name -> dotted spec key: every scalar field, then the eval's aliases
+    (an alias replaces the field's own option: one name for one thing)."""
+    aliased = set(entry.flags.values())
+    out = {}
+    for f in dataclasses.fields(entry.spec):
+        if f.init and f.name not in aliased and not dataclasses.is_dataclass(get_type_hints(entry.spec)[f.name]):
+            out[f.name] = f.name
+    out.update({a.replace("-", "_"): key for a, key in entry.flags.items()})
+    clash = set(out) & set(SHARED)
+    if clash:
+        raise ValueError(f"eval {entry.name}: spec option(s) {', '.join(sorted(clash))} clash with the shared options")
+    return out
 
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{where}: expected a mapping of options, got {type(cfg).__name__}")
-    bad = set(cfg) - allowed
-    if bad:
-        raise ValueError(f"{where}: unknown key(s) {', '.join(sorted(map(str, bad)))}; expected some of {', '.join(sorted(allowed))}")
-    check_types(cfg, hints or {}, where)
-    return {**cfg, **{k: v for k, v in flags.items() if v is not None}}
+
+def _opt(name: str, annotation: Any, default: Any, *decls: str, **kw: Any) -> inspect.Parameter:
+    option = typer.Option(*(decls or (f"--{name.replace('_', '-')}",)), **kw)
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[annotation, option])
 
 
-def common(encoder, random_init, img_size, patch_size, in_chans, depth, which, device, cache_dir, no_cache) -> dict:
-    import torch
+def _shared(entry) -> list[inspect.Parameter]:
+    ri = {"patch_size": 16, "in_chans": 3, **entry.random_init}
+    opts = [
+        _opt("encoder", str | None, None, metavar="PATH", help="Run dir, our checkpoint or an official I-JEPA checkpoint"),
+        _opt("random_init", str | None, None, metavar="ARCH", help="Score this architecture at random init instead (e.g. vit_tiny)"),
+        _opt("which", str, "target_encoder", help="Checkpoint encoder: target_encoder (the paper's choice) or context (alias: encoder, the official key)"),
+        _opt("patch_size", int, ri["patch_size"], help="Patch size (random init)"),
+        _opt("in_chans", int, ri["in_chans"], help="Input channels (random init)"),
+        _opt("depth", int, 0, help="Blocks (random init; 0 = the architecture's own)"),
+        _opt("config", Path | None, None, "--config", "-c", help="Recipe YAML (keys: this command's options); options override it"),
+        _opt("set_", list[str], [], "--set", metavar="KEY=VALUE", show_default=False,
+             help="Override one recipe key, dotted for sections (e.g. grid.epochs=5); repeatable"),
+        _opt("device", str, "auto", help="auto, cpu, cuda, cuda:N or mps"),
+        _opt("results", Path, Path("results"), help="Folder the record is written under"),
+        _opt("as_json", bool, False, "--json", help="Print the record as one JSON line on stdout"),
+    ]
+    if entry.cached:
+        opts += [_opt("cache_dir", Path, Path(".cache/features"), help="Feature cache folder"),
+                 _opt("no_cache", bool, False, "--no-cache", help="Neither read nor write cached features")]
+    return opts
 
+
+def build_command(entry) -> Any:
+    """The eval's command: a function whose signature is generated from its entry, made a
+    command by typer like every other."""
+    from ijepa.typedconfig import describe
+
+    keys = spec_options(entry)
+    params = _shared(entry)
+    for name, key in keys.items():
+        hint, default = _hint_and_default(entry.spec, key)
+        help_ = entry.help.get(key) or COMMON_HELP.get(name) or COMMON_HELP.get(key) or f"Recipe key {key}"
+        params.append(_opt(name, str | None, None, metavar=describe(_plain(hint)).upper().replace(" ", "_"),
+                           help=f"{help_}  [default: {_show(default)}]", show_default=False))
+
+    def callback(**kw: Any) -> None:
+        try:
+            rec = run_command(entry, keys, kw)
+        except USER_ERRORS as e:
+            fail(e)
+        finish(rec, entry, kw["as_json"], kw["results"])
+
+    callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    one = typer.Typer()
+    one.command(entry.name, help=f"{entry.summary}\n\nExample: [bold]{entry.example}[/]", short_help=entry.summary)(callback)
+    return typer.main.get_command(one)
+
+
+def run_command(entry, keys: dict[str, str], kw: dict[str, Any]) -> dict:
+    from ijepa import typedconfig
+    from ijepa.devices import resolve_device
     from ijepa.evals.core.encoders import EncoderSpec
+    from ijepa.evals.registry import Context, run_eval
 
-    if which not in ("target_encoder", "context"):
-        raise ValueError(f"--which {which!r}: expected target_encoder or context")
-    spec = EncoderSpec(encoder=encoder, random_init=random_init, which="encoder" if which == "context" else which,
-                       img_size=img_size, patch_size=patch_size, in_chans=in_chans, depth=depth)
-    dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    return {"encoder": spec, "device": dev, "cache_dir": None if no_cache else cache_dir, "console": console}
+    values: dict[str, Any] = {}
+    for name, key in keys.items():
+        if kw[name] is not None:
+            values = typedconfig.merge(values, typedconfig.dotted(key, flag_value(kw[name], _hint_and_default(entry.spec, key)[0])))
+    if kw["which"] not in ("target_encoder", "context", "encoder"):
+        raise ValueError(f"--which {kw['which']!r}: expected target_encoder or context (alias: encoder)")
+    spec = typedconfig.load(entry.spec, kw["config"], values=values, overrides=kw["set_"])
+    if hasattr(spec, "data") and not spec.data:
+        raise ValueError("--data is required (or `data:` in the recipe)")
+    img = getattr(spec, "img_size", None) or entry.random_init.get("img_size", 224)
+    encoder = EncoderSpec(encoder=kw["encoder"], random_init=kw["random_init"], which="target_encoder" if kw["which"] == "target_encoder" else "encoder",
+                          img_size=img, patch_size=kw["patch_size"], in_chans=kw["in_chans"], depth=kw["depth"])
+    cache = None if kw.get("no_cache", True) else kw["cache_dir"]
+    ctx = Context(device=resolve_device(kw["device"]), cache_dir=cache, console=console)
+    return run_eval(entry, encoder, spec, ctx)
 
 
-def limit(v: float | None) -> int | float | None:
-    return None if v is None else (v if v < 1 else int(v))
-
-
-def finish(rec: dict, as_json: bool, results: Path, rows: list[tuple[str, str]]) -> None:
-    """Write the record; print it as JSON or as a table on stdout."""
+def finish(rec: dict, entry, as_json: bool, results: Path) -> None:
+    """Write the record; print it as one JSON line or as a table on stdout."""
     from rich.console import Console
     from rich.table import Table
 
-    from ijepa.results.io import write_record
+    from ijepa.results.io import strict, write_record
 
     path = write_record(rec, results_dir=results)
     if as_json:
-        print(json.dumps({**rec, "record": str(path)}, default=str))
+        print(json.dumps({**strict(rec), "record": str(path)}, default=str, allow_nan=False))
         return
     table = Table(title=f"{rec['kind']}: {rec['encoder']} on {rec['dataset']}")
     table.add_column("metric")
     table.add_column("value", justify="right")
-    for k, v in rows:
+    for k, v in entry.rows(rec):
         table.add_row(k, v)
     Console().print(table)
     console.print(f"record: {path}", highlight=False, soft_wrap=True)
 
 
-RUN_KEYS = {"data", "train_limit", "val_limit", "seed", "img_size", "feature_batch_size", "workers"}
+class EvalGroup(TyperGroup):
+    """Commands looked up in the eval registry, on demand."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        from ijepa.evals.registry import names
+
+        return names()
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        from ijepa.evals import registry
+
+        try:
+            return build_command(registry.get(name))
+        except ValueError:
+            return None
+        except ImportError as e:
+            return _missing(name, e)
 
 
-def pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
+def _missing(name: str, e: ImportError) -> Any:
+    """A command that says which package the eval needs (dense evals: an optional extra)."""
+    one = typer.Typer()
+
+    @one.command(name, help=f"(unavailable: needs {e.name})", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    def callback() -> None:
+        fail(ValueError(f"ijepa eval {name} needs the package {e.name!r}: pip install 'ijepa[dense]'"))
+
+    return typer.main.get_command(one)
 
 
-@eval_app.command("linear")
-def linear(
-    encoder: Encoder = None, random_init: RandomInit = None, img_size: ImgSize = 32, patch_size: PatchSize = 4,
-    in_chans: InChans = 1, depth: Depth = 0, which: Which = "target_encoder", data: Data = None, config: Config = None,
-    train_limit: TrainLimit = None, seed: Seed = None,
-    epochs: Annotated[int | None, typer.Option(help="Head-training epochs (default: 30)")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Head-training batch size (default: 256)")] = None,
-    lrs: Floats = None, wds: Floats = None,
-    features: Annotated[str | None, typer.Option(help="Feature sets, comma-separated: lastPOOL,concatPOOL4")] = None,
-    protocol: Annotated[str | None, typer.Option(help="grid (SGD/LARS linear heads) or logreg (the raw-pixel baseline's logistic regression, torch L-BFGS); default: grid")] = None,
-    cs: Annotated[str | None, typer.Option(help="logreg: candidate C values, comma-separated (default: 1)")] = None,
-    device: Device = "auto", cache_dir: CacheDir = Path(".cache/features"), no_cache: NoCache = False,
-    workers: Workers = None, as_json: AsJson = False, results: Results = Path("results"),
-) -> None:
-    """Linear probe on cached frozen features: a grid of linear heads (or logistic regression), picked on held-out train."""
-    from ijepa.evals.core.fit import GridConfig
-    from ijepa.evals.linear import GRID_KEYS, grid_config, run_linear
-
-    try:
-        cfg = recipe(config)
-        grid = merged(cfg.pop("grid", None) or {}, GRID_KEYS, f"{config}: grid", hints=get_type_hints(GridConfig), epochs=epochs,
-                      batch_size=batch_size, lrs=floats(lrs, "--lrs"), wds=floats(wds, "--wds"),
-                      feature_sets=features.split(",") if features else None)
-        kw = merged(cfg, RUN_KEYS | {"protocol", "cs"}, str(config), hints=get_type_hints(run_linear), data=data,
-                    train_limit=limit(train_limit), seed=seed, workers=workers, protocol=protocol, cs=floats(cs, "--cs"))
-        rec = run_linear(grid=grid_config(**grid), **kw, **common(encoder, random_init, img_size, patch_size, in_chans, depth, which, device, cache_dir, no_cache))
-    except USER_ERRORS as e:
-        fail(e)
-    held = rec["heldout_top1"]
-    rows = [("protocol", rec["protocol"]), ("top-1 (val)", pct(rec["top1"])), ("top-5 (val)", pct(rec["top5"])),
-            ("held-out top-1", "-" if held is None else pct(held)), ("chosen head", rec["best_head"])]
-    rows += [(f"best {f} top-1", pct(b["top1"])) for f, b in rec.get("best_by_features", {}).items()]
-    rows += [("train / val images", f"{rec['n_train']} / {rec['n_val']}"), ("wall time", f"{rec['wall_s']:.1f} s")]
-    finish(rec, as_json, results, rows)
-
-
-@eval_app.command("knn")
-def knn(
-    encoder: Encoder = None, random_init: RandomInit = None, img_size: ImgSize = 32, patch_size: PatchSize = 4,
-    in_chans: InChans = 1, depth: Depth = 0, which: Which = "target_encoder", data: Data = None, config: Config = None,
-    train_limit: TrainLimit = None, seed: Seed = None,
-    ks: Annotated[str | None, typer.Option(help="Neighbour counts, comma-separated (default: 10,20,100,200)")] = None,
-    temperature: Annotated[float | None, typer.Option(help="Softmax temperature of the votes (default: 0.07)")] = None,
-    device: Device = "auto", cache_dir: CacheDir = Path(".cache/features"), no_cache: NoCache = False,
-    workers: Workers = None, as_json: AsJson = False, results: Results = Path("results"),
-) -> None:
-    """Weighted k-NN (DINO) on L2-normalised frozen features; (features, k) picked on held-out train."""
-    from ijepa.evals.knn import run_knn
-
-    try:
-        kw = merged(recipe(config), RUN_KEYS | {"ks", "temperature", "feature_sets", "heldout"}, str(config), hints=get_type_hints(run_knn), data=data,
-                    train_limit=limit(train_limit), seed=seed, workers=workers, temperature=temperature,
-                    ks=[int(k) for k in floats(ks, "--ks")] if ks else None)
-        rec = run_knn(**kw, **common(encoder, random_init, img_size, patch_size, in_chans, depth, which, device, cache_dir, no_cache))
-    except USER_ERRORS as e:
-        fail(e)
-    rows = [("top-1 (val)", pct(rec["top1"])), ("top-5 (val)", pct(rec["top5"])), ("held-out top-1", pct(rec["heldout_top1"])),
-            ("chosen", f"{rec['best_features']}, k={rec['best_k']}")]
-    rows += [(f"{r['features']} k={r['k']}", pct(r["val_top1"])) for r in rec["scores"]]
-    finish(rec, as_json, results, rows)
-
-
-@eval_app.command("lowshot")
-def lowshot(
-    encoder: Encoder = None, random_init: RandomInit = None, img_size: ImgSize = 32, patch_size: PatchSize = 4,
-    in_chans: InChans = 1, depth: Depth = 0, which: Which = "target_encoder", data: Data = None, config: Config = None,
-    fractions: Annotated[str | None, typer.Option(help="Label fractions (default: 0.01,0.05,0.1)")] = None,
-    seeds: Annotated[str | None, typer.Option(help="Split seeds; mean ± std over them (default: 0,1,2)")] = None,
-    protocol: Annotated[str | None, typer.Option(help="logreg (logistic regression, C by CV), heads (the linear grid) or finetune (default: logreg)")] = None,
-    subset_dir: Annotated[Path | None, typer.Option(help="Folder of subset files (1percent.txt, 10percent-seed0.txt, ...) to use instead of drawing")] = None,
-    write_splits: Annotated[Path | None, typer.Option(help="Write the splits used to this folder")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Epochs of the heads / fine-tuning")] = None,
-    device: Device = "auto", cache_dir: CacheDir = Path(".cache/features"), no_cache: NoCache = False,
-    workers: Workers = None, as_json: AsJson = False, results: Results = Path("results"),
-) -> None:
-    """Low-shot: 1/5/10% of the labels, class-balanced seeded splits, mean ± std over seeds."""
-    from ijepa.evals.core.finetune import FinetuneConfig
-    from ijepa.evals.core.fit import GridConfig
-    from ijepa.evals.linear import GRID_KEYS, grid_config
-    from ijepa.evals.lowshot import run_lowshot
-
-    try:
-        cfg = recipe(config)
-        proto = protocol or cfg.get("protocol", "logreg")
-        grid = merged(cfg.pop("grid", None) or {}, GRID_KEYS, f"{config}: grid", hints=get_type_hints(GridConfig),
-                      epochs=epochs if proto == "heads" else None)
-        ft = cfg.pop("finetune", None) or {}
-        ft = merged(ft, set(FinetuneConfig.__dataclass_fields__), f"{config}: finetune", hints=get_type_hints(FinetuneConfig),
-                    epochs=epochs if proto == "finetune" else None)
-        kw = merged(cfg, RUN_KEYS - {"train_limit", "seed"} | {"fractions", "seeds", "protocol", "feature_sets", "subset_dir", "write_splits"},
-                    str(config), hints=get_type_hints(run_lowshot), data=data, workers=workers, protocol=protocol, subset_dir=subset_dir, write_splits=write_splits,
-                    fractions=floats(fractions, "--fractions"), seeds=[int(s) for s in floats(seeds, "--seeds")] if seeds else None)
-        kw = {k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()}
-        ft = FinetuneConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in ft.items()})
-        rec = run_lowshot(grid=grid_config(**grid), finetune_cfg=ft, **kw, **common(encoder, random_init, img_size, patch_size, in_chans, depth, which, device, cache_dir, no_cache))
-    except USER_ERRORS as e:
-        fail(e)
-    rows = [(f"{float(f):.0%} labels ({r['seeds'][0]['n_labelled']} img)", f"{pct(r['top1'])} ± {100 * r['top1_std']:.2f}") for f, r in rec["fractions"].items()]
-    rows += [("protocol", rec["protocol"]), ("seeds", ",".join(map(str, rec["seeds"]))), ("wall time", f"{rec['wall_s']:.1f} s")]
-    finish(rec, as_json, results, rows)
+eval_app = typer.Typer(cls=EvalGroup, help="Evaluate a frozen (or fine-tuned) encoder.", no_args_is_help=True)
+app.add_typer(eval_app, name="eval")

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from ijepa.cli import USER_ERRORS, app, console, fail
 
@@ -18,25 +19,34 @@ ResultsDir = Annotated[Path, typer.Option("--results", help="Results folder hold
 @results_app.callback(invoke_without_command=True)
 def results(ctx: typer.Context, results_dir: ResultsDir = Path("results")) -> None:
     """Tables of every eval/bench record (ours, grouped by eval) beside the paper's reference numbers."""
+    ctx.obj = {"results_dir": results_dir}  # `ijepa results --results X plot` reads X
     if ctx.invoked_subcommand is not None:
         return
     from ijepa.results.tables import write_tables
 
     try:
-        md, csv = write_tables(results_dir)
+        md, csv, skipped = write_tables(results_dir)
     except USER_ERRORS as e:
         fail(e)
+    warn_skipped(skipped)
     console.print(f"wrote {md} and {csv}", highlight=False)
+
+
+def warn_skipped(skipped: list[tuple[str, str]]) -> None:
+    for path, why in skipped:
+        console.print(f"[bold yellow]skipped[/] {escape(path)}: {escape(why)}", highlight=False, soft_wrap=True)
 
 
 @results_app.command("plot")
 def plot(
-    results_dir: ResultsDir = Path("results"),
+    ctx: typer.Context,
+    results_dir: Annotated[Path | None, typer.Option("--results", help="Results folder holding records/ (default: the one given to `ijepa results`, else results)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="PNG to write (default: <results>/compute_vs_accuracy.png)")] = None,
 ) -> None:
     """Plot I-JEPA and MAE runs (pretrain.compute + eval.linear records), random init as the floor."""
     from ijepa.results.plots import plot_compute
 
+    results_dir = results_dir or (ctx.obj or {}).get("results_dir") or Path("results")
     try:
         path = plot_compute(results_dir, out=out)
     except USER_ERRORS as e:

@@ -49,8 +49,10 @@ from torch.utils.data import Dataset
 from ijepa.data.coco import _check_fields as check_fields
 from ijepa.data.files import read_json
 from ijepa.evals.core.encoders import EncoderSpec
+from ijepa.evals.core.train import head_param_groups, train_dense
 from ijepa.evals.dense.data import normalize, random_scale_crop, read_rgb, resize, short_side_size
 from ijepa.evals.dense.setup import (
+    FIXTURE_ENCODER,
     DenseRun,
     base_record,
     dense_backbone,
@@ -58,7 +60,7 @@ from ijepa.evals.dense.setup import (
     item_rng,
     train_loader,
 )
-from ijepa.evals.dense.train import head_param_groups, train_dense
+from ijepa.evals.registry import Context, Eval, Fixture, Record, register
 
 IMAGES, DENSITY = "images_384_VarV2", "gt_density_map_adaptive_384_VarV2"
 ANNOTATIONS, SPLITS = "annotation_FSC147_384.json", "Train_Test_Val_FSC_147.json"
@@ -412,3 +414,25 @@ def run_counting(spec: EncoderSpec, run: CountRun, *, device: torch.device, cons
     return {**rec, "n_train": len(train_set), "n_val": len(val_set), "n_test": len(test_set),
             "mae": test["mae"], "rmse": test["rmse"], **val, "test_mae": test["mae"], "test_rmse": test["rmse"],
             "baseline_mean_count": mean, **{f"baseline_{s}_{k}": v for s, m in base.items() for k, v in m.items()}}
+
+
+def run(encoder: EncoderSpec, spec: CountRun, ctx: Context) -> Record:
+    return run_counting(encoder, spec, device=ctx.device, console=ctx.console)
+
+
+def rows(rec: Record) -> list[tuple[str, str]]:
+    return [("test MAE / RMSE", f"{rec['mae']:.2f} / {rec['rmse']:.2f}"), ("val MAE / RMSE", f"{rec['val_mae']:.2f} / {rec['val_rmse']:.2f}"),
+            ("mean-count baseline (test MAE / RMSE)", f"{rec['baseline_test_mae']:.2f} / {rec['baseline_test_rmse']:.2f}"),
+            ("head / backbone", f"{rec['head']} / {rec['mode']}"), ("train / val / test images", f"{rec['n_train']} / {rec['n_val']} / {rec['n_test']}")]
+
+
+register(Eval(
+    name="counting", spec=CountRun, run=run, rows=rows, headline="mae", unit="value", higher_is_better=False,
+    summary="Train a density head on frozen features; count MAE / RMSE on val and test.",
+    example="ijepa eval counting --encoder runs/<run> --data /data/FSC147 -c evals/counting_fsc147.yaml",
+    fixture=Fixture("fsc147.make_fsc147", (*FIXTURE_ENCODER, "-c", "evals/counting_fixture.yaml", "--max-iters", "2", "--set", "eval_every=0")),
+    flags={"eval-limit": "max_eval_images"},
+    help={"data": "FSC-147 root (images_384_VarV2/, gt_density_map_adaptive_384_VarV2/, the two JSON files) or a COCO-style one",
+          "head": "exemplar (conditioned on the 3 boxes) or plain", "mode": "frozen or finetune (layer-wise lr decay)",
+          "img_size": "Short side (and the random-init size); train crops are square"},
+))

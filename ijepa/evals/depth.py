@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from ijepa.data.files import read_text
 from ijepa.evals.core.encoders import EncoderSpec
+from ijepa.evals.core.train import head_param_groups, train_dense
 from ijepa.evals.dense.data import (
     check_size,
     normalize,
@@ -39,6 +40,7 @@ from ijepa.evals.dense.data import (
 )
 from ijepa.evals.dense.heads import DenseModel, DPTHead, LinearHead, upsample
 from ijepa.evals.dense.setup import (
+    FIXTURE_ENCODER,
     DenseRun,
     base_record,
     dense_backbone,
@@ -46,7 +48,7 @@ from ijepa.evals.dense.setup import (
     item_rng,
     train_loader,
 )
-from ijepa.evals.dense.train import head_param_groups, train_dense
+from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 from ijepa.extras import missing_extra
 
 HEADS = ("lin1", "lin4", "dpt")
@@ -319,3 +321,25 @@ def run_depth(spec: EncoderSpec, run: DepthRun, *, device: torch.device, console
     if not all(math.isfinite(v) for v in final.values()):
         raise ValueError("depth metrics are not finite: the head diverged (lower --lr?)")
     return out
+
+
+def run(encoder: EncoderSpec, spec: DepthRun, ctx: Context) -> Record:
+    return run_depth(encoder, spec, device=ctx.device, console=ctx.console)
+
+
+def rows(rec: Record) -> list[tuple[str, str]]:
+    out = [(f"{k} (test)", f"{rec[k]:.4f}") for k in ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10")]
+    out += [(f"delta<1.25^{i} (test)", pct(rec[f"d{i}"])) for i in (1, 2, 3)]
+    return out + [("head / backbone", f"{rec['head']} / {rec['mode']}"), ("train / test images", f"{rec['n_train']} / {rec['n_test']}")]
+
+
+register(Eval(
+    name="depth", spec=DepthRun, run=run, rows=rows, headline="abs_rel", unit="value", higher_is_better=False,
+    summary="Train a depth head; AbsRel, RMSE, delta<1.25^k ... on the Eigen crop of the test split.",
+    example="ijepa eval depth --encoder runs/<run> --data /data/nyu -c evals/depth_nyu.yaml",
+    fixture=Fixture("nyu.make_nyu_list", (*FIXTURE_ENCODER, "-c", "evals/depth_fixture.yaml", "--max-iters", "2")),
+    flags={"eval-limit": "max_eval_images"},
+    help={"data": "NYU root with nyu_{train,test}.txt file lists, or nyu_depth_v2_labeled.mat (splits.mat beside it)",
+          "head": "lin1, lin4 (DINOv2 linear, 256 bins) or dpt", "max_depth": "Depth cap in metres (NYU: 10)",
+          "mode": "frozen or finetune (layer-wise lr decay)", "img_size": "Train crop / eval short side (and the random-init size)"},
+))

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
+from timm.layers import LayerNorm2d
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchvision.models.detection import MaskRCNN
@@ -41,13 +42,10 @@ except ImportError:
 from ijepa.data.coco import CocoInstances, collate, quiet_coco
 from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
-from ijepa.evals.dense.backbone import (
-    DenseBackbone,
-    LayerNorm2d,
-    PyramidBackbone,
-    SimpleFeaturePyramid,
-)
-from ijepa.evals.dense.train import DenseTrainConfig, head_param_groups, train_dense
+from ijepa.evals.core.train import DenseTrainConfig, head_param_groups, train_dense
+from ijepa.evals.dense.backbone import DenseBackbone, PyramidBackbone, SimpleFeaturePyramid
+from ijepa.evals.dense.setup import FIXTURE_ENCODER
+from ijepa.evals.registry import Context, Eval, Fixture, Record, register
 from ijepa.models.vit import VisionTransformer
 
 STATS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
@@ -214,3 +212,41 @@ def run_detection(
         "train_loss": history[-1]["loss"] if history else None,
         "train_s": round(t1 - t0, 2), "eval_s": round(time.perf_counter() - t1, 2), "device": str(device),
     }
+
+
+@dataclass(frozen=True)
+class DetectionRun(DetectionConfig):
+    """`ijepa eval detection` options and recipe keys: the config plus the data root."""
+
+    data: str = ""  # COCO-layout root
+
+
+def run(encoder: EncoderSpec, spec: DetectionRun, ctx: Context) -> Record:
+    cfg = DetectionConfig(**{f.name: getattr(spec, f.name) for f in dataclasses.fields(DetectionConfig)})
+    return run_detection(encoder, spec.data, cfg, device=ctx.device, console=ctx.console)
+
+
+def _ap(v: float | None) -> str:
+    return "n/a" if v is None else f"{100 * v:.2f}"
+
+
+def rows(rec: Record) -> list[tuple[str, str]]:
+    box, mask = rec["box"], rec["mask"]
+    return [("box AP (val, %)", _ap(box["ap"])), ("box AP50 / AP75", f"{_ap(box['ap50'])} / {_ap(box['ap75'])}"),
+            ("box AP S / M / L", " / ".join(_ap(box[k]) for k in ("ap_s", "ap_m", "ap_l"))),
+            ("mask AP (val, %)", _ap(mask["ap"])), ("mask AP50 / AP75", f"{_ap(mask['ap50'])} / {_ap(mask['ap75'])}"),
+            ("backbone", rec["config"]["mode"]), ("train / val images", f"{rec['n_train']} / {rec['n_val']}"),
+            ("train / eval time", f"{rec['train_s']:.1f} s / {rec['eval_s']:.1f} s")]
+
+
+register(Eval(
+    name="detection", spec=DetectionRun, run=run, rows=rows, headline="box_ap", unit="fraction",
+    summary="Train Mask R-CNN on the ViTDet pyramid over the encoder; COCOeval box and mask AP on val.",
+    example="ijepa eval detection --encoder runs/<vit_b run> --data /data/coco -c evals/detection_coco_vitb.yaml",
+    fixture=Fixture("coco.make_coco", (*FIXTURE_ENCODER,
+                                       "-c", "evals/detection_fixture.yaml", "--max-iters", "1", "--eval-limit", "2")),
+    flags={"eval-limit": "max_val_images"},
+    help={"data": "COCO-layout root: annotations/instances_{train,val}2017.json + {train,val}2017/",
+          "img_size": "Input size: long side, padded square (ViTDet 1024); also the random-init size",
+          "mode": "frozen or finetune (layer-wise lr decay; ViTDet ViT-B: 0.7)", "max_val_images": "Score only the first N val images (0 = all)"},
+))

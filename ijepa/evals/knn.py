@@ -7,6 +7,7 @@ every (feature set, k) score on val is recorded too.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -15,7 +16,16 @@ from rich.console import Console
 
 from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features
 from ijepa.evals.core.fit import holdout_split
-from ijepa.evals.core.setup import EncoderLike, frozen_splits
+from ijepa.evals.core.heads import topk_correct
+from ijepa.evals.core.setup import (
+    FIXTURE_ENCODER,
+    SMALL_RANDOM_INIT,
+    EncoderLike,
+    FrozenSpec,
+    frozen_splits,
+    spec_kwargs,
+)
+from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 
 KS = (10, 20, 100, 200)
 
@@ -41,10 +51,8 @@ def knn_predict(
 
 
 def topk_acc(scores: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
-    top = scores.topk(min(5, scores.shape[1]), dim=1).indices
-    hit = top == labels.view(-1, 1)
-    n = max(len(labels), 1)
-    return float(hit[:, 0].sum()) / n, float(hit.any(1).sum()) / n
+    hits, n = topk_correct(scores.unsqueeze(1), labels), max(len(labels), 1)
+    return float(hits[1][0]) / n, float(hits[5][0]) / n
 
 
 def knn_scores(bank: Features, queries: Features, *, ks: tuple[int, ...], temperature: float, num_classes: int, feature_sets: tuple[str, ...]) -> dict[tuple[str, int], tuple[float, float]]:
@@ -75,7 +83,7 @@ def run_knn(
     feature_batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
     console: Console | None = None,
 ) -> dict:
-    """Score a frozen encoder by weighted k-NN; returns the record (`top1` on val, a fraction)."""
+    """Score a frozen encoder by weighted k-NN; returns the record (`top1` on the report split, a fraction)."""
     t0 = time.perf_counter()
     check_ks(tuple(ks))
     train, val, info = frozen_splits(
@@ -87,11 +95,45 @@ def run_knn(
     check_ks(tuple(ks), len(fit_idx))
     held = knn_scores(train.subset(fit_idx), train.subset(held_idx), **kw)
     scored = knn_scores(train, val, **kw)  # the full train split is the memory bank
-    best = max(held, key=lambda fk: held[fk][0])
-    rows = [{"features": f, "k": k, "heldout_top1": held[f, k][0], "val_top1": scored[f, k][0], "val_top5": scored[f, k][1]} for f, k in held]
+    best, split = max(held, key=lambda fk: held[fk][0]), info["reported_on"]
+    rows = [{"features": f, "k": k, "heldout_top1": held[f, k][0], f"{split}_top1": scored[f, k][0], f"{split}_top5": scored[f, k][1]} for f, k in held]
     return {
         "kind": "eval.knn", **info, "protocol": f"knn-T{temperature:g}",
         "top1": scored[best][0], "top5": scored[best][1], "heldout_top1": held[best][0],
         "best_features": best[0], "best_k": best[1], "temperature": temperature, "scores": rows,
         "seed": seed, "device": str(device), "wall_s": round(time.perf_counter() - t0, 2),
     }
+
+
+@dataclass(frozen=True)
+class KnnSpec(FrozenSpec):
+    """`ijepa eval knn` options and recipe keys."""
+
+    ks: tuple[int, ...] = KS
+    temperature: float = 0.07
+    feature_sets: tuple[str, ...] = FEATURE_SETS
+    heldout: float = 0.1
+
+
+def run(encoder: EncoderLike, spec: KnnSpec, ctx: Context) -> Record:
+    return run_knn(encoder, **spec_kwargs(spec), device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
+
+
+def rows(rec: Record) -> list[tuple[str, str]]:
+    split = rec["reported_on"]
+    out = [(f"top-1 ({split})", pct(rec["top1"])), (f"top-5 ({split})", pct(rec["top5"])),
+           ("held-out train top-1", pct(rec["heldout_top1"])), ("chosen", f"{rec['best_features']}, k={rec['best_k']}")]
+    out += [(f"{r['features']} k={r['k']} ({split})", pct(r[f"{split}_top1"])) for r in rec["scores"]]
+    return out + [(f"train / {split} images", f"{rec['n_train']} / {rec[f'n_{split}']}")]
+
+
+register(Eval(
+    name="knn", spec=KnnSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
+    summary="Weighted k-NN (DINO) on L2-normalised frozen features; (features, k) picked on held-out train.",
+    example="ijepa eval knn --encoder runs/fmnist_vit_tiny --ks 10,20",
+    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--ks", "1,3")),
+    flags={"eval-limit": "val_limit"},
+    help={"ks": "Neighbour counts, comma-separated", "temperature": "Softmax temperature of the votes",
+          "heldout": "Fraction of train that picks (features, k)"},
+    random_init=SMALL_RANDOM_INIT,
+))

@@ -15,8 +15,9 @@ Two protocols:
 from __future__ import annotations
 
 import time
-from dataclasses import fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 from rich.console import Console
@@ -24,7 +25,15 @@ from rich.console import Console
 from ijepa.evals.core.features import CACHE_DIR
 from ijepa.evals.core.fit import GridConfig, fit_grid
 from ijepa.evals.core.logreg import fit_logreg
-from ijepa.evals.core.setup import EncoderLike, frozen_splits
+from ijepa.evals.core.setup import (
+    FIXTURE_ENCODER,
+    SMALL_RANDOM_INIT,
+    EncoderLike,
+    FrozenSpec,
+    frozen_splits,
+    spec_kwargs,
+)
+from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 
 GRID_KEYS = {f.name for f in fields(GridConfig)}
 PROTOCOLS = ("grid", "logreg")
@@ -60,25 +69,25 @@ def run_linear(
         encoder, data, device=device, train_limit=train_limit, val_limit=val_limit, seed=seed, img_size=img_size,
         batch_size=feature_batch_size, workers=workers, cache_dir=cache_dir, console=console,
     )
-    t1 = time.perf_counter()
+    t1, split = time.perf_counter(), info["reported_on"]
     if protocol == "logreg":
-        res = fit_logreg(train, {"val": val}, feature_sets=grid.feature_sets, cs=tuple(cs), heldout=grid.heldout, seed=seed,
+        res = fit_logreg(train, {split: val}, feature_sets=grid.feature_sets, cs=tuple(cs), heldout=grid.heldout, seed=seed,
                          device=device, console=console)
         return {  # "sklearn-logreg": scikit-learn's objective, whichever solver ("solver") minimised it
-            "kind": "eval.linear", **info, "protocol": "sklearn-logreg", "top1": res["val_top1"], "top5": res["val_top5"],
+            "kind": "eval.linear", **info, "protocol": "sklearn-logreg", "top1": res[f"{split}_top1"], "top5": res[f"{split}_top5"],
             "heldout_top1": res["heldout_top1"], "best_head": f"{res['features']}/logreg/C{res['C']:g}",
             "best_features": res["features"], "best_C": res["C"], "candidates": res["candidates"], "n_iter": res["n_iter"],
             "converged": res["converged"], "grad_max": res["grad_max"], "solver": res["solver"], "tol": res["tol"],
             "seed": seed, "device": str(device),
             "fit_s": round(time.perf_counter() - t1, 2), "wall_s": round(time.perf_counter() - t0, 2),
         }
-    res = fit_grid(grid, train, {"val": val}, num_classes=info["num_classes"], device=torch.device(device), seed=seed, console=console)
+    res = fit_grid(grid, train, {split: val}, num_classes=info["num_classes"], device=torch.device(device), seed=seed, console=console)
     return {
         "kind": "eval.linear", **info, "protocol": "linear-grid",
-        "top1": res.metrics["val_top1"], "top5": res.metrics["val_top5"],
+        "top1": res.metrics[f"{split}_top1"], "top5": res.metrics[f"{split}_top5"],
         "heldout_top1": res.metrics["heldout_top1"], "best_head": res.best.name,
         "best_features": res.best.features, "best_norm": res.best.norm, "best_lr": res.best.lr, "best_wd": res.best.wd,
-        "best_by_features": best_by(res.scores, "features"),
+        "best_by_features": best_by(res.scores, "features", split),
         "grid": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(grid).items()},
         "lrs_searched": list(res.lrs), "refit_rows": res.refit_rows, "steps": res.steps,
         "heads": res.scores, "seed": seed, "device": str(device),
@@ -86,11 +95,49 @@ def run_linear(
     }
 
 
-def best_by(rows: list[dict], key: str) -> dict[str, dict]:
-    """Per value of `key` (e.g. each feature set), the head chosen on held-out train."""
+def best_by(rows: list[dict], key: str, split: str) -> dict[str, dict]:
+    """Per value of `key` (e.g. each feature set), the head chosen on held-out train, with its
+    scores on `split`."""
     out: dict[str, dict] = {}
     for r in rows:
         cur = out.get(r[key])
         if cur is None or r["heldout_top1"] > cur["heldout_top1"]:
             out[r[key]] = r
-    return {k: {"head": r["head"], "heldout_top1": r["heldout_top1"], "top1": r["val_top1"], "top5": r["val_top5"]} for k, r in out.items()}
+    return {k: {"head": r["head"], "heldout_top1": r["heldout_top1"], "top1": r[f"{split}_top1"], "top5": r[f"{split}_top5"]} for k, r in out.items()}
+
+
+@dataclass(frozen=True)
+class LinearSpec(FrozenSpec):
+    """`ijepa eval linear` options and recipe keys (`evals/linear_*.yaml`)."""
+
+    protocol: Literal["grid", "logreg"] = "grid"
+    cs: tuple[float, ...] = (1.0,)
+    grid: GridConfig = field(default_factory=GridConfig)
+
+
+def run(encoder: EncoderLike, spec: LinearSpec, ctx: Context) -> Record:
+    return run_linear(encoder, grid=spec.grid, **spec_kwargs(spec, exclude=("grid",)), device=ctx.device, cache_dir=ctx.cache_dir,
+                      console=ctx.console)
+
+
+def rows(rec: Record) -> list[tuple[str, str]]:
+    split = rec["reported_on"]
+    out = [("protocol", rec["protocol"]), (f"top-1 ({split})", pct(rec["top1"])), (f"top-5 ({split})", pct(rec["top5"])),
+           ("held-out train top-1", pct(rec["heldout_top1"])), ("chosen head", rec["best_head"])]
+    out += [(f"best {f} top-1 ({split})", pct(b["top1"])) for f, b in rec.get("best_by_features", {}).items()]
+    return out + [(f"train / {split} images", f"{rec['n_train']} / {rec[f'n_{split}']}"), ("wall time", f"{rec['wall_s']:.1f} s")]
+
+
+register(Eval(
+    name="linear", spec=LinearSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
+    summary="Linear probe on cached frozen features: a grid of linear heads (or logistic regression), picked on held-out train.",
+    example="ijepa eval linear -c evals/linear_fmnist.yaml --encoder runs/fmnist_vit_tiny",
+    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--epochs", "2", "--batch-size", "16", "--lrs", "0.1")),
+    flags={"eval-limit": "val_limit", "epochs": "grid.epochs", "batch-size": "grid.batch_size", "lrs": "grid.lrs",
+           "wds": "grid.wds", "feature-sets": "grid.feature_sets"},
+    help={"protocol": "grid (SGD/LARS linear heads) or logreg (logistic regression, torch L-BFGS)",
+          "cs": "logreg: candidate C values, comma-separated", "grid.epochs": "Head-training epochs",
+          "grid.batch_size": "Head-training batch size", "grid.lrs": "Head learning rates, comma-separated",
+          "grid.wds": "Head weight decays, comma-separated"},
+    random_init=SMALL_RANDOM_INIT,
+))

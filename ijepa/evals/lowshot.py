@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import statistics
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -28,7 +30,16 @@ from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features, split_l
 from ijepa.evals.core.finetune import FinetuneConfig, finetune
 from ijepa.evals.core.fit import GridConfig, fit_grid, stratified_sample
 from ijepa.evals.core.logreg import SOLVER, fit_lbfgs, topk
-from ijepa.evals.core.setup import EncoderLike, frozen_splits, resolve_encoder
+from ijepa.evals.core.setup import (
+    FIXTURE_ENCODER,
+    SMALL_RANDOM_INIT,
+    EncoderLike,
+    FrozenData,
+    frozen_splits,
+    resolve_encoder,
+    spec_kwargs,
+)
+from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 from ijepa.results.io import atomic_write_text
 
 FRACTIONS = (0.01, 0.05, 0.1)
@@ -128,9 +139,9 @@ def logreg(train: Features, val: Features, *, feature_sets: tuple[str, ...], see
             i = max(range(len(CS)), key=lambda i: scores[i])  # first of equals: the smaller C
             fits += cv_fits
             cv_score, c = scores[i], CS[i]
-        else:  # one example per class: nothing to cross-validate
-            cv_score, c = float("-inf"), 1.0
-        if best is None or cv_score > best[0]:
+        else:  # one example per class: nothing to cross-validate (no score: the first feature set, C = 1)
+            cv_score, c = None, 1.0
+        if best is None or (cv_score is not None and (best[0] is None or cv_score > best[0])):
             best = (cv_score, f, c)
     cv_score, f, c = best
     fitted = fit_lbfgs(train.get(f), y, c, tol=TOL, device=device)
@@ -196,16 +207,56 @@ def run_lowshot(
             sub = train.subset(torch.searchsorted(union, rows))
             if protocol == "logreg":
                 return logreg(sub, val, feature_sets=tuple(feature_sets), seed=seed, device=dev)
-            res = fit_grid(grid, sub, {"val": val}, num_classes=num_classes, device=dev, seed=seed, console=console)
-            return {"top1": res.metrics["val_top1"], "top5": res.metrics["val_top5"], "head": res.best.name}
+            res = fit_grid(grid, sub, {"eval": val}, num_classes=num_classes, device=dev, seed=seed, console=console)
+            return {"top1": res.metrics["eval_top1"], "top5": res.metrics["eval_top5"], "head": res.best.name}
         settings = {"feature_sets": list(feature_sets), "cs": list(CS), "solver": SOLVER, "tol": TOL} if protocol == "logreg" else {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(grid).items()}}
     by_fraction = {}
     for f in fractions:
         rows = [{"seed": s, "n_labelled": len(splits[f, s][0]), "split": splits[f, s][1], **score(splits[f, s][0], s)} for s in seeds]
-        by_fraction[f"{f:g}"] = summarize(rows)
+        by_fraction[f"{f:g}"] = {**summarize(rows), "labelled_fraction": round(statistics.fmean(r["n_labelled"] for r in rows) / len(labels), 6)}
     head = by_fraction[f"{min(fractions):g}"]
     return {
         "kind": "eval.lowshot", **info, "protocol": protocol, "top1": head["top1"], "top1_std": head["top1_std"],
         "top5": head["top5"], "fractions": by_fraction, **settings, "seeds": list(seeds),
         "device": str(device), "wall_s": round(time.perf_counter() - t0, 2),
     }
+
+
+@dataclass(frozen=True)
+class LowshotSpec(FrozenData):
+    """`ijepa eval lowshot` options and recipe keys (`evals/lowshot_fmnist.yaml`)."""
+
+    fractions: tuple[float, ...] = FRACTIONS
+    seeds: tuple[int, ...] = (0, 1, 2)
+    protocol: Literal["logreg", "heads", "finetune"] = "logreg"
+    feature_sets: tuple[str, ...] = FEATURE_SETS
+    subset_dir: Path | None = None
+    write_splits: Path | None = None
+    grid: GridConfig = field(default_factory=GridConfig)  # protocol heads
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # protocol finetune
+
+
+def run(encoder: EncoderLike, spec: LowshotSpec, ctx: Context) -> Record:
+    return run_lowshot(encoder, **spec_kwargs(spec, exclude=("grid", "finetune")), grid=spec.grid, finetune_cfg=spec.finetune,
+                       device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
+
+
+def rows(rec: Record) -> list[tuple[str, str]]:
+    out = [(f"{float(f):.0%} labels ({r['seeds'][0]['n_labelled']} img, {r.get('labelled_fraction', float(f)):.1%} of train)",
+            f"{pct(r['top1'])} ± {100 * r['top1_std']:.2f}") for f, r in rec["fractions"].items()]
+    return out + [("reported on", rec["reported_on"]), ("protocol", rec["protocol"]), ("seeds", ",".join(map(str, rec["seeds"]))),
+                  ("wall time", f"{rec['wall_s']:.1f} s")]
+
+
+register(Eval(
+    name="lowshot", spec=LowshotSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
+    summary="Low-shot: 1/5/10% of the labels, class-balanced seeded splits, mean ± std over seeds.",
+    example="ijepa eval lowshot -c evals/lowshot_fmnist.yaml --encoder runs/fmnist_vit_tiny",
+    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--fractions", "0.25", "--seeds", "0,1")),
+    flags={"eval-limit": "val_limit"},
+    help={"fractions": "Label fractions, comma-separated", "seeds": "Split seeds; mean ± std over them",
+          "protocol": "logreg (logistic regression, C by CV), heads (the linear grid) or finetune",
+          "subset_dir": "Folder of subset files (1percent.txt, 10percent-seed0.txt, ...) to use instead of drawing",
+          "write_splits": "Write the splits used to this folder"},
+    random_init=SMALL_RANDOM_INIT,
+))

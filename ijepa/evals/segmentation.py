@@ -21,6 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ijepa.evals.core.encoders import EncoderSpec
+from ijepa.evals.core.train import head_param_groups, train_dense
 from ijepa.evals.dense.data import (
     check_size,
     normalize,
@@ -33,6 +34,7 @@ from ijepa.evals.dense.data import (
 )
 from ijepa.evals.dense.heads import DenseModel, LinearHead, UperNetHead
 from ijepa.evals.dense.setup import (
+    FIXTURE_ENCODER,
     DenseRun,
     base_record,
     dense_backbone,
@@ -40,7 +42,7 @@ from ijepa.evals.dense.setup import (
     item_rng,
     train_loader,
 )
-from ijepa.evals.dense.train import head_param_groups, train_dense
+from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 
 IGNORE = 255
 SPLITS = {"train": "training", "val": "validation"}
@@ -203,3 +205,24 @@ def run_segmentation(spec: EncoderSpec, run: SegRun, *, device: torch.device, co
     rec = base_record("eval.segmentation", run, info, [{k: v for k, v in h.items() if k != "iou_per_class"} for h in history])
     return {**rec, "num_classes": run.num_classes, "n_train": len(train_set), "n_val": len(val_set),
             "miou": final["miou"], "macc": final["macc"], "aacc": final["aacc"], "iou_per_class": final["iou_per_class"]}
+
+
+def run(encoder: EncoderSpec, spec: SegRun, ctx: Context) -> Record:
+    return run_segmentation(encoder, spec, device=ctx.device, console=ctx.console)
+
+
+def rows(rec: Record) -> list[tuple[str, str]]:
+    return [("mIoU (val)", pct(rec["miou"])), ("mAcc (val)", pct(rec["macc"])), ("aAcc (val)", pct(rec["aacc"])),
+            ("head / backbone", f"{rec['head']} / {rec['mode']}"), ("train / val images", f"{rec['n_train']} / {rec['n_val']}")]
+
+
+register(Eval(
+    name="segmentation", spec=SegRun, run=run, rows=rows, headline="miou", unit="fraction",
+    summary="Train a segmentation head (linear or UperNet); sliding-window mIoU / mAcc / aAcc on validation.",
+    example="ijepa eval segmentation --encoder runs/<run> --data /data/ADEChallengeData2016 -c evals/segmentation_ade20k_vitb.yaml",
+    fixture=Fixture("ade20k.make_ade20k", (*FIXTURE_ENCODER, "-c", "evals/segmentation_fixture.yaml", "--max-iters", "2")),
+    flags={"eval-limit": "max_eval_images"},
+    help={"data": "ADEChallengeData2016 root (images/ + annotations/, training/ + validation/)", "head": "linear (DINOv2 lin.) or upernet (BEiT/MAE)",
+          "num_classes": "Classes after reduce-zero-label (ADE20K: 150)", "mode": "frozen or finetune (layer-wise lr decay)",
+          "taps": "Blocks to tap, comma-separated (default: 4 evenly spaced, last included)", "img_size": "Train crop / eval short side (and the random-init size)"},
+))

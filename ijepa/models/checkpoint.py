@@ -19,10 +19,20 @@ import yaml
 from ijepa.models import interop
 from ijepa.models.registry import ARCHS
 from ijepa.models.vit import POS_EMBEDS, VisionTransformer, check_choice
-from ijepa.training.checkpointing import strip_prefix
 
 HEADS_BY_WIDTH = {a.embed_dim: a.num_heads for a in ARCHS.values()}
 WHICH = ("target_encoder", "encoder")
+
+
+def strip_prefix(state: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
+    """Drop DDP's `module.` (and torch.compile's `_orig_mod.`) from state-dict keys."""
+    out = {}
+    for k, v in state.items():
+        for p in (prefix, "_orig_mod."):
+            if k.startswith(p):
+                k = k[len(p):]
+        out[k] = v
+    return out
 
 
 def checkpoint_file(path: str | Path) -> Path:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ijepa.results.io import RESULTS_DIR, read_records
+from ijepa.results.io import RESULTS_DIR, load_records
 
 LABELS = {"ijepa": "I-JEPA", "mae": "MAE"}
 
@@ -23,7 +23,7 @@ def compute_points(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     """
     latest = lambda recs, key: {key(r): r for r in sorted(recs, key=lambda r: str(r.get("created")))}  # noqa: E731
     compute = latest([r for r in records if r.get("kind") == "pretrain.compute"], lambda r: r["run"])
-    linear = [r for r in records if r.get("kind") == "eval.linear" and isinstance(r.get("top1"), (int, float))]
+    linear = [r for r in records if r.get("kind") == "eval.linear"]  # schema-valid: top1 is a fraction
     scored = latest(linear, lambda r: str(r.get("encoder", "")).split(":")[0])
     points = [
         {"run": run, "method": c["method"], "gflops": c["pretrain_flops"] / 1e9, "wall_s": c["pretrain_wall_s"],
@@ -47,7 +47,7 @@ def plot_compute(results_dir: Path | None = None, *, out: Path | None = None) ->
     from matplotlib.ticker import NullFormatter
 
     results_dir = results_dir or RESULTS_DIR
-    points, randoms = compute_points(read_records(results_dir))
+    points, randoms = compute_points(load_records(results_dir)[0])
     if not points:
         raise ValueError(f"{results_dir}/records: no pretrain.compute record with a matching eval.linear record to plot")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)

@@ -2,7 +2,9 @@
 
 Our runs are grouped by eval kind; beside each classification group stand the paper's
 reference numbers, every row labelled with the table it comes from. The README keeps the
-latest run per (kind, encoder, dataset, protocol, subset); the CSV keeps every run.
+latest run per setting (kind, encoder, checkpoint, dataset, protocol, train and eval
+subsets, splits), so different settings never share a cell; the CSV keeps every run. Each
+record's headline and unit come from its schema (`ijepa.results.schema`), never a guess.
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from ijepa.results.io import RESULTS_DIR, atomic_write_text, read_records
+from ijepa.results.io import RESULTS_DIR, atomic_write_text, load_records
+from ijepa.results.schema import headline
 
 PAPER = "I-JEPA paper (arXiv 2301.08243)"
 # (eval kind, table, method, arch, pretrain epochs, dataset, metric, value %)
@@ -32,32 +35,48 @@ REFERENCE: list[tuple[str, str, str, str, int | None, str, str, float]] = [
       for d, v in zip(("cifar100", "places205", "inat18"), vals, strict=True)],
 ]
 TITLES = {"eval.linear": "Linear probe", "eval.lowshot": "Low-shot", "eval.knn": "k-NN"}
-HEADLINES = ("top1", "probe_best", "box_ap", "miou", "abs_rel", "mae", "img_per_s", "gflops_per_image")
+KEYS = ["encoder", "checkpoint", "dataset", "protocol", "subset", "eval_subset", "selected_on", "reported_on"]
 
 
-def headline(rec: dict[str, Any]) -> tuple[str | None, float | None]:
-    for key in HEADLINES:
-        if isinstance(rec.get(key), (int, float)):
-            return key, float(rec[key])
-    return None, None
+def checkpoint_of(rec: dict[str, Any]) -> str | None:
+    """Which weights: the checkpoint's step when recorded, else its content digest (so two
+    checkpoints of one run never share a table cell)."""
+    if rec.get("step") is not None:
+        return f"step {rec['step']}"
+    key = str(rec.get("encoder_key") or "")
+    digest = key.split("-")[0]
+    return digest[:8] if len(digest) == 16 and all(c in "0123456789abcdef" for c in digest) else None
+
+
+def eval_subset_of(rec: dict[str, Any]) -> Any:
+    cfg = rec.get("config") if isinstance(rec.get("config"), dict) else {}
+    return rec.get("val_limit") or cfg.get("max_eval_images") or cfg.get("max_val_images") or None
+
+
+def detail_of(rec: dict[str, Any]) -> str | None:
+    if rec.get("best_head"):
+        return rec["best_head"]
+    if "best_k" in rec:
+        return f"{rec.get('best_features')}, k={rec.get('best_k')}"
+    if str(rec.get("kind", "")).startswith("bench."):
+        return f"{rec.get('device', '?')}, batch {rec.get('batch_size', '?')}"
+    return None
 
 
 def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Long-format rows of one record: one per metric worth a table cell."""
-    base = {"source": "ours", "kind": rec.get("kind", "misc"), "encoder": rec.get("encoder"), "dataset": rec.get("dataset"),
-            "protocol": rec.get("protocol"), "subset": rec.get("train_limit"),
-            "selected_on": rec.get("selected_on"), "reported_on": rec.get("reported_on"), "created": rec.get("created"),
-            "git_commit": rec.get("git_commit"), "record": rec.get("_path")}
+    """Long-format rows of one (schema-valid) record: one per metric worth a table cell."""
+    base = {"source": "ours", "kind": rec["kind"], "encoder": rec.get("encoder"), "checkpoint": checkpoint_of(rec),
+            "dataset": rec.get("dataset"), "protocol": rec.get("protocol"), "subset": rec.get("train_limit"),
+            "eval_subset": eval_subset_of(rec), "selected_on": rec.get("selected_on"), "reported_on": rec.get("reported_on"),
+            "created": rec.get("created"), "git_commit": rec.get("git_commit"), "record": rec.get("_path")}
     if base["kind"] == "eval.lowshot":
+        ordered = sorted(rec["fractions"].items(), key=lambda fr: float(fr[0]))
         return [{**base, "metric": f"top1@{float(f):.0%}", "value": 100 * r["top1"], "std": 100 * r["top1_std"],
-                 "n_seeds": len(r["seeds"]), "detail": f"{r['seeds'][0]['n_labelled']} labelled"}
-                for f, r in rec.get("fractions", {}).items()]
-    metric, value = headline(rec)
-    if metric is None:
+                 "n_seeds": len(r["seeds"]), "detail": f"{r['seeds'][0]['n_labelled']} labelled"} for f, r in ordered]
+    head = headline(rec)
+    if head is None:
         return []
-    pct = metric == "top1" or metric == "probe_best"
-    detail = rec.get("best_head") or (f"{rec.get('best_features')}, k={rec.get('best_k')}" if "best_k" in rec else None)
-    out = [{**base, "metric": metric, "value": 100 * value if pct else value, "detail": detail}]
+    out = [{**base, "metric": head.key, "value": head.shown, "detail": detail_of(rec)}]
     for f, b in (rec.get("best_by_features") or {}).items():
         out.append({**base, "metric": f"top1[{f}]", "value": 100 * b["top1"], "detail": b["head"]})
     return out
@@ -92,15 +111,17 @@ def _cell(value: float, std: float | None) -> str:
 
 
 def ours_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """One line per (encoder, dataset, protocol, subset, splits), latest run, metrics as columns."""
+    """One line per setting (encoder, checkpoint, dataset, protocol, train and eval subsets,
+    splits): the latest run of it, metrics as columns in the order the records give them."""
     rows = rows.copy()
     rows["cell"] = [_cell(v, s) for v, s in zip(rows["value"], rows.get("std", pd.Series([None] * len(rows), index=rows.index)), strict=True)]
-    keys = ["encoder", "dataset", "protocol", "subset", "selected_on", "reported_on"]
+    keys = KEYS
     for k in keys:
-        rows[k] = rows[k].fillna("-").astype(str)
+        rows[k] = rows[k].astype(object).where(rows[k].notna(), "-").astype(str)
     latest = rows.sort_values("created").groupby(keys, sort=False)["record"].transform("last").reindex(rows.index)
     rows = rows[rows["record"] == latest]
-    wide = rows.pivot_table(index=keys, columns="metric", values="cell", aggfunc="last").reset_index()
+    metrics = list(dict.fromkeys(rows["metric"]))
+    wide = rows.pivot_table(index=keys, columns="metric", values="cell", aggfunc="last")[metrics].reset_index()
     meta = rows.groupby(keys).agg(detail=("detail", "first"), date=("created", "last"), commit=("git_commit", "last")).reset_index()
     wide = wide.merge(meta, on=keys)
     wide["date"] = wide["date"].astype(str).str[:10]
@@ -112,7 +133,7 @@ def render_markdown(summary: pd.DataFrame) -> str:
     ref = summary[summary["source"] != "ours"]
     kinds = list(TITLES) + sorted(set(ours["kind"].dropna()) - set(TITLES)) if len(ours) else list(TITLES)
     out = ["# Results", "", "Generated by `ijepa results` from `results/records/**/*.json` (do not edit by hand);",
-           "`summary.csv` holds every run. Accuracies in %; ours are on the dataset named in each row,",
+           "`summary.csv` holds every run. Fractions (accuracy, mIoU, AP) in %; ours are on the dataset named in each row,",
            "the paper's are ImageNet-1k and transfer datasets: not comparable row for row.",
            "`selected_on` is the split every choice (head, lr, C, k, features, recipe) was made on;",
            "`reported_on` the split of the number shown.", ""]
@@ -129,11 +150,13 @@ def render_markdown(summary: pd.DataFrame) -> str:
     return "\n".join(out)
 
 
-def write_tables(results_dir: Path | None = None) -> tuple[Path, Path]:
-    """Regenerate `README.md` and `summary.csv` under `results_dir`; returns their paths."""
+def write_tables(results_dir: Path | None = None) -> tuple[Path, Path, list[tuple[str, str]]]:
+    """Regenerate `README.md` and `summary.csv` under `results_dir`; returns their paths and
+    the (path, reason) of each record skipped as invalid."""
     root = Path(results_dir or RESULTS_DIR)
-    summary = summary_frame(read_records(root))
+    records, skipped = load_records(root)
+    summary = summary_frame(records)
     md, csv = root / "README.md", root / "summary.csv"
-    atomic_write_text(csv, summary.to_csv(index=False))
+    atomic_write_text(csv, summary.round({"value": 4, "std": 4}).to_csv(index=False))
     atomic_write_text(md, render_markdown(summary) + "\n")
-    return md, csv
+    return md, csv, skipped

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from ijepa.atomic import atomic_write
+from ijepa.models.checkpoint import strip_prefix  # noqa: F401  (re-exported: the trainer imports it from here)
 
 # Keys that may differ from the stored config on resume: where and how often to log, how far
 # to train, where to run, which file to resume from, how to feed data. Every other key shapes
@@ -33,17 +34,6 @@ class RunError(RuntimeError):
 def atomic_save(obj: Any, path: str | Path) -> None:
     """torch.save through `atomic_write`: a crash never corrupts the previous checkpoint."""
     atomic_write(path, lambda f: torch.save(obj, f), binary=True)
-
-
-def strip_prefix(state: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
-    """Drop DDP's `module.` (and torch.compile's `_orig_mod.`) from state-dict keys."""
-    out = {}
-    for k, v in state.items():
-        for p in (prefix, "_orig_mod."):
-            if k.startswith(p):
-                k = k[len(p):]
-        out[k] = v
-    return out
 
 
 class RunLock:

@@ -13,6 +13,8 @@ from typing import Any, get_type_hints
 
 import yaml
 
+from ijepa import typedconfig
+
 
 @dataclass
 class DataConfig:
@@ -120,31 +122,14 @@ class ConfigError(ValueError):
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
-    origin = getattr(typ, "__origin__", None)
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)) or len(value) != 2:
-            raise ConfigError(f"{key}: expected a pair [a, b], got {value!r}")
-        return tuple(_coerce(key, v, float) for v in value)
-    if typ is bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true or false, got {value!r}")
-        return value
-    if typ in (int, float):
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                pass
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
-        if typ is int and float(value) != int(value):
-            raise ConfigError(f"{key}: expected an integer, got {value!r}")
-        return typ(value)
+    """The shared typed loader's coercion (`ijepa.typedconfig`): `lr: 1e-4` is a number here
+    as in every eval recipe."""
     if typ is str and value is None:  # `--set data.image_folder=` reads as YAML null
         raise ConfigError(f"{key}: expected a string, got nothing")
-    if value is not None and not isinstance(value, str):
-        raise ConfigError(f"{key}: expected a string, got {value!r}")
-    return value
+    try:
+        return typedconfig.coerce(value, typ, key=key, where="")
+    except typedconfig.ConfigError as e:
+        raise ConfigError(str(e)) from None
 
 
 def from_dict(raw: dict[str, Any], base: Config | None = None) -> Config:

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from ijepa import devices
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -35,11 +37,7 @@ def init_distributed(device_type: str) -> DistInfo:
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"meta.device: {name} asked for, but torch sees no CUDA device here; use cpu or auto")
+    device = devices.resolve_device(name)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", info.local_rank)
     if device.type == "cuda":
@@ -48,9 +46,4 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
 
 
 def device_type_of(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        return torch.device(name).type
-    except RuntimeError:
-        raise ValueError(f"meta.device: expected auto, cpu, cuda or cuda:N, got {name!r}") from None
+    return devices.resolve_device(name).type

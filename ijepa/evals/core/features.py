@@ -1,5 +1,8 @@
 """Frozen features, extracted once per (encoder, dataset content, split, transform, layers) and cached.
 
+Pooled features (below) for the probes on vectors; the last block's patch tokens
+(`extract_tokens`) for evals that pool themselves (the attentive probe).
+
 Feature sets follow the paper's VISSL protocol for an encoder without [cls]: `lastPOOL`
 (average pool of the last block) and `concatPOOL4` (average pools of the last 4 blocks,
 concatenated; all blocks when fewer than 4). Only `concatPOOL4` is stored: its last chunk
@@ -32,10 +35,10 @@ from rich.progress import (
 )
 from torch.utils.data import DataLoader, Subset
 
+from ijepa.atomic import atomic_write
 from ijepa.data import DataSpec, build_dataset, eval_transform
 from ijepa.data.loader import worker_errors
 from ijepa.models.vit import VisionTransformer
-from ijepa.training.checkpointing import atomic_save
 
 CACHE_DIR = Path(".cache/features")
 STALE_TEMP_S = 600.0  # a cache temp file untouched this long belongs to a killed eval
@@ -50,6 +53,7 @@ class Features:
     concat: torch.Tensor
     labels: torch.Tensor
     width: int
+    transform: str = ""  # the preprocessing the images went through
 
     def get(self, name: str) -> torch.Tensor:
         if name == "lastPOOL":
@@ -59,18 +63,34 @@ class Features:
         raise ValueError(f"feature set {name!r}: expected one of {', '.join(FEATURE_SETS)}")
 
     def subset(self, idx: torch.Tensor) -> Features:
-        return Features(self.concat[idx], self.labels[idx], self.width)
+        return Features(self.concat[idx], self.labels[idx], self.width, self.transform)
 
     def __len__(self) -> int:
         return len(self.labels)
 
 
-def progress(console: Console | None, what: str) -> Progress:
-    """Rich bar with rate and ETA, on stderr so `--json` stdout stays clean."""
+@dataclass
+class Tokens:
+    """Patch tokens of one split: `tokens` [N, T, D] (float16), `labels` [N]."""
+
+    tokens: torch.Tensor
+    labels: torch.Tensor
+    transform: str = ""  # the preprocessing the images went through
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, idx: torch.Tensor) -> Tokens:
+        return Tokens(self.tokens[idx], self.labels[idx], self.transform)
+
+
+def progress(console: Console | None, what: str, *, enabled: bool = True) -> Progress:
+    """The evals' one rich bar (rate or loss in the `rate` field, ETA), on stderr so `--json`
+    stdout stays clean."""
     return Progress(
         TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
         TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console or Console(stderr=True), transient=False,
+        console=console or Console(stderr=True), transient=False, disable=not enabled,
     )
 
 
@@ -132,7 +152,7 @@ def _save(path: Path, obj: dict, console: Console | None) -> None:
     """Cache the features; a cache that cannot be written (disk full, read-only) costs only
     the next run's extraction, so it is one warning line, not a lost result."""
     try:
-        atomic_save(obj, path)
+        atomic_write(path, lambda f: torch.save(obj, f), binary=True)
     except OSError as e:
         (console or Console(stderr=True)).print(
             f"warning: {e.filename or path}: cannot write the feature cache ({e.strerror or e}); continuing without it",
@@ -202,6 +222,37 @@ def split_batches(spec: DataSpec, split: str, *, size: int, in_chans: int, indic
     return len(labels), labels, source, it
 
 
+def _extract(
+    encoder: VisionTransformer, encoder_key: str, spec: DataSpec, split: str, *, forward, layers: str, pool: str,
+    device: torch.device, img_size: int | None, indices: torch.Tensor | None, batch_size: int, workers: int,
+    cache_dir: Path | None, console: Console | None,
+) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """(float16 `forward(encoder, images)` of every image of `split`, labels, the transform's
+    id), from cache if present."""
+    size = img_size or encoder.img_size
+    n, labels, source, it = split_batches(spec, split, size=size, in_chans=encoder.in_chans, indices=indices, batch_size=batch_size, workers=workers)
+    rows = None if indices is None else hashlib.sha256(indices.numpy().tobytes()).hexdigest()[:16]
+    key = cache_key(encoder=encoder_key, weights=weights_digest(encoder), data=spec.id, split=split, source=source,
+                    layers=layers, pool=pool, rows=rows)
+    path = None if cache_dir is None else Path(cache_dir) / f"{key}.pt"
+    if path is not None and path.parent.is_dir():
+        remove_stale_temps(path.parent)
+    if path is not None and path.exists() and (hit := _load(path)) is not None and len(hit["labels"]) == n:
+        return hit["concat"], hit["labels"], source["transform"]
+    encoder = encoder.to(device).eval()
+    chunks = []
+    with torch.inference_mode(), progress(console, f"features {split}") as bar:
+        task = bar.add_task("", total=n, rate="")
+        for x in it:
+            chunks.append(forward(encoder, x.to(device, non_blocking=True)).to("cpu", torch.float16))
+            done = bar.tasks[task].completed + len(x)
+            bar.update(task, completed=done, rate=f"{done / max(bar.tasks[task].elapsed or 1e-9, 1e-9):.0f} img/s")
+    out = torch.cat(chunks) if chunks else torch.zeros(0, encoder.embed_dim, dtype=torch.float16)
+    if path is not None:
+        _save(path, {"concat": out, "labels": labels, "width": encoder.embed_dim, "key": key}, console)
+    return out, labels, source["transform"]
+
+
 def extract_features(
     encoder: VisionTransformer, encoder_key: str, spec: DataSpec, split: str, *,
     device: torch.device, img_size: int | None = None, indices: torch.Tensor | None = None,
@@ -214,28 +265,21 @@ def extract_features(
     digest of all its weights (`weights_digest`), the dataset id, the split, the transform,
     the data's content (file sizes and mtimes), the pooled layers and the chosen rows.
     """
-    size = img_size or encoder.img_size
-    n, labels, source, it = split_batches(spec, split, size=size, in_chans=encoder.in_chans, indices=indices, batch_size=batch_size, workers=workers)
-    rows = None if indices is None else hashlib.sha256(indices.numpy().tobytes()).hexdigest()[:16]
-    key = cache_key(encoder=encoder_key, weights=weights_digest(encoder), data=spec.id, split=split, source=source,
-                    layers=f"last{N_LAYERS}", pool="avg", rows=rows)
-    path = None if cache_dir is None else Path(cache_dir) / f"{key}.pt"
-    if path is not None and path.parent.is_dir():
-        remove_stale_temps(path.parent)
-    if path is not None and path.exists() and (hit := _load(path)) is not None and len(hit["labels"]) == n:
-        return Features(hit["concat"].float(), hit["labels"], int(hit["width"]))
-    encoder = encoder.to(device).eval()
-    chunks = []
-    with torch.inference_mode(), progress(console, f"features {split}") as bar:
-        task = bar.add_task("", total=n, rate="")
-        for x in it:
-            chunks.append(pooled(encoder, x.to(device, non_blocking=True)).to("cpu", torch.float16))
-            done = bar.tasks[task].completed + len(x)
-            bar.update(task, completed=done, rate=f"{done / max(bar.tasks[task].elapsed or 1e-9, 1e-9):.0f} img/s")
-    concat = torch.cat(chunks) if chunks else torch.zeros(0, encoder.embed_dim, dtype=torch.float16)
-    if path is not None:
-        _save(path, {"concat": concat, "labels": labels, "width": encoder.embed_dim, "key": key}, console)
-    return Features(concat.float(), labels, encoder.embed_dim)
+    concat, labels, transform = _extract(encoder, encoder_key, spec, split, forward=pooled, layers=f"last{N_LAYERS}", pool="avg", device=device,
+                              img_size=img_size, indices=indices, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)
+    return Features(concat.float(), labels, encoder.embed_dim, transform)
+
+
+def extract_tokens(
+    encoder: VisionTransformer, encoder_key: str, spec: DataSpec, split: str, *,
+    device: torch.device, img_size: int | None = None, indices: torch.Tensor | None = None,
+    batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
+    console: Console | None = None,
+) -> Tokens:
+    """Patch tokens of the last block, LayerNorm-ed ([N, T, D], float16), cached like pooled
+    features (under another key): for evals that pool themselves."""
+    return Tokens(*_extract(encoder, encoder_key, spec, split, forward=lambda enc, x: enc(x), layers="last1-norm", pool="tokens", device=device,
+                    img_size=img_size, indices=indices, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console))
 
 
 def split_labels(spec: DataSpec, split: str) -> tuple[torch.Tensor, int]:

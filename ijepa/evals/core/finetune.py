@@ -1,6 +1,7 @@
 """End-to-end fine-tuning on a labelled subset, MAE/BEiT-style (the paper's IN-1k 1% number).
 
-AdamW, layer-wise lr decay (0.75), linear warm-up then cosine, label smoothing 0.1,
+AdamW, layer-wise lr decay (0.75, timm's groups), linear warm-up then cosine (the one
+supervised loop, `ijepa.evals.core.train`), label smoothing 0.1,
 average-pooled last layer into a linear head. Augmentation is RandomResizedCrop (+ flip);
 the paper's RandAugment is not applied.
 """
@@ -8,7 +9,6 @@ the paper's RandAugment is not applied.
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +17,9 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ijepa.data import DataSpec, PretrainViews, build_dataset
-from ijepa.evals.core.features import progress, split_batches
+from ijepa.evals.core.features import split_batches
+from ijepa.evals.core.heads import topk_correct
+from ijepa.evals.core.train import ENCODER_GROUPS, DenseTrainConfig, layer_decay_groups, train_dense
 from ijepa.models.vit import VisionTransformer
 
 
@@ -45,33 +47,21 @@ class Classifier(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.encoder(x).mean(1))
 
-
-def layer_id(name: str, depth: int) -> int:
-    """0 for the patch embedding, i + 1 for block i, depth + 1 for the final norm and head."""
-    if name.startswith("encoder.patch_embed") or name.startswith("encoder.pos_embed"):
-        return 0
-    if name.startswith("encoder.blocks."):
-        return int(name.split(".")[2]) + 1
-    return depth + 1
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return ENCODER_GROUPS
 
 
-def param_groups(model: Classifier, *, weight_decay: float, layer_decay: float) -> list[dict]:
-    """One AdamW group per (layer, decay?): lr scale layer_decay ** (depth + 1 - layer)."""
-    depth = model.encoder.depth
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        lid, decay = layer_id(name, depth), p.ndim > 1
-        g = groups.setdefault((lid, decay), {"params": [], "weight_decay": weight_decay if decay else 0.0, "lr_scale": layer_decay ** (depth + 1 - lid)})
-        g["params"].append(p)
-    return list(groups.values())
+class EpochLoader:
+    """Batches of `loader`, pass after pass, telling the views which epoch each pass is (so
+    the one iteration-based loop sees fresh crops every epoch)."""
 
+    def __init__(self, loader: DataLoader, views: PretrainViews) -> None:
+        self.loader, self.views, self.epoch = loader, views, 0
 
-def lr_at(step: int, total: int, warmup: int) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+    def __iter__(self):
+        self.views.set_epoch(self.epoch)
+        self.epoch += 1
+        return iter(self.loader)
 
 
 def finetune(
@@ -79,7 +69,8 @@ def finetune(
     cfg: FinetuneConfig, device: torch.device, seed: int = 0, val_rows: torch.Tensor | None = None,
     workers: int = 0, console: Console | None = None,
 ) -> tuple[float, float]:
-    """Fine-tune a copy of `encoder` on train rows `rows`; (top-1, top-5) on val."""
+    """Fine-tune a copy of `encoder` on train rows `rows` through the one supervised loop;
+    (top-1, top-5) on the report split."""
     torch.manual_seed(seed)
     model = Classifier(copy.deepcopy(encoder).requires_grad_(True), num_classes).to(device)
     model.encoder.pos_embed.requires_grad_(False)
@@ -87,24 +78,12 @@ def finetune(
                           in_chans=encoder.in_chans, mean=spec.mean, std=spec.std, horizontal_flip=cfg.horizontal_flip, seed=seed)
     loader = DataLoader(views, batch_size=min(cfg.batch_size, len(rows)), shuffle=True, drop_last=len(rows) > cfg.batch_size,
                         num_workers=workers, generator=torch.Generator().manual_seed(seed))
-    opt = torch.optim.AdamW(param_groups(model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay), lr=cfg.lr)
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
-    total, warm = cfg.epochs * len(loader), cfg.warmup_epochs * len(loader)
-    step = 0
-    with progress(console, "finetune") as bar:
-        task = bar.add_task("", total=cfg.epochs, rate="")
-        for epoch in range(cfg.epochs):
-            views.set_epoch(epoch)
-            model.train()
-            for x, y in loader:
-                for g in opt.param_groups:
-                    g["lr"] = cfg.lr * g["lr_scale"] * lr_at(step, total, warm)
-                loss = loss_fn(model(x.to(device)), y.to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                step += 1
-            bar.update(task, advance=1, rate=f"loss {loss.item():.3f}")
+    ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    groups = layer_decay_groups(model, weight_decay=cfg.weight_decay, layer_decay=cfg.layer_decay)
+    train_cfg = DenseTrainConfig(max_iters=cfg.epochs * len(loader), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                 warmup_iters=cfg.warmup_epochs * len(loader))
+    train_dense(model, EpochLoader(loader, views), lambda m, b: ce(m(b[0].to(device)), b[1].to(device)), param_groups=groups,
+                cfg=train_cfg, device=device, console=console, desc="finetune")
     return evaluate_classifier(model, spec, device=device, rows=val_rows, workers=workers)
 
 
@@ -120,7 +99,6 @@ def evaluate_classifier(
     top1 = top5 = 0
     for i, x in enumerate(it):
         y = labels[i * batch_size : (i + 1) * batch_size].to(device)
-        top = model(x.to(device)).topk(min(5, model.head.out_features), dim=1).indices
-        hit = top == y.view(-1, 1)
-        top1, top5 = top1 + int(hit[:, 0].sum()), top5 + int(hit.any(1).sum())
+        hits = topk_correct(model(x.to(device)).unsqueeze(1), y)
+        top1, top5 = top1 + int(hits[1][0]), top5 + int(hits[5][0])
     return top1 / max(n, 1), top5 / max(n, 1)

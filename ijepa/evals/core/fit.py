@@ -29,6 +29,7 @@ from ijepa.evals.core.heads import (
     Standardize,
     topk_correct,
 )
+from ijepa.evals.core.train import warmup_cosine
 
 SCHEDULES = ("cosine", "step")
 
@@ -69,7 +70,7 @@ class GridConfig:
         scale = self.batch_size / self.lr_base_batch if self.lr_base_batch else 1.0
         if self.schedule == "step":
             return scale * 0.1 ** (epoch // max(self.step_epochs, 1))
-        return scale * 0.5 * (1 + math.cos(math.pi * step / total))
+        return scale * warmup_cosine(step, total)
 
 
 @dataclass

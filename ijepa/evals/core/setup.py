@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -17,6 +20,34 @@ from ijepa.evals.core.fit import check_limit, stratified_sample
 from ijepa.models.vit import VisionTransformer
 
 EncoderLike = EncoderSpec | str | Path | VisionTransformer
+# A random-init encoder for the small classification data (Fashion-MNIST: 32 px, grey, patch 4)
+SMALL_RANDOM_INIT = {"img_size": 32, "patch_size": 4, "in_chans": 1}
+# The encoder of the classification fixtures (tests/fixtures/imagefolder.py: RGB 32 px)
+FIXTURE_ENCODER = ("--random-init", "vit_tiny", "--depth", "1", "--patch-size", "8", "--in-chans", "3", "--device", "cpu")
+
+
+@dataclass(frozen=True)
+class FrozenData:
+    """Spec fields of every eval on frozen features: which data, and how it is read."""
+
+    data: str = "fashion-mnist"
+    val_limit: int | float | None = None  # the evaluation split's limit (`--eval-limit`)
+    img_size: int | None = None  # None: the encoder's own
+    feature_batch_size: int = 256
+    workers: int = 0
+
+
+@dataclass(frozen=True)
+class FrozenSpec(FrozenData):
+    """... plus a seeded train subset (and the seed of every choice made on it)."""
+
+    train_limit: int | float | None = None
+    seed: int = 0
+
+
+def spec_kwargs(spec: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A spec's fields as keyword arguments (nested sections left as objects)."""
+    return {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in exclude}
 
 
 def as_spec(encoder: EncoderSpec | str | Path, which: str = "target_encoder") -> EncoderSpec:
@@ -42,7 +73,7 @@ def frozen_splits(
     train_limit: int | float | None = None, train_rows: torch.Tensor | None = None,
     val_limit: int | float | None = None, eval_split: str | None = None, seed: int = 0, img_size: int | None = None,
     batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
-    console: Console | None = None,
+    console: Console | None = None, extract: Callable = extract_features,
 ) -> tuple[Features, Features, dict]:
     """(train features, eval features, record fields naming encoder, data and splits).
 
@@ -53,6 +84,7 @@ def frozen_splits(
     `train_limit` keeps a seeded class-stratified subset of train (rows, or a fraction < 1):
     the encoder then runs on those rows only. `train_rows` names the rows explicitly instead;
     `val_limit` subsamples val the same way (quick checks only: scores get noisier).
+    `extract` is what each split becomes: pooled features, or `extract_tokens`.
     """
     t0 = time.perf_counter()
     check_limit("train_limit", train_limit)
@@ -62,15 +94,15 @@ def frozen_splits(
     rows = train_rows if train_limit is None else stratified_sample(labels, train_limit, seed=seed)
     enc, name, key = resolve_encoder(encoder)
     kw = dict(device=torch.device(device), img_size=img_size, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)
-    train = extract_features(enc, key, spec, "train", indices=rows, **kw)
+    train = extract(enc, key, spec, "train", indices=rows, **kw)
     eval_split = eval_split or spec.report_split
     val_rows = None if val_limit is None else stratified_sample(split_labels(spec, eval_split)[0], val_limit, seed=seed)
-    val = extract_features(enc, key, spec, eval_split, indices=val_rows, **kw)
+    val = extract(enc, key, spec, eval_split, indices=val_rows, **kw)
     info = {
         "encoder": name, "encoder_key": key, "dataset": spec.id, "num_classes": num_classes,
         "img_size": img_size or enc.img_size, "patch_size": enc.patch_size, "depth": enc.depth,
-        "width": enc.embed_dim, "n_train": len(train), "n_val": len(val), "train_limit": train_limit, "val_limit": val_limit,
-        "selected_on": "train-heldout", "reported_on": eval_split,
+        "width": enc.embed_dim, "n_train": len(train), f"n_{eval_split}": len(val), "train_limit": train_limit, "val_limit": val_limit,
+        "preprocessing": train.transform, "selected_on": "train-heldout", "reported_on": eval_split,
         "feature_s": round(time.perf_counter() - t0, 2),
     }
     return train, val, info

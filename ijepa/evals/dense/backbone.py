@@ -23,8 +23,10 @@ from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
+from timm.layers import LayerNorm2d
 from torch import nn
 
+from ijepa.evals.core.train import ENCODER_GROUPS, layer_decay_groups
 from ijepa.models.vit import VisionTransformer
 
 MODES = ("frozen", "finetune")
@@ -86,36 +88,18 @@ class DenseBackbone(nn.Module):
         B, _, D = x.shape
         return [by_block[t].transpose(1, 2).reshape(B, D, h, w) for t in self.taps]
 
-    def param_groups(
-        self, lr: float, *, layer_decay: float = 1.0, weight_decay: float = 0.05
-    ) -> list[dict]:
-        """MAE/BEiT layer-wise lr decay: patch embed = layer 0, block i = layer i + 1, final
-        norm = depth + 1 (scale 1); lr * layer_decay ** (depth + 1 - layer). Biases and 1-D
-        params get no weight decay. Each group carries `lr_scale`, so a schedule can set
+    def group_matcher(self, coarse: bool = False) -> dict:
+        return ENCODER_GROUPS
+
+    def param_groups(self, lr: float, *, layer_decay: float = 1.0, weight_decay: float = 0.05) -> list[dict]:
+        """MAE/BEiT layer-wise lr decay (timm's): patch embed = layer 0, block i = layer i + 1,
+        final norm = depth + 1 (scale 1); lr * layer_decay ** (depth + 1 - layer). Biases and
+        1-D params get no weight decay. Each group carries `lr_scale`, so a schedule can set
         `group["lr"] = lr_t * group["lr_scale"]`. Empty in frozen mode."""
         if self.mode == "frozen":
             return []
-        n = self.encoder.depth + 1
-        groups: dict[tuple[int, bool], dict] = {}
-        for name, p in self.encoder.named_parameters():
-            if not p.requires_grad:
-                continue
-            layer = int(name.split(".")[1]) + 1 if name.startswith("blocks.") else (n if name.startswith("norm") else 0)
-            decay = p.ndim > 1
-            scale = layer_decay ** (n - layer)
-            g = groups.setdefault((layer, decay), {
-                "params": [], "lr": lr * scale, "lr_scale": scale,
-                "weight_decay": weight_decay if decay else 0.0, "name": f"encoder.layer{layer}.{'decay' if decay else 'no_decay'}",
-            })
-            g["params"].append(p)
-        return [groups[k] for k in sorted(groups)]
-
-
-class LayerNorm2d(nn.LayerNorm):
-    """LayerNorm over channels of a [B, C, H, W] map (ViTDet's norm)."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+        groups = layer_decay_groups(self, weight_decay=weight_decay, layer_decay=layer_decay)
+        return [{**g, "lr": lr * g["lr_scale"]} for g in groups]
 
 
 def _out_convs(cin: int, cout: int) -> nn.Sequential:

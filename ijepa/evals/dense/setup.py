@@ -1,25 +1,25 @@
 """What every dense eval does around its own head and metric: the run config (one set of
-defaults, a YAML recipe, CLI overrides), the backbone from the shared encoder contract, the
-loaders, and the results record."""
+defaults; recipes and overrides load through `ijepa.typedconfig`), the backbone from the
+shared encoder contract, the loaders, and the results record."""
 
 from __future__ import annotations
 
 import dataclasses
 import random
-import typing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
-import yaml
 from torch.utils.data import DataLoader, Dataset
 
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
-from ijepa.evals.core.typecheck import check_types, yaml_error
+from ijepa.evals.core.train import DenseTrainConfig
 from ijepa.evals.dense.backbone import DenseBackbone
 from ijepa.evals.dense.data import stack
-from ijepa.evals.dense.train import DenseTrainConfig
+
+# The encoder of the dense fixtures (tests/fixtures: ade20k, nyu, fsc147, coco)
+FIXTURE_ENCODER = ("--random-init", "vit_tiny", "--depth", "2", "--patch-size", "8", "--device", "cpu")
 
 
 @dataclass(frozen=True)
@@ -48,36 +48,6 @@ class DenseRun:
             max_iters=self.max_iters, lr=self.lr, weight_decay=self.weight_decay, warmup_iters=self.warmup_iters,
             layer_decay=self.layer_decay, eval_every=self.eval_every, progress=self.progress,
         )
-
-
-R = TypeVar("R", bound=DenseRun)
-
-
-def load_run(cls: type[R], recipe: str | Path | None = None, **overrides: Any) -> R:
-    """Defaults <- YAML recipe (flat keys; a `sources` key is documentation) <- overrides that
-    are not None. Unknown keys are an error naming the recipe."""
-    values: dict[str, Any] = {}
-    names = {f.name for f in dataclasses.fields(cls)}
-    if recipe is not None:
-        path = Path(recipe)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: recipe not found")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (yaml.YAMLError, UnicodeDecodeError) as e:
-            raise yaml_error(path, e) from None
-        if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a mapping of run settings, got {type(raw).__name__}")
-        raw.pop("sources", None)
-        unknown = sorted(map(str, set(raw) - names))
-        if unknown:
-            raise ValueError(f"{path}: unknown key(s) {', '.join(unknown)}; expected some of {', '.join(sorted(names))}")
-        check_types(raw, typing.get_type_hints(cls), str(path))
-        values.update(raw)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    if values.get("taps") is not None:
-        values["taps"] = tuple(int(t) for t in values["taps"])
-    return cls(**values)
 
 
 def dense_backbone(spec: EncoderSpec, run: DenseRun, device: torch.device) -> tuple[DenseBackbone, dict[str, Any]]:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
+from ijepa.evals.core.train import head_param_groups
 from ijepa.evals.dense.backbone import (
     DenseBackbone,
     LayerNorm2d,
@@ -21,7 +22,6 @@ from ijepa.evals.dense.backbone import (
     PyramidBackbone,
     SimpleFeaturePyramid,
 )
-from ijepa.evals.dense.train import head_param_groups
 
 
 class IJepaPyramid(nn.Module):

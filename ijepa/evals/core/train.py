@@ -1,8 +1,10 @@
-"""The one dense training loop: segmentation, depth and counting supply only a loss.
+"""The one supervised training loop: segmentation, depth, counting, detection and low-shot
+fine-tuning supply only a loss (and their batches).
 
-Iteration-based (dense recipes count iterations, not epochs): AdamW, linear warm-up then
-cosine to `min_lr`, per-group `lr_scale` (layer-wise decay from `DenseBackbone.param_groups`),
-a rich progress bar, and an eval callback every `eval_every` iterations and at the end.
+Iteration-based (dense recipes count iterations; fine-tuning converts epochs): AdamW, linear
+warm-up then cosine to `min_lr`, per-group `lr_scale` (layer-wise decay from timm's
+`param_groups_layer_decay`), a rich progress bar, and an eval callback every `eval_every`
+iterations and at the end.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from ijepa.training.logging import progress_bar
+from ijepa.evals.core.features import progress
 
 Batch = dict[str, Any]
 
@@ -35,12 +37,35 @@ class DenseTrainConfig:
     progress: bool = True
 
 
+def warmup_cosine(step: int, total: int, warmup: int = 0) -> float:
+    """The schedule every eval head uses, as a factor in [0, 1]: linear warm-up from 0 over
+    `warmup` steps, then half a cosine to 0 at `total`. (A factor, not timm's scheduler
+    objects: heads of one grid share it while each group keeps its own `lr_scale`.)"""
+    if step < warmup:
+        return (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
 def lr_at(cfg: DenseTrainConfig, it: int) -> float:
     """Linear warm-up from 0, then cosine from cfg.lr to cfg.min_lr at max_iters."""
     if it < cfg.warmup_iters:
-        return cfg.lr * (it + 1) / cfg.warmup_iters
-    t = (it - cfg.warmup_iters) / max(1, cfg.max_iters - cfg.warmup_iters)
-    return cfg.min_lr + (cfg.lr - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        return cfg.lr * warmup_cosine(it, cfg.max_iters, cfg.warmup_iters)
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * warmup_cosine(it, cfg.max_iters, cfg.warmup_iters)
+
+
+# timm group matcher of an encoder held as `.encoder` (fine-tuning classifier, dense backbone):
+# patch embedding and position table = layer 0, block i = layer i + 1, the final norm and any
+# head = the top layer (lr scale 1): MAE/BEiT layer-wise decay.
+ENCODER_GROUPS = {"stem": r"^encoder\.(?:pos_embed|patch_embed)", "blocks": r"^encoder\.blocks\.(\d+)", "top": r"^encoder\.norm|^head"}
+
+
+def layer_decay_groups(model: nn.Module, *, weight_decay: float, layer_decay: float) -> list[dict]:
+    """timm's `param_groups_layer_decay` (no decay on 1-D params; each group carries
+    `lr_scale`), for a module that defines `group_matcher` (e.g. `ENCODER_GROUPS`)."""
+    from timm.optim import param_groups_layer_decay
+
+    return param_groups_layer_decay(model, weight_decay=weight_decay, layer_decay=layer_decay)
 
 
 def head_param_groups(module: nn.Module, lr: float, *, weight_decay: float) -> list[dict]:
@@ -91,8 +116,8 @@ def train_dense(
     losses: list[float] = []
     batches = _forever(loader)
     t0 = time.perf_counter()
-    with progress_bar(console or Console(stderr=True), cfg.progress) as bar:
-        task = bar.add_task(desc, total=cfg.max_iters, info="")
+    with progress(console, desc, enabled=cfg.progress) as bar:
+        task = bar.add_task(desc, total=cfg.max_iters, rate="")
         for it in range(cfg.max_iters):
             lr = lr_at(cfg, it)
             for g in opt.param_groups:
@@ -107,7 +132,7 @@ def train_dense(
                 nn.utils.clip_grad_norm_(params, cfg.grad_clip)
             opt.step()
             losses.append(loss.item())
-            bar.update(task, advance=1, info=f"loss {losses[-1]:.4f} lr {lr:.2e}")
+            bar.update(task, advance=1, rate=f"loss {losses[-1]:.4f} lr {lr:.2e}")
             last = it + 1 == cfg.max_iters
             if last or (cfg.eval_every and (it + 1) % cfg.eval_every == 0):
                 row = {"iter": it + 1, "loss": sum(losses) / len(losses), "lr": lr, "elapsed_s": time.perf_counter() - t0}

@@ -1,0 +1,32 @@
+"""The one device resolver: `auto`, `cpu`, `cuda`, `cuda:N` (and `mps`) -> torch.device.
+
+A device this machine does not have is one line naming it, never a CUDA traceback later.
+"""
+
+from __future__ import annotations
+
+import torch
+
+CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """`auto` is CUDA when available, else CPU; anything else must exist here."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r}: expected {CHOICES}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu or auto")
+    elif device.type not in ("cpu", "cuda", "mps", "meta"):  # meta: shapes only (FLOP counting)
+        raise ValueError(f"--device {name!r}: expected {CHOICES}")
+    return device

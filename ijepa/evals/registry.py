@@ -1,0 +1,107 @@
+"""The eval registry: one contract every eval honours, so the CLI, the tables and the tests
+are generated from it (timm's `@register_model`, for evals).
+
+An eval is one module `ijepa/evals/<name>.py` that calls `register(Eval(...))` with its name
+(the module's), a typed spec (a dataclass: its fields are the recipe keys and the command's
+options), its headline metric and unit, the rows it prints, a tiny fixture, and
+`run(encoder, spec, ctx) -> record`. Nothing else needs editing: `ijepa eval <name>` and the
+registry-parametrized tests find it. This module stays light (no torch) so `ijepa --help`
+does not pay for the evals.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Record = dict[str, Any]  # JSON-ready; `ijepa.results.schema` says what every record holds
+
+
+@dataclass(frozen=True)
+class Context:
+    """What the caller decides and every eval receives: where to run, cache, report progress."""
+
+    device: Any  # torch.device
+    cache_dir: Path | None = None
+    console: Any = None  # rich Console or None
+
+
+@dataclass(frozen=True)
+class Fixture:
+    """A seconds-long run on synthetic data: `make` ("module.function" under tests/fixtures)
+    writes the data under a folder and returns its root; `args` are the command's options."""
+
+    make: str
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Eval:
+    name: str
+    spec: type  # dataclass; fields = recipe keys = options
+    run: Callable[[Any, Any, Context], Record]  # (EncoderSpec, spec, ctx) -> record
+    summary: str  # one line: what it measures and how
+    example: str  # one command line, shown in the help
+    headline: str  # record key of the number a table shows first
+    unit: Literal["fraction", "value"]  # fraction: stored in [0, 1], shown as %
+    rows: Callable[[Record], list[tuple[str, str]]]  # what the command prints
+    fixture: Fixture
+    higher_is_better: bool = True
+    flags: dict[str, str] = field(default_factory=dict)  # extra option -> dotted spec key (e.g. epochs -> grid.epochs)
+    help: dict[str, str] = field(default_factory=dict)  # spec key -> option help
+    random_init: dict[str, int] = field(default_factory=dict)  # default img_size / patch_size / in_chans at random init
+    cached: bool = False  # frozen features cached on disk (--cache-dir / --no-cache)
+
+    @property
+    def kind(self) -> str:
+        return f"eval.{self.name}"
+
+
+_EVALS: dict[str, Eval] = {}
+
+
+def register(entry: Eval) -> Eval:
+    if entry.name in _EVALS and _EVALS[entry.name] is not entry:
+        raise ValueError(f"eval {entry.name!r} registered twice")
+    _EVALS[entry.name] = entry
+    return entry
+
+
+def _modules() -> list[str]:
+    import ijepa.evals as pkg
+
+    return [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.ispkg and m.name != "registry"]
+
+
+def names() -> list[str]:
+    """Every eval's name, from the modules of `ijepa.evals` (a module that fails to import is
+    left out here; `get` names its error)."""
+    for mod in _modules():
+        try:
+            importlib.import_module(f"ijepa.evals.{mod}")
+        except ImportError:
+            continue
+    return sorted(_EVALS)
+
+
+def get(name: str) -> Eval:
+    """The eval called `name` (its module `ijepa.evals.<name>` is imported on first use)."""
+    if name not in _EVALS and name in _modules():
+        importlib.import_module(f"ijepa.evals.{name}")
+    if name not in _EVALS:
+        raise ValueError(f"eval {name!r}: expected one of {', '.join(names())}")
+    return _EVALS[name]
+
+
+def run_eval(entry: Eval, encoder: Any, spec: Any, ctx: Context) -> Record:
+    """Run an eval and stamp what the tables read (kind, headline, unit) on its record."""
+    rec = entry.run(encoder, spec, ctx)
+    return {**rec, "kind": entry.kind, "headline": entry.headline, "unit": entry.unit}
+
+
+def pct(x: float | None) -> str:
+    return "-" if x is None else f"{100 * x:.2f}%"

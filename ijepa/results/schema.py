@@ -1,0 +1,93 @@
+"""What every result record holds, checked before a table or plot reads it.
+
+A record is a JSON object with `kind`, `created`, `encoder` and its headline metric. New eval
+records declare `headline` (the key of the number a table shows first) and `unit`
+(`fraction`: stored in [0, 1], shown as %; `value`: shown as is), stamped by the eval
+registry; records written before that, and those of benchmarks, get them from `KNOWN` by
+their kind. A record that breaks the schema is skipped with the reason, never half-read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+UNITS = ("fraction", "value")
+# kind -> (headline, unit) for records that do not declare theirs
+KNOWN: dict[str, tuple[str, str]] = {
+    "eval.linear": ("top1", "fraction"), "eval.knn": ("top1", "fraction"), "eval.lowshot": ("top1", "fraction"),
+    "eval.segmentation": ("miou", "fraction"), "eval.detection": ("box_ap", "fraction"),
+    "eval.depth": ("abs_rel", "value"), "eval.counting": ("mae", "value"),
+    "baseline.random_init": ("top1", "fraction"), "baseline.raw_pixels": ("top1", "fraction"),
+    "learning_curve": ("top1", "fraction"), "recipe_sweep": ("probe_best", "fraction"),
+    "bench.throughput": ("img_per_s", "value"), "bench.pretrain_step": ("img_per_s", "value"),
+    "bench.official_step": ("img_per_s", "value"), "bench.flops": ("gflops_per_image", "value"),
+    "bench.paper_compute": ("mae_over_ijepa_flops", "value"),
+}
+OPTIONAL = {"pretrain.compute"}  # records that feed plots, not tables: no headline
+
+
+@dataclass(frozen=True)
+class Headline:
+    key: str
+    value: float
+    unit: str
+
+    @property
+    def shown(self) -> float:
+        """The value as a table shows it (fractions in %)."""
+        return 100 * self.value if self.unit == "fraction" else self.value
+
+
+def _number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def headline(rec: dict[str, Any]) -> Headline | None:
+    """The record's declared (or its kind's) headline; None for plot-only kinds."""
+    key, unit = rec.get("headline"), rec.get("unit")
+    if key is None:
+        if rec.get("kind") in OPTIONAL:
+            return None
+        key, unit = KNOWN.get(rec.get("kind"), (None, None))
+    if key is None:
+        raise ValueError(f"kind {rec.get('kind')!r} declares no headline (set `headline` and `unit`)")
+    if unit not in UNITS:
+        raise ValueError(f"unit {unit!r}: expected one of {', '.join(UNITS)}")
+    value = rec.get(key)
+    if not _number(value):
+        raise ValueError(f"{key} is {value!r}; expected a finite number")
+    if unit == "fraction" and not 0 <= value <= 1:
+        raise ValueError(f"{key} is {value!r}; expected a fraction in [0, 1]")
+    return Headline(key, float(value), unit)
+
+
+def _lowshot(rec: dict[str, Any]) -> None:
+    fractions = rec.get("fractions")
+    if not isinstance(fractions, dict) or not fractions:
+        raise ValueError("fractions: expected a mapping of label fraction -> scores")
+    for f, r in fractions.items():
+        if not isinstance(r, dict) or not _number(r.get("top1")) or not _number(r.get("top1_std")) or not isinstance(r.get("seeds"), list) or not r["seeds"]:
+            raise ValueError(f"fractions[{f}]: expected top1, top1_std (numbers) and a non-empty seeds list")
+        float(f)
+
+
+def validate(rec: Any) -> str | None:
+    """The first problem of a record (None if it follows the schema)."""
+    if not isinstance(rec, dict):
+        return f"expected a JSON object, got a JSON {type(rec).__name__}"
+    for key in ("kind", "created"):
+        if not isinstance(rec.get(key), str):
+            return f"{key} is {rec.get(key)!r}; expected a string"
+    if rec["kind"] in OPTIONAL:
+        return None
+    if not isinstance(rec.get("encoder"), str):
+        return f"encoder is {rec.get('encoder')!r}; expected a string"
+    try:
+        headline(rec)
+        if rec["kind"] == "eval.lowshot":
+            _lowshot(rec)
+    except ValueError as e:
+        return str(e)
+    return None

@@ -1,0 +1,88 @@
+"""Records follow one schema: invalid ones are named and skipped, records are strict JSON and
+carry what reproduces them, tables keep settings apart and read units from the schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ijepa.results.io import load_records, write_record
+from ijepa.results.schema import validate
+from ijepa.results.tables import write_tables
+
+
+def cli(args: list[str]):
+    import ijepa.cli.results  # noqa: F401
+    from ijepa.cli import app
+
+    return CliRunner().invoke(app, args)
+
+
+GOOD = {"kind": "eval.knn", "created": "2026-01-01T00:00:00+00:00", "encoder": "x", "dataset": "d", "top1": 0.5}
+
+
+@pytest.mark.parametrize(("rec", "said"), [
+    ([1, 2], "expected a JSON object, got a JSON list"),
+    ({**GOOD, "top1": "high"}, "top1 is 'high'; expected a finite number"),
+    ({**GOOD, "top1": 81.2}, "top1 is 81.2; expected a fraction in [0, 1]"),
+    ({**GOOD, "encoder": None}, "encoder is None; expected a string"),
+    ({**GOOD, "kind": "eval.new"}, "kind 'eval.new' declares no headline"),
+    ({**GOOD, "kind": "eval.lowshot", "fractions": {"0.01": {"top1": 0.5}}}, "fractions[0.01]: expected top1, top1_std"),
+])
+def test_invalid_records_are_named(rec, said):
+    assert validate(rec).startswith(said)
+    assert validate(GOOD) is None and validate({**GOOD, "kind": "eval.new", "headline": "mae", "unit": "value", "mae": 3.0}) is None
+
+
+def test_invalid_record_is_skipped_loudly(tmp_path):
+    write_record(GOOD | {"top1": 0.8}, results_dir=tmp_path)
+    bad = tmp_path / "records" / "eval.knn" / "bad.json"
+    bad.write_text(json.dumps({**GOOD, "top1": "high"}))
+    (tmp_path / "records" / "eval.knn" / "inf.json").write_text('{"kind": "eval.knn", "top1": -Infinity}')
+    records, skipped = load_records(tmp_path)
+    assert len(records) == 1 and dict(skipped) == {"records/eval.knn/bad.json": "top1 is 'high'; expected a finite number",
+                                                   "records/eval.knn/inf.json": "not valid JSON (-Infinity is not JSON)"}
+    res = cli(["results", "--results", str(tmp_path)])
+    assert res.exit_code == 0 and "skipped records/eval.knn/bad.json: top1 is 'high'" in res.output
+    assert "| 80.00 |" in (tmp_path / "README.md").read_text()
+
+
+def test_records_are_strict_json_with_provenance(tmp_path):
+    path = write_record({**GOOD, "cv_top1": float("-inf"), "nested": [float("nan")]}, results_dir=tmp_path)
+    text = path.read_text()
+    rec = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in a record"))
+    assert rec["cv_top1"] is None and rec["nested"] == [None]
+    assert {"torch", "timm", "ijepa"} <= set(rec["versions"]) and rec["versions"]["torch"]
+    assert isinstance(rec["command"], list) and rec["code_version"].startswith(("git:", "ijepa=="))
+
+
+def test_tables_keep_settings_apart_and_order_fractions(tmp_path):
+    base = {"kind": "eval.linear", "encoder": "run:target_encoder", "dataset": "fashion-mnist", "protocol": "linear-grid",
+            "selected_on": "train-heldout", "reported_on": "test"}
+    write_record({**base, "top1": 0.7423, "encoder_key": "aaaaaaaaaaaaaaaa-target_encoder"}, results_dir=tmp_path)
+    write_record({**base, "top1": 0.75, "encoder_key": "bbbbbbbbbbbbbbbb-target_encoder"}, results_dir=tmp_path)  # another checkpoint
+    write_record({**base, "top1": 0.6, "encoder_key": "bbbbbbbbbbbbbbbb-target_encoder", "val_limit": 1000}, results_dir=tmp_path)
+    fr = {f: {"top1": v, "top1_std": 0.0, "seeds": [{"n_labelled": 5}]} for f, v in (("0.1", 0.9), ("0.01", 0.7), ("0.05", 0.8))}
+    write_record({**base, "kind": "eval.lowshot", "top1": 0.7, "fractions": fr}, results_dir=tmp_path)
+    write_record({"kind": "eval.segmentation", "encoder": "e", "dataset": "ade", "miou": 0.25, "headline": "miou", "unit": "fraction"},
+                 results_dir=tmp_path)
+    md = (tmp_path / "README.md") if write_tables(tmp_path) else None
+    text = md.read_text()
+    assert "| aaaaaaaa |" in text and "| bbbbbbbb |" in text and "| 74.23 |" in text and "| 75.00 |" in text and "| 60.00 |" in text
+    header = next(ln for ln in text.splitlines() if "top1@1%" in ln)
+    assert header.index("top1@1%") < header.index("top1@5%") < header.index("top1@10%")
+    assert "| 25.00 |" in text  # mIoU is a fraction: shown in %
+    csv = (tmp_path / "summary.csv").read_text()
+    assert "74.23," in csv and "74.2299" not in csv
+
+
+def test_plot_reads_the_results_folder_given_to_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    other = tmp_path / "elsewhere"
+    write_record(GOOD, results_dir=other)
+    res = cli(["results", "--results", str(other), "plot"])
+    assert res.exit_code == 2 and f"{other}/records: no pretrain.compute" in res.output
+    assert not Path("results").exists()
