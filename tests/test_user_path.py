@@ -126,17 +126,18 @@ def test_log_lines_summary_and_compute_record_off_a_terminal(tmp_path):
 
 
 # -- the [dense] extra ---------------------------------------------------------------------------
-def test_a_missing_dense_package_is_one_line_naming_the_extra(tmp_path, monkeypatch, capsys):
-    from ijepa.cli import main
-
-    monkeypatch.setitem(sys.modules, "pycocotools", None)  # as if not installed
-    for mod in ("ijepa.evals.detection", "ijepa.data.coco"):
-        monkeypatch.delitem(sys.modules, mod, raising=False)
-    monkeypatch.setattr(sys, "argv", ["ijepa", "eval", "detection", "--random-init", "vit_tiny", "--data", str(tmp_path)])
-    with pytest.raises(SystemExit) as done:
-        main()
-    assert done.value.code == 2
-    assert capsys.readouterr().err.splitlines() == ["error: pycocotools is not installed; ijepa eval detection needs it: pip install 'ijepa[dense]'"]
+def test_a_missing_dense_package_is_one_line_naming_the_extra(tmp_path):
+    """In a fresh process (the eval registry caches imported modules), as if pycocotools were not installed."""
+    code = (
+        "import sys; sys.modules['pycocotools'] = None\n"
+        f"sys.argv = ['ijepa', 'eval', 'detection', '--random-init', 'vit_tiny', '--data', {str(tmp_path)!r}]\n"
+        "from ijepa.cli import main; main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "error: pycocotools is not installed; ijepa eval detection needs it: pip install 'ijepa[dense]'"
+    ]
 
 
 def test_a_plain_install_imports_everything_but_the_coco_modules():
@@ -159,7 +160,8 @@ def test_the_upernet_head_without_smp_names_the_extra(monkeypatch):
     from ijepa.evals.dense.heads import UperNetHead
     from ijepa.extras import MissingExtra
 
-    monkeypatch.setitem(sys.modules, "segmentation_models_pytorch", None)
+    for mod in ("segmentation_models_pytorch", "segmentation_models_pytorch.decoders.upernet.decoder"):
+        monkeypatch.setitem(sys.modules, mod, None)  # as if not installed, even after another test imported it
     with pytest.raises(MissingExtra, match=r"^segmentation-models-pytorch is not installed; the UperNet head needs it: pip install 'ijepa\[dense\]'$"):
         UperNetHead(32, 5)
 

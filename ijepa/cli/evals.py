@@ -204,11 +204,14 @@ class EvalGroup(TyperGroup):
 
 def _missing(name: str, e: ImportError) -> Any:
     """A command that says which package the eval needs (dense evals: an optional extra)."""
-    one = typer.Typer()
+    from ijepa.extras import MissingExtra
 
-    @one.command(name, help=f"(unavailable: needs {e.name})", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+    one = typer.Typer()
+    what = str(e) if isinstance(e, MissingExtra) else f"ijepa eval {name} needs the package {e.name or e}: pip install 'ijepa[dense]'"
+
+    @one.command(name, help=f"(unavailable: {what})", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
     def callback() -> None:
-        fail(ValueError(f"ijepa eval {name} needs the package {e.name!r}: pip install 'ijepa[dense]'"))
+        fail(ValueError(what))
 
     return typer.main.get_command(one)
 
