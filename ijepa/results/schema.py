@@ -23,7 +23,7 @@ KNOWN: dict[str, tuple[str, str]] = {
     "learning_curve": ("top1", "fraction"), "recipe_sweep": ("probe_best", "fraction"),
     "bench.throughput": ("img_per_s", "value"), "bench.pretrain_step": ("img_per_s", "value"),
     "bench.official_step": ("img_per_s", "value"), "bench.flops": ("gflops_per_image", "value"),
-    "bench.paper_compute": ("mae_over_ijepa_flops", "value"),
+    "bench.paper_compute": ("mae_over_ijepa_flops", "value"), "bench.probe_speed": ("logreg_s", "value"),
 }
 OPTIONAL = {"pretrain.compute"}  # records that feed plots, not tables: no headline
 
