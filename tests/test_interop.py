@@ -264,3 +264,18 @@ def test_cli_exports_our_run_with_its_config_and_records(tmp_path):
         features_equal(model.forward_features(x), ijepa.load_encoder(run)(x))
     res = CliRunner().invoke(app, ["export", str(run), "--format", "hf", "--out", str(tmp_path / "t")])
     assert res.exit_code == 2 and "exists and is not empty" in res.output
+
+
+def test_the_eval_cli_takes_num_heads_for_a_bare_file(tmp_path):
+    """`--num-heads` reaches load_encoder from every eval; without it a bare file of an odd width is one line."""
+    import ijepa.cli.evals  # noqa: F401  (registers the commands)
+    from ijepa.cli import app
+
+    save_file(timm_vit(img_size=32, num_classes=0).state_dict(), tmp_path / "vit.safetensors")
+    args = ["eval", "knn", "--encoder", str(tmp_path / "vit.safetensors"), "--data", "fashion-mnist", "--train-limit", "200",
+            "--eval-limit", "100", "--ks", "10", "--results", str(tmp_path / "results"), "--no-cache", "--json"]
+    refused = CliRunner().invoke(app, args)
+    assert refused.exit_code == 2 and "pass --num-heads" in refused.output and "Traceback" not in refused.output
+    done = CliRunner().invoke(app, [*args, "--num-heads", "3"])
+    assert done.exit_code == 0, done.output
+    assert 0 <= json.loads(done.output.strip().splitlines()[-1])["top1"] <= 1

@@ -30,6 +30,7 @@ class EncoderSpec:
     seed: int = 0
     pos_embed: str = "resample"  # another input grid (dense evals): resample the table or "sincos"
     init: str = "official"  # random init only: "official" (as official training) or "rescaled"
+    num_heads: int | None = None  # a bare state dict of a non-standard width: its heads (never guessed)
 
 
 def file_digest(path: Path, limit: int = 1 << 24) -> str:
@@ -51,7 +52,8 @@ def build_encoder(spec: EncoderSpec) -> tuple[VisionTransformer, str, str]:
     tag = "" if spec.pos_embed == "resample" else f"-pos{spec.pos_embed}"
     if spec.encoder is not None:
         path = checkpoint_file(spec.encoder)
-        enc = load_encoder(path, which=spec.which, pos_embed=spec.pos_embed)
+        enc = load_encoder(path, which=spec.which, pos_embed=spec.pos_embed, num_heads=spec.num_heads)
+        tag += f"-h{spec.num_heads}" if spec.num_heads else ""
         return enc, f"{path.parent.name if path.name == 'checkpoint.pt' else path.stem}:{spec.which}{tag}", f"{file_digest(path)}-{spec.which}{tag}"
     torch.manual_seed(spec.seed)
     enc = create_encoder(spec.random_init, img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
