@@ -21,7 +21,7 @@ def tokens(n: int, seed: int) -> Tokens:
 
 def test_probes_train_independently_and_learn_a_one_token_signal():
     train, test = tokens(600, 0), tokens(300, 1)
-    spec = AttentiveSpec(epochs=15, batch_size=64, warmup_epochs=1, num_heads=2)
+    spec = AttentiveSpec(epochs=15, batch_size=64, warmup_epochs=1, probe_heads=2)
     probes = train_probes(train, [(3e-3, 0.01), (1e-9, 0.01)], num_classes=3, spec=spec, device=torch.device("cpu"), seed=0)
     (good, _), (frozen, _) = score(probes, test, device=torch.device("cpu"))
     assert good > 0.9 and frozen < 0.6, (good, frozen)  # the lr=1e-9 probe stays near chance: no coupling between probes

@@ -197,11 +197,12 @@ class EvalGroup(TyperGroup):
         from ijepa.evals import registry
 
         try:
-            return build_command(registry.get(name))
-        except ValueError:
+            entry = registry.get(name)
+        except ValueError:  # not an eval: click says "No such command"
             return None
         except ImportError as e:
             return _missing(name, e)
+        return build_command(entry)  # a broken entry (e.g. an option clash) is a bug: it raises
 
 
 def _missing(name: str, e: ImportError) -> Any:

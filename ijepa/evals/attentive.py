@@ -67,7 +67,7 @@ class AttentiveSpec(FrozenSpec):
     warmup_epochs: int = 1
     batch_size: int = 256
     heldout: float = 0.1  # fraction of train that picks (lr, wd)
-    num_heads: int = 0  # attention heads; 0 = width / 64 (at least 1)
+    probe_heads: int = 0  # the probe's attention heads; 0 = width / 64 (at least 1)
 
 
 def train_probes(train: Tokens, settings: list[tuple[float, float]], *, num_classes: int, spec: AttentiveSpec,
@@ -75,7 +75,7 @@ def train_probes(train: Tokens, settings: list[tuple[float, float]], *, num_clas
     """One probe per (lr, wd), all trained on the same batches in one pass."""
     torch.manual_seed(seed)
     dim = train.tokens.shape[-1]
-    probes = nn.ModuleList(AttentiveProbe(dim, num_classes, num_heads=spec.num_heads or max(1, dim // 64)) for _ in settings).to(device)
+    probes = nn.ModuleList(AttentiveProbe(dim, num_classes, num_heads=spec.probe_heads or max(1, dim // 64)) for _ in settings).to(device)
     groups = []
     for probe, (lr, wd) in zip(probes, settings, strict=True):
         params = [p for p in probe.parameters()]
