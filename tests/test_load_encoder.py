@@ -177,3 +177,17 @@ def test_a_bare_encoder_state_dict_loads(tmp_path):
     torch.save(enc.state_dict(), tmp_path / "bare.pt")
     x = torch.randn(1, 3, 32, 32)
     torch.testing.assert_close(ijepa.load_encoder(tmp_path / "bare.pt")(x), enc(x))
+
+
+def test_which_context_is_the_cli_word_for_the_official_encoder_key(tmp_path):
+    """One vocabulary: `which="context"` in Python as on the CLI; "encoder" (the official key) stays an alias."""
+    torch.manual_seed(0)
+    enc, target = create_encoder("vit_tiny", img_size=16, patch_size=8, in_chans=1, depth=1), create_encoder(
+        "vit_tiny", img_size=16, patch_size=8, in_chans=1, depth=1)
+    torch.save({"encoder": enc.state_dict(), "target_encoder": target.state_dict()}, tmp_path / "ckpt.pt")
+    x = torch.randn(2, 1, 16, 16)
+    with torch.no_grad():
+        ctx, official = ijepa.load_encoder(tmp_path / "ckpt.pt", which="context")(x), ijepa.load_encoder(tmp_path / "ckpt.pt", which="encoder")(x)
+        assert torch.equal(ctx, official) and not torch.equal(ctx, ijepa.load_encoder(tmp_path / "ckpt.pt")(x))
+    with pytest.raises(ValueError, match="expected target_encoder or context"):
+        ijepa.load_encoder(tmp_path / "ckpt.pt", which="predictor")

@@ -188,8 +188,9 @@ def load_encoder(
 def read_weights(file: Path, which: str = "target_encoder") -> tuple[interop.Foreign, dict]:
     """`which` encoder's weights in our layout and the checkpoint dict they came from (empty
     for HF and timm files); non-finite weights are refused, naming the first bad tensor."""
+    which = "encoder" if which == "context" else which  # the CLI's word for the official key
     if which not in WHICH:
-        raise ValueError(f"which={which!r}: expected one of {', '.join(WHICH)}")
+        raise ValueError(f"which={which!r}: expected target_encoder or context (alias: encoder, the official key)")
     fmt, ckpt = interop.detect_format(file), {}
     if fmt == "torch":
         ckpt = read_checkpoint(file)
