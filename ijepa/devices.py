@@ -30,3 +30,13 @@ def resolve_device(name: str | torch.device) -> torch.device:
     elif device.type not in ("cpu", "cuda", "mps", "meta"):  # meta: shapes only (FLOP counting)
         raise ValueError(f"--device {name!r}: expected {CHOICES}")
     return device
+
+
+def bf16_autocast(device: torch.device, *, use_bfloat16: bool, cpu_bfloat16: bool) -> tuple[torch.autocast, bool]:
+    """(autocast, enabled): the trainer's mixed precision, shared by the step benchmarks so
+    they time the same step. bf16 on CUDA with the official `use_bfloat16`, on any other
+    device with ours `cpu_bfloat16`; none on `meta` (shapes only)."""
+    if device.type == "meta":
+        return torch.autocast("cpu", enabled=False), False
+    enabled = use_bfloat16 if device.type == "cuda" else cpu_bfloat16
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled), enabled

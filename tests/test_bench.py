@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import warnings
 from pathlib import Path
 
 import pytest
@@ -228,3 +229,20 @@ def test_recipe_sweep_sizes_a_variant_to_its_flops_budget():
                                         folder="/nonexistent")
         assert got == method
         assert cfg.data.subset == 100 * cfg.data.batch_size and cfg.optimization.epochs == 1
+
+
+def test_bench_and_trainer_share_the_bf16_autocast():
+    """The trainer's rule (official use_bfloat16 on CUDA, ours cpu_bfloat16 elsewhere, MPS included) is the benchmarks' too."""
+    from ijepa.devices import bf16_autocast
+
+    table = {("cuda", True, False): True, ("cuda", False, True): False, ("cpu", True, False): False, ("cpu", False, True): True,
+             ("mps", False, True): True, ("meta", True, True): False}
+    for (dev, gpu, cpu), want in table.items():
+        with warnings.catch_warnings():  # no CUDA here: torch disables the autocast object itself, the rule is what is checked
+            warnings.simplefilter("ignore", UserWarning)
+            ac, on = bf16_autocast(torch.device(dev), use_bfloat16=gpu, cpu_bfloat16=cpu)
+        assert on is want and (dev == "meta" or ac.device == dev), dev
+    cfg = tiny_cfg()
+    cfg.meta.cpu_bfloat16 = True
+    h = build_harness(cfg, "ijepa", device=torch.device("cpu"))
+    assert h.bf16 and (h.autocast.device, h.autocast.fast_dtype, h.autocast._enabled) == ("cpu", torch.bfloat16, True)

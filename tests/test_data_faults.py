@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -249,3 +250,15 @@ def test_k_larger_than_the_memory_bank_is_refused_not_clamped(tmp_path):
     with pytest.raises(ValueError, match=r"^ks: k=100000 is more than the 18 images of the k-NN memory bank"):
         _knn(tmp_path, ks=(10, 100000))
     assert _knn(tmp_path, ks=(3, 18))["best_k"] in (3, 18)
+
+
+def test_check_fields_is_one_public_helper_of_coco_and_counting():
+    """A JSON record without its layout's keys is one line naming file, place and keys; COCO and counting share the helper."""
+    from ijepa.data import coco, files
+    from ijepa.evals import counting
+
+    assert coco.check_fields is files.check_fields and counting.check_fields is files.check_fields
+    with pytest.raises(ValueError, match=r"^a\.json: images\[2\] lacks key\(s\) 'id', 'width'$"):
+        files.check_fields(Path("a.json"), "images[2]", {"file_name": "x"}, ("id", "file_name", "width"))
+    with pytest.raises(ValueError, match=r"^a\.json: annotations\[0\] is not a JSON object$"):
+        files.check_fields(Path("a.json"), "annotations[0]", [1], ("image_id",))

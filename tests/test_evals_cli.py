@@ -55,6 +55,23 @@ def test_every_registered_eval_runs_its_fixture_through_the_cli(entry, tmp_path,
     assert res.exit_code == 0 and "Example:" in res.output and "--eval-limit" in res.output and "--set" in res.output
 
 
+def test_eval_help_lists_every_registered_eval_without_importing_any():
+    """`ijepa eval --help` reads names and summaries from the sources (registry.listing), in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    from ijepa.evals import registry
+
+    assert registry.listing() == {n: registry.get(n).summary for n in registry.names()}
+    code = ("import sys\nfrom ijepa.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('ijepa.evals.') or m == 'torch'))")
+    env = {**os.environ, "COLUMNS": "250", "PYTHONPATH": os.pathsep.join([str(EVALS.parent), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code, "eval", "--help"], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.splitlines()[-1] == "['ijepa.evals.registry']"
+    assert all(f"{name} " in out and summary in out for name, summary in registry.listing().items())
+
+
 @pytest.mark.parametrize("path", sorted(EVALS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_loads(path):
     """Every recipe in evals/ is a valid spec of the eval its name starts with."""

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import warnings
 
 import pytest
 import torch
 import torch.nn.functional as F
 from fixtures.imagefolder import CLASSES, write_imagefolder
+from typer.testing import CliRunner
 
+from ijepa.data.fashion_mnist import DEFAULT_ROOT
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
 from ijepa.evals.core.finetune import Classifier, FinetuneConfig
 from ijepa.evals.core.fit import GridConfig
@@ -103,3 +106,21 @@ def test_run_knn_on_imagefolder(tmp_path, tree):
     again = run_knn(module, data=str(tree), ks=(1, 5), cache_dir=tmp_path)
     assert again["encoder"].startswith("module-") and again["scores"] == rec["scores"]
     assert len(list(tmp_path.glob("*.pt"))) == 4  # its own cache entries, beside the spec's
+
+
+@pytest.mark.skipif(not (DEFAULT_ROOT / "train-labels-idx1-ubyte.gz").exists(), reason="Debian's Fashion-MNIST not installed")
+def test_lowshot_cli_takes_train_and_eval_limits(tmp_path):
+    """`--train-limit` is the stratified subset the splits are drawn from; one that cannot hold every class is one line."""
+    import ijepa.cli.evals  # noqa: F401  (registers the commands)
+    from ijepa.cli import app
+
+    args = ["eval", "lowshot", "--random-init", "vit_tiny", "--depth", "1", "--device", "cpu", "--data", "fashion-mnist",
+            "--eval-limit", "100", "--fractions", "0.1", "--seeds", "0", "--results", str(tmp_path), "--no-cache", "--json"]
+    res = CliRunner().invoke(app, [*args, "--train-limit", "200"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout.splitlines()[-1])
+    tenth = rec["fractions"]["0.1"]
+    assert rec["train_limit"] == 200 and rec["n_train_pool"] == 200 and rec["n_train"] == 20 and rec["n_test"] == 100
+    assert tenth["seeds"][0]["n_labelled"] == 20 and tenth["labelled_fraction"] == 0.1  # 2 per class of the 200
+    refused = CliRunner().invoke(app, [*args, "--train-limit", "5"])
+    assert refused.exit_code == 2 and "5 of 10 classes without an image" in refused.output and "Traceback" not in refused.output

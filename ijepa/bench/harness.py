@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ijepa.devices import bf16_autocast
 from ijepa.training.config import Config
 from ijepa.training.data import build_collator
 from ijepa.training.loop import build_method, build_optimizer, optimizer_step
@@ -77,8 +78,7 @@ def build_harness(
     if cfg.meta.compile:
         modules = {k: torch.compile(m, dynamic=True, backend=compile_backend) for k, m in modules.items()}
     opt = build_optimizer(model.trainable(), fused=device.type in ("cpu", "cuda"))
-    bf16 = cfg.meta.use_bfloat16 if device.type == "cuda" else cfg.meta.cpu_bfloat16 and device.type == "cpu"
-    autocast = torch.autocast("cuda" if device.type == "cuda" else "cpu", dtype=torch.bfloat16, enabled=bf16)
+    autocast, bf16 = bf16_autocast(device, use_bfloat16=cfg.meta.use_bfloat16, cpu_bfloat16=cfg.meta.cpu_bfloat16)
     c, s = cfg.meta.in_chans, cfg.data.crop_size
     imgs = torch.randn(cfg.data.batch_size, c, s, s, device=device)
     masks = draw_masks(cfg, method, n_masks, device)

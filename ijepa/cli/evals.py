@@ -5,7 +5,7 @@ ARCH` with its shape; `--which`, `--device`, `-c RECIPE`, `--set key=value`, `--
 `--json`), one option per field of the eval's spec (`--data`, `--seed`, `--train-limit`,
 `--eval-limit`, ...) and the eval's own aliases. Values: spec defaults <- recipe <- options
 <- `--set`, all through `ijepa.typedconfig`. Eval modules are imported only when their
-command runs (or `ijepa eval --help` lists them), so `ijepa --help` stays fast.
+command runs; `ijepa eval --help` lists them without importing any, so both helps stay fast.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import typer
-from typer.core import TyperGroup
+from typer.core import TyperCommand, TyperGroup
 
 from ijepa.cli import USER_ERRORS, app, console, fail
 
@@ -186,16 +186,30 @@ def finish(rec: dict, entry, as_json: bool, results: Path) -> None:
 
 
 class EvalGroup(TyperGroup):
-    """Commands looked up in the eval registry, on demand."""
+    """Commands looked up in the eval registry, on demand. The group's own help lists them
+    from `registry.listing()` (names and summaries read without importing any eval)."""
+
+    _listing: dict[str, str] | None = None
+
+    def format_help(self, ctx: Any, formatter: Any) -> None:
+        from ijepa.evals.registry import listing
+
+        self._listing = listing()
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = None
 
     def list_commands(self, ctx: Any) -> list[str]:
         from ijepa.evals.registry import names
 
-        return names()
+        return list(self._listing) if self._listing is not None else names()
 
     def get_command(self, ctx: Any, name: str) -> Any:
         from ijepa.evals import registry
 
+        if self._listing is not None:  # a help row only
+            return TyperCommand(name, short_help=self._listing[name]) if name in self._listing else None
         try:
             entry = registry.get(name)
         except ValueError:  # not an eval: click says "No such command"

@@ -21,7 +21,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from ijepa.data.files import open_image, read_json
+from ijepa.data.files import check_fields, open_image, read_json
 from ijepa.extras import missing_extra
 
 try:
@@ -41,14 +41,6 @@ def annotation_file(root: Path, split: str) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: COCO annotation file not found (expected <root>/annotations/instances_{{train,val}}2017.json)")
     return path
-
-
-def _check_fields(path: Path, where: str, item: Any, fields: tuple[str, ...]) -> None:
-    if not isinstance(item, dict):
-        raise ValueError(f"{path}: {where} is not a JSON object")
-    missing = [f for f in fields if f not in item]
-    if missing:
-        raise ValueError(f"{path}: {where} lacks key(s) {', '.join(repr(m) for m in missing)}")
 
 
 def _check_segmentation(path: Path, where: str, seg: Any) -> None:
@@ -80,14 +72,14 @@ def validate(data: Any, path: Path) -> None:
         if not isinstance(data.get(key), list):
             raise ValueError(f"{path}: key {key!r} missing or not a list")
     for i, img in enumerate(data["images"]):
-        _check_fields(path, f"images[{i}]", img, ("id", "file_name", "height", "width"))
+        check_fields(path, f"images[{i}]", img, ("id", "file_name", "height", "width"))
     for i, cat in enumerate(data["categories"]):
-        _check_fields(path, f"categories[{i}]", cat, ("id", "name"))
+        check_fields(path, f"categories[{i}]", cat, ("id", "name"))
     sizes = {img["id"]: (img["width"], img["height"]) for img in data["images"]}
     cat_ids = {cat["id"] for cat in data["categories"]}
     for i, ann in enumerate(data["annotations"]):
         where = f"annotations[{i}]"
-        _check_fields(path, where, ann, ("id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation"))
+        check_fields(path, where, ann, ("id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation"))
         if ann["image_id"] not in sizes:
             raise ValueError(f"{path}: {where} refers to image_id {ann['image_id']!r}, which is not in 'images'")
         if ann["category_id"] not in cat_ids:

@@ -1,5 +1,6 @@
 """Reading a dataset's files so that a file that cannot be decoded is one line naming it:
-not an image, truncated, a decompression bomb, not UTF-8, not JSON."""
+not an image, truncated, a decompression bomb, not UTF-8, not JSON, a JSON record without
+the keys its layout requires."""
 
 from __future__ import annotations
 
@@ -37,3 +38,13 @@ def read_json(path: str | Path) -> Any:
         return json.loads(read_text(path))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+
+
+def check_fields(path: Path, where: str, item: Any, fields: tuple[str, ...]) -> None:
+    """`item` (at `where` in the JSON file `path`) is an object holding every key of `fields`;
+    otherwise one line naming the file, the place and the missing keys."""
+    if not isinstance(item, dict):
+        raise ValueError(f"{path}: {where} is not a JSON object")
+    missing = [f for f in fields if f not in item]
+    if missing:
+        raise ValueError(f"{path}: {where} lacks key(s) {', '.join(repr(m) for m in missing)}")

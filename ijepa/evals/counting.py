@@ -46,8 +46,7 @@ from scipy.ndimage import gaussian_filter
 from torch import nn
 from torch.utils.data import Dataset
 
-from ijepa.data.coco import _check_fields as check_fields
-from ijepa.data.files import read_json
+from ijepa.data.files import check_fields, read_json
 from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.core.train import head_param_groups, train_dense
 from ijepa.evals.dense.data import normalize, random_scale_crop, read_rgb, resize, short_side_size

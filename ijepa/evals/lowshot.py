@@ -28,7 +28,7 @@ from ijepa.data import data_spec
 from ijepa.data.imagefolder import image_folder
 from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features, split_labels
 from ijepa.evals.core.finetune import FinetuneConfig, finetune
-from ijepa.evals.core.fit import GridConfig, fit_grid, stratified_sample
+from ijepa.evals.core.fit import GridConfig, check_limit, fit_grid, stratified_sample
 from ijepa.evals.core.logreg import SOLVER, fit_lbfgs, topk
 from ijepa.evals.core.setup import (
     FIXTURE_ENCODER,
@@ -110,6 +110,22 @@ def draw_splits(labels: torch.Tensor, names: list[str] | None, *, fractions, see
     return out
 
 
+def train_pool(labels: torch.Tensor, train_limit: int | float | None, *, subset_dir: Path | None) -> torch.Tensor | None:
+    """Rows of train the splits are drawn from: a seeded stratified subset (`train_limit`),
+    or None for all of train. Refused when a class would be missing from it, or when subset
+    files name the rows instead."""
+    if train_limit is None:
+        return None
+    check_limit("train_limit", train_limit)
+    if subset_dir is not None:
+        raise ValueError(f"train_limit {train_limit!r} and subset_dir {str(subset_dir)!r}: the subset files name the rows; give one of them")
+    pool = stratified_sample(labels, train_limit, seed=0)
+    missing = len(labels.unique()) - len(labels[pool].unique())
+    if missing:
+        raise ValueError(f"train_limit {train_limit!r}: {len(pool)} rows leave {missing} of {len(labels.unique())} classes without an image; low-shot splits need every class")
+    return pool
+
+
 def cv_scores(x: torch.Tensor, y: torch.Tensor, cs: tuple[float, ...], *, folds: int, seed: int, device: torch.device) -> tuple[list[float], list]:
     """Mean stratified k-fold accuracy of each C, and every fit (for its iteration count).
     Within a fold the C path runs small to large, each fit warm-started from the last: the
@@ -164,7 +180,7 @@ def summarize(per_seed: list[dict]) -> dict:
 def run_lowshot(
     encoder: EncoderLike, *, data: str = "fashion-mnist",
     fractions: tuple[float, ...] = FRACTIONS, seeds: tuple[int, ...] = (0, 1, 2),
-    protocol: str = "logreg", val_limit: int | float | None = None, feature_sets: tuple[str, ...] = FEATURE_SETS,
+    protocol: str = "logreg", train_limit: int | float | None = None, val_limit: int | float | None = None, feature_sets: tuple[str, ...] = FEATURE_SETS,
     subset_dir: Path | None = None, write_splits: Path | None = None,
     grid: GridConfig | None = None, finetune_cfg: FinetuneConfig | None = None,
     device: torch.device | str = "cpu", img_size: int | None = None, feature_batch_size: int = 256,
@@ -172,17 +188,25 @@ def run_lowshot(
 ) -> dict:
     """Score a frozen (or, with `finetune`, fine-tuned) encoder with few labels.
 
-    Returns the record: per fraction mean/std over seeds; `top1` at the top level is the
-    smallest fraction's mean (a fraction in [0, 1]).
+    `train_limit` first keeps a seeded stratified subset of train (quick looks); the splits
+    are then fractions of that subset. Returns the record: per fraction mean/std over seeds;
+    `top1` at the top level is the smallest fraction's mean (a fraction in [0, 1]).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     t0 = time.perf_counter()
     spec = data_spec(data)
     labels, num_classes = split_labels(spec, "train")
+    check_limit("val_limit", val_limit)
+    pool = train_pool(labels, train_limit, subset_dir=subset_dir)
     needs_names = subset_dir is not None or write_splits is not None
-    splits = draw_splits(labels, row_names(data) if needs_names else None, fractions=fractions, seeds=seeds,
+    names = row_names(data) if needs_names else None
+    if pool is None:
+        pool = torch.arange(len(labels))
+    splits = draw_splits(labels[pool], names and [names[i] for i in pool.tolist()], fractions=fractions, seeds=seeds,
                          subset_dir=Path(subset_dir) if subset_dir else None, write_dir=Path(write_splits) if write_splits else None)
+    splits = {k: (pool[rows], src) for k, (rows, src) in splits.items()}  # rows of the pool -> rows of train
+    n_pool = len(pool)
     dev = torch.device(device)
     if protocol == "finetune":
         enc, name, key = resolve_encoder(encoder)
@@ -213,10 +237,10 @@ def run_lowshot(
     by_fraction = {}
     for f in fractions:
         rows = [{"seed": s, "n_labelled": len(splits[f, s][0]), "split": splits[f, s][1], **score(splits[f, s][0], s)} for s in seeds]
-        by_fraction[f"{f:g}"] = {**summarize(rows), "labelled_fraction": round(statistics.fmean(r["n_labelled"] for r in rows) / len(labels), 6)}
+        by_fraction[f"{f:g}"] = {**summarize(rows), "labelled_fraction": round(statistics.fmean(r["n_labelled"] for r in rows) / n_pool, 6)}
     head = by_fraction[f"{min(fractions):g}"]
     return {
-        "kind": "eval.lowshot", **info, "protocol": protocol, "top1": head["top1"], "top1_std": head["top1_std"],
+        "kind": "eval.lowshot", **info, "train_limit": train_limit, "n_train_pool": n_pool, "protocol": protocol, "top1": head["top1"], "top1_std": head["top1_std"],
         "top5": head["top5"], "fractions": by_fraction, **settings, "seeds": list(seeds),
         "device": str(device), "wall_s": round(time.perf_counter() - t0, 2),
     }
@@ -226,6 +250,7 @@ def run_lowshot(
 class LowshotSpec(FrozenData):
     """`ijepa eval lowshot` options and recipe keys (`evals/lowshot_fmnist.yaml`)."""
 
+    train_limit: int | float | None = None  # the stratified subset of train the splits are drawn from
     fractions: tuple[float, ...] = FRACTIONS
     seeds: tuple[int, ...] = (0, 1, 2)
     protocol: Literal["logreg", "heads", "finetune"] = "logreg"
@@ -241,8 +266,12 @@ def run(encoder: EncoderLike, spec: LowshotSpec, ctx: Context) -> Record:
                        device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
 
 
+def _pool(rec: Record) -> str:
+    return "train" if rec.get("train_limit") is None else f"the {rec['n_train_pool']}-image train subset"
+
+
 def rows(rec: Record) -> list[tuple[str, str]]:
-    out = [(f"{float(f):.0%} labels ({r['seeds'][0]['n_labelled']} img, {r.get('labelled_fraction', float(f)):.1%} of train)",
+    out = [(f"{float(f):.0%} labels ({r['seeds'][0]['n_labelled']} img, {r.get('labelled_fraction', float(f)):.1%} of {_pool(rec)})",
             f"{pct(r['top1'])} ± {100 * r['top1_std']:.2f}") for f, r in rec["fractions"].items()]
     return out + [("reported on", rec["reported_on"]), ("protocol", rec["protocol"]), ("seeds", ",".join(map(str, rec["seeds"]))),
                   ("wall time", f"{rec['wall_s']:.1f} s")]
@@ -257,6 +286,7 @@ register(Eval(
     help={"fractions": "Label fractions, comma-separated", "seeds": "Split seeds; mean ± std over them",
           "protocol": "logreg (logistic regression, C by CV), heads (the linear grid) or finetune",
           "subset_dir": "Folder of subset files (1percent.txt, 10percent-seed0.txt, ...) to use instead of drawing",
-          "write_splits": "Write the splits used to this folder"},
+          "write_splits": "Write the splits used to this folder",
+          "train_limit": "Seeded stratified subset of train the 1/5/10% splits are drawn from: N images, or a fraction if < 1"},
     random_init=SMALL_RANDOM_INIT,
 ))

@@ -11,6 +11,7 @@ does not pay for the evals.
 
 from __future__ import annotations
 
+import ast
 import importlib
 import pkgutil
 from collections.abc import Callable
@@ -86,6 +87,22 @@ def names() -> list[str]:
         except ImportError:
             continue
     return sorted(_EVALS)
+
+
+def listing() -> dict[str, str]:
+    """Every eval's name -> one-line summary, read from the literal `register(Eval(name=...,
+    summary=...))` of each module's source (ast: nothing is imported, so listing the
+    commands costs no torch). `names()`/`get` stay the truth; a test keeps the two equal."""
+    import ijepa.evals as pkg
+
+    out = {}
+    for mod in _modules():
+        tree = ast.parse(Path(pkg.__path__[0], f"{mod}.py").read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "Eval":
+                kw = {k.arg: k.value for k in node.keywords if k.arg in ("name", "summary")}
+                out[ast.literal_eval(kw["name"])] = ast.literal_eval(kw["summary"])
+    return dict(sorted(out.items()))
 
 
 def get(name: str) -> Eval:

@@ -17,6 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ijepa.atomic import atomic_write
 from ijepa.data import eval_transform
 from ijepa.data.loader import worker_errors
+from ijepa.devices import bf16_autocast
 from ijepa.models.checkpoint import read_checkpoint
 from ijepa.training.checkpointing import (
     RESET_HINT,
@@ -195,8 +196,7 @@ class Trainer:
             raise ValueError(f"one epoch has {self.data.batches_per_epoch} batches, fewer than optimization.accum_steps={self.accum}")
         self.sched = schedules_for(cfg, self.ipe)
         self.opt = build_optimizer(self.model.trainable(), fused=True)
-        bf16 = cfg.meta.use_bfloat16 if self.device.type == "cuda" else cfg.meta.cpu_bfloat16
-        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        self.autocast, _ = bf16_autocast(self.device, use_bfloat16=cfg.meta.use_bfloat16, cpu_bfloat16=cfg.meta.cpu_bfloat16)
         self.probe = OnlineProbe(self.model.encoder.embed_dim, self.data.num_classes).to(self.device) if cfg.logging.online_probe else None
         self.step, self.std0, self.collapse_warned, self.last_good = 0, None, False, None
         self.wall_s0, self.t_start, self.t_end, self.last_row = 0.0, None, None, None  # wall_s0: training seconds before this session
