@@ -133,10 +133,15 @@ def test_loss_and_predictions_match_a_training_step(tmp_path):
     assert analyse(loaded, x, context, targets).loss == pytest.approx(float(want), rel=1e-5)
 
 
-def test_checkpoint_without_predictor_is_a_clear_error(tmp_path, model):
+def test_a_checkpoint_without_predictor_opens_encoder_only_and_a_non_encoder_is_one_line(tmp_path, model):
     path = tmp_path / "enc.pt"
     torch.save({"target_encoder": model.target_encoder.state_dict()}, path)
-    with pytest.raises(KeyError, match="enc.pt: no encoder, predictor weights"):
+    loaded = load_explore_model(path)
+    assert loaded.predictor is None and loaded.target_encoder is loaded.encoder and "(its target_encoder)" in loaded.encoder_only
+    torch.save(model.target_encoder.state_dict(), tmp_path / "bare.pt")  # a bare state dict: which one is not recorded
+    assert "the file does not say" in load_explore_model(tmp_path / "bare.pt").encoder_only
+    torch.save({"predictor": model.predictor.state_dict()}, path)
+    with pytest.raises(KeyError, match="enc.pt: no 'target_encoder' weights \\(keys: predictor\\)"):
         load_explore_model(path)
 
 
@@ -527,3 +532,121 @@ def test_a_fashion_mnist_model_searches_a_val_gallery():
     found = explorer.neighbours("fmnist-1")
     assert len(found) == 5 and "fmnist-1" not in {n["id"] for n in found}
     assert any(int(n["id"].split("-")[1]) >= 3 for n in explorer.neighbours("fmnist-0") + found)  # beyond the page's images
+
+
+# -- encoder-only models: Hugging Face and timm I-JEPA files (issue 24) ------------------------
+
+
+def _hf_dir(root):
+    """A tiny HF IJepaModel (8x8 grid of 4 px, 1 channel, width 96: 3 heads only from config.json)."""
+    from transformers import IJepaConfig, IJepaModel
+
+    torch.manual_seed(0)
+    hf = IJepaModel(IJepaConfig(hidden_size=96, num_hidden_layers=1, num_attention_heads=3, intermediate_size=192,
+                                layer_norm_eps=1e-6, image_size=32, patch_size=4, num_channels=1)).eval()
+    with torch.no_grad():  # HF's init zeroes biases: perturb everything
+        for p in hf.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    hf.save_pretrained(root)
+    return hf
+
+
+def _timm_dir(root):
+    """A tiny timm I-JEPA ViT (gap pooling, no class token) in timm's hub layout."""
+    import timm
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    vit = timm.create_model("vit_base_patch16_gap_224", pretrained=False, num_classes=0, embed_dim=96, depth=1, num_heads=3,
+                            patch_size=4, img_size=32, in_chans=3, class_token=False, global_pool="avg", fc_norm=False).eval()
+    save_for_hf(vit, root, safe_serialization=True)
+    return vit
+
+
+ENCODER_ONLY = "holds one encoder and no predictor, so the prediction-vs-target cosine and the decoded predictions are hidden"
+
+
+@pytest.mark.parametrize("fmt", ["hf", "timm"])
+def test_hf_and_timm_models_open_encoder_only(tmp_path, fmt):
+    net = (_hf_dir if fmt == "hf" else _timm_dir)(tmp_path / fmt)
+    model = load_explore_model(tmp_path / fmt)
+    assert model.predictor is None and model.grid == (8, 8) and model.encoder.num_heads == 3 and "(encoder only)" in model.label
+    assert ENCODER_ONLY in model.encoder_only and "official checkpoints' context encoder" in model.encoder_only
+    if fmt == "timm":  # the statistics timm's config.json records
+        assert model.mean_std == (tuple(net.pretrained_cfg["mean"]), tuple(net.pretrained_cfg["std"]))
+    base = tiny_explorer(3)
+    explorer = type(base)(model, list(base.items.values()), device=torch.device("cpu"))
+    s = explorer.sample("img-1", explorer.defaults, 2)
+    assert {"image", "mask", "pca", "context"} <= set(s.pngs) and not {"heat", "heat_stretched", "decoded_pred"} & set(s.pngs)
+    assert not {"loss", "mean_cos", "heat"} & set(s.data) and all("mean_cos" not in t for t in s.data["targets"])
+    assert len(s.data["neighbours"]) == 2 and explorer.info()["encoder_only"] == model.encoder_only
+    x = explorer._input([explorer.item("img-1")])  # the PCA's features are the file's own encoder's
+    with torch.no_grad():
+        want = net(x).last_hidden_state if fmt == "hf" else net.forward_features(x)
+    torch.testing.assert_close(analyse(model, x, *sample_masks(explorer.defaults, model, 2)).features, want[0], atol=1e-5, rtol=0)
+
+
+def test_encoder_only_static_export_and_refusals(tmp_path):
+    from ijepa.decoder.runs import train_decoders
+    from ijepa.explore import open_explorer
+
+    _hf_dir(tmp_path / "hf")
+    explorer = open_explorer(tmp_path / "hf", images=write_image_folder(tmp_path / "imgs", 2), fashion_mnist=0)
+    assert explorer.extras.decoder is None and "one encoder and no predictor" in explorer.info()["decoder_note"]
+    export_static(explorer, tmp_path / "site", draws=1, per_source=1)
+    manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
+    assert ENCODER_ONLY in manifest["info"]["encoder_only"] and manifest["info"]["in_chans"] == 1
+    for draws in manifest["samples"].values():
+        assert "pca" in draws[0]["png"] and "heat" not in draws[0]["png"] and "loss" not in draws[0]
+    assert not list((tmp_path / "site" / "png").glob("*heat*"))
+    with pytest.raises(ValueError, match="--decoder: .* holds one encoder and no predictor"):
+        find_decoder(explorer.model, tmp_path / "hf", tmp_path / "hf")
+    with pytest.raises(ValueError, match="hf: holds one encoder and no predictor; decoders are trained"):
+        train_decoders(tmp_path / "hf")
+    assert "const STATIC = {" in page_html(manifest) and 'id="encoderonly"' in page_html()
+
+
+def test_our_export_opens_with_the_encoder_and_statistics_its_card_names(tmp_path):
+    from ijepa.export import export_encoder
+
+    run = load_explore_model(write_tiny_run(tmp_path / "run"))
+    out = export_encoder(tmp_path / "run", fmt="hf", out=tmp_path / "hf", results_dir=tmp_path)
+    model = load_explore_model(out)
+    assert "(its model card says target_encoder)" in model.encoder_only and model.mean_std == run.mean_std
+    x = _x(2)
+    torch.testing.assert_close(model.encoder(x), run.target_encoder(x), atol=1e-5, rtol=0)
+
+
+@pytest.fixture(scope="module")
+def encoder_only_server(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    _hf_dir(root / "hf")
+    base = tiny_explorer(3)
+    srv = make_server(type(base)(load_explore_model(root / "hf"), list(base.items.values()), device=torch.device("cpu")), 0)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    yield address(srv)
+    srv.shutdown()
+    srv.server_close()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless browser test needs Debian's chromium")
+def test_encoder_only_page_in_headless_chromium(encoder_only_server):
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1300, "height": 1400})
+            errors = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.set_default_timeout(15_000)
+            page.goto(encoder_only_server)
+            page.wait_for_function("document.body.dataset.seed === '0' && document.getElementById('pca').naturalWidth > 0")
+            assert page.is_hidden("#heatpanel") and page.is_hidden("#dpredpanel")
+            assert page.is_visible("#mask") and page.is_visible("#pca") and page.is_visible("#ctx")
+            assert ENCODER_ONLY in page.inner_text("#encoderonly") and "(encoder only)" in page.inner_text("#model")
+            assert "mean cos" not in page.inner_text("#targets") and page.query_selector_all("#neighbours img")
+            page.click("#resample")
+            page.wait_for_function("document.body.dataset.seed === '1'")
+            assert not errors, errors
+        finally:
+            browser.close()

@@ -204,14 +204,6 @@ def test_unknown_layouts_are_one_line(tmp_path):
         ijepa.load_encoder(tmp_path / "empty")
 
 
-def test_explore_refuses_a_folder_without_a_predictor_in_one_line(tmp_path):
-    from ijepa.explore import load_explore_model
-
-    hf_model().save_pretrained(tmp_path / "hf")
-    with pytest.raises(ValueError, match="a hf model holds one encoder and no predictor; explore needs"):
-        load_explore_model(tmp_path / "hf")
-
-
 def test_what_a_format_cannot_carry_is_refused_and_nothing_written(tmp_path):
     hf_model(layer_norm_eps=1e-12).save_pretrained(tmp_path / "hf")
     ours = ijepa.load_encoder(tmp_path / "hf")

@@ -11,7 +11,7 @@ from ijepa.cli import USER_ERRORS, app, console, fail
 
 @app.command("explore")
 def explore(
-    checkpoint: Path | None = typer.Argument(None, help="Run dir or checkpoint with encoder, predictor and target_encoder; omit for a random init"),
+    checkpoint: Path | None = typer.Argument(None, help="Run dir or checkpoint with encoder, predictor and target_encoder; a Hugging Face/timm I-JEPA model or an encoder state dict (encoder only); omit for a random init"),
     images: Path | None = typer.Option(None, "--images", help="Folder of images to add to the page (and to the neighbour gallery)"),
     port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0 picks a free one)"),
     out: Path | None = typer.Option(None, "--out", help="Write the page as static HTML + PNGs to this folder instead of serving it"),
@@ -23,6 +23,7 @@ def explore(
     decoder: Path | None = typer.Option(None, "--decoder", help="Pixel decoder (default: RUN/decoder if `ijepa decoder train RUN` made one)"),
     mae: Path | None = typer.Option(None, "--mae", help="An MAE run of the same grid: show its pixel reconstruction of the same blocks"),
     gallery: int = typer.Option(2000, "--gallery", help="Fashion-MNIST models: val images the neighbours are searched among"),
+    num_heads: int | None = typer.Option(None, "--num-heads", help="Attention heads, only for a bare state dict of a non-standard width"),
 ) -> None:
     """Show how I-JEPA sees an image: masks, per-patch predictions, PCA colours, neighbours."""
     from ijepa.explore import export_static, make_server, open_explorer
@@ -31,7 +32,7 @@ def explore(
 
     try:
         explorer = open_explorer(checkpoint, images=images, config=config, overrides=set_, device=device, fashion_mnist=fashion_mnist,
-                                 decoder=decoder, mae=mae, gallery=gallery)
+                                 decoder=decoder, mae=mae, gallery=gallery, num_heads=num_heads)
         if out is not None:
             print(export_static(explorer, out, draws=draws, console=console))
             return

@@ -70,12 +70,21 @@ def _write_json(path: Path, record: dict) -> None:
     atomic_write(path, lambda f: f.write(json.dumps({**stamp, **record}, indent=1) + "\n"))
 
 
+def run_model(run: str | Path) -> ExploreModel:
+    """The run's three networks; a file with one encoder and no predictor is refused in one line."""
+    model = load_explore_model(run)
+    if model.predictor is None:
+        raise ValueError(f"{run}: holds one encoder and no predictor; decoders are trained and measured for "
+                         "I-JEPA runs (encoder, predictor, target_encoder)")
+    return model
+
+
 def train_decoders(run: str | Path, tc: DecoderTrainConfig | None = None, *, data: str | None = None, device: str = "cpu",
                    resume: bool = False, baseline: bool = True, val_images: int = 1000,
                    console: Console | None = None) -> dict:
     """Train the run's decoder (and the random-init baseline), write and return `record.json`."""
     tc, dev = tc or DecoderTrainConfig(), torch.device(device)
-    model, out = load_explore_model(run), decoder_dir(run)
+    model, out = run_model(run), decoder_dir(run)
     train, spec = run_dataset(model, "train", data)
     val, _ = run_dataset(model, "val", data)
     encoders = {"trained": model.target_encoder}
@@ -104,7 +113,7 @@ def measure_decoded(run: str | Path, *, decoder: str | Path | None = None, data:
                     val_images: int = 1000, mean_images: int = 1000, batch_size: int = 64, seed: int = 0) -> dict:
     """Decoded predictions vs baselines, and retrieval, on val; write and return `measure.json`."""
     dev = torch.device(device)
-    model, out = load_explore_model(run), decoder_dir(run)
+    model, out = run_model(run), decoder_dir(run)
     dec: TokenDecoder = load_decoder(decoder or out, spec_for(model.target_encoder, str(run), *model.mean_std)).to(dev)
     twin = random_twin(model)
     for m in (model.encoder, model.predictor, model.target_encoder, twin.encoder, twin.predictor, twin.target_encoder):

@@ -67,10 +67,10 @@ class Analysis:
     grid: tuple[int, int]
     context: torch.Tensor  # [Nc] patch indices the context encoder sees
     targets: list[torch.Tensor]  # npred x [Nt] patch indices to predict
-    cos: torch.Tensor  # [npred, Nt] cosine(predictor output, layer-normed target feature)
-    loss: float  # the training loss of this draw
+    cos: torch.Tensor | None  # [npred, Nt] cosine(predictor output, layer-normed target feature)
+    loss: float | None  # the training loss of this draw
     features: torch.Tensor  # [N, D] target-encoder patch features (for PCA and the decoder)
-    predictions: torch.Tensor  # [npred, Nt, D] predictor outputs (for the decoder)
+    predictions: torch.Tensor | None  # [npred, Nt, D] predictor outputs (for the decoder); None: encoder-only
 
     @property
     def num_patches(self) -> int:
@@ -129,11 +129,14 @@ def sample_masks(settings: MaskSettings, model: ExploreModel, seed: int) -> tupl
 
 @torch.no_grad()
 def analyse(model: ExploreModel, x: torch.Tensor, context: torch.Tensor, targets: list[torch.Tensor]) -> Analysis:
-    """Run the three networks on one normalised image x [1, C, H, W] as one training step would."""
+    """Run the three networks on one normalised image x [1, C, H, W] as one training step would
+    (an encoder-only model: its encoder alone, nothing predicted)."""
     device = x.device
     masks_enc = [context.unsqueeze(0).to(device)]
     masks_pred = [t.unsqueeze(0).to(device) for t in targets]
     h = model.target_encoder(x)
+    if model.predictor is None:
+        return Analysis(model.grid, context.cpu(), [t.cpu() for t in targets], None, None, h[0].float().cpu(), None)
     target = apply_masks(F.layer_norm(h, (h.size(-1),)), masks_pred)  # [npred, Nt, D]
     z = model.predictor(model.encoder(x, masks_enc), masks_enc, masks_pred)
     loss_fn = F.smooth_l1_loss if model.cfg.meta.loss == "smooth_l1" else F.mse_loss

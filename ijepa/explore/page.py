@@ -39,7 +39,8 @@ button { background: #2f6fdb; color: white; border: 0; border-radius: 4px; paddi
 #scale { height: 10px; width: 256px; border-radius: 3px; }
 .small { font-size: 12px; color: #aab; }
 #error { color: #ff7b72; }
-#flow { grid-column: 1 / -1; background: #1d2027; border-radius: 8px; padding: 8px 12px; }
+#flow, #encoderonly { grid-column: 1 / -1; }
+#flow { background: #1d2027; border-radius: 8px; padding: 8px 12px; }
 #flow summary { cursor: pointer; font-weight: 600; }
 #flow ol { margin: 6px 0; padding-left: 20px; }
 .enc { color: #9fd3ff; font-size: 12px; font-weight: normal; }
@@ -69,6 +70,7 @@ button { background: #2f6fdb; color: white; border: 0; border-radius: 4px; paddi
   <p id="notes" class="small"></p>
 </aside>
 <section id="panels">
+  <p id="encoderonly" class="note" hidden></p>
   <details id="flow" open><summary>How I-JEPA sees an image (data flow)</summary>
     <ol>
       <li><b>Context encoder</b> (a ViT, trained by gradient) sees only the <span style="color:#3c8cff">context patches</span> and turns them into tokens.</li>
@@ -87,11 +89,11 @@ button { background: #2f6fdb; color: white; border: 0; border-radius: 4px; paddi
     <div class="small">context patches only; target blocks outlined</div></div>
   <div class="panel"><h2>(b) Target tokens, decoded <span class="enc">target encoder → decoder</span></h2><img id="dtarget" class="view" alt="decoded targets">
     <div class="small">each target block decoded from its own target tokens alone: the most the decoder can show</div><div class="nodecoder note"></div><div id="dtargeterr" class="small"></div></div>
-  <div class="panel"><h2>(c) Predictions, decoded <span class="enc">context encoder → predictor → decoder</span></h2><img id="dpred" class="view" alt="decoded predictions">
+  <div class="panel" id="dpredpanel"><h2>(c) Predictions, decoded <span class="enc">context encoder → predictor → decoder</span></h2><img id="dpred" class="view" alt="decoded predictions">
     <div class="small">what the predictor predicted for each block, painted by the same decoder; the rest of the image dimmed</div><div class="nodecoder note"></div><div id="dprederr" class="small"></div></div>
   <div class="panel"><h2>(d) MAE's reconstruction <span class="enc">MAE encoder → MAE pixel decoder</span></h2><img id="mae" class="view" alt="MAE reconstruction">
     <div id="maelabel" class="small"></div><div id="maenote" class="note"></div></div>
-  <div class="panel"><h2>Prediction vs target (cosine) <span class="enc">predictor(context encoder) vs target encoder</span></h2>
+  <div class="panel" id="heatpanel"><h2>Prediction vs target (cosine) <span class="enc">predictor(context encoder) vs target encoder</span></h2>
     <img id="heat" class="view" alt="heat-map">
     <div id="scale"></div><div class="small"><span id="scalelabel">−1 … 0 … +1</span> &nbsp; <span id="hover"></span></div>
     <label class="small">stretch colours to this draw's range <input id="stretch" type="checkbox"></label>
@@ -150,14 +152,16 @@ function show(s) {
   const perBlock = (key) => s.targets.filter((t) => key in t).map((t, i) => `<span class="swatch" style="background:${t.colour}"></span>pixel MSE ${fmt(t[key], 3)}`).join(" ");
   $("dtargeterr").innerHTML = perBlock("target_mse"); $("dprederr").innerHTML = perBlock("pred_mse");
   const stretch = $("stretch").checked;
-  $("heat").src = s.png[stretch ? "heat_stretched" : "heat"];
-  $("scalelabel").textContent = stretch ? `${fmt(s.cos_range[0])} … ${fmt(s.cos_range[1])}` : "−1 … 0 … +1";
-  last = s; heat = s.heat; $("seed").textContent = s.seed; $("name").textContent = s.name;
+  if (s.heat) {  // an encoder-only model predicts nothing: no heat-map, no loss
+    $("heat").src = s.png[stretch ? "heat_stretched" : "heat"];
+    $("scalelabel").textContent = stretch ? `${fmt(s.cos_range[0])} … ${fmt(s.cos_range[1])}` : "−1 … 0 … +1";
+    $("loss").innerHTML = `loss (${info.loss_name}) <b>${fmt(s.loss, 4)}</b> · mean cos <b>${fmt(s.mean_cos)}</b>`;
+  }
+  last = s; heat = s.heat || null; $("seed").textContent = s.seed; $("name").textContent = s.name;
   document.body.dataset.seed = s.seed;
   $("fractions").innerHTML = `<span class="swatch" style="background:#3c8cff"></span>context ${fmt(100 * s.context_fraction, 1)}% of patches (${s.n_context}) · targets ${fmt(100 * s.target_fraction, 1)}%`
     + (s.overlap ? `<br><span class="small">${s.overlap} context patches are also targets${s.settings.allow_overlap ? "" : " (the collator relaxed its no-overlap rule: targets too large)"}</span>` : "");
-  $("targets").innerHTML = s.targets.map((t, i) => `<span class="swatch" style="background:${t.colour}"></span>target ${i + 1}: ${t.size} patches, mean cos ${fmt(t.mean_cos)}`).join("<br>");
-  $("loss").innerHTML = `loss (${info.loss_name}) <b>${fmt(s.loss, 4)}</b> · mean cos <b>${fmt(s.mean_cos)}</b>`;
+  $("targets").innerHTML = s.targets.map((t, i) => `<span class="swatch" style="background:${t.colour}"></span>target ${i + 1}: ${t.size} patches` + ("mean_cos" in t ? `, mean cos ${fmt(t.mean_cos)}` : "")).join("<br>");
   $("neighbours").innerHTML = "";
   for (const n of s.neighbours) {
     const fig = document.createElement("figure"), img = document.createElement("img");
@@ -211,6 +215,10 @@ async function start() {
   $("scale").style.background = `linear-gradient(to right, ${info.legend.join(",")})`;
   $("notes").textContent = info.notes.join(" ");
   $("contextwhy").textContent = "Why the context is small: " + info.context_why;
+  if (info.encoder_only) {
+    $("encoderonly").hidden = false; $("encoderonly").textContent = info.encoder_only;
+    for (const id of ["heatpanel", "dpredpanel"]) $(id).hidden = true;
+  }
   for (const el of document.querySelectorAll(".nodecoder")) el.textContent = info.decoder ? "" : info.decoder_note;
   $("maelabel").textContent = info.mae ? `${info.mae}: MAE predicts each patch standardised; shown with the true patch's mean and contrast put back` : "";
   $("maenote").textContent = info.mae ? "" : "No MAE run: start with `ijepa explore RUN --mae MAE_RUN` (an `ijepa pretrain --method mae` run of the same grid) to compare pixel reconstruction with I-JEPA's token prediction.";

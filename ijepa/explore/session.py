@@ -16,6 +16,7 @@ import torch
 from ijepa.decoder.model import TokenDecoder, decoder_dir, load_decoder, spec_for
 from ijepa.explore import render
 from ijepa.explore.analysis import (
+    Analysis,
     MaskSettings,
     analyse,
     context_explanation,
@@ -119,6 +120,7 @@ class Explorer:
             "images": [{"id": i, "name": self.items[i].name, "source": self.items[i].source} for i in self.page_ids],
             "legend": render.legend_colours(), "notes": self.notes, "k": self.k,
             "default_image": self.page_ids[0], "context_why": context_explanation(self.defaults, m),
+            "encoder_only": m.encoder_only,
             "decoder": self.extras.decoder is not None, "decoder_note": self.extras.decoder_note,
             "mae": self.extras.mae.label if self.extras.mae else None,
             "gallery": {"size": len(self.gallery_ids), "name": self.extras.gallery_name,
@@ -166,36 +168,45 @@ class Explorer:
                 for r, s in nearest(query - mean, self._gallery - mean, self.k, exclude=self_row)]
 
     def sample(self, image_id: str, settings: MaskSettings, seed: int) -> Sample:
-        """Masks drawn with `seed`, the three networks' answers, and the pictures of them."""
+        """Masks drawn with `seed`, the three networks' answers (the one encoder's, encoder-only),
+        and the pictures of them."""
         item = self.item(image_id)
         context, targets = sample_masks(settings, self.model, seed)
         x = self._input([item])
         a = analyse(self.model, x, context, targets)
-        heat = a.heatmap()
-        lo, hi = float(a.cos.min()), float(a.cos.max())
         display = self.display(image_id)
         cell = display.shape[0] // a.grid[0]
         decoded, errors = self._decoded(item, x, a, display.shape[0])
         pngs = {
             "image": render.png_bytes(display),
             "mask": render.png_bytes(render.mask_image(display, a.grid, a.context, a.targets)),
-            "heat": render.png_bytes(render.heat_image(display, heat, a.targets)),
-            # the same, colours stretched over this draw's range: differences in a trained model
-            "heat_stretched": render.png_bytes(render.heat_image(display, heat, a.targets, lo=lo, hi=hi)),
             "pca": render.png_bytes(render.pca_image(pca_rgb(a.features, a.grid), cell)),
             **decoded,
         }
         data = {
             "image": image_id, "name": item.name, "seed": seed, "settings": dataclasses.asdict(settings),
             "grid": list(a.grid), "n_context": len(a.context), "context_fraction": a.context_fraction, "overlap": a.overlap,
-            "target_fraction": a.target_fraction, "loss": a.loss, "mean_cos": float(a.cos.mean()), "cos_range": [lo, hi],
-            "targets": [{"colour": render.css(render.target_colour(k)), "size": len(t), "mean_cos": float(cs.mean()),
-                         **(errors[k] if errors else {})}
-                        for k, (t, cs) in enumerate(zip(a.targets, a.cos, strict=True))],
-            "heat": [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in heat.tolist()],
+            "target_fraction": a.target_fraction,
+            "targets": [{"colour": render.css(render.target_colour(k)), "size": len(t), **(errors[k] if errors else {})}
+                        for k, t in enumerate(a.targets)],
             "neighbours": self.neighbours(image_id, a.features.mean(0)),
         }
+        if a.cos is not None:  # an encoder-only model predicts nothing
+            self._scored(a, display, pngs, data)
         return Sample(data, pngs)
+
+    @staticmethod
+    def _scored(a: Analysis, display: np.ndarray, pngs: dict[str, bytes], data: dict) -> None:
+        """Add the prediction-vs-target cosines (heat-maps, per block) and the loss."""
+        heat = a.heatmap()
+        lo, hi = float(a.cos.min()), float(a.cos.max())
+        pngs["heat"] = render.png_bytes(render.heat_image(display, heat, a.targets))
+        # the same, colours stretched over this draw's range: differences in a trained model
+        pngs["heat_stretched"] = render.png_bytes(render.heat_image(display, heat, a.targets, lo=lo, hi=hi))
+        data.update(loss=a.loss, mean_cos=float(a.cos.mean()), cos_range=[lo, hi],
+                    heat=[[None if np.isnan(v) else round(float(v), 4) for v in row] for row in heat.tolist()])
+        for t, cs in zip(data["targets"], a.cos, strict=True):
+            t["mean_cos"] = float(cs.mean())
 
     def _decoded(self, item: ImageItem, x: torch.Tensor, a, size: int) -> tuple[dict[str, bytes], list[dict] | None]:
         """PNGs of what the context encoder saw and, where possible, of what was predicted;
@@ -213,7 +224,7 @@ class Explorer:
 def open_explorer(
     checkpoint: str | Path | None = None, *, images: str | Path | None = None, config: str | Path | None = None,
     overrides: list[str] = (), device: str = "cpu", fashion_mnist: int = 48, decoder: str | Path | None = None,
-    mae: str | Path | None = None, gallery: int = 2000,
+    mae: str | Path | None = None, gallery: int = 2000, num_heads: int | None = None,
 ) -> Explorer:
     """A checkpoint's networks (or a random init of the `config` recipe) with every image source.
 
@@ -221,10 +232,12 @@ def open_explorer(
     (Fashion-MNIST or the photos that ship with installed packages), then the other. A
     Fashion-MNIST model finds neighbours among the first `gallery` val images; `decoder`
     (default: the run's `decoder/` if trained) and `mae` (an MAE run) add the decoded panels.
+    A file with one encoder and no predictor (Hugging Face, timm, a state dict) opens encoder-only;
+    `num_heads` only where no config gives them and the width is not a standard one.
     """
     if checkpoint is not None and (config is not None or overrides):
         raise ValueError("--config/--set describe a random init: give them without a CHECKPOINT")
-    model = load_explore_model(checkpoint) if checkpoint is not None else random_explore_model(load_config(config, list(overrides)))
+    model = load_explore_model(checkpoint, num_heads=num_heads) if checkpoint is not None else random_explore_model(load_config(config, list(overrides)))
     extras = Extras(mae=load_mae(mae, model) if mae is not None else None)
     extras.decoder, extras.decoder_note = find_decoder(model, checkpoint, decoder)
     notes = []
@@ -248,6 +261,10 @@ def find_decoder(model: ExploreModel, checkpoint: str | Path | None, decoder: st
     """(decoder, note for the page): an explicit one that does not fit is an error; the run's
     own `decoder/` that does not fit (the run trained on after it) is a note."""
     name = str(checkpoint) if checkpoint is not None else "this random init"
+    if model.predictor is None:
+        if decoder is not None:
+            raise ValueError(f"--decoder: {name} holds one encoder and no predictor, so there are no predictions to decode")
+        return None, "No decoded panels: this model holds one encoder and no predictor."
     wanted = spec_for(model.target_encoder, name, *model.mean_std)
     if decoder is not None:
         return load_decoder(decoder, wanted), ""
