@@ -128,10 +128,16 @@ def test_cli(tmp_path):
 
     run = write_tiny_run(tmp_path / "run")
     args = ["decoder", "train", str(run), "--steps", "3", "--batch-size", "16", "--width", "64", "--depth", "1",
-            "--train-images", "64", "--val-images", "16", "--no-baseline"]
+            "--train-images", "64", "--val-images", "16", "--no-baseline", "--results", str(tmp_path / "results")]
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "trained encoder: val MSE" in r.output and "retrieval top-1" in r.output
+    from ijepa.results.io import read_records
+    from ijepa.results.schema import validate
+
+    recs = {r["kind"]: r for r in read_records(tmp_path / "results")}  # results records beside RUN/decoder/*.json
+    assert set(recs) == {"decoder.train", "decoder.measure"} and all(validate(r) is None for r in recs.values())
+    assert recs["decoder.measure"]["retrieval_top1"] == recs["decoder.measure"]["retrieval"]["prediction"]["block_top1"]
     assert (run / "decoder" / "checkpoint.pt").is_file() and not (run / "decoder" / "random_init").exists()
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 2 and "pass --resume" in r.output

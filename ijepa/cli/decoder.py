@@ -30,12 +30,13 @@ def train(
     device: str = typer.Option("cpu", "--device"),
     workers: int = typer.Option(0, "--workers", help="DataLoader workers"),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN/decoder exactly"),
+    results: Path = typer.Option(Path("results"), "--results", help="Also write the records under RESULTS/records/decoder.*"),
 ) -> None:
     """Train RUN/decoder on the frozen target encoder's tokens; write RUN/decoder/record.json.
 
     Example: ijepa decoder train runs/fmnist_vit_tiny
     """
-    from ijepa.decoder.runs import measure_decoded, train_decoders
+    from ijepa.decoder.runs import measure_decoded, publish, train_decoders
     from ijepa.decoder.train import DecoderTrainConfig
     from ijepa.training.checkpointing import RunError
 
@@ -44,12 +45,15 @@ def train(
     try:
         rec = train_decoders(run, tc, data=data, device=device, resume=resume, baseline=baseline,
                              val_images=val_images, console=console)
+        console.print(f"record: {publish(rec, results)}")
         for name in ("trained", "random_init"):
             if name in rec:
                 r = rec[name]
                 console.print(f"{name:>11} encoder: val MSE {r['mse']:.4f}  SSIM {r['ssim']:.3f}  block MSE {r['block_mse']:.4f}")
         if measure:
-            _print_measure(measure_decoded(run, data=data, device=device, val_images=val_images))
+            m = measure_decoded(run, data=data, device=device, val_images=val_images)
+            _print_measure(m)
+            console.print(f"record: {publish(m, results)}")
     except (RunError, *USER_ERRORS) as e:
         fail(e)
 
@@ -62,21 +66,24 @@ def measure_cmd(
     data: str | None = typer.Option(None, "--data", help="Dataset (default: the run's own)"),
     device: str = typer.Option("cpu", "--device"),
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON"),
+    results: Path = typer.Option(Path("results"), "--results", help="Also write the record under RESULTS/records/decoder.measure"),
 ) -> None:
     """Decoded predictions vs baselines per block size, and retrieval; write RUN/decoder/measure.json.
 
     Example: ijepa decoder measure runs/fmnist_vit_tiny
     """
-    from ijepa.decoder.runs import measure_decoded
+    from ijepa.decoder.runs import measure_decoded, publish
 
     try:
         rec = measure_decoded(run, decoder=decoder, data=data, device=device, val_images=val_images)
+        path = publish(rec, results)
     except USER_ERRORS as e:
         fail(e)
     if as_json:
         print(json.dumps(rec))
     else:
         _print_measure(rec)
+        console.print(f"record: {path}")
 
 
 def _print_measure(rec: dict) -> None:

@@ -70,6 +70,21 @@ def _write_json(path: Path, record: dict) -> None:
     atomic_write(path, lambda f: f.write(json.dumps({**stamp, **record}, indent=1) + "\n"))
 
 
+def publish(record: dict, results: str | Path) -> Path:
+    """The run's decoder record as a results record too (`results/records/decoder.*/`), with its
+    headline at the top level, so the tables and the README read it like every other record."""
+    from ijepa.results.io import write_record
+
+    if record["kind"] == "decoder.train":
+        top = {"headline": "val_ssim", "unit": "value", "val_ssim": record["trained"]["ssim"], "val_mse": record["trained"]["mse"]}
+        if "random_init" in record:
+            top["random_init_val_ssim"] = record["random_init"]["ssim"]
+    else:
+        top = {"headline": "retrieval_top1", "unit": "fraction", "retrieval_top1": record["retrieval"]["prediction"]["block_top1"],
+               "pred_pixel_mse": record["pixel_mse"]["prediction"]}
+    return write_record({**record, "encoder": f"{Path(record['run']).name}:target_encoder", **top}, results_dir=Path(results))
+
+
 def run_model(run: str | Path) -> ExploreModel:
     """The run's three networks; a file with one encoder and no predictor is refused in one line."""
     model = load_explore_model(run)
