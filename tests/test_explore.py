@@ -200,13 +200,18 @@ def _get(url: str, data: bytes | None = None) -> tuple[int, dict | bytes]:
     return status, json.loads(body) if kind == "application/json" else body
 
 
-@pytest.fixture(scope="module")
-def server(explorer):
+def serving(explorer):
+    """An explorer served on a free port in a thread, for a module fixture to yield from."""
     srv = make_server(explorer, 0)
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield address(srv)
     srv.shutdown()
     srv.server_close()
+
+
+@pytest.fixture(scope="module")
+def server(explorer):
+    yield from serving(explorer)
 
 
 def test_server_endpoints(server):
@@ -467,11 +472,7 @@ def test_legend_says_why_the_context_is_small_and_the_gallery_is_small(explorer)
 
 @pytest.fixture(scope="module")
 def decoded_server(decoded_explorer):
-    srv = make_server(decoded_explorer[0], 0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield address(srv)
-    srv.shutdown()
-    srv.server_close()
+    yield from serving(decoded_explorer[0])
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless browser test needs Debian's chromium")
@@ -622,11 +623,7 @@ def encoder_only_server(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
     _hf_dir(root / "hf")
     base = tiny_explorer(3)
-    srv = make_server(type(base)(load_explore_model(root / "hf"), list(base.items.values()), device=torch.device("cpu")), 0)
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield address(srv)
-    srv.shutdown()
-    srv.server_close()
+    yield from serving(type(base)(load_explore_model(root / "hf"), list(base.items.values()), device=torch.device("cpu")))
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="headless browser test needs Debian's chromium")
