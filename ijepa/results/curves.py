@@ -46,12 +46,16 @@ def score_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return df.sort_values("created").drop_duplicates(["method", "recipe", "steps", "column"], keep="last")
 
 
-def metric_order(row: pd.Series) -> tuple:
-    """Test before val; linear, logreg, k-NN, low-shot by fraction, fine-tuning; custom settings last."""
-    name, _, frac = row["metric"].partition(" ")
+def metric_key(metric: str) -> tuple:
+    """linear, logreg, k-NN, low-shot by fraction, fine-tuning."""
+    name, _, frac = metric.partition(" ")
     order = ("linear", "logreg", "knn", "lowshot", "finetune")
-    return (row["split"] != "test", not row["default_probe"], order.index(name) if name in order else len(order),
-            float(frac.rstrip("%") or 0), row["column"])
+    return order.index(name) if name in order else len(order), float(frac.rstrip("%") or 0), metric
+
+
+def metric_order(row: pd.Series) -> tuple:
+    """Test before val, custom probe settings last."""
+    return (row["split"] != "test", not row["default_probe"], *metric_key(row["metric"]), row["column"])
 
 
 def curve_table(records: list[dict[str, Any]]) -> pd.DataFrame:
@@ -130,7 +134,7 @@ def _baselines(ax, df: pd.DataFrame, colors: dict[str, str], splits: tuple[str, 
         if metric not in colors or split not in splits:
             continue
         v = g.sort_values("created")["value"].iloc[-1]
-        ax.axhline(v, color=colors[metric], ls=":" if method == "random-init" else "-.", lw=1, alpha=0.8,
+        ax.axhline(v, color=colors[metric], ls=":" if method == "random-init" else "-.", lw=1, alpha=0.8 if split == "test" else 0.4,
                    label=f"{LABELS[method]}, {metric}{'' if split == 'test' else f' ({split})'}: {v:.1f}")
 
 
@@ -165,7 +169,7 @@ def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, st
     runs = df[df.apply(lambda r: chosen.get(r["method"]) == r["recipe"], axis=1)]
     if runs.empty:
         raise ValueError(f"{root}/records: no test scores of an I-JEPA or MAE run to plot")
-    metrics = list(dict.fromkeys(sorted(df["metric"])))
+    metrics = sorted(set(df["metric"]), key=metric_key)
     colors = {m: f"C{i}" for i, m in enumerate(metrics)}
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
     for ax, key, xlabel in ((axes[0], "pretrain_pflops", "pretraining PFLOPs (measured, log)"), (axes[1], "wall_minutes", "pretraining wall minutes here (log)")):
@@ -206,7 +210,8 @@ def plot_learning_curve(results_dir: Path | None = None, *, recipe: str | None =
         ax.plot(g["images_seen"] / 1000, g["value"], marker="o", ls="-" if split == "test" else "--", color=colors[metric],
                 label=f"{chosen}, {'VISSL grid' if metric == 'linear' else 'logistic regression'} ({split})")
     _baselines(ax, df, colors, ("val", "test"))
-    ax.set_xlabel("pretraining images (thousands; each budget's schedule sized to it)")
+    ax.set_xscale("log")
+    ax.set_xlabel("pretraining images (thousands, log; each budget's schedule sized to it)")
     ax.set_ylabel("Fashion-MNIST top-1 (%)")
     top = ax.secondary_xaxis("top", functions=(lambda k: k * 1000 / ips / 60, lambda m: m * 60 * ips / 1000))
     top.set_xlabel(f"minutes at the reference {ips:.0f} img/s")
