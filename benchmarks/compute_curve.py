@@ -27,7 +27,8 @@ import json
 from pathlib import Path
 
 from ijepa.bench import curves
-from ijepa.results.curves import plot_compute_curve
+from ijepa.results.curves import matched_pairs, pick_recipe, plot_compute_curve, score_frame
+from ijepa.results.io import load_records
 from ijepa.results.tables import write_tables
 
 METHODS = ("ijepa", "mae")
@@ -87,11 +88,27 @@ def cmd_budgets(args: argparse.Namespace) -> None:
 
 
 def cmd_plot(args: argparse.Namespace) -> None:
-    out = plot_compute_curve(args.results, recipes={"ijepa": args.ijepa_variant, "mae": args.mae_variant})
+    recipes = {"ijepa": args.ijepa_variant, "mae": args.mae_variant}
+    out = plot_compute_curve(args.results, recipes=recipes)
+    print(json.dumps(coverage(args.results, recipes)))
     md, _, skipped = write_tables(args.results)
     for path, why in skipped:
         print(f"skipped {path}: {why}")
     print(f"wrote {out} and {md}")
+
+
+def coverage(results: Path, recipes: dict[str, str | None]) -> dict:
+    """What the issue asks of the curve: >= 3 matched budgets spanning >= 8x, the largest >= the 60-minute I-JEPA budget."""
+    records = load_records(results)[0]
+    df = score_frame(records)
+    df = df[(df["split"] == "test") & df["default_probe"]]
+    chosen = {m: pick_recipe(df, m, recipes.get(m)) for m in METHODS}
+    pairs = matched_pairs(records, {m: r for m, r in chosen.items() if r})
+    budgets = sorted(p["budget_pflops"] for p in pairs)
+    minutes = [r.get("budget_minutes") for r in records if r.get("kind") == "curve.pretrain" and r.get("method") == "ijepa"
+               and r.get("recipe", {}).get("variant") == chosen["ijepa"] and round(r["budget_pflops"], 9) == (budgets[-1] if budgets else None)]
+    return {"recipes": chosen, "matched_budgets_pflops": budgets, "span": budgets[-1] / budgets[0] if budgets else None,
+            "largest_in_ijepa_minutes": minutes[-1] if minutes else None, "max_flops_rel_diff": max((p["rel_diff"] for p in pairs), default=None)}
 
 
 def main() -> None:

@@ -202,6 +202,16 @@ def test_plots_and_table_from_records(tmp_path):
     assert "| I-JEPA | ij | 0.4 | 20 |" in text and "| finetune 1% | linear (val) |" in text
 
 
+def test_compute_curve_plot_command_says_what_the_curve_covers(tmp_path, monkeypatch, capsys):
+    synthetic(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["compute_curve.py", "plot", "--results", str(tmp_path)])
+    _module("compute_curve").main()
+    cover = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    assert cover["recipes"] == {"ijepa": "ij", "mae": "ma"} and cover["matched_budgets_pflops"] == [0.05, 0.1, 0.4]
+    assert cover["span"] == pytest.approx(8) and cover["largest_in_ijepa_minutes"] == 20 and cover["max_flops_rel_diff"] == 0
+    assert (tmp_path / "compute_curve.png").exists() and "## Learning and compute curves" in (tmp_path / "README.md").read_text()
+
+
 def test_compute_plot_refuses_budgets_not_matched(tmp_path):
     synthetic(tmp_path, mae_flops_off=0.08)
     with pytest.raises(ValueError, match=r"differ by 8.0% \(more than 5%\)"):
