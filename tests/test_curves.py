@@ -187,7 +187,7 @@ def test_plots_and_table_from_records(tmp_path):
     records, skipped = load_records(tmp_path)
     assert not skipped
     table = curve_table(records)
-    assert list(table.columns[:9]) == ["method", "recipe (val-chosen)", "budget PFLOPs", "budget minutes", "steps", "images seen",
+    assert list(table.columns[:9]) == ["method", "recipe (val-chosen)", "budget PFLOPs", "budget (I-JEPA minutes)", "steps", "images seen",
                                         "GFLOPs/image", "measured PFLOPs", "wall minutes"]
     assert list(table.columns[9:]) == ["linear", "logreg", "knn", "lowshot 1%", "lowshot 5%", "lowshot 10%", "finetune 1%",
                                        "linear (val)", "logreg (val)"]

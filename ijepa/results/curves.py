@@ -73,7 +73,7 @@ def curve_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     show = pd.DataFrame({
         "method": wide["method"], "recipe (val-chosen)": wide["recipe"],
         "budget PFLOPs": wide["budget_pflops"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}"),
-        "budget minutes": wide["minutes"].map(lambda v: "" if pd.isna(v) else f"{v:g}"),
+        "budget (I-JEPA minutes)": wide["minutes"].map(lambda v: "" if pd.isna(v) else f"{v:g}"),
         "steps": wide["steps"].astype(int), "images seen": wide["images"].astype(int),
         "GFLOPs/image": wide["fpi"].map(lambda v: "" if pd.isna(v) else f"{v / 1e9:.3f}"),
         "measured PFLOPs": wide["pflops"].map(lambda v: f"{v:.4g}"), "wall minutes": wide["wall"].map(lambda v: f"{v:.1f}"),
@@ -93,7 +93,7 @@ def table_markdown(records: list[dict[str, Any]]) -> str:
         return "_No runs of ours yet._"
     note = ("Accuracy in % on test unless the column says `(val)`; every recipe was chosen on val by the sweeps "
             "(`benchmarks/recipe_sweep.py`), every head on held-out train. Budgets: `python benchmarks/compute_curve.py` "
-            "and `python benchmarks/learning_curve.py`; minutes are at the reference img/s, wall minutes as measured here.")
+            "and `python benchmarks/learning_curve.py`; budget minutes are minutes of the I-JEPA recipe at the reference img/s (for MAE: the same FLOPs), wall minutes as measured here.")
     return note + "\n\n" + markdown_table(table)
 
 
