@@ -124,6 +124,20 @@ def test_pieces_are_skipped_when_their_record_exists(runs):
         curves.score(fields, "knn", split="val", results_dir=results, cache_dir=None)
 
 
+def test_reference_lines_random_init_and_raw_pixels(runs):
+    """Random init of the recipe's own encoder (same architecture) and raw pixels by the logreg probe's classifier."""
+    results, recipe = runs["results"], runs["plans"]["ijepa"].recipe
+    rand, _ = curves.score(curves.baseline_fields("random-init", recipe), "knn", split="test", results_dir=results,
+                           sets=["train_limit=300", "val_limit=200", "ks=[5]"], cache_dir=None)
+    assert rand["eval"]["encoder"].startswith("random:vit_tiny") and rand["eval"]["depth"] == 1 and rand["steps"] == 0
+    assert rand["selected_on"] == "train-heldout" and rand["reported_on"] == "test" and 0 <= rand["metrics"]["knn"] <= 1
+    raw, _ = curves.score(curves.baseline_fields("raw-pixels", None), "logreg", split="val", results_dir=results,
+                          sets=["train_limit=300", "val_limit=200"])
+    assert raw["eval"]["n_train"] == 300 and raw["eval"]["n_val"] == 200 and raw["reported_on"] == "val" and raw["top1"] > 0.5
+    with pytest.raises(ValueError, match="raw pixels: probe logreg only"):
+        curves.score(curves.baseline_fields("raw-pixels", None), "knn", split="test", results_dir=results)
+
+
 def test_scoring_a_run_never_pretrained_is_an_error(runs):
     ij = runs["plans"]["ijepa"].recipe
     other = curves.plan_run(ij, folder=str(runs["tmp"] / "runs"), minutes=0.4, img_per_s=16)
