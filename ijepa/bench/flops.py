@@ -171,12 +171,15 @@ def mean_step_flops(cfg, method: str, n_masks: int = 20) -> float:
     return sum(closed) / len(closed)
 
 
-def budget_config(cfg, steps: int, ipe: int):
-    """The config with a schedule of exactly `steps` optimizer steps (cosine LR, EMA ramp and WD end there)."""
+def budget_config(cfg, steps: int, ipe: int, *, warmup_fraction: float | None = None):
+    """The config with a schedule of exactly `steps` optimizer steps (cosine LR, EMA ramp and WD end there).
+
+    Warm-up: `warmup_fraction` of the steps (a recipe's schedule shape, kept at every budget),
+    else the config's own, capped at 10% of the run."""
     epochs = max(1, math.ceil(steps / ipe))
     o = cfg.optimization
     o.epochs, o.ipe_scale, o.max_steps = epochs, steps / (epochs * ipe), steps
-    o.warmup = min(o.warmup, 0.1 * steps / ipe)
+    o.warmup = warmup_fraction * steps / ipe if warmup_fraction is not None else min(o.warmup, 0.1 * steps / ipe)
     return cfg
 
 

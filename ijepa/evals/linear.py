@@ -53,20 +53,21 @@ def run_linear(
     train_limit: int | float | None = None, val_limit: int | float | None = None, grid: GridConfig | None = None,
     device: torch.device | str = "cpu", seed: int = 0, img_size: int | None = None,
     feature_batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
-    console: Console | None = None, protocol: str = "grid", cs: tuple[float, ...] = (1.0,),
+    console: Console | None = None, protocol: str = "grid", cs: tuple[float, ...] = (1.0,), eval_split: str | None = None,
 ) -> dict:
     """Score a frozen encoder by the best head of the grid, or by logistic regression (`cs`:
     its candidate L2 strengths); every choice is made on held-out train.
 
     Returns the record: `top1`/`top5` (fractions, on the eval split) at the top level, the chosen
     head (retrained on all of train unless `grid.refit` is off), every head's scores, timings. `train_limit` subsamples train (stratified, seeded).
+    `eval_split` scores another split than the dataset's report split (`val`: for choosing recipes, never test).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     t0 = time.perf_counter()
     grid = grid or GridConfig()
     train, val, info = frozen_splits(
-        encoder, data, device=device, train_limit=train_limit, val_limit=val_limit, seed=seed, img_size=img_size,
+        encoder, data, device=device, train_limit=train_limit, val_limit=val_limit, eval_split=eval_split, seed=seed, img_size=img_size,
         batch_size=feature_batch_size, workers=workers, cache_dir=cache_dir, console=console,
     )
     t1, split = time.perf_counter(), info["reported_on"]
@@ -112,6 +113,7 @@ class LinearSpec(FrozenSpec):
 
     protocol: Literal["grid", "logreg"] = "grid"
     cs: tuple[float, ...] = (1.0,)
+    eval_split: str | None = None  # None: the dataset's report split (test for Fashion-MNIST)
     grid: GridConfig = field(default_factory=GridConfig)
 
 
@@ -136,7 +138,8 @@ register(Eval(
     flags={"eval-limit": "val_limit", "epochs": "grid.epochs", "batch-size": "grid.batch_size", "lrs": "grid.lrs",
            "wds": "grid.wds", "feature-sets": "grid.feature_sets"},
     help={"protocol": "grid (SGD/LARS linear heads) or logreg (logistic regression, torch L-BFGS)",
-          "cs": "logreg: candidate C values, comma-separated", "grid.epochs": "Head-training epochs",
+          "cs": "logreg: candidate C values, comma-separated",
+          "eval_split": "Split to score (default: the dataset's report split, test for Fashion-MNIST; val to choose recipes)", "grid.epochs": "Head-training epochs",
           "grid.batch_size": "Head-training batch size", "grid.lrs": "Head learning rates, comma-separated",
           "grid.wds": "Head weight decays, comma-separated"},
     random_init=SMALL_RANDOM_INIT,

@@ -24,8 +24,9 @@ KNOWN: dict[str, tuple[str, str]] = {
     "bench.throughput": ("img_per_s", "value"), "bench.pretrain_step": ("img_per_s", "value"),
     "bench.official_step": ("img_per_s", "value"), "bench.flops": ("gflops_per_image", "value"),
     "bench.paper_compute": ("mae_over_ijepa_flops", "value"), "bench.probe_speed": ("logreg_s", "value"),
+    "curve.score": ("top1", "fraction"),  # ijepa.bench.curves: one probe of one budget's run
 }
-OPTIONAL = {"pretrain.compute"}  # records that feed plots, not tables: no headline
+OPTIONAL = {"pretrain.compute", "curve.pretrain"}  # records that feed plots, not tables: no headline
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,32 @@ def _lowshot(rec: dict[str, Any]) -> None:
         float(f)
 
 
+def _numbers(rec: dict[str, Any], keys: tuple[str, ...]) -> None:
+    for k in keys:
+        if not _number(rec.get(k)) or rec[k] < 0:
+            raise ValueError(f"{k} is {rec.get(k)!r}; expected a finite number >= 0")
+
+
+def _curve_pretrain(rec: dict[str, Any]) -> None:
+    if not isinstance(rec.get("method"), str) or not isinstance(rec.get("piece"), dict):
+        raise ValueError("method (a string) and piece (a mapping) are required")
+    _numbers(rec, ("budget_pflops", "steps", "images_seen", "flops_per_image", "pretrain_flops", "wall_minutes"))
+
+
+def _curve_score(rec: dict[str, Any]) -> None:
+    if not isinstance(rec.get("method"), str) or not isinstance(rec.get("piece"), dict):
+        raise ValueError("method (a string) and piece (a mapping) are required")
+    _numbers(rec, ("steps", "images_seen", "pretrain_flops", "wall_minutes"))
+    if rec.get("split") not in ("val", "test") or rec.get("reported_on") != rec.get("split"):
+        raise ValueError(f"split {rec.get('split')!r}, reported_on {rec.get('reported_on')!r}: expected the same, val or test")
+    metrics = rec.get("metrics")
+    if not isinstance(metrics, dict) or not metrics or not all(_number(v) and 0 <= v <= 1 for v in metrics.values()):
+        raise ValueError("metrics: expected a mapping of probe -> top-1 fraction in [0, 1]")
+
+
+CHECKS = {"eval.lowshot": _lowshot, "curve.pretrain": _curve_pretrain, "curve.score": _curve_score}
+
+
 def validate(rec: Any) -> str | None:
     """The first problem of a record (None if it follows the schema)."""
     if not isinstance(rec, dict):
@@ -80,14 +107,12 @@ def validate(rec: Any) -> str | None:
     for key in ("kind", "created"):
         if not isinstance(rec.get(key), str):
             return f"{key} is {rec.get(key)!r}; expected a string"
-    if rec["kind"] in OPTIONAL:
-        return None
-    if not isinstance(rec.get("encoder"), str):
+    if rec["kind"] not in OPTIONAL and not isinstance(rec.get("encoder"), str):
         return f"encoder is {rec.get('encoder')!r}; expected a string"
     try:
         headline(rec)
-        if rec["kind"] == "eval.lowshot":
-            _lowshot(rec)
+        if rec["kind"] in CHECKS:
+            CHECKS[rec["kind"]](rec)
     except ValueError as e:
         return str(e)
     return None

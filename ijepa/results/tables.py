@@ -34,7 +34,7 @@ REFERENCE: list[tuple[str, str, str, str, int | None, str, str, float]] = [
         ("DINO", "ViT-B/8", (84.9, 57.9, 55.9)), ("iBOT", "ViT-L/16", (88.3, 60.4, 57.3))]
       for d, v in zip(("cifar100", "places205", "inat18"), vals, strict=True)],
 ]
-TITLES = {"eval.linear": "Linear probe", "eval.lowshot": "Low-shot", "eval.knn": "k-NN"}
+TITLES = {"eval.linear": "Linear probe", "eval.lowshot": "Low-shot", "eval.knn": "k-NN", "curve.score": "Learning and compute curves"}
 KEYS = ["encoder", "checkpoint", "dataset", "protocol", "subset", "eval_subset", "selected_on", "reported_on"]
 
 
@@ -128,7 +128,11 @@ def ours_table(rows: pd.DataFrame) -> pd.DataFrame:
     return wide.sort_values(keys).reset_index(drop=True)
 
 
-def render_markdown(summary: pd.DataFrame) -> str:
+def render_markdown(summary: pd.DataFrame, records: list[dict[str, Any]] | None = None) -> str:
+    """The README; `records` give the kinds with a table of their own (curves: one row per run, probes as columns)."""
+    from ijepa.results.curves import table_markdown
+
+    own = {"curve.score": table_markdown} if records is not None else {}
     ours = summary[summary["source"] == "ours"]
     ref = summary[summary["source"] != "ours"]
     kinds = list(TITLES) + sorted(set(ours["kind"].dropna()) - set(TITLES)) if len(ours) else list(TITLES)
@@ -142,6 +146,9 @@ def render_markdown(summary: pd.DataFrame) -> str:
         if mine.empty and theirs.empty:
             continue
         out += [f"## {TITLES.get(kind, kind)} (`{kind}`)", ""]
+        if kind in own:
+            out += [own[kind](records), ""]
+            continue
         out += [markdown_table(ours_table(mine)) if not mine.empty else "_No runs of ours yet._", ""]
         if not theirs.empty:
             show = theirs[["encoder", "pretrain_epochs", "dataset", "metric", "value", "source"]].copy()
@@ -158,5 +165,5 @@ def write_tables(results_dir: Path | None = None) -> tuple[Path, Path, list[tupl
     summary = summary_frame(records)
     md, csv = root / "README.md", root / "summary.csv"
     atomic_write_text(csv, summary.round({"value": 4, "std": 4}).to_csv(index=False))
-    atomic_write_text(md, render_markdown(summary) + "\n")
+    atomic_write_text(md, render_markdown(summary, records) + "\n")
     return md, csv, skipped

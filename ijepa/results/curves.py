@@ -1,0 +1,219 @@
+"""Learning and compute curves from `curve.score` records (`ijepa.bench.curves`): the table and the two figures.
+
+One row per pretraining run (method, recipe, steps) with every probe as a column, test as
+is and val marked; random init and raw pixels are reference lines. The compute figure
+joins runs of two methods at budgets matched in measured training FLOPs: a pair more than
+5% apart is an error, never a point.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ijepa.results.io import RESULTS_DIR, load_records
+
+LABELS = {"ijepa": "I-JEPA", "mae": "MAE", "random-init": "random init", "raw-pixels": "raw pixels"}
+BASELINES = ("random-init", "raw-pixels")
+MATCH_TOL = 0.05
+
+
+def column(metric: str, split: str, sets: list[str]) -> str:
+    """A table column: the metric, `(val)` when not on test, and any non-standard probe settings."""
+    return metric + ("" if split == "test" else f" ({split})") + (f" [{', '.join(sets)}]" if sets else "")
+
+
+def score_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Long rows (run, metric, split, value) of every curve.score record, the latest per cell."""
+    rows = []
+    for r in records:
+        if r.get("kind") != "curve.score":
+            continue
+        recipe = (r.get("recipe") or {}).get("variant", "-")
+        for m, v in r["metrics"].items():
+            rows.append({"method": r["method"], "recipe": recipe, "steps": r["steps"], "run": r.get("encoder"), "metric": m,
+                         "split": r["split"], "column": column(m, r["split"], r.get("probe_sets") or []), "value": 100 * v,
+                         "std": 100 * r["metrics_std"][m] if m in (r.get("metrics_std") or {}) else None,
+                         "images_seen": r["images_seen"], "flops_per_image": r.get("flops_per_image"),
+                         "pretrain_pflops": r["pretrain_flops"] / 1e15, "budget_pflops": r.get("budget_pflops"),
+                         "budget_minutes": r.get("budget_minutes"), "wall_minutes": r["wall_minutes"],
+                         "ref_img_per_s": r.get("ref_img_per_s"), "default_probe": not r.get("probe_sets"), "created": str(r["created"])})
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    return df.sort_values("created").drop_duplicates(["method", "recipe", "steps", "column"], keep="last")
+
+
+def metric_key(metric: str) -> tuple:
+    """linear, logreg, k-NN, low-shot by fraction, fine-tuning."""
+    name, _, frac = metric.partition(" ")
+    order = ("linear", "logreg", "knn", "lowshot", "finetune")
+    return order.index(name) if name in order else len(order), float(frac.rstrip("%") or 0), metric
+
+
+def metric_order(row: pd.Series) -> tuple:
+    """Test before val, custom probe settings last."""
+    return (row["split"] != "test", not row["default_probe"], *metric_key(row["metric"]), row["column"])
+
+
+def curve_table(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """One row per run: method, recipe, budget, steps, images seen, FLOPs per image, minutes, every probe (%)."""
+    df = score_frame(records)
+    if df.empty:
+        return df
+    df["cell"] = [f"{v:.2f}" if s is None or pd.isna(s) else f"{v:.2f} ± {s:.2f}" for v, s in zip(df["value"], df["std"], strict=True)]
+    keys = ["method", "recipe", "steps"]
+    wide = df.pivot_table(index=keys, columns="column", values="cell", aggfunc="last").reset_index()
+    meta = df.groupby(keys).agg(budget_pflops=("budget_pflops", "last"), pflops=("pretrain_pflops", "last"), minutes=("budget_minutes", "last"),
+                                images=("images_seen", "last"), fpi=("flops_per_image", "last"), wall=("wall_minutes", "last")).reset_index()
+    wide = meta.merge(wide, on=keys)
+    wide["method"] = wide["method"].map(lambda m: LABELS.get(m, m))
+    show = pd.DataFrame({
+        "method": wide["method"], "recipe (val-chosen)": wide["recipe"],
+        "budget PFLOPs": wide["budget_pflops"].map(lambda v: "" if pd.isna(v) else f"{v:.4g}"),
+        "budget (I-JEPA minutes)": wide["minutes"].map(lambda v: "" if pd.isna(v) else f"{v:g}"),
+        "steps": wide["steps"].astype(int), "images seen": wide["images"].astype(int),
+        "GFLOPs/image": wide["fpi"].map(lambda v: "" if pd.isna(v) else f"{v / 1e9:.3f}"),
+        "measured PFLOPs": wide["pflops"].map(lambda v: f"{v:.4g}"), "wall minutes": wide["wall"].map(lambda v: f"{v:.1f}"),
+    })
+    metrics = sorted(set(df["column"]), key=lambda c: metric_order(df.loc[df["column"] == c].iloc[0]))
+    out = pd.concat([show, wide[metrics]], axis=1)
+    order = out["method"].map({LABELS[m]: i for i, m in enumerate(LABELS)}).fillna(len(LABELS))
+    return out.assign(_o=order).sort_values(["_o", "recipe (val-chosen)", "steps"]).drop(columns="_o").reset_index(drop=True)
+
+
+def table_markdown(records: list[dict[str, Any]]) -> str:
+    """The README section's body (ijepa.results.tables renders it under the kind's heading)."""
+    from ijepa.results.tables import markdown_table
+
+    table = curve_table(records)
+    if table.empty:
+        return "_No runs of ours yet._"
+    note = ("Accuracy in % on test unless the column says `(val)`; every recipe was chosen on val by the sweeps "
+            "(`benchmarks/recipe_sweep.py`), every head on held-out train. Budgets: `python benchmarks/compute_curve.py` "
+            "and `python benchmarks/learning_curve.py`; budget minutes are minutes of the I-JEPA recipe at the reference img/s (for MAE: the same FLOPs), wall minutes as measured here.")
+    return note + "\n\n" + markdown_table(table)
+
+
+def pick_recipe(df: pd.DataFrame, method: str, recipe: str | None) -> str | None:
+    """The recipe drawn for a method: the one given, else the only one with records (several: an error)."""
+    have = sorted(set(df.loc[df["method"] == method, "recipe"]))
+    if recipe is not None:
+        if recipe not in have:
+            raise ValueError(f"{method} recipe {recipe!r}: no curve.score records (have: {', '.join(have) or 'none'})")
+        return recipe
+    if len(have) > 1:
+        raise ValueError(f"{method}: records of several recipes ({', '.join(have)}); name the one to draw")
+    return have[0] if have else None
+
+
+def matched_pairs(records: list[dict[str, Any]], recipes: dict[str, str]) -> list[dict[str, Any]]:
+    """Runs of different methods asked for the same FLOPs budget, with their measured FLOPs; a
+    pair more than 5% apart is an error."""
+    pre = [r for r in records if r.get("kind") == "curve.pretrain" and (r.get("recipe") or {}).get("variant") == recipes.get(r.get("method"))]
+    by_budget: dict[float, dict[str, dict]] = {}
+    for r in sorted(pre, key=lambda r: str(r["created"])):
+        by_budget.setdefault(round(r["budget_pflops"], 9), {})[r["method"]] = r
+    pairs = []
+    for budget, runs in sorted(by_budget.items()):
+        if len(runs) < 2:
+            continue
+        flops = {m: r["pretrain_flops"] for m, r in runs.items()}
+        rel = max(flops.values()) / min(flops.values()) - 1
+        if rel > MATCH_TOL:
+            raise ValueError(f"budget {budget:g} PFLOPs: measured training FLOPs {', '.join(f'{m} {f:.4g}' for m, f in flops.items())} "
+                             f"differ by {rel:.1%} (more than {MATCH_TOL:.0%})")
+        pairs.append({"budget_pflops": budget, "flops": flops, "rel_diff": rel, "runs": {m: r["encoder"] for m, r in runs.items()}})
+    return pairs
+
+
+def _baselines(ax, df: pd.DataFrame, colors: dict[str, str], splits: tuple[str, ...]) -> None:
+    for (method, metric, split), g in df[df["method"].isin(BASELINES) & df["default_probe"]].groupby(["method", "metric", "split"]):
+        if metric not in colors or split not in splits:
+            continue
+        v = g.sort_values("created")["value"].iloc[-1]
+        ax.axhline(v, color=colors[metric], ls=":" if method == "random-init" else "-.", lw=1, alpha=0.8 if split == "test" else 0.4,
+                   label=f"{LABELS[method]}, {metric}{'' if split == 'test' else f' ({split})'}: {v:.1f}")
+
+
+def _finish(fig, axes, out: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    handles, labels = axes[0].get_legend_handles_labels()
+    uniq = dict(zip(labels, handles, strict=True))
+    fig.legend(uniq.values(), uniq.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, str | None] | None = None, out: Path | None = None) -> Path:
+    """Test accuracy against measured pretraining PFLOPs (log x) and wall minutes: one line per method and probe."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = Path(results_dir or RESULTS_DIR)
+    records = load_records(root)[0]
+    df = score_frame(records)
+    if df.empty:
+        raise ValueError(f"{root}/records: no curve.score records to plot")
+    df = df[(df["split"] == "test") & df["default_probe"]]
+    chosen = {m: pick_recipe(df, m, (recipes or {}).get(m)) for m in ("ijepa", "mae")}
+    matched_pairs(records, {m: r for m, r in chosen.items() if r})
+    runs = df[df.apply(lambda r: chosen.get(r["method"]) == r["recipe"], axis=1)]
+    if runs.empty:
+        raise ValueError(f"{root}/records: no test scores of an I-JEPA or MAE run to plot")
+    metrics = sorted(set(df["metric"]), key=metric_key)
+    colors = {m: f"C{i}" for i, m in enumerate(metrics)}
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, key, xlabel in ((axes[0], "pretrain_pflops", "pretraining PFLOPs (measured, log)"), (axes[1], "wall_minutes", "pretraining wall minutes here (log)")):
+        for (method, metric), g in runs.groupby(["method", "metric"]):
+            g = g.sort_values(key)
+            ax.plot(g[key], g["value"], marker="o" if method == "ijepa" else "s", ls="-" if method == "ijepa" else "--", color=colors[metric],
+                    label=f"{LABELS.get(method, method)} ({chosen[method]}), {metric}")
+        _baselines(ax, df, colors, ("test",))
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("Fashion-MNIST test top-1 (%)")
+    fig.suptitle("I-JEPA vs MAE at matched pretraining compute (recipes chosen on val)")
+    return _finish(fig, axes, out or root / "compute_curve.png")
+
+
+def plot_learning_curve(results_dir: Path | None = None, *, recipe: str | None = None, out: Path | None = None) -> Path:
+    """One I-JEPA recipe's val and test accuracy (both linear probes) against images seen, minutes on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    root = Path(results_dir or RESULTS_DIR)
+    df = score_frame(load_records(root)[0])
+    if df.empty:
+        raise ValueError(f"{root}/records: no curve.score records to plot")
+    df = df[df["default_probe"] & df["metric"].isin(["linear", "logreg"])]
+    chosen = pick_recipe(df, "ijepa", recipe)
+    runs = df[(df["method"] == "ijepa") & (df["recipe"] == chosen)]
+    if runs.empty:
+        raise ValueError(f"{root}/records: no linear or logreg scores of an I-JEPA run to plot")
+    ips = float(runs["ref_img_per_s"].dropna().iloc[-1])
+    colors = {"linear": "C0", "logreg": "C1"}
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for (metric, split), g in runs.groupby(["metric", "split"]):
+        g = g.sort_values("images_seen")
+        ax.plot(g["images_seen"] / 1000, g["value"], marker="o", ls="-" if split == "test" else "--", color=colors[metric],
+                label=f"{chosen}, {'VISSL grid' if metric == 'linear' else 'logistic regression'} ({split})")
+    _baselines(ax, df, colors, ("val", "test"))
+    ax.set_xscale("log")
+    ax.set_xlabel("pretraining images (thousands, log; each budget's schedule sized to it)")
+    ax.set_ylabel("Fashion-MNIST top-1 (%)")
+    top = ax.secondary_xaxis("top", functions=(lambda k: k * 1000 / ips / 60, lambda m: m * 60 * ips / 1000))
+    top.set_xlabel(f"minutes at the reference {ips:.0f} img/s")
+    ax.grid(alpha=0.3)
+    return _finish(fig, [ax], out or root / "learning_curve.png")
