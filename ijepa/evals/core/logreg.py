@@ -5,9 +5,11 @@ This is the same objective -- sum of cross-entropies + ||W||^2 / (2C), intercept
 on features standardised by their train mean and (ddof 0) std -- solved by full-batch L-BFGS
 with a strong-Wolfe line search (torch.optim.LBFGS) on CPU or GPU, in float32 and finished
 in float64: scikit-learn's lbfgs (history 10) stops at max_iter short of its tolerance on
-frozen-ViT features and has no GPU path for ImageNet. Every fit runs to its tolerance
-(scikit-learn's `tol`: max |gradient| of the mean objective) and reports how many
-iterations it took and whether it got there. scikit-learn stays the referee in the tests.
+frozen-ViT features and has no GPU path for ImageNet. By default L-BFGS runs on a
+preconditioned parametrisation W = V P (P whitens the features' covariance), the same
+objective in 3-4x fewer iterations. Every fit runs to its tolerance (scikit-learn's `tol`:
+max |gradient| of the mean objective, in W) and reports how many iterations it took and
+whether it got there. scikit-learn stays the referee in the tests.
 Used by `ijepa eval linear --protocol logreg` and the low-shot eval.
 """
 
@@ -32,6 +34,7 @@ MAX_ITER = 20_000  # a cap that only a broken problem reaches: fits stop at `tol
 # a loss change this small ends a run as stalled: float64 as scipy's ftol (64 eps); float32
 # below its eps, so that stage gets to ~3e-5 before float64 finishes (2x faster than 64 eps)
 CHANGE_TOL = {torch.float32: 1e-8, torch.float64: 64 * torch.finfo(torch.float64).eps}
+LINE_SEARCH_EVALS = 25  # strong-Wolfe evaluations per iteration at most (torch's default)
 
 
 def logreg_model(c: float = 1.0, *, max_iter: int = 1000, tol: float = 1e-4) -> Pipeline:
@@ -93,54 +96,117 @@ def loss_grad(z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor
     return total / n + 0.5 * alpha * float(w.square().sum()), gw, gb
 
 
+def solver_name(precondition: bool) -> str:
+    """What the records call the solver that ran."""
+    return f"{SOLVER}-precond" if precondition else SOLVER
+
+
+def preconditioner(z: torch.Tensor, alpha: float, k: int, *, chunk: int = 65536) -> tuple[torch.Tensor, torch.Tensor]:
+    """(P, P^-1), float64, for the change of variables W = V P, P = Q (Lambda + alpha k)^(-1/2) Q^T
+    with Q Lambda Q^T the covariance of the standardised features `z`.
+
+    Why: the objective's curvature along a feature direction scales with its variance, and
+    frozen-ViT features have variances spanning decades, so plain L-BFGS needs hundreds of
+    iterations. Why eps = alpha k: at W = 0 with balanced classes the mean cross-entropy's
+    Hessian is (I - 11^T / k) / k (x) Sigma, so along eigenvector i the objective (penalty
+    included) curves by (lambda_i + alpha k) / k; in V every direction the fit moves in curves
+    by exactly 1 / k, and directions the data does not span are scaled by the penalty alone.
+    Cost: one pass over the features (z^T z, n d^2: about d / 4k iterations' worth), an
+    eigendecomposition of d x d, and no copy of the features: the logits are z (V P)^T.
+    """
+    n, d = z.shape
+    cov = torch.zeros(d, d, dtype=torch.float64, device=z.device)
+    for i in range(0, n, chunk):
+        cov += (z[i : i + chunk].T @ z[i : i + chunk]).double()
+    lam, q = torch.linalg.eigh(cov / n)
+    root = (lam.clamp_min(0) + alpha * k).sqrt()
+    return (q / root) @ q.T, (q * root) @ q.T
+
+
 def fit_lbfgs(
     x: torch.Tensor | np.ndarray, y: torch.Tensor | np.ndarray, c: float = 1.0, *, tol: float = TOL, max_iter: int = MAX_ITER,
     device: torch.device | str = "cpu", dtype: torch.dtype | None = None, init: LogReg | None = None, history: int = 100,
+    precondition: bool = True,
 ) -> LogReg:
     """LogisticRegression(C=c) on StandardScaler'd `x`, by L-BFGS to max |grad| <= tol.
 
     `dtype=None`: float32 until it converges or stalls on float32 rounding, then float64 from
     there, so the answer is float64's at ~2x less CPU time than float64 throughout. `init`
-    warm-starts from another fit on the same rows (a C path): the objective is convex, so the
-    solution is the same, only reached in fewer iterations. `n_iter` counts both stages.
+    warm-starts from another fit (a C path, a refit on more rows): the objective is convex,
+    so the solution is the same, only reached in fewer iterations. `precondition`: L-BFGS runs
+    on V with W = V P (see `preconditioner`), the same objective and the same stopping test
+    on W's gradient in fewer iterations; off, it runs on W. `n_iter` counts both stages.
     """
-    if dtype is None:
-        fit = _solve(x, y, c, tol=tol, max_iter=max_iter, device=device, dtype=torch.float32, init=init, history=history)
-        if not fit.converged and fit.n_iter < max_iter:
-            rough = fit.n_iter
-            fit = _solve(x, y, c, tol=tol, max_iter=max_iter - rough, device=device, dtype=torch.float64, init=fit, history=history)
-            fit.n_iter += rough
-    else:
-        fit = _solve(x, y, c, tol=tol, max_iter=max_iter, device=device, dtype=dtype, init=init, history=history)
+    device = torch.device(device)
+    x = torch.as_tensor(x)
+    classes, yi = torch.as_tensor(y).unique(return_inverse=True)
+    yi, k = yi.to(device), len(classes)
+    fit, pre, n_iter = init, None, 0
+    for dt in (torch.float32, torch.float64) if dtype is None else (dtype,):
+        z = x.to(device, dt, copy=True)
+        mean, scale = scaler(z)
+        z.sub_(mean).div_(scale)  # in place: at ImageNet scale one copy of the features is plenty
+        alpha = 1.0 / (c * len(z))
+        if precondition and pre is None:
+            pre = preconditioner(z, alpha, k)
+        w = fit.weight.to(device, dt).clone() if fit is not None else torch.zeros(k, z.shape[1], device=device, dtype=dt)
+        b = fit.bias.to(device, dt).clone() if fit is not None else torch.zeros(k, device=device, dtype=dt)
+        it, grad_max, loss = _solve(z, yi, w, b, alpha, pre, tol=tol, max_iter=max_iter - n_iter, change_tol=CHANGE_TOL[dt], history=history)
+        del z  # before the next stage's copy
+        n_iter += it
+        fit = LogReg(mean, scale, w, b, classes.numpy(), n_iter, grad_max <= tol, grad_max, loss)
+        if fit.converged or n_iter >= max_iter:
+            break
     if not fit.converged:
         warnings.warn(f"logistic regression (C={c:g}) stopped at max |grad| {fit.grad_max:.2e} > tol {tol:g} after {fit.n_iter} iterations", stacklevel=2)
     return fit
 
 
-def _solve(x, y, c: float, *, tol: float, max_iter: int, device: torch.device | str, dtype: torch.dtype, init: LogReg | None, history: int) -> LogReg:
-    """One L-BFGS run in one dtype: stops at tol, at max_iter, or when the loss stops changing."""
-    device = torch.device(device)
-    x = torch.as_tensor(x).to(device, dtype, copy=True)
-    classes, yi = torch.as_tensor(y).unique(return_inverse=True)
-    yi = yi.to(device)
-    mean, scale = scaler(x)
-    z = x.sub_(mean).div_(scale)  # in place: at ImageNet scale one copy of the features is plenty
-    n, d, k = len(z), z.shape[1], len(classes)
-    w = init.weight.to(device, dtype).clone() if init is not None else torch.zeros(k, d, device=device, dtype=dtype)
-    b = init.bias.to(device, dtype).clone() if init is not None else torch.zeros(k, device=device, dtype=dtype)
-    alpha, chunk = 1.0 / (c * n), max(1, 2**26 // max(k, 1))
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, max_eval=2 * max_iter, tolerance_grad=tol,
-                            tolerance_change=CHANGE_TOL[dtype], history_size=history, line_search_fn="strong_wolfe")
+def _solve(
+    z: torch.Tensor, y: torch.Tensor, w: torch.Tensor, b: torch.Tensor, alpha: float, pre: tuple[torch.Tensor, torch.Tensor] | None,
+    *, tol: float, max_iter: int, change_tol: float, history: int,
+) -> tuple[int, float, float]:
+    """L-BFGS (strong Wolfe) on (V, b), W = V P, in z's dtype; (w, b) are updated in place.
+
+    torch's LBFGS is stepped one iteration at a time (its state persists) so that every
+    iterate is tested on the original problem's max |grad_W|, |grad_b| <= tol, as scikit-learn
+    tests; each point's loss and gradients are kept from the line search that evaluated it, so
+    the test costs no evaluation. Stops there, at max_iter, or on a stall (no change above
+    change_tol in the loss or the parameters). Returns (iterations, max |grad|, loss).
+    """
+    p, p_inv = (m.to(z) for m in pre) if pre is not None else (None, None)
+    v = w @ p_inv if p is not None else w  # without P, L-BFGS moves w itself
+    chunk = max(1, 2**26 // len(b))
+    opt = torch.optim.LBFGS([v, b], lr=1, max_iter=1, max_eval=1 + LINE_SEARCH_EVALS, tolerance_grad=0,
+                            tolerance_change=change_tol, history_size=history, line_search_fn="strong_wolfe")
+    pending, seen = [], []
+
+    def evaluate() -> tuple[float, torch.Tensor, torch.Tensor]:
+        return loss_grad(z, y, v @ p if p is not None else v, b, alpha, chunk=chunk)
 
     def closure() -> float:
-        loss, w.grad, b.grad = loss_grad(z, yi, w, b, alpha, chunk=chunk)
-        return loss
+        point = pending.pop() if pending else evaluate()  # a step opens on the point already evaluated
+        seen.append((v.clone(), b.clone(), point))
+        v.grad, b.grad = (point[1] @ p if p is not None else point[1]), point[2]  # P symmetric: grad_V = grad_W P
+        return point[0]
 
-    opt.step(closure)
-    loss, gw, gb = loss_grad(z, yi, w, b, alpha, chunk=chunk)  # the line search may end off its last evaluation
-    grad_max = max(float(gw.abs().max()), float(gb.abs().max()))
-    w.grad = b.grad = None
-    return LogReg(mean, scale, w, b, classes.numpy(), int(opt.state[w].get("n_iter", 0)), grad_max <= tol, grad_max, loss)
+    def grad_max(point) -> float:
+        return max(float(point[1].abs().max()), float(point[2].abs().max()))
+
+    n_iter, point = 0, evaluate()
+    while grad_max(point) > tol and n_iter < max_iter:
+        v0, b0, loss0 = v.clone(), b.clone(), point[0]
+        pending[:], seen[:] = [point], []
+        opt.step(closure)
+        n_iter = opt.state[v]["n_iter"]
+        point = next((pt for vv, bb, pt in seen if torch.equal(vv, v) and torch.equal(bb, b)), None) or evaluate()
+        moved = max(float((v - v0).abs().max()), float((b - b0).abs().max()))
+        if moved <= change_tol or abs(point[0] - loss0) < change_tol:
+            break
+    if p is not None:
+        w.copy_(v @ p)  # the weight in the standardised features' space, as every caller reads it
+    v.grad = b.grad = None
+    return n_iter, grad_max(point), point[0]
 
 
 def topk(model: Pipeline | LogReg, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> tuple[float, float]:
@@ -154,15 +220,16 @@ def topk(model: Pipeline | LogReg, x: np.ndarray | torch.Tensor, y: np.ndarray |
 def fit_logreg(
     train: Features, evals: dict[str, Features], *, feature_sets: tuple[str, ...], cs: tuple[float, ...] = (1.0,),
     heldout: float = 0.1, seed: int = 0, tol: float = TOL, max_iter: int = MAX_ITER, device: torch.device | str = "cpu",
-    console: Console | None = None,
+    precondition: bool = True, console: Console | None = None,
 ) -> dict:
-    """Pick (feature set, C) on a held-out part of `train`, refit the pick on all of `train`,
-    and score it on each split in `evals` (reported, never used to choose)."""
+    """Pick (feature set, C) on a held-out part of `train`, refit the pick on all of `train`
+    (warm-started from its held-out fit: same C, nearly the same rows, the same convex
+    objective), and score it on each split in `evals` (reported, never used to choose)."""
     y = train.labels
     candidates = [(f, c) for f in feature_sets for c in cs]
     rows, best = [], None
     fit_idx, held_idx = holdout_split(train.labels, heldout, seed=seed)
-    kw = dict(tol=tol, max_iter=max_iter, device=device)
+    kw = dict(tol=tol, max_iter=max_iter, device=device, precondition=precondition)
     with progress(console, "logreg fits") as bar:
         task = bar.add_task("", total=len(candidates) + 1 if len(candidates) > 1 else 1, rate="")
         for f, c in candidates if len(candidates) > 1 else []:  # one candidate: nothing to choose
@@ -171,13 +238,14 @@ def fit_logreg(
             held = topk(m, x[held_idx], y[held_idx])[0]
             rows.append({"features": f, "C": c, "heldout_top1": held, "n_iter": m.n_iter, "converged": m.converged})
             if best is None or held > best[0]:
-                best = (held, f, c)
+                best = (held, f, c, m)
             bar.update(task, advance=1, rate=f"{f} C={c:g}: held-out {100 * held:.2f}% ({m.n_iter} it)")
-        held, f, c = best or (None, *candidates[0])
-        model = fit_lbfgs(train.get(f), y, c, **kw)
+        held, f, c, start = best or (None, *candidates[0], None)
+        model = fit_lbfgs(train.get(f), y, c, init=start, **kw)
         bar.update(task, advance=1, rate=f"refit {f} C={c:g} ({model.n_iter} it)")
-    out = {"features": f, "C": c, "heldout_top1": held, "candidates": rows, "solver": SOLVER, "tol": tol,
-           "n_iter": model.n_iter, "converged": model.converged, "grad_max": model.grad_max}
+    out = {"features": f, "C": c, "heldout_top1": held, "candidates": rows, "solver": solver_name(precondition), "tol": tol,
+           "n_iter": model.n_iter, "converged": model.converged, "grad_max": model.grad_max,
+           "refit_init": "heldout fit" if start is not None else "zeros"}
     for name, data in evals.items():
         out[f"{name}_top1"], out[f"{name}_top5"] = topk(model, data.get(f), data.labels)
     return out
