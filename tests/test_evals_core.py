@@ -15,7 +15,7 @@ from ijepa.evals.core.encoders import EncoderSpec, build_encoder
 from ijepa.evals.core.features import Features, extract_features, fmnist_batches
 from ijepa.evals.core.fit import GridConfig, fit_grid, grown_lrs, holdout_split, stratified_sample
 from ijepa.evals.core.heads import HeadGroup, HeadSpec
-from ijepa.evals.core.logreg import fit_lbfgs, fit_logreg, logreg_model, loss_grad, topk
+from ijepa.evals.core.logreg import fit_lbfgs, fit_logreg, logreg_model, loss_grad, scaler, topk
 from ijepa.evals.core.setup import frozen_splits
 
 TINY = EncoderSpec(random_init="vit_tiny", depth=2, img_size=32, patch_size=4, in_chans=1)
@@ -35,6 +35,26 @@ def blobs(n: int, seed: int, dim: int = 32, classes: int = 10) -> Features:
     means = torch.randn(classes, dim, generator=torch.Generator().manual_seed(0)) * 3
     y = torch.arange(n) % classes
     return Features(means[y] + torch.randn(n, dim, generator=torch.Generator().manual_seed(seed)), y, dim)
+
+
+def ill_conditioned(n: int, seed: int, dim: int = 64, classes: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    """Correlated features: independent latents with scales spanning 1e3, mixed by a fixed
+    rotation, so standardising each feature leaves a covariance with condition number ~1e6;
+    labels from a fixed linear rule on the latents plus noise."""
+    g = torch.Generator().manual_seed(0)
+    mix = torch.linalg.qr(torch.randn(dim, dim, generator=g, dtype=torch.float64))[0]
+    truth = torch.randn(dim, classes, generator=g, dtype=torch.float64) * 3
+    gs = torch.Generator().manual_seed(seed)
+    latent = torch.randn(n, dim, generator=gs, dtype=torch.float64)
+    y = (latent @ truth + torch.randn(n, classes, generator=gs, dtype=torch.float64)).argmax(1)
+    return (latent * torch.logspace(0, -3, dim, dtype=torch.float64)) @ mix, y
+
+
+def sklearn_objective(ref, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Our objective (mean cross-entropy + ||W||^2 / 2Cn) at scikit-learn's solution (C = 1)."""
+    z = torch.from_numpy(ref[0].transform(x.double().numpy()))
+    coef, intercept = torch.from_numpy(ref[-1].coef_), torch.from_numpy(ref[-1].intercept_)
+    return loss_grad(z, y, coef, intercept, 1 / len(z), chunk=len(z))[0]
 
 
 def test_stratified_sample_keeps_class_proportions_and_is_seeded():
@@ -105,22 +125,43 @@ def test_structured_features_beat_shuffled_labels(fmnist_feats):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_torch_lbfgs_solves_sklearns_logistic_regression(fmnist_feats, seed):
-    """Same objective, two solvers: ours at its default tol (1e-5) against scikit-learn's at
-    1e-6 reach the same optimum (objective within 1e-5, measured <= 3e-7) and the same val
-    accuracy within 0.2 points (measured <= 0.033, seeds 0-3, 1 and 2 BLAS threads)."""
+    """Same objective, two solvers: ours at its default tol (1e-5), preconditioned (the
+    default) and plain, against scikit-learn's at 1e-6 reach the same optimum (objective
+    within 1e-5, measured <= 3e-7) and the same val accuracy within 0.2 points (measured
+    <= 0.033, seeds 0-3, 1 and 2 BLAS threads); preconditioning takes at most half the
+    iterations on these real features (measured 47-59 vs 205-274, seeds 0-1)."""
     train, val, _ = fmnist_feats
     rows = stratified_sample(train.labels, 1200, seed=seed)
     for f in ("lastPOOL", "concatPOOL4"):
         x, y = train.get(f)[rows], train.labels[rows]
         ref = logreg_model(1.0, max_iter=20000, tol=1e-6).fit(x.double().numpy(), y.numpy())
-        ours = fit_lbfgs(x, y, 1.0)
-        assert ours.converged and ours.grad_max <= 1e-5 and 0 < ours.n_iter < 20000
-        z = torch.from_numpy(ref[0].transform(x.double().numpy()))
-        coef, intercept = torch.from_numpy(ref[-1].coef_), torch.from_numpy(ref[-1].intercept_)
-        ref_obj = loss_grad(z, y, coef, intercept, 1 / len(z), chunk=len(z))[0]  # sklearn's solution, our objective
-        assert abs(ours.loss - ref_obj) < 1e-5, (f, ours.loss, ref_obj)
+        ref_obj = sklearn_objective(ref, x, y)
         acc_ref = topk(ref, val.get(f).double().numpy(), val.labels.numpy())[0]
-        assert abs(topk(ours, val.get(f), val.labels)[0] - acc_ref) <= 0.002, f
+        fits = {pc: fit_lbfgs(x, y, 1.0, precondition=pc) for pc in (True, False)}
+        for ours in fits.values():
+            assert ours.converged and ours.grad_max <= 1e-5 and 0 < ours.n_iter < 20000
+            assert abs(ours.loss - ref_obj) < 1e-5, (f, ours.loss, ref_obj)
+            assert abs(topk(ours, val.get(f), val.labels)[0] - acc_ref) <= 0.002, f
+        assert fits[True].n_iter <= fits[False].n_iter // 2, (f, fits[True].n_iter, fits[False].n_iter)
+
+
+def test_preconditioned_lbfgs_solves_an_ill_conditioned_problem_in_a_fraction_of_the_iterations():
+    """Correlated features (standardised covariance condition ~1e6): W = V P reaches
+    scikit-learn's objective (tol 1e-8) within 1e-6 relative (measured 3e-13; plain 1e-10), the same
+    held-out accuracy, in a quarter of the plain fit's iterations or fewer (measured 30 vs
+    325 at tol 1e-7); the tolerance holds on W's own gradient, recomputed here."""
+    x, y = ill_conditioned(2000, 1)
+    xv, yv = ill_conditioned(2000, 2)
+    ref = logreg_model(1.0, max_iter=100_000, tol=1e-8).fit(x.numpy(), y.numpy())
+    ref_obj, ref_acc = sklearn_objective(ref, x, y), topk(ref, xv.numpy(), yv)[0]
+    fits = {pc: fit_lbfgs(x, y, 1.0, tol=1e-7, precondition=pc) for pc in (True, False)}
+    for ours in fits.values():
+        assert ours.converged and abs(ours.loss - ref_obj) <= 1e-6 * ref_obj, (ours.loss, ref_obj)
+        assert abs(topk(ours, xv, yv)[0] - ref_acc) <= 1 / len(yv)
+        mean, scale = scaler(x)
+        _, gw, gb = loss_grad((x - mean) / scale, y, ours.weight.double(), ours.bias.double(), 1 / len(x), chunk=len(x))
+        assert max(gw.abs().max(), gb.abs().max()) <= 1e-7 and ours.weight.shape == (5, 64)
+    assert fits[True].n_iter <= fits[False].n_iter // 4, (fits[True].n_iter, fits[False].n_iter)
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -189,8 +230,14 @@ def test_logreg_probe_picks_on_heldout_train_and_refits_on_all_of_it(fmnist_feat
     alone = fit_lbfgs(train.get("concatPOOL4"), train.labels, 1.0)
     one = fit_logreg(train, {"val": val}, feature_sets=("concatPOOL4",))
     assert one["val_top1"] == topk(alone, val.get("concatPOOL4"), val.labels)[0] and one["heldout_top1"] is None  # nothing chosen
-    assert one["solver"] == "torch-lbfgs" and one["converged"] and one["n_iter"] == alone.n_iter > 0
+    assert one["solver"] == "torch-lbfgs-precond" and one["converged"] and one["n_iter"] == alone.n_iter > 0
+    plain = fit_logreg(train, {"val": val}, feature_sets=("concatPOOL4",), precondition=False)  # the same objective, on W itself
+    assert plain["solver"] == "torch-lbfgs" and plain["converged"] and abs(plain["val_top1"] - one["val_top1"]) <= 0.002
+    assert one["refit_init"] == plain["refit_init"] == "zeros" and one["n_iter"] < plain["n_iter"], (one["n_iter"], plain["n_iter"])
     both = fit_logreg(train, {"val": val}, feature_sets=("lastPOOL", "concatPOOL4"), cs=(1e-4, 1.0))
     assert one["candidates"] == [] and len(both["candidates"]) == 4 and both["C"] == 1.0  # C=1e-4 underfits: held-out train says so
     assert both["heldout_top1"] == max(r["heldout_top1"] for r in both["candidates"]) and all(r["converged"] for r in both["candidates"])
     assert both["val_top1"] > 0.6 and 0 < both["val_top5"] - both["val_top1"] < 0.4
+    cold = fit_lbfgs(train.get(both["features"]), train.labels, 1.0)  # the refit without its held-out fit's warm start
+    assert both["refit_init"] == "heldout fit" and both["n_iter"] < cold.n_iter, (both["n_iter"], cold.n_iter)
+    assert abs(both["val_top1"] - topk(cold, val.get(both["features"]), val.labels)[0]) <= 0.002

@@ -59,7 +59,7 @@ def test_lowshot_logreg_mean_std_over_seeds_and_written_splits(tmp_path, tree):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         rec = run_lowshot(RGB, data=str(tree), fractions=(0.25, 0.5), seeds=(0, 1), cache_dir=tmp_path / "c", write_splits=tmp_path / "splits")
-    assert rec["kind"] == "eval.lowshot" and rec["protocol"] == "logreg" and rec["solver"] == "torch-lbfgs"
+    assert rec["kind"] == "eval.lowshot" and rec["protocol"] == "logreg" and rec["solver"] == "torch-lbfgs-precond"
     quarter = rec["fractions"]["0.25"]
     assert [r["n_labelled"] for r in quarter["seeds"]] == [12, 12]  # 3 per class x 4 classes
     rows = [r for f in rec["fractions"].values() for r in f["seeds"]]

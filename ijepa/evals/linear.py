@@ -79,6 +79,7 @@ def run_linear(
             "heldout_top1": res["heldout_top1"], "best_head": f"{res['features']}/logreg/C{res['C']:g}",
             "best_features": res["features"], "best_C": res["C"], "candidates": res["candidates"], "n_iter": res["n_iter"],
             "converged": res["converged"], "grad_max": res["grad_max"], "solver": res["solver"], "tol": res["tol"],
+            "refit_init": res["refit_init"],
             "seed": seed, "device": str(device),
             "fit_s": round(time.perf_counter() - t1, 2), "wall_s": round(time.perf_counter() - t0, 2),
         }

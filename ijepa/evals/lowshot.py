@@ -29,7 +29,7 @@ from ijepa.data.imagefolder import image_folder
 from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features, split_labels
 from ijepa.evals.core.finetune import FinetuneConfig, finetune
 from ijepa.evals.core.fit import GridConfig, check_limit, fit_grid, stratified_sample
-from ijepa.evals.core.logreg import SOLVER, fit_lbfgs, topk
+from ijepa.evals.core.logreg import LogReg, fit_lbfgs, solver_name, topk
 from ijepa.evals.core.setup import (
     FIXTURE_ENCODER,
     SMALL_RANDOM_INIT,
@@ -126,24 +126,26 @@ def train_pool(labels: torch.Tensor, train_limit: int | float | None, *, subset_
     return pool
 
 
-def cv_scores(x: torch.Tensor, y: torch.Tensor, cs: tuple[float, ...], *, folds: int, seed: int, device: torch.device) -> tuple[list[float], list]:
-    """Mean stratified k-fold accuracy of each C, and every fit (for its iteration count).
+def cv_scores(x: torch.Tensor, y: torch.Tensor, cs: tuple[float, ...], *, folds: int, seed: int, device: torch.device) -> tuple[list[float], list[list[LogReg]]]:
+    """Mean stratified k-fold accuracy of each C, and each C's fits (for their iteration counts
+    and the refit's warm start).
     Within a fold the C path runs small to large, each fit warm-started from the last: the
     objective is convex, so only the iteration count changes."""
     cv = StratifiedKFold(folds, shuffle=True, random_state=seed)
-    acc, fits = [[] for _ in cs], []
+    acc, fits = [[] for _ in cs], [[] for _ in cs]
     for fit_rows, held_rows in cv.split(x.numpy(), y.numpy()):
         prev = None
         for i in sorted(range(len(cs)), key=lambda i: cs[i]):
             prev = fit_lbfgs(x[fit_rows], y[fit_rows], cs[i], tol=TOL, device=device, init=prev)
             acc[i].append(topk(prev, x[held_rows], y[held_rows])[0])
-            fits.append(prev)
+            fits[i].append(prev)
     return [statistics.fmean(a) for a in acc], fits
 
 
 def logreg(train: Features, val: Features, *, feature_sets: tuple[str, ...], seed: int, device: torch.device | str = "cpu") -> dict:
     """Best (feature set, C) by stratified k-fold CV on the labelled subset, refit on all of
-    it; its val scores, and how many L-BFGS iterations the fits took (all to tolerance)."""
+    it (warm-started from a fold's fit of that C); its val scores, and how many L-BFGS
+    iterations the fits took (all to tolerance)."""
     y = train.labels
     counts = np.bincount(y.numpy())
     folds = int(min(3, counts[counts > 0].min()))
@@ -153,14 +155,14 @@ def logreg(train: Features, val: Features, *, feature_sets: tuple[str, ...], see
         if folds >= 2:
             scores, cv_fits = cv_scores(x, y, CS, folds=folds, seed=seed, device=torch.device(device))
             i = max(range(len(CS)), key=lambda i: scores[i])  # first of equals: the smaller C
-            fits += cv_fits
-            cv_score, c = scores[i], CS[i]
+            fits += [m for per_c in cv_fits for m in per_c]
+            cv_score, c, start = scores[i], CS[i], cv_fits[i][-1]
         else:  # one example per class: nothing to cross-validate (no score: the first feature set, C = 1)
-            cv_score, c = None, 1.0
+            cv_score, c, start = None, 1.0, None
         if best is None or (cv_score is not None and (best[0] is None or cv_score > best[0])):
-            best = (cv_score, f, c)
-    cv_score, f, c = best
-    fitted = fit_lbfgs(train.get(f), y, c, tol=TOL, device=device)
+            best = (cv_score, f, c, start)
+    cv_score, f, c, start = best
+    fitted = fit_lbfgs(train.get(f), y, c, tol=TOL, device=device, init=start)
     top1, top5 = topk(fitted, val.get(f), val.labels)
     return {"top1": top1, "top5": top5, "features": f, "C": float(c), "cv_top1": cv_score, "n_iter": fitted.n_iter,
             "converged": fitted.converged, "cv_fits": len(fits), "cv_n_iter_max": max((m.n_iter for m in fits), default=0),
@@ -233,7 +235,7 @@ def run_lowshot(
                 return logreg(sub, val, feature_sets=tuple(feature_sets), seed=seed, device=dev)
             res = fit_grid(grid, sub, {"eval": val}, num_classes=num_classes, device=dev, seed=seed, console=console)
             return {"top1": res.metrics["eval_top1"], "top5": res.metrics["eval_top5"], "head": res.best.name}
-        settings = {"feature_sets": list(feature_sets), "cs": list(CS), "solver": SOLVER, "tol": TOL} if protocol == "logreg" else {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(grid).items()}}
+        settings = {"feature_sets": list(feature_sets), "cs": list(CS), "solver": solver_name(True), "tol": TOL} if protocol == "logreg" else {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(grid).items()}}
     by_fraction = {}
     for f in fractions:
         rows = [{"seed": s, "n_labelled": len(splits[f, s][0]), "split": splits[f, s][1], **score(splits[f, s][0], s)} for s in seeds]
