@@ -18,7 +18,10 @@ def export(
     num_heads: int | None = typer.Option(None, "--num-heads", help="Attention heads, only where no config gives them and the width is not standard"),
     results_dir: Path = typer.Option(Path("results"), "--results", help="Results folder whose records of these weights go into the model card"),
 ) -> None:
-    """Export an encoder so transformers or timm load it, with a model card saying which one it is."""
+    """Export an encoder so transformers or timm load it, with a model card saying which one it is.
+
+    Example: ijepa export runs/fmnist_vit_tiny --format hf --out export/hf
+    """
     from ijepa.export import export_encoder
 
     try:
