@@ -186,3 +186,18 @@ def test_the_extraction_sees_the_readme():
     """The parametrized test above is only as good as what it sees: the main commands."""
     seen = {" ".join(a[:3]) for a in IJEPA}
     assert {"ijepa pretrain", "ijepa eval linear", "ijepa eval knn", "ijepa decoder train", "ijepa export runs/fmnist_vit_tiny"} <= seen | {" ".join(a[:2]) for a in IJEPA}
+
+
+def test_every_eval_help_shows_each_option_with_its_default():
+    """The README: `ijepa eval NAME --help` shows every option with its default."""
+    from typer.testing import CliRunner
+
+    from ijepa.cli.evals import spec_options
+    from ijepa.evals import registry
+
+    _root()
+    for name in registry.names():
+        out = CliRunner().invoke(app, ["eval", name, "--help"], env={"COLUMNS": "200"})
+        assert out.exit_code == 0, out.output
+        shown = out.output.count("[default:")
+        assert shown >= len(spec_options(registry.get(name))), f"ijepa eval {name} --help: {shown} defaults shown"

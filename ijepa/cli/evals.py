@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import typer
+from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from ijepa.cli import USER_ERRORS, app, console, fail
@@ -126,8 +127,9 @@ def build_command(entry) -> Any:
     for name, key in keys.items():
         hint, default = _hint_and_default(entry.spec, key)
         help_ = entry.help.get(key) or COMMON_HELP.get(name) or COMMON_HELP.get(key) or f"Recipe key {key}"
+        # escaped: rich markup would eat "[default: ...]" as a style tag and show no default
         params.append(_opt(name, str | None, None, metavar=describe(_plain(hint)).upper().replace(" ", "_"),
-                           help=f"{help_}  [default: {_show(default)}]", show_default=False))
+                           help=f"{help_}  " + escape(f"[default: {_show(default)}]"), show_default=False))
 
     def callback(**kw: Any) -> None:
         try:
