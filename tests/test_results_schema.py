@@ -75,6 +75,7 @@ def test_tables_keep_settings_apart_and_order_fractions(tmp_path):
     header = next(ln for ln in text.splitlines() if "top1@1%" in ln)
     assert header.index("top1@1%") < header.index("top1@5%") < header.index("top1@10%")
     assert "| 25.00 |" in text  # mIoU is a fraction: shown in %
+    assert "| 1000 |" in text and "1000.0" not in text  # a subset of images is a count, beside rows without one
     csv = (tmp_path / "summary.csv").read_text()
     assert "74.23," in csv and "74.2299" not in csv
 

@@ -87,7 +87,7 @@ def flops(
     rec = {
         "kind": "bench.flops", "encoder": f"{method}-{cfg.meta.model_name}-{cfg.data.crop_size}", "method": method,
         "arch": cfg.meta.model_name, "img_size": cfg.data.crop_size, "patch_size": cfg.mask.patch_size,
-        "batch_size": cfg.data.batch_size, **rec,
+        "batch_size": cfg.data.batch_size, "device": str(dev), **rec,
     }
     summary = (
         f"{method} {rec['arch']} {rec['img_size']}px: {rec['gflops_per_image']:.2f} GFLOPs/image/step "
