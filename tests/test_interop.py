@@ -64,6 +64,9 @@ def test_official_to_ours_to_hf(tmp_path, in_chans, which):
     card = (out / "README.md").read_text()
     key = "encoder" if which == "context" else which
     assert f"Encoder: **{key}**" in card and "official I-JEPA checkpoint, epoch 300" in card
+    from ijepa.evals.core.encoders import EncoderSpec, build_encoder
+
+    assert build_encoder(EncoderSpec(encoder=str(out), img_size=32, in_chans=in_chans))[1] == "hf:target_encoder"  # the folder, not "model"
 
 
 @pytest.mark.parametrize("in_chans", [3, 1])
