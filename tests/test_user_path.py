@@ -81,6 +81,16 @@ def test_missing_data_fails_before_the_run_directory_exists(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+
+def test_a_device_this_machine_lacks_names_the_config_key(tmp_path):
+    """Pretraining has no --device flag: the error names the key the user set."""
+    cfg = write_tiny_yaml(tmp_path / "cfg.yaml", tmp_path, "x", meta={"device": "cuda:99"})
+    result = _cli(["-c", str(cfg)])
+    assert result.exit_code == 2 and len(_lines(result)) == 1, result.output
+    assert _lines(result)[0].startswith("error: meta.device cuda:99: "), result.output
+    assert not (tmp_path / "x").exists()
+
+
 # -- resume --------------------------------------------------------------------------------------
 def test_resume_reads_the_stored_config_and_checks_only_given_keys(tmp_path):
     raw = tiny_raw(tmp_path, "res", optimization={"max_steps": 2}, logging=QUIET)
