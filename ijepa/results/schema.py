@@ -24,8 +24,9 @@ KNOWN: dict[str, tuple[str, str]] = {
     "bench.throughput": ("img_per_s", "value"), "bench.pretrain_step": ("img_per_s", "value"),
     "bench.official_step": ("img_per_s", "value"), "bench.flops": ("gflops_per_image", "value"),
     "bench.paper_compute": ("mae_over_ijepa_flops", "value"), "bench.probe_speed": ("logreg_s", "value"),
+    "bench.eval_speed": ("img_per_s", "value"), "bench.gpu_pretrain": ("img_per_s", "value"),
 }
-OPTIONAL = {"pretrain.compute"}  # records that feed plots, not tables: no headline
+OPTIONAL = {"pretrain.compute", "bench.gpu_check"}  # plot inputs and the GPU check's index of its records: no headline
 
 
 @dataclass(frozen=True)
