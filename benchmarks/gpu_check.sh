@@ -67,6 +67,13 @@ fi
 if [ -n "${PY:-}" ]; then :; elif [ -x .venv/bin/python ] && [ "$DEVICE" = cpu ]; then PY=.venv/bin/python; else PY=python3; fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$ROOT"
 IJEPA=("$PY" -c 'import sys; from ijepa.cli import main; sys.argv[0] = "ijepa"; sys.exit(main())')  # the `ijepa` command, uninstalled
+# A device this machine lacks (or a python without torch) is one line before anything runs or is written.
+"$PY" -c 'import sys
+try:
+    from ijepa.devices import resolve_device
+    resolve_device(sys.argv[1])
+except (ValueError, ImportError) as e:
+    sys.exit(f"gpu_check.sh: error: {e}")' "$DEVICE" || exit 2
 
 SCRATCH=$(mktemp -d /tmp/gpu_check.XXXXXX)
 if [ -z "$RESULTS" ]; then

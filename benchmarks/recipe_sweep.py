@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -133,7 +134,11 @@ def main() -> None:
     if args.grid:
         grid = yaml.safe_load(args.grid.read_text())
         for name, overrides in grid.items():
-            if (args.only is None or name in args.only) and not finished(name, overrides or [], args.results):
+            if args.only is not None and name not in args.only:
+                continue
+            if finished(name, overrides or [], args.results):  # said, so a finished grid is not a silent no-op
+                print(f"{name}: recorded in {args.results}/records/recipe_sweep/, not run again", file=sys.stderr)
+            else:
                 run_variant(name, overrides or [], folder=args.folder, results_dir=args.results)
     done = any(r.get("encoder") == "random-init (reference)" and "grid_val_top1" in r for r in read_records(args.results))
     if args.random_init and not done:

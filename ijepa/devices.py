@@ -10,8 +10,9 @@ import torch
 CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
 
-def resolve_device(name: str | torch.device) -> torch.device:
-    """`auto` is CUDA when available, else CPU; anything else must exist here."""
+def resolve_device(name: str | torch.device, *, option: str = "--device") -> torch.device:
+    """`auto` is CUDA when available, else CPU; anything else must exist here. Errors name
+    `option`, the flag or config key the user gave it with."""
     if isinstance(name, torch.device):
         return name
     if name == "auto":
@@ -19,16 +20,16 @@ def resolve_device(name: str | torch.device) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"--device {name!r}: expected {CHOICES}") from None
+        raise ValueError(f"{option} {name!r}: expected {CHOICES}") from None
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
+            raise ValueError(f"{option} {name}: CUDA is not available on this machine; use {option} cpu or auto")
         if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+            raise ValueError(f"{option} {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
     elif device.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"--device {name}: MPS is not available on this machine; use --device cpu or auto")
+        raise ValueError(f"{option} {name}: MPS is not available on this machine; use {option} cpu or auto")
     elif device.type not in ("cpu", "cuda", "mps", "meta"):  # meta: shapes only (FLOP counting)
-        raise ValueError(f"--device {name!r}: expected {CHOICES}")
+        raise ValueError(f"{option} {name!r}: expected {CHOICES}")
     return device
 
 

@@ -42,6 +42,7 @@ def export_encoder(
     """Write `which` encoder of `source` (run dir, checkpoint, official .pth.tar) to `out` in
     `fmt` ("hf" or "timm") with a model card; returns `out`."""
     check_choice("--format", fmt, FORMATS)
+    which = "encoder" if which == "context" else which  # the CLI's word; the card and records use the key
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")

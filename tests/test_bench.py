@@ -154,6 +154,7 @@ def test_flops_cli_reads_an_official_yaml_on_meta(tmp_path):
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout.strip().splitlines()[-1])
     assert rec["arch"] == "vit_huge" and rec["patch_size"] == 14 and rec["attention"] == "math"
+    assert rec["device"] == "meta"  # the results table's bench row says where it was counted
     assert abs(rec["closed_form_rel_diff"]) < 0.02
     # Per ViT-H/14 block at 224: 2*256*1280*(4*1280 + 2*5120) + 4*256^2*1280 = 10.41 GFLOPs (x32 blocks
     # + patch embedding = 333.6 GFLOPs, the usual "167 GMACs"); 2 blocks + patch embedding: 21.2.

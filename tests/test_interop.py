@@ -51,7 +51,7 @@ def features_equal(a: torch.Tensor, b: torch.Tensor) -> None:
 
 
 @pytest.mark.parametrize("in_chans", [3, 1])
-@pytest.mark.parametrize("which", ["target_encoder", "encoder"])
+@pytest.mark.parametrize("which", ["target_encoder", "encoder", "context"])  # context: the CLI's word for encoder
 def test_official_to_ours_to_hf(tmp_path, in_chans, which):
     enc, target = official(tmp_path / "jepa.pth.tar", in_chans=in_chans)
     out = export_encoder(tmp_path / "jepa.pth.tar", fmt="hf", out=tmp_path / "hf", which=which, results_dir=tmp_path)
@@ -62,7 +62,11 @@ def test_official_to_ours_to_hf(tmp_path, in_chans, which):
         features_equal(hf(x).last_hidden_state, want)
     features_equal(ijepa.load_encoder(out)(x), want)  # and back
     card = (out / "README.md").read_text()
-    assert f"Encoder: **{which}**" in card and "official I-JEPA checkpoint, epoch 300" in card
+    key = "encoder" if which == "context" else which
+    assert f"Encoder: **{key}**" in card and "official I-JEPA checkpoint, epoch 300" in card
+    from ijepa.evals.core.encoders import EncoderSpec, build_encoder
+
+    assert build_encoder(EncoderSpec(encoder=str(out), img_size=32, in_chans=in_chans))[1] == "hf:target_encoder"  # the folder, not "model"
 
 
 @pytest.mark.parametrize("in_chans", [3, 1])

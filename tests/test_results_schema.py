@@ -75,6 +75,7 @@ def test_tables_keep_settings_apart_and_order_fractions(tmp_path):
     header = next(ln for ln in text.splitlines() if "top1@1%" in ln)
     assert header.index("top1@1%") < header.index("top1@5%") < header.index("top1@10%")
     assert "| 25.00 |" in text  # mIoU is a fraction: shown in %
+    assert "| 1000 |" in text and "1000.0" not in text  # a subset of images is a count, beside rows without one
     csv = (tmp_path / "summary.csv").read_text()
     assert "74.23," in csv and "74.2299" not in csv
 
@@ -86,3 +87,14 @@ def test_plot_reads_the_results_folder_given_to_results(tmp_path, monkeypatch):
     res = cli(["results", "--results", str(other), "plot"])
     assert res.exit_code == 2 and f"{other}/records: no pretrain.compute" in res.output
     assert not Path("results").exists()
+
+
+def test_the_gpu_checks_records_are_tabled_not_skipped(tmp_path):
+    """benchmarks/gpu_check.sh writes these kinds; `ijepa results` must not call them invalid."""
+    for kind, extra in (("bench.eval_speed", {"img_per_s": 1502.0}), ("bench.gpu_pretrain", {"img_per_s": 46.0}),
+                        ("bench.gpu_check", {"records": [], "steps": []})):
+        write_record({"kind": kind, "encoder": "x", "device": "cuda", **extra}, results_dir=tmp_path)
+    _, _, skipped = write_tables(tmp_path)
+    assert skipped == []
+    assert "| 1502.00 |" in (tmp_path / "README.md").read_text()
+

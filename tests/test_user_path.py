@@ -5,6 +5,7 @@ pretrain.compute record, the [dense] extra's one-line error, benchmark help that
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,16 @@ def test_missing_data_fails_before_the_run_directory_exists(tmp_path):
                    "--set", f"logging.folder={tmp_path / 'runs'}"])
     assert result.exit_code == 2 and len(_lines(result)) == 1 and str(tmp_path / "nowhere") in result.output, result.output
     assert not (tmp_path / "runs").exists()
+
+
+
+def test_a_device_this_machine_lacks_names_the_config_key(tmp_path):
+    """Pretraining has no --device flag: the error names the key the user set."""
+    cfg = write_tiny_yaml(tmp_path / "cfg.yaml", tmp_path, "x", meta={"device": "cuda:99"})
+    result = _cli(["-c", str(cfg)])
+    assert result.exit_code == 2 and len(_lines(result)) == 1, result.output
+    assert _lines(result)[0].startswith("error: meta.device cuda:99: "), result.output
+    assert not (tmp_path / "x").exists()
 
 
 # -- resume --------------------------------------------------------------------------------------
@@ -171,3 +182,13 @@ def test_eval_speed_help_runs():
     out = subprocess.run([sys.executable, "benchmarks/eval_speed.py", "--help"], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stderr
     assert "90% of the 50k train split" in " ".join(out.stdout.split())
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
+    env = {**os.environ, "PY": sys.executable, "PYTHONPATH": str(ROOT)}
+    out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--device", "cuda", "--results", str(tmp_path / "r")],
+                         capture_output=True, text=True, cwd=ROOT, env=env)
+    assert out.returncode == 2 and out.stdout == "", out.stdout
+    assert out.stderr.strip().splitlines() == ["gpu_check.sh: error: --device cuda: CUDA is not available on this machine; use --device cpu or auto"]
+    assert not (tmp_path / "r").exists()

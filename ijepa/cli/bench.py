@@ -44,7 +44,10 @@ def throughput(
     steps: int = typer.Option(10, help="Timed steps"), warmup: int = typer.Option(3, help="Untimed steps first"),
     as_json: bool = JSON, results: Path = RESULTS,
 ) -> None:
-    """Time full training steps (forward, backward, AdamW, EMA) on synthetic images."""
+    """Time full training steps (forward, backward, AdamW, EMA) on synthetic images.
+
+    Example: ijepa bench throughput --method ijepa --steps 10 --json
+    """
     from ijepa.bench.throughput import measure_throughput
     from ijepa.training.config import ConfigError
 
@@ -69,7 +72,10 @@ def flops(
     device: str = typer.Option("cpu", help="cpu, cuda, or meta (counts models too big to run here)"),
     as_json: bool = JSON, results: Path = RESULTS,
 ) -> None:
-    """FLOPs per training step and per image (counted and closed-form) and per inference."""
+    """FLOPs per training step and per image (counted and closed-form) and per inference.
+
+    Example: ijepa bench flops --method mae
+    """
     from ijepa.bench.flops import measure_flops
     from ijepa.training.config import ConfigError
 
@@ -81,7 +87,7 @@ def flops(
     rec = {
         "kind": "bench.flops", "encoder": f"{method}-{cfg.meta.model_name}-{cfg.data.crop_size}", "method": method,
         "arch": cfg.meta.model_name, "img_size": cfg.data.crop_size, "patch_size": cfg.mask.patch_size,
-        "batch_size": cfg.data.batch_size, **rec,
+        "batch_size": cfg.data.batch_size, "device": str(dev), **rec,
     }
     summary = (
         f"{method} {rec['arch']} {rec['img_size']}px: {rec['gflops_per_image']:.2f} GFLOPs/image/step "

@@ -45,15 +45,15 @@ def train(
     try:
         rec = train_decoders(run, tc, data=data, device=device, resume=resume, baseline=baseline,
                              val_images=val_images, console=console)
-        console.print(f"record: {publish(rec, results)}")
+        _say(f"record: {publish(rec, results)}")
         for name in ("trained", "random_init"):
             if name in rec:
                 r = rec[name]
-                console.print(f"{name:>11} encoder: val MSE {r['mse']:.4f}  SSIM {r['ssim']:.3f}  block MSE {r['block_mse']:.4f}")
+                _say(f"{name:>11} encoder: val MSE {r['mse']:.4f}  SSIM {r['ssim']:.3f}  block MSE {r['block_mse']:.4f}")
         if measure:
             m = measure_decoded(run, data=data, device=device, val_images=val_images)
             _print_measure(m)
-            console.print(f"record: {publish(m, results)}")
+            _say(f"record: {publish(m, results)}")
     except (RunError, *USER_ERRORS) as e:
         fail(e)
 
@@ -83,15 +83,21 @@ def measure_cmd(
         print(json.dumps(rec))
     else:
         _print_measure(rec)
-        console.print(f"record: {path}")
+        _say(f"record: {path}")
 
 
 def _print_measure(rec: dict) -> None:
     names = ("target", "prediction", "mean_token", "random_predictor")
-    console.print(f"decoded pixel MSE on val ({rec['n_images']} images), by target block size (patches):")
-    console.print("  size  blocks " + " ".join(f"{n:>17}" for n in names))
+    _say(f"decoded pixel MSE on val ({rec['n_images']} images), by target block size (patches):")
+    _say("  size  blocks " + " ".join(f"{n:>17}" for n in names))
     for size, row in {**rec["pixel_mse_by_block_size"], "all": rec["pixel_mse"]}.items():
-        console.print(f"  {size:>4} {row['n_blocks']:>7} " + " ".join(f"{row[n]:>17.4f}" for n in names))
+        _say(f"  {size:>4} {row['n_blocks']:>7} " + " ".join(f"{row[n]:>17.4f}" for n in names))
     ret = rec["retrieval"]
-    console.print(f"retrieval top-1 among the batch (chance {ret['chance']:.3f}): " + ", ".join(
+    _say(f"retrieval top-1 among the batch (chance {ret['chance']:.3f}): " + ", ".join(
         f"{k} {v['block_top1']:.3f} (tokens {v['token_top1']:.3f})" for k, v in ret.items() if k != "chance"))
+
+
+def _say(text: str) -> None:
+    """One line on stderr, never wrapped (off a terminal rich wraps at 80 columns, splitting
+    the measure table's rows and the record's path)."""
+    console.print(text, soft_wrap=True, highlight=False, markup=False)

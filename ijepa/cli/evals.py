@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
 
 import typer
+from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from ijepa.cli import USER_ERRORS, app, console, fail
@@ -126,8 +127,9 @@ def build_command(entry) -> Any:
     for name, key in keys.items():
         hint, default = _hint_and_default(entry.spec, key)
         help_ = entry.help.get(key) or COMMON_HELP.get(name) or COMMON_HELP.get(key) or f"Recipe key {key}"
+        # escaped: rich markup would eat "[default: ...]" as a style tag and show no default
         params.append(_opt(name, str | None, None, metavar=describe(_plain(hint)).upper().replace(" ", "_"),
-                           help=f"{help_}  [default: {_show(default)}]", show_default=False))
+                           help=f"{help_}  " + escape(f"[default: {_show(default)}]"), show_default=False))
 
     def callback(**kw: Any) -> None:
         try:
@@ -137,16 +139,15 @@ def build_command(entry) -> Any:
         finish(rec, entry, kw["as_json"], kw["results"])
 
     callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    one = typer.Typer()
+    one = typer.Typer(add_completion=False)  # completion is the root command's, not each eval's
     one.command(entry.name, help=f"{entry.summary}\n\nExample: [bold]{entry.example}[/]", short_help=entry.summary)(callback)
     return typer.main.get_command(one)
 
 
-def run_command(entry, keys: dict[str, str], kw: dict[str, Any]) -> dict:
+def resolve_spec(entry, keys: dict[str, str], kw: dict[str, Any]) -> Any:
+    """The eval's spec from its defaults, the recipe, the options and `--set`: everything a
+    command line can get wrong, checked before any data or encoder is touched."""
     from ijepa import typedconfig
-    from ijepa.devices import resolve_device
-    from ijepa.evals.core.encoders import EncoderSpec
-    from ijepa.evals.registry import Context, run_eval
 
     values: dict[str, Any] = {}
     for name, key in keys.items():
@@ -157,6 +158,15 @@ def run_command(entry, keys: dict[str, str], kw: dict[str, Any]) -> dict:
     spec = typedconfig.load(entry.spec, kw["config"], values=values, overrides=kw["set_"])
     if hasattr(spec, "data") and not spec.data:
         raise ValueError("--data is required (or `data:` in the recipe)")
+    return spec
+
+
+def run_command(entry, keys: dict[str, str], kw: dict[str, Any]) -> dict:
+    from ijepa.devices import resolve_device
+    from ijepa.evals.core.encoders import EncoderSpec
+    from ijepa.evals.registry import Context, run_eval
+
+    spec = resolve_spec(entry, keys, kw)
     img = getattr(spec, "img_size", None) or entry.random_init.get("img_size", 224)
     encoder = EncoderSpec(encoder=kw["encoder"], random_init=kw["random_init"], which="target_encoder" if kw["which"] == "target_encoder" else "encoder",
                           img_size=img, patch_size=kw["patch_size"], in_chans=kw["in_chans"], depth=kw["depth"], num_heads=kw["num_heads"])

@@ -25,7 +25,10 @@ def explore(
     gallery: int = typer.Option(2000, "--gallery", help="Fashion-MNIST models: val images the neighbours are searched among"),
     num_heads: int | None = typer.Option(None, "--num-heads", help="Attention heads, only for a bare state dict of a non-standard width"),
 ) -> None:
-    """Show how I-JEPA sees an image: masks, per-patch predictions, PCA colours, neighbours."""
+    """Show how I-JEPA sees an image: masks, per-patch predictions, PCA colours, neighbours.
+
+    Example: ijepa explore runs/fmnist_vit_tiny --out site
+    """
     from ijepa.explore import export_static, make_server, open_explorer
     from ijepa.explore.server import address
     from ijepa.training.config import ConfigError

@@ -14,11 +14,14 @@ def export(
     source: Path = typer.Argument(..., help="Run dir, our checkpoint.pt, or an official I-JEPA .pth.tar"),
     fmt: str = typer.Option(..., "--format", help="hf (transformers IJepaModel) or timm (VisionTransformer, gap pooling)"),
     out: Path = typer.Option(..., "--out", help="Folder to write (new or empty): the model files and a README.md model card"),
-    which: str = typer.Option("target_encoder", "--which", help="target_encoder (as the paper evaluates) or encoder (the context encoder)"),
+    which: str = typer.Option("target_encoder", "--which", help="target_encoder (as the paper evaluates) or context (alias: encoder, the official key)"),
     num_heads: int | None = typer.Option(None, "--num-heads", help="Attention heads, only where no config gives them and the width is not standard"),
     results_dir: Path = typer.Option(Path("results"), "--results", help="Results folder whose records of these weights go into the model card"),
 ) -> None:
-    """Export an encoder so transformers or timm load it, with a model card saying which one it is."""
+    """Export an encoder so transformers or timm load it, with a model card saying which one it is.
+
+    Example: ijepa export runs/fmnist_vit_tiny --format hf --out export/hf
+    """
     from ijepa.export import export_encoder
 
     try:

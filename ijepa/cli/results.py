@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ijepa.cli import USER_ERRORS, app, console, fail
 
-results_app = typer.Typer(help="Tables of every eval/bench record beside the paper's reference numbers; `plot` draws compute vs accuracy.")
+results_app = typer.Typer(help="Tables of every eval/bench record beside the paper's reference numbers; `plot` draws compute vs accuracy.\n\nExample: ijepa results")
 app.add_typer(results_app, name="results")
 ResultsDir = Annotated[Path, typer.Option("--results", help="Results folder holding records/")]
 
@@ -43,7 +43,10 @@ def plot(
     results_dir: Annotated[Path | None, typer.Option("--results", help="Results folder holding records/ (default: the one given to `ijepa results`, else results)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="PNG to write (default: <results>/compute_vs_accuracy.png)")] = None,
 ) -> None:
-    """Plot I-JEPA and MAE runs (pretrain.compute + eval.linear records), random init as the floor."""
+    """Plot I-JEPA and MAE runs (pretrain.compute + eval.linear records), random init as the floor.
+
+    Example: ijepa results plot --out compute_vs_accuracy.png
+    """
     from ijepa.results.plots import plot_compute
 
     results_dir = results_dir or (ctx.obj or {}).get("results_dir") or Path("results")

@@ -242,7 +242,7 @@ def rows(rec: Record) -> list[tuple[str, str]]:
 register(Eval(
     name="detection", spec=DetectionRun, run=run, rows=rows, headline="box_ap", unit="fraction",
     summary="Train Mask R-CNN on the ViTDet pyramid over the encoder; COCOeval box and mask AP on val.",
-    example="ijepa eval detection --encoder runs/<vit_b run> --data /data/coco -c evals/detection_coco_vitb.yaml",
+    example="ijepa eval detection --encoder RUN --data /data/coco -c evals/detection_coco_vitb.yaml",
     fixture=Fixture("coco.make_coco", (*FIXTURE_ENCODER,
                                        "-c", "evals/detection_fixture.yaml", "--max-iters", "1", "--eval-limit", "2")),
     flags={"eval-limit": "max_val_images"},

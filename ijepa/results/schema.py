@@ -25,8 +25,9 @@ KNOWN: dict[str, tuple[str, str]] = {
     "bench.official_step": ("img_per_s", "value"), "bench.flops": ("gflops_per_image", "value"),
     "bench.paper_compute": ("mae_over_ijepa_flops", "value"), "bench.probe_speed": ("logreg_s", "value"),
     "curve.score": ("top1", "fraction"),  # ijepa.bench.curves: one probe of one budget's run
+    "bench.eval_speed": ("img_per_s", "value"), "bench.gpu_pretrain": ("img_per_s", "value"),
 }
-OPTIONAL = {"pretrain.compute", "curve.pretrain"}  # records that feed plots, not tables: no headline
+OPTIONAL = {"pretrain.compute", "curve.pretrain", "bench.gpu_check"}  # plot inputs, the GPU check's index of its records: no headline
 
 
 @dataclass(frozen=True)

@@ -110,6 +110,14 @@ def _cell(value: float, std: float | None) -> str:
     return f"{value:.2f}" if std is None or pd.isna(std) else f"{value:.2f} ± {std:.2f}"
 
 
+def _key_cell(value: Any) -> str:
+    """A setting as its table cell: "-" when absent, a subset of 2000 images as 2000 (a column
+    holding None beside ints is float in pandas), a fraction as it is."""
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "-"
+    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
+
+
 def ours_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per setting (encoder, checkpoint, dataset, protocol, train and eval subsets,
     splits): the latest run of it, metrics as columns in the order the records give them."""
@@ -117,7 +125,7 @@ def ours_table(rows: pd.DataFrame) -> pd.DataFrame:
     rows["cell"] = [_cell(v, s) for v, s in zip(rows["value"], rows.get("std", pd.Series([None] * len(rows), index=rows.index)), strict=True)]
     keys = KEYS
     for k in keys:
-        rows[k] = rows[k].astype(object).where(rows[k].notna(), "-").astype(str)
+        rows[k] = rows[k].map(_key_cell)
     latest = rows.sort_values("created").groupby(keys, sort=False)["record"].transform("last").reindex(rows.index)
     rows = rows[rows["record"] == latest]
     metrics = list(dict.fromkeys(rows["metric"]))

@@ -37,7 +37,7 @@ def init_distributed(device_type: str) -> DistInfo:
 
 
 def resolve_device(name: str, info: DistInfo) -> torch.device:
-    device = devices.resolve_device(name)
+    device = devices.resolve_device(name, option="meta.device")
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", info.local_rank)
     if device.type == "cuda":
@@ -46,4 +46,4 @@ def resolve_device(name: str, info: DistInfo) -> torch.device:
 
 
 def device_type_of(name: str) -> str:
-    return devices.resolve_device(name).type
+    return devices.resolve_device(name, option="meta.device").type

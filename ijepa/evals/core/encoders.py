@@ -54,7 +54,8 @@ def build_encoder(spec: EncoderSpec) -> tuple[VisionTransformer, str, str]:
         path = checkpoint_file(spec.encoder)
         enc = load_encoder(path, which=spec.which, pos_embed=spec.pos_embed, num_heads=spec.num_heads)
         tag += f"-h{spec.num_heads}" if spec.num_heads else ""
-        return enc, f"{path.parent.name if path.name == 'checkpoint.pt' else path.stem}:{spec.which}{tag}", f"{file_digest(path)}-{spec.which}{tag}"
+        folder = path.name == "checkpoint.pt" or Path(spec.encoder).is_dir()  # a run, HF or timm folder: its name
+        return enc, f"{path.parent.name if folder else path.stem}:{spec.which}{tag}", f"{file_digest(path)}-{spec.which}{tag}"
     torch.manual_seed(spec.seed)
     enc = create_encoder(spec.random_init, img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
                          depth=spec.depth or None, init=spec.init, pos_embed=spec.pos_embed)
