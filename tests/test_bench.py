@@ -121,6 +121,17 @@ def test_gpu_check_pretrain_record_sets_a_run_beside_a_cpu_log(tmp_path):
     assert rec["config_differences"] == ["meta.depth: 4 -> 6"]  # device and max_steps are where it ran, not the recipe
 
 
+def test_gpu_check_summary_judges_targets_on_a_gpu_only():
+    """A CPU dry run of the GPU check must not print "target met" from CPU numbers."""
+    mod = _benchmark_module("gpu_check")
+    tp = {"kind": "bench.throughput", "method": "ijepa", "preset": "vit_huge14", "batch_size": 8, "compile": False, "img_per_s": 1.0,
+          "step_time_median_s": 1.0, "step_time_p25_s": 1.0, "step_time_p75_s": 1.0, "peak_mem_mb": 1024.0, "utilisation": 0.9,
+          "attention_backend": "math", "sdpa_flash_only": False, "host_syncs_per_step": 0, "dtype": "float32"}
+    on = {d: "\n".join(mod.summary_lines([tp], {}, [], d)) for d in ("cpu", "cuda")}
+    assert "MFU >= " in on["cpu"] and "not judged: a dry run on cpu" in on["cpu"] and "-> met" not in on["cpu"] and "NOT met" not in on["cpu"]
+    assert on["cuda"].rstrip().endswith("-> met")
+
+
 def _cli(args: list[str]):
     import ijepa.cli.bench  # noqa: F401  (registers the commands)
     from ijepa.cli import app

@@ -136,6 +136,28 @@ def test_log_lines_summary_and_compute_record_off_a_terminal(tmp_path):
     assert again.exit_code == 0 and len(list(records[0].parent.glob("*.json"))) == 1, again.output
 
 
+def test_eval_progress_writes_plain_lines_off_a_terminal_and_nothing_when_disabled():
+    import io
+
+    from rich.console import Console
+
+    from ijepa.evals.core.features import progress
+
+    out = io.StringIO()
+    with progress(Console(file=out, force_terminal=False, width=200), "features train", every=0) as bar:
+        task = bar.add_task("", total=4, rate="")
+        for _ in range(4):
+            bar.update(task, advance=1, rate="12 img/s")
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("features train: ")]
+    assert lines[0].startswith("features train: 1/4  12 img/s") and lines[-1] == "features train: 4/4  12 img/s", out.getvalue()
+    assert len(lines) == 4 and "ETA" not in lines[-1]  # an ETA only while there is one
+
+    quiet = io.StringIO()
+    with progress(Console(file=quiet, force_terminal=False), "heads", enabled=False, every=0) as bar:
+        bar.update(bar.add_task("", total=2, rate=""), advance=2)
+    assert quiet.getvalue() == ""
+
+
 # -- the [dense] extra ---------------------------------------------------------------------------
 def test_a_missing_dense_package_is_one_line_naming_the_extra(tmp_path):
     """In a fresh process (the eval registry caches imported modules), as if pycocotools were not installed."""

@@ -27,7 +27,7 @@ def train(
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the decoder on the random-init encoder's tokens"),
     measure: bool = typer.Option(True, "--measure/--no-measure", help="Then run `ijepa decoder measure`"),
     data: str | None = typer.Option(None, "--data", help="Dataset (default: the run's own): fashion-mnist or an ImageFolder root"),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (CUDA when available)"),
     workers: int = typer.Option(0, "--workers", help="DataLoader workers"),
     resume: bool = typer.Option(False, "--resume", help="Continue RUN/decoder exactly"),
     results: Path = typer.Option(Path("results"), "--results", help="Also write the records under RESULTS/records/decoder.*"),
@@ -64,7 +64,7 @@ def measure_cmd(
     decoder: Path | None = typer.Option(None, "--decoder", help="Decoder checkpoint (default: RUN/decoder)"),
     val_images: int = typer.Option(1000, "--val-images"),
     data: str | None = typer.Option(None, "--data", help="Dataset (default: the run's own)"),
-    device: str = typer.Option("cpu", "--device"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (CUDA when available)"),
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON"),
     results: Path = typer.Option(Path("results"), "--results", help="Also write the record under RESULTS/records/decoder.measure"),
 ) -> None:

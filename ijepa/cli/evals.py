@@ -15,7 +15,7 @@ import inspect
 import json
 import types
 from pathlib import Path
-from typing import Annotated, Any, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, Literal, Union, get_args, get_origin, get_type_hints
 
 import typer
 from rich.markup import escape
@@ -53,6 +53,13 @@ def _hint_and_default(spec: type, key: str) -> tuple[Any, Any]:
         obj = getattr(obj, part)
         cls = hint
     return hint, obj
+
+
+def _metavar(hint: Any, describe) -> str:
+    """`GRID|LOGREG` for a choice, `LIST_OF_FLOAT` for the rest."""
+    if get_origin(hint) is Literal:
+        return "|".join(str(a).upper() for a in get_args(hint))
+    return describe(hint).upper().replace(" ", "_")
 
 
 def _show(value: Any) -> str:
@@ -128,7 +135,7 @@ def build_command(entry) -> Any:
         hint, default = _hint_and_default(entry.spec, key)
         help_ = entry.help.get(key) or COMMON_HELP.get(name) or COMMON_HELP.get(key) or f"Recipe key {key}"
         # escaped: rich markup would eat "[default: ...]" as a style tag and show no default
-        params.append(_opt(name, str | None, None, metavar=describe(_plain(hint)).upper().replace(" ", "_"),
+        params.append(_opt(name, str | None, None, metavar=_metavar(_plain(hint), describe),
                            help=f"{help_}  " + escape(f"[default: {_show(default)}]"), show_default=False))
 
     def callback(**kw: Any) -> None:

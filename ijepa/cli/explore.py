@@ -19,7 +19,7 @@ def explore(
     draws: int = typer.Option(4, "--draws", help="With --out: pre-sampled mask draws per exported image"),
     config: Path | None = typer.Option(None, "--config", "-c", help="Random init only: the recipe to initialise (default: the Fashion-MNIST recipe)"),
     set_: list[str] = typer.Option([], "--set", help="Random init only: override a recipe key, e.g. --set data.crop_size=224"),
-    device: str = typer.Option("cpu", "--device", help="Torch device for the three networks"),
+    device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (CUDA when available), for the three networks"),
     decoder: Path | None = typer.Option(None, "--decoder", help="Pixel decoder (default: RUN/decoder if `ijepa decoder train RUN` made one)"),
     mae: Path | None = typer.Option(None, "--mae", help="An MAE run of the same grid: show its pixel reconstruction of the same blocks"),
     gallery: int = typer.Option(2000, "--gallery", help="Fashion-MNIST models: val images the neighbours are searched among"),

@@ -24,6 +24,7 @@ from ijepa.data import build_dataset, data_spec, eval_transform
 from ijepa.decoder.metrics import mean_tokens, measure_predictions, reconstruction_metrics
 from ijepa.decoder.model import TokenDecoder, decoder_dir, load_decoder, spec_for
 from ijepa.decoder.train import DecoderTrainConfig, DecoderTrainer
+from ijepa.devices import resolve_device
 from ijepa.explore.model import ExploreModel, load_explore_model, random_explore_model
 from ijepa.masks import MultiBlockMaskCollator
 from ijepa.models.vit import init_weights
@@ -98,7 +99,7 @@ def train_decoders(run: str | Path, tc: DecoderTrainConfig | None = None, *, dat
                    resume: bool = False, baseline: bool = True, val_images: int = 1000,
                    console: Console | None = None) -> dict:
     """Train the run's decoder (and the random-init baseline), write and return `record.json`."""
-    tc, dev = tc or DecoderTrainConfig(), torch.device(device)
+    tc, dev = tc or DecoderTrainConfig(), resolve_device(device)
     model, out = run_model(run), decoder_dir(run)
     train, spec = run_dataset(model, "train", data)
     val, _ = run_dataset(model, "val", data)
@@ -127,7 +128,7 @@ def train_decoders(run: str | Path, tc: DecoderTrainConfig | None = None, *, dat
 def measure_decoded(run: str | Path, *, decoder: str | Path | None = None, data: str | None = None, device: str = "cpu",
                     val_images: int = 1000, mean_images: int = 1000, batch_size: int = 64, seed: int = 0) -> dict:
     """Decoded predictions vs baselines, and retrieval, on val; write and return `measure.json`."""
-    dev = torch.device(device)
+    dev = resolve_device(device)
     model, out = run_model(run), decoder_dir(run)
     dec: TokenDecoder = load_decoder(decoder or out, spec_for(model.target_encoder, str(run), *model.mean_std)).to(dev)
     twin = random_twin(model)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ijepa.decoder.model import TokenDecoder, decoder_dir, load_decoder, spec_for
+from ijepa.devices import resolve_device
 from ijepa.explore import render
 from ijepa.explore.analysis import (
     Analysis,
@@ -254,7 +255,7 @@ def open_explorer(
     photos = sample_photo_items()
     own, other = (fmnist, photos) if model.cfg.data.dataset == "fashion-mnist" else (photos, fmnist)
     folder = folder_items(images) if images is not None else []
-    return Explorer(model, folder + own + other, device=torch.device(device), notes=notes, extras=extras)
+    return Explorer(model, folder + own + other, device=resolve_device(device), notes=notes, extras=extras)
 
 
 def find_decoder(model: ExploreModel, checkpoint: str | Path | None, decoder: str | Path | None) -> tuple[TokenDecoder | None, str]:

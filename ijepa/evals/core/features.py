@@ -84,13 +84,48 @@ class Tokens:
         return Tokens(self.tokens[idx], self.labels[idx], self.transform)
 
 
-def progress(console: Console | None, what: str, *, enabled: bool = True) -> Progress:
+LOG_EVERY_S = 30.0  # outside a terminal: one progress line at most this often
+
+
+class EvalProgress(Progress):
+    """Rich's bar on a terminal; written to a file or pipe (`ijepa eval ... > log 2>&1`), where
+    rich draws nothing until the end, one plain line per task at most every `every` seconds
+    (what, done/total, the `rate` field, ETA), so a long eval is never silent in a log."""
+
+    def __init__(self, what: str, *columns, every: float = LOG_EVERY_S, **kwargs) -> None:
+        super().__init__(*columns, **kwargs)
+        self.what, self.every, self.lines = what, every, not self.console.is_terminal and not kwargs.get("disable")
+        self.last: dict = {}
+
+    def update(self, task_id, **kwargs) -> None:
+        super().update(task_id, **kwargs)
+        if self.lines:
+            self.log_line(task_id)
+
+    def advance(self, task_id, advance: float = 1) -> None:
+        super().advance(task_id, advance)
+        if self.lines:
+            self.log_line(task_id)
+
+    def log_line(self, task_id) -> None:
+        now, task = time.monotonic(), self._tasks[task_id]
+        if now - self.last.setdefault(task_id, now) < self.every and not task.finished:
+            return
+        self.last[task_id] = now
+        eta = task.time_remaining
+        eta = f"  ETA {int(eta) // 60}m{int(eta) % 60:02d}s" if eta is not None and not task.finished else ""
+        total = f"/{task.total:.0f}" if task.total is not None else ""
+        self.console.print(f"{self.what}: {task.completed:.0f}{total}  {task.fields.get('rate', '')}{eta}".rstrip(),
+                           markup=False, highlight=False, soft_wrap=True)
+
+
+def progress(console: Console | None, what: str, *, enabled: bool = True, every: float = LOG_EVERY_S) -> Progress:
     """The evals' one rich bar (rate or loss in the `rate` field, ETA), on stderr so `--json`
-    stdout stays clean."""
-    return Progress(
-        TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+    stdout stays clean; plain lines every `every` seconds where stderr is not a terminal."""
+    return EvalProgress(
+        what, TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
         TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console or Console(stderr=True), transient=False, disable=not enabled,
+        console=console or Console(stderr=True), transient=False, disable=not enabled, every=every,
     )
 
 
