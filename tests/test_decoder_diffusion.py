@@ -15,9 +15,22 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ijepa.decoder import DecoderTrainer, load_decoder, spec_for
-from ijepa.decoder.diffusion import DiffusionDecoder, diffusion_dir, diffusion_loss, load_diffusion_decoder, roles, sample
+from ijepa.decoder.diffusion import (
+    DiffusionDecoder,
+    diffusion_dir,
+    diffusion_loss,
+    load_diffusion_decoder,
+    roles,
+    sample,
+)
 from ijepa.decoder.model import decoder_dir
-from ijepa.decoder.runs import mask_collator, measure_decoded, random_twin, run_dataset, train_decoders
+from ijepa.decoder.runs import (
+    mask_collator,
+    measure_decoded,
+    random_twin,
+    run_dataset,
+    train_decoders,
+)
 from ijepa.decoder.train import DiffusionTrainConfig, DiffusionTrainer, training_roles
 from ijepa.explore import load_explore_model
 from ijepa.explore.export import export_static

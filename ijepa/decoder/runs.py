@@ -23,11 +23,16 @@ from torch import nn
 
 from ijepa.atomic import atomic_write
 from ijepa.data import build_dataset, data_spec, eval_transform
-from ijepa.decoder.metrics import mean_tokens, measure_predictions, reconstruction_metrics
-from ijepa.decoder.model import TokenDecoder, decoder_dir, load_decoder, spec_for
 from ijepa.decoder.diffusion import diffusion_dir, load_diffusion_decoder
 from ijepa.decoder.diffusion_metrics import measure_samples, sample_reconstruction
-from ijepa.decoder.train import DecoderTrainConfig, DecoderTrainer, DiffusionTrainConfig, DiffusionTrainer
+from ijepa.decoder.metrics import mean_tokens, measure_predictions, reconstruction_metrics
+from ijepa.decoder.model import TokenDecoder, decoder_dir, load_decoder, spec_for
+from ijepa.decoder.train import (
+    DecoderTrainConfig,
+    DecoderTrainer,
+    DiffusionTrainConfig,
+    DiffusionTrainer,
+)
 from ijepa.explore.model import ExploreModel, load_explore_model, random_explore_model
 from ijepa.masks import MultiBlockMaskCollator
 from ijepa.models.vit import init_weights

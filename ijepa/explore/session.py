@@ -26,7 +26,14 @@ from ijepa.explore.analysis import (
     pooled_features,
     sample_masks,
 )
-from ijepa.explore.decoded import MAERun, context_image, decoded_images, load_mae, mae_image, sampled_images
+from ijepa.explore.decoded import (
+    MAERun,
+    context_image,
+    decoded_images,
+    load_mae,
+    mae_image,
+    sampled_images,
+)
 from ijepa.explore.images import (
     ImageItem,
     decode_image,
