@@ -140,7 +140,8 @@ def test_a_diffusion_decoder_of_another_run_is_refused_in_one_line(parts, tmp_pa
     moved = load_explore_model(write_tiny_run(tmp_path / "moved", shift=0.2))
     (tmp_path / "moved" / "decoder").mkdir()
     (tmp_path / "d").rename(tmp_path / "moved" / "decoder" / "diffusion")
-    assert find_diffusion(moved, tmp_path / "moved") is None  # the page goes on without it
+    decoder, note = find_diffusion(moved, tmp_path / "moved")  # the page goes on without it, and says why
+    assert decoder is None and note.startswith("Diffusion samples not shown:") and "decoder trained for" in note
     with pytest.raises(ValueError, match="decoder trained for"):
         load_diffusion_decoder(tmp_path / "moved", spec_for(moved.target_encoder, "moved", *moved.mean_std))
 
@@ -150,6 +151,8 @@ def test_train_and_measure_records(run):
     saved = json.loads((diffusion_dir(run) / "record.json").read_text())
     assert saved["decoder_kind"] == "diffusion" and saved["reported_on"] == "val" and saved["trained"]["n_images"] == 8
     assert rec["trained"]["mse"] == saved["trained"]["mse"] and -1 <= saved["trained"]["ssim"] <= 1
+    with pytest.raises(ValueError, match="whole_image=1.5"):
+        tiny_dtc(4, whole_image=1.5)
     with pytest.raises(ValueError, match="takes a DiffusionTrainConfig"):
         train_decoders(run, tiny_tc(4), kind="diffusion")
     train_decoders(run, tiny_tc(2), baseline=False, val_images=8)
@@ -184,7 +187,7 @@ def test_explorer_export_shows_the_samples(run, tmp_path):
     for folder, trainer, tc in ((decoder_dir(run), DecoderTrainer, tiny_tc(2)), (diffusion_dir(run), DiffusionTrainer, tiny_dtc(2))):
         if not (folder / "checkpoint.pt").is_file():
             trainer(model.target_encoder, spec, train, mask_collator(model, 0), folder, tc, device=torch.device("cpu")).fit()
-    extras = Extras(decoder=find_decoder(model, run, None)[0], diffusion=find_diffusion(model, run))
+    extras = Extras(decoder=find_decoder(model, run, None)[0], diffusion=find_diffusion(model, run)[0])
     assert extras.diffusion is not None
     base = tiny_explorer(2)
     explorer = type(base)(model, list(base.items.values()), device=torch.device("cpu"), extras=extras)

@@ -114,6 +114,11 @@ def diffusion_loss(decoder: DiffusionDecoder, tokens: torch.Tensor, pix: torch.T
     return ((v_pred - (a * eps - s * pix)).pow(2) * gen).sum() / (gen.sum() * pix.size(-1))
 
 
+def _repeat(x: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    """n copies along the batch, sample-major (row s * B + b is sample s of item b)."""
+    return None if x is None else x.repeat(n, *([1] * (x.dim() - 1)))
+
+
 @torch.no_grad()
 def sample(decoder: DiffusionDecoder, tokens: torch.Tensor, idx: torch.Tensor, *, n_samples: int = 4, steps: int = 25,
            known_pix: torch.Tensor | None = None, known_idx: torch.Tensor | None = None,
@@ -128,12 +133,11 @@ def sample(decoder: DiffusionDecoder, tokens: torch.Tensor, idx: torch.Tensor, *
         raise ValueError(f"steps={steps}, n_samples={n_samples}: expected both >= 1")
     spec, dev = decoder.spec, tokens.device
     n, p, b = spec.grid[0] * spec.grid[1], spec.patch_size ** 2 * spec.in_chans, len(tokens)
-    rep = lambda x: None if x is None else x.repeat(n_samples, *([1] * (x.dim() - 1)))  # noqa: E731 (sample-major)
-    idx_r, known_idx_r = rep(idx), rep(known_idx)
+    idx_r, known_idx_r = _repeat(idx, n_samples), _repeat(known_idx, n_samples)
     role = roles(n, idx_r, known_idx_r)
     full_tok = torch.zeros(b * n_samples, n, tokens.size(-1), device=dev, dtype=tokens.dtype)
-    full_tok.scatter_(1, idx_r.unsqueeze(-1).expand(-1, -1, tokens.size(-1)), rep(tokens))
-    x0_known = rep(known_pix) if known_pix is not None else torch.zeros(b * n_samples, n, p, device=dev)
+    full_tok.scatter_(1, idx_r.unsqueeze(-1).expand(-1, -1, tokens.size(-1)), _repeat(tokens, n_samples))
+    x0_known = _repeat(known_pix, n_samples) if known_pix is not None else torch.zeros(b * n_samples, n, p, device=dev)
     lo, hi = pixel_range(spec, dev)
     x = torch.randn(b * n_samples, n, p, generator=generator, device=dev)
     times = torch.linspace(1.0, 0.0, steps + 1, device=dev)

@@ -73,4 +73,4 @@ def measure_samples(model, decoder: DiffusionDecoder, dataset: Dataset, collator
             "sample_steps": steps, "sample_seed": seed,
             "columns": {"*_sample": "mean pixel MSE of one sample (normalised pixels)",
                         "*_samples_mean": "pixel MSE of the mean of the samples",
-                        "*_diversity": "per-pixel std across samples, averaged (normalised pixels)"}}
+                        "*_diversity": "per-pixel std across samples (n - 1 denominator), averaged (normalised pixels)"}}

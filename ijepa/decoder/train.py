@@ -176,6 +176,10 @@ class DiffusionTrainConfig(DecoderTrainConfig):
     depth: int = 4
     whole_image: float = 0.25  # fraction of images that generate every patch from all tokens; the rest, one target block
 
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.whole_image <= 1.0:
+            raise ValueError(f"whole_image={self.whole_image}: expected a fraction in [0, 1]")
+
 
 class DiffusionTrainer(DecoderTrainer):
     """A `DiffusionDecoder` trained by `DecoderTrainer`'s loop; its noise is seeded by step, so

@@ -221,7 +221,7 @@ async function start() {
     for (const id of ["heatpanel", "dpredpanel"]) $(id).hidden = true;
   }
   for (const el of document.querySelectorAll(".nodecoder")) el.textContent = info.decoder ? "" : info.decoder_note;
-  $("dsampleslabel").textContent = info.diffusion ? "4 samples of the same predictions from the diffusion decoder (2 × 2; context patches known, 25 DDIM steps)" : "";
+  $("dsampleslabel").textContent = info.diffusion ? "4 samples of the same predictions from the diffusion decoder (2 × 2; context patches known, 25 DDIM steps)" : (info.diffusion_note || "");
   $("maelabel").textContent = info.mae ? `${info.mae}: MAE predicts each patch standardised; shown with the true patch's mean and contrast put back` : "";
   $("maenote").textContent = info.mae ? "" : "No MAE run: start with `ijepa explore RUN --mae MAE_RUN` (an `ijepa pretrain --method mae` run of the same grid) to compare pixel reconstruction with I-JEPA's token prediction.";
   $("gallery").textContent = `${info.gallery.size} images (${info.gallery.name})`;

@@ -91,6 +91,7 @@ class Extras:
     decoder: TokenDecoder | None = None
     decoder_note: str = "No decoder: `ijepa decoder train RUN` trains one for a run, and `ijepa explore RUN` then finds it."
     diffusion: DiffusionDecoder | None = None  # draws samples of the predictions beside the mean decoder's
+    diffusion_note: str = ""  # why the run's diffusion decoder is not shown, where it has one
     mae: MAERun | None = None
     gallery: list[ImageItem] | None = None
     gallery_name: str = "the page's images"
@@ -132,7 +133,7 @@ class Explorer:
             "default_image": self.page_ids[0], "context_why": context_explanation(self.defaults, m),
             "encoder_only": m.encoder_only,
             "decoder": self.extras.decoder is not None, "decoder_note": self.extras.decoder_note,
-            "diffusion": self.extras.diffusion is not None,
+            "diffusion": self.extras.diffusion is not None, "diffusion_note": self.extras.diffusion_note,
             "mae": self.extras.mae.label if self.extras.mae else None,
             "gallery": {"size": len(self.gallery_ids), "name": self.extras.gallery_name,
                         "small": len(self.gallery_ids) < SMALL_GALLERY},
@@ -253,7 +254,7 @@ def open_explorer(
     model = load_explore_model(checkpoint, num_heads=num_heads) if checkpoint is not None else random_explore_model(load_config(config, list(overrides)))
     extras = Extras(mae=load_mae(mae, model) if mae is not None else None)
     extras.decoder, extras.decoder_note = find_decoder(model, checkpoint, decoder)
-    extras.diffusion = find_diffusion(model, checkpoint)
+    extras.diffusion, extras.diffusion_note = find_diffusion(model, checkpoint)
     notes = []
     fmnist: list[ImageItem] = []
     n_fmnist = max(fashion_mnist, gallery if model.cfg.data.dataset == "fashion-mnist" and fashion_mnist > 0 else 0)
@@ -294,12 +295,12 @@ def find_decoder(model: ExploreModel, checkpoint: str | Path | None, decoder: st
         return None, f"{e}."
 
 
-def find_diffusion(model: ExploreModel, checkpoint: str | Path | None) -> DiffusionDecoder | None:
-    """The run's `decoder/diffusion/` if it was trained for this target encoder; else none
-    (the page then shows the deterministic decoder alone)."""
+def find_diffusion(model: ExploreModel, checkpoint: str | Path | None) -> tuple[DiffusionDecoder | None, str]:
+    """(the run's `decoder/diffusion/` if trained for this target encoder, else None; a note for
+    the page where one exists but does not fit). Without it the deterministic decoder shows alone."""
     if checkpoint is None or model.predictor is None or not (diffusion_dir(checkpoint) / "checkpoint.pt").is_file():
-        return None
+        return None, ""
     try:
-        return load_diffusion_decoder(diffusion_dir(checkpoint), spec_for(model.target_encoder, str(checkpoint), *model.mean_std))
-    except ValueError:
-        return None
+        return load_diffusion_decoder(diffusion_dir(checkpoint), spec_for(model.target_encoder, str(checkpoint), *model.mean_std)), ""
+    except ValueError as e:
+        return None, f"Diffusion samples not shown: {e}."
