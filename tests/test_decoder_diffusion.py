@@ -205,3 +205,32 @@ def test_explorer_export_shows_the_samples(run, tmp_path):
     with Image.open(tmp_path / "site" / "figure.png") as fig:
         assert fig.size[0] == 6 * 262 - 6  # image, mask, context, (b), (c), (c) samples
     assert "dsamples" in (tmp_path / "site" / "index.html").read_text()
+
+
+def test_a_step_on_the_default_recipe_costs_about_the_mean_decoders():
+    """The README's sizing, counted (matmul FLOPs, as `ijepa bench flops`): a diffusion step of
+    the default recipe is within 1.25x of the deterministic decoder's, target encoder included."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ijepa.decoder.model import TokenDecoder, layer_normed
+    from ijepa.decoder.train import decoder_loss
+    from ijepa.explore.model import random_explore_model
+    from ijepa.training.config import load_config
+
+    model = random_explore_model(load_config())  # the packaged default recipe
+    spec = spec_for(model.target_encoder, "default", *model.mean_std)
+    (imgs, _), masks_enc, masks = mask_collator(model, 0)([(torch.randn(1, 32, 32), 0) for _ in range(8)])
+    g, dtc = torch.Generator().manual_seed(0), DiffusionTrainConfig()
+    mean, diff = TokenDecoder(spec), DiffusionDecoder(spec, width=dtc.width, depth=dtc.depth)
+
+    def flops(fn) -> int:
+        with FlopCounterMode(display=False) as fc:
+            fn()
+        return fc.get_total_flops()
+
+    with torch.no_grad():
+        encoder = flops(lambda: model.target_encoder(imgs))
+        tokens = layer_normed(model.target_encoder(imgs))
+    m = flops(lambda: decoder_loss(mean, tokens, imgs, masks).backward())
+    d = flops(lambda: diffusion_loss(diff, tokens, patchify(imgs, 4), training_roles(64, masks_enc[0], masks, 0.25, g), g).backward())
+    assert 1.0 < (encoder + d) / (encoder + m) < 1.25, (encoder, m, d)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ijepa.decoder.model import DecoderSpec, decoder_dir
+from ijepa.decoder.model import DecoderSpec, decoder_dir, read_decoder_checkpoint
 from ijepa.models.pos_embed import sincos_2d
 from ijepa.models.vit import init_weights, make_blocks
 
@@ -154,8 +154,6 @@ def sample(decoder: DiffusionDecoder, tokens: torch.Tensor, idx: torch.Tensor, *
 
 def load_diffusion_decoder(path: str | Path, wanted: DecoderSpec | None = None) -> DiffusionDecoder:
     """A trained diffusion decoder (run dir, its `decoder/diffusion/`, or the file); refused if not for `wanted`."""
-    from ijepa.decoder.model import read_decoder_checkpoint
-
     path = Path(path)
     if path.is_dir():
         for cand in (path / "decoder" / "diffusion", path / "diffusion", path):
