@@ -176,6 +176,11 @@ def test_cli_kind(tmp_path):
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert "(one sample)" in r.output and "not measured" in r.output and (run / "decoder" / "diffusion" / "checkpoint.pt").is_file()
+    from ijepa.results.io import read_records
+    from ijepa.results.schema import validate
+
+    (rec,) = read_records(tmp_path / "r")
+    assert validate(rec) is None and rec["decoder_kind"] == "diffusion" and rec["encoder"].endswith(":diffusion_decoder")
     r = CliRunner().invoke(app, ["decoder", "train", str(run), "--kind", "flow"])
     assert r.exit_code == 2 and "--kind flow: expected one of mean, diffusion" in r.output
 
