@@ -155,7 +155,10 @@ def test_cli_defaults_are_the_library_defaults():
 
     from ijepa.cli.decoder import train
     from ijepa.decoder import DecoderTrainConfig
+    from ijepa.decoder.train import DiffusionTrainConfig
 
     params = inspect.signature(train).parameters
-    for name in ("steps", "batch_size", "width", "depth", "train_images"):
-        assert params[name].default.default == getattr(DecoderTrainConfig, name), name
+    for name in ("steps", "batch_size", "width", "train_images"):
+        assert params[name].default.default == getattr(DecoderTrainConfig, name) == getattr(DiffusionTrainConfig, name), name
+    assert params["depth"].default.default is None and params["kind"].default.default == "mean"  # None: the kind's own depth
+    assert (DecoderTrainConfig.depth, DiffusionTrainConfig.depth) == (2, 4)

@@ -18,10 +18,12 @@ RUN_HELP = "Run dir (or checkpoint) with encoder, predictor and target_encoder"
 @decoder_app.command("train")
 def train(
     run: Path = typer.Argument(..., help=RUN_HELP),
+    kind: str = typer.Option("mean", "--kind", help="mean: deterministic, paints the average of what the tokens leave open "
+                             "(RUN/decoder/); diffusion: a conditional diffusion decoder that draws samples (RUN/decoder/diffusion/)"),
     steps: int = typer.Option(1000, "--steps", help="Optimizer steps per decoder"),
     batch_size: int = typer.Option(64, "--batch-size"),
     width: int = typer.Option(128, "--width", help="Decoder width"),
-    depth: int = typer.Option(2, "--depth", help="Decoder transformer blocks"),
+    depth: int | None = typer.Option(None, "--depth", help="Decoder transformer blocks (default: 2 mean, 4 diffusion)"),
     train_images: int = typer.Option(0, "--train-images", help="Train on the first N train images only (0: all)"),
     val_images: int = typer.Option(1000, "--val-images", help="Val images the record is measured on"),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Also train the decoder on the random-init encoder's tokens"),
@@ -36,21 +38,28 @@ def train(
 
     Example: ijepa decoder train runs/fmnist_vit_tiny
     """
-    from ijepa.decoder.runs import measure_decoded, publish, train_decoders
-    from ijepa.decoder.train import DecoderTrainConfig
+    from ijepa.decoder.model import decoder_dir
+    from ijepa.decoder.runs import KINDS, measure_decoded, publish, train_decoders
     from ijepa.training.checkpointing import RunError
 
-    tc = DecoderTrainConfig(steps=steps, batch_size=batch_size, width=width, depth=depth, train_images=train_images,
-                            num_workers=workers)
+    if kind not in KINDS:
+        fail(ValueError(f"--kind {kind}: expected one of {', '.join(KINDS)}"))
+    config_cls = KINDS[kind][0]
+    tc = config_cls(steps=steps, batch_size=batch_size, width=width, train_images=train_images, num_workers=workers,
+                    **({"depth": depth} if depth is not None else {}))
     try:
-        rec = train_decoders(run, tc, data=data, device=device, resume=resume, baseline=baseline,
+        rec = train_decoders(run, tc, kind=kind, data=data, device=device, resume=resume, baseline=baseline,
                              val_images=val_images, console=console)
         _say(f"record: {publish(rec, results)}")
         for name in ("trained", "random_init"):
             if name in rec:
                 r = rec[name]
-                _say(f"{name:>11} encoder: val MSE {r['mse']:.4f}  SSIM {r['ssim']:.3f}  block MSE {r['block_mse']:.4f}")
-        if measure:
+                block = f"  block MSE {r['block_mse']:.4f}" if "block_mse" in r else " (one sample)"
+                _say(f"{name:>11} encoder: val MSE {r['mse']:.4f}  SSIM {r['ssim']:.3f}{block}")
+        if measure and not (decoder_dir(run) / "checkpoint.pt").is_file():
+            _say(f"not measured: the measure compares with the deterministic decoder; `ijepa decoder train {run}`, "
+                 f"then `ijepa decoder measure {run}`")
+        elif measure:
             m = measure_decoded(run, data=data, device=device, val_images=val_images)
             _print_measure(m)
             _say(f"record: {publish(m, results)}")
@@ -63,6 +72,9 @@ def measure_cmd(
     run: Path = typer.Argument(..., help=RUN_HELP),
     decoder: Path | None = typer.Option(None, "--decoder", help="Decoder checkpoint (default: RUN/decoder)"),
     val_images: int = typer.Option(1000, "--val-images"),
+    diffusion_images: int = typer.Option(128, "--diffusion-images", help="Val images the diffusion decoder's samples are measured on (if RUN/decoder/diffusion exists)"),
+    samples: int = typer.Option(4, "--samples", help="Diffusion samples per block"),
+    sample_steps: int = typer.Option(25, "--sample-steps", help="DDIM steps per diffusion sample"),
     data: str | None = typer.Option(None, "--data", help="Dataset (default: the run's own)"),
     device: str = typer.Option("auto", "--device", help="cpu, cuda, cuda:N or auto (CUDA when available)"),
     as_json: bool = typer.Option(False, "--json", help="Print the record as JSON"),
@@ -75,7 +87,8 @@ def measure_cmd(
     from ijepa.decoder.runs import measure_decoded, publish
 
     try:
-        rec = measure_decoded(run, decoder=decoder, data=data, device=device, val_images=val_images)
+        rec = measure_decoded(run, decoder=decoder, data=data, device=device, val_images=val_images,
+                              diffusion_images=diffusion_images, n_samples=samples, sample_steps=sample_steps)
         path = publish(rec, results)
     except USER_ERRORS as e:
         fail(e)
@@ -92,6 +105,12 @@ def _print_measure(rec: dict) -> None:
     _say("  size  blocks " + " ".join(f"{n:>17}" for n in names))
     for size, row in {**rec["pixel_mse_by_block_size"], "all": rec["pixel_mse"]}.items():
         _say(f"  {size:>4} {row['n_blocks']:>7} " + " ".join(f"{row[n]:>17.4f}" for n in names))
+    if "diffusion" in rec:
+        d = rec["diffusion"]
+        _say(f"diffusion decoder on val ({d['n_images']} images, {d['n_samples']} samples x {d['sample_steps']} DDIM steps, context known):")
+        _say("  tokens        sample MSE  samples-mean MSE  diversity (std)")
+        for n in ("target", "prediction", "mean_token"):
+            _say(f"  {n:<12} {d['all'][n + '_sample']:>11.4f} {d['all'][n + '_samples_mean']:>17.4f} {d['all'][n + '_diversity']:>10.4f}")
     ret = rec["retrieval"]
     _say(f"retrieval top-1 among the batch (chance {ret['chance']:.3f}): " + ", ".join(
         f"{k} {v['block_top1']:.3f} (tokens {v['token_top1']:.3f})" for k, v in ret.items() if k != "chance"))

@@ -78,6 +78,8 @@ def layer_normed(tokens: torch.Tensor) -> torch.Tensor:
 class TokenDecoder(nn.Module):
     """Tokens [B, K, D] at patches idx [B, K] -> those patches' normalised pixels [B, K, p*p*C]."""
 
+    kind = "mean"  # the mean of what the tokens leave open (see `ijepa.decoder.diffusion` for samples)
+
     def __init__(self, spec: DecoderSpec, *, width: int = 128, depth: int = 2, num_heads: int | None = None,
                  mlp_ratio: float = 4.0) -> None:
         super().__init__()
@@ -105,8 +107,9 @@ class TokenDecoder(nn.Module):
         return {"width": self.width, "depth": self.depth, "num_heads": self.num_heads}
 
 
-def save_payload(decoder: TokenDecoder) -> dict:
-    return {"decoder": decoder.state_dict(), "spec": asdict(decoder.spec), "hparams": decoder.hparams()}
+def save_payload(decoder: nn.Module) -> dict:
+    """A decoder's weights and what rebuilds it (`kind`: "mean", or "diffusion")."""
+    return {"decoder": decoder.state_dict(), "spec": asdict(decoder.spec), "hparams": decoder.hparams(), "kind": decoder.kind}
 
 
 def decoder_dir(run: str | Path) -> Path:
@@ -115,22 +118,31 @@ def decoder_dir(run: str | Path) -> Path:
     return file.parent / ("decoder" if file.name == "checkpoint.pt" else f"{file.stem}-decoder")
 
 
+def read_decoder_checkpoint(path: Path, wanted: DecoderSpec | None, *, kind: str, how: str) -> tuple[dict, DecoderSpec]:
+    """(checkpoint, spec) of a decoder file of `kind`; one-line errors for a missing, foreign,
+    other-kind or other-encoder file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: decoder not found (train one with {how})")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        spec = DecoderSpec.from_dict(ckpt["spec"])
+        ckpt["hparams"]  # noqa: B018 (present in every decoder checkpoint)
+    except Exception as e:  # a foreign or truncated file: many error types
+        raise ValueError(f"{path}: not a decoder checkpoint ({e.__class__.__name__}: {e})") from None
+    if ckpt.get("kind", "mean") != kind:
+        raise ValueError(f"{path}: a {ckpt.get('kind', 'mean')} decoder, not a {kind} one")
+    if wanted is not None:
+        check_spec(spec, wanted, path)
+    return ckpt, spec
+
+
 def load_decoder(path: str | Path, wanted: DecoderSpec | None = None) -> TokenDecoder:
     """A trained decoder (run dir's `decoder/checkpoint.pt`, or the file); refused if not for `wanted`."""
     path = Path(path)
     if path.is_dir():
         path = path / "decoder" / "checkpoint.pt" if (path / "decoder").is_dir() else path / "checkpoint.pt"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: decoder not found (train one with `ijepa decoder train RUN`)")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        spec = DecoderSpec.from_dict(ckpt["spec"])
-        hp = ckpt["hparams"]
-    except Exception as e:  # a foreign or truncated file: many error types
-        raise ValueError(f"{path}: not a decoder checkpoint ({e.__class__.__name__}: {e})") from None
-    if wanted is not None:
-        check_spec(spec, wanted, path)
-    dec = TokenDecoder(spec, **hp)
+    ckpt, spec = read_decoder_checkpoint(path, wanted, kind=TokenDecoder.kind, how="`ijepa decoder train RUN`")
+    dec = TokenDecoder(spec, **ckpt["hparams"])
     dec.load_state_dict(ckpt["decoder"])
     return dec.eval().requires_grad_(False)
 

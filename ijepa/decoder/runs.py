@@ -4,6 +4,8 @@
 `RUN/decoder/random_init/checkpoint.pt` the same decoder trained on the tokens of the
 random-init encoder the run started from (the baseline). `record.json` compares their
 reconstructions on val; `measure.json` scores decoded predictions against baselines.
+`RUN/decoder/diffusion/` holds the same for the diffusion decoder (`--kind diffusion`),
+whose samples `measure.json` scores beside the deterministic decoder's numbers.
 """
 
 from __future__ import annotations
@@ -21,9 +23,16 @@ from torch import nn
 
 from ijepa.atomic import atomic_write
 from ijepa.data import build_dataset, data_spec, eval_transform
+from ijepa.decoder.diffusion import diffusion_dir, load_diffusion_decoder
+from ijepa.decoder.diffusion_metrics import measure_samples, sample_reconstruction
 from ijepa.decoder.metrics import mean_tokens, measure_predictions, reconstruction_metrics
 from ijepa.decoder.model import TokenDecoder, decoder_dir, load_decoder, spec_for
-from ijepa.decoder.train import DecoderTrainConfig, DecoderTrainer
+from ijepa.decoder.train import (
+    DecoderTrainConfig,
+    DecoderTrainer,
+    DiffusionTrainConfig,
+    DiffusionTrainer,
+)
 from ijepa.devices import resolve_device
 from ijepa.explore.model import ExploreModel, load_explore_model, random_explore_model
 from ijepa.masks import MultiBlockMaskCollator
@@ -83,7 +92,8 @@ def publish(record: dict, results: str | Path) -> Path:
     else:
         top = {"headline": "retrieval_top1", "unit": "fraction", "retrieval_top1": record["retrieval"]["prediction"]["block_top1"],
                "pred_pixel_mse": record["pixel_mse"]["prediction"]}
-    return write_record({**record, "encoder": f"{Path(record['run']).name}:target_encoder", **top}, results_dir=Path(results))
+    which = "" if record.get("decoder_kind", "mean") == "mean" else f":{record['decoder_kind']}_decoder"
+    return write_record({**record, "encoder": f"{Path(record['run']).name}:target_encoder{which}", **top}, results_dir=Path(results))
 
 
 def run_model(run: str | Path) -> ExploreModel:
@@ -95,28 +105,41 @@ def run_model(run: str | Path) -> ExploreModel:
     return model
 
 
-def train_decoders(run: str | Path, tc: DecoderTrainConfig | None = None, *, data: str | None = None, device: str = "cpu",
-                   resume: bool = False, baseline: bool = True, val_images: int = 1000,
-                   console: Console | None = None) -> dict:
-    """Train the run's decoder (and the random-init baseline), write and return `record.json`."""
-    tc, dev = tc or DecoderTrainConfig(), resolve_device(device)
-    model, out = run_model(run), decoder_dir(run)
+KINDS = {"mean": (DecoderTrainConfig, DecoderTrainer), "diffusion": (DiffusionTrainConfig, DiffusionTrainer)}
+
+
+def train_decoders(run: str | Path, tc: DecoderTrainConfig | None = None, *, kind: str = "mean", data: str | None = None,
+                   device: str = "cpu", resume: bool = False, baseline: bool = True, val_images: int = 1000,
+                   sample_steps: int = 25, console: Console | None = None) -> dict:
+    """Train the run's decoder of `kind` (and the random-init baseline), write and return its `record.json`
+    (`RUN/decoder/` for "mean", `RUN/decoder/diffusion/` for "diffusion")."""
+    if kind not in KINDS:
+        raise ValueError(f"decoder kind {kind!r}: expected one of {', '.join(KINDS)}")
+    config_cls, trainer_cls = KINDS[kind]
+    tc, dev = tc or config_cls(), resolve_device(device)
+    if not isinstance(tc, config_cls):
+        raise ValueError(f"decoder kind {kind!r} takes a {config_cls.__name__}, given a {type(tc).__name__}")
+    model, out = run_model(run), decoder_dir(run) if kind == "mean" else diffusion_dir(run)
     train, spec = run_dataset(model, "train", data)
     val, _ = run_dataset(model, "val", data)
     encoders = {"trained": model.target_encoder}
     if baseline:
         encoders["random_init"] = random_twin(model).target_encoder
-    record = {"kind": "decoder.train", "run": str(run), "dataset": spec.id, "train_config": asdict(tc),
+    record = {"kind": "decoder.train", "decoder_kind": kind, "run": str(run), "dataset": spec.id, "train_config": asdict(tc),
               "selected_on": "none (fixed defaults; nothing is chosen on any split)", "reported_on": "val",
               "pixels": "MSE on normalised pixels (the model's input); SSIM on [0, 1] pixels (torchmetrics, data_range 1)"}
     for name, enc in encoders.items():
         dspec = spec_for(enc, str(run), *model.mean_std)
         folder = out if name == "trained" else out / "random_init"
         t0 = time.perf_counter()
-        trainer = DecoderTrainer(enc, dspec, train, mask_collator(model, tc.seed), folder, tc, device=dev, resume=resume)
-        decoder = trainer.fit(console, description=f"decoder ({name} encoder)")
-        metrics = reconstruction_metrics(enc, decoder, val, mask_collator(model, 0), n_images=val_images,
-                                         batch_size=tc.batch_size, device=dev)
+        trainer = trainer_cls(enc, dspec, train, mask_collator(model, tc.seed), folder, tc, device=dev, resume=resume)
+        decoder = trainer.fit(console, description=f"{kind} decoder ({name} encoder)")
+        if kind == "mean":
+            metrics = reconstruction_metrics(enc, decoder, val, mask_collator(model, 0), n_images=val_images,
+                                             batch_size=tc.batch_size, device=dev)
+        else:
+            metrics = sample_reconstruction(enc, decoder, val, mask_collator(model, 0), n_images=val_images,
+                                            batch_size=tc.batch_size, steps=sample_steps, device=dev)
         record[name] = {**metrics, "encoder_sha256": dspec.encoder_sha256, "checkpoint": str(folder / "checkpoint.pt"),
                         "final_train_loss": trainer.losses[-1][1] if trainer.losses else None,
                         "train_seconds_this_call": round(time.perf_counter() - t0, 1)}
@@ -126,8 +149,13 @@ def train_decoders(run: str | Path, tc: DecoderTrainConfig | None = None, *, dat
 
 
 def measure_decoded(run: str | Path, *, decoder: str | Path | None = None, data: str | None = None, device: str = "cpu",
-                    val_images: int = 1000, mean_images: int = 1000, batch_size: int = 64, seed: int = 0) -> dict:
-    """Decoded predictions vs baselines, and retrieval, on val; write and return `measure.json`."""
+                    val_images: int = 1000, mean_images: int = 1000, batch_size: int = 64, seed: int = 0,
+                    diffusion_images: int = 128, n_samples: int = 4, sample_steps: int = 25) -> dict:
+    """Decoded predictions vs baselines, and retrieval, on val; write and return `measure.json`.
+
+    Where the run has a diffusion decoder (`RUN/decoder/diffusion/`), its samples are measured
+    too, on the first `diffusion_images` val images with the same masks (sampling costs
+    `n_samples` x `sample_steps` decoder passes per block and token set)."""
     dev = resolve_device(device)
     model, out = run_model(run), decoder_dir(run)
     dec: TokenDecoder = load_decoder(decoder or out, spec_for(model.target_encoder, str(run), *model.mean_std)).to(dev)
@@ -150,5 +178,10 @@ def measure_decoded(run: str | Path, *, decoder: str | Path | None = None, data:
         "retrieval_rule": "cosine among the batch's targets at the same patches; random_init: all three networks random",
         **result,
     }
+    if (diffusion_dir(run) / "checkpoint.pt").is_file():
+        diff = load_diffusion_decoder(diffusion_dir(run), spec_for(model.target_encoder, str(run), *model.mean_std)).to(dev)
+        record["diffusion"] = {"decoder": str(diffusion_dir(run)), **measure_samples(
+            model, diff, val, mask_collator(model, seed), mean, n_images=diffusion_images, batch_size=batch_size,
+            n_samples=n_samples, steps=sample_steps, device=dev)}
     _write_json(out / "measure.json", record)
     return record

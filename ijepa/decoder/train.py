@@ -19,6 +19,7 @@ from rich.console import Console
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from ijepa.data.loader import worker_errors
+from ijepa.decoder.diffusion import GEN, DiffusionDecoder, diffusion_loss, roles
 from ijepa.decoder.model import DecoderSpec, TokenDecoder, check_spec, layer_normed, save_payload
 from ijepa.masks import MultiBlockMaskCollator, apply_masks
 from ijepa.models.mae import patchify
@@ -94,7 +95,7 @@ class DecoderTrainer:
         self.sampler = EpochSampler(len(dataset), batch_size=tc.batch_size, rank=0, world_size=1, seed=tc.seed)
         self.ipe = self.sampler.per_rank // tc.batch_size
         torch.manual_seed(tc.seed)
-        self.decoder = TokenDecoder(spec, width=tc.width, depth=tc.depth).to(self.device)
+        self.decoder = self.build_decoder(spec).to(self.device)
         params = [p for p in self.decoder.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=tc.lr, betas=(0.9, 0.95), weight_decay=tc.weight_decay)
         self.step, self.losses = 0, []
@@ -115,15 +116,15 @@ class DecoderTrainer:
         atomic_save(state, self.ckpt_path)
 
     def _batches(self):
-        """(imgs, masks) from the current step on, across epochs."""
+        """(imgs, context masks, target masks) from the current step on, across epochs."""
         while True:
             epoch, offset = divmod(self.step, self.ipe)
             self.sampler.set_epoch(epoch, offset)
             self.collator.set_epoch(epoch, offset)
             loader = DataLoader(self.dataset, batch_size=self.tc.batch_size, sampler=self.sampler, collate_fn=self.collator,
                                 num_workers=self.tc.num_workers, drop_last=True)
-            for (imgs, _), _, masks_pred in worker_errors(loader):
-                yield imgs.to(self.device), [m.to(self.device) for m in masks_pred]
+            for (imgs, _), masks_enc, masks_pred in worker_errors(loader):
+                yield imgs.to(self.device), [m.to(self.device) for m in masks_enc], [m.to(self.device) for m in masks_pred]
 
     def fit(self, console: Console | None = None, *, description: str = "decoder") -> TokenDecoder:
         """Train to `tc.steps` (checkpointing on the way) and release the directory."""
@@ -132,8 +133,8 @@ class DecoderTrainer:
             task = bar.add_task(description, total=self.tc.steps, completed=self.step, info="")
             t0, seen = time.perf_counter(), 0
             with bar:
-                for imgs, masks in self._batches() if self.step < self.tc.steps else ():
-                    loss = self._train_step(imgs, masks)
+                for imgs, masks_enc, masks in self._batches() if self.step < self.tc.steps else ():
+                    loss = self._train_step(imgs, masks_enc, masks)
                     self.step, seen = self.step + 1, seen + len(imgs)
                     if self.step % 10 == 0 or self.step == self.tc.steps:
                         self.losses.append((self.step, loss))
@@ -146,16 +147,59 @@ class DecoderTrainer:
             self.lock.release()
         return self.decoder.eval()
 
-    def _train_step(self, imgs: torch.Tensor, masks: list[torch.Tensor]) -> float:
+    def build_decoder(self, spec: DecoderSpec) -> TokenDecoder:
+        return TokenDecoder(spec, width=self.tc.width, depth=self.tc.depth)
+
+    def loss(self, tokens: torch.Tensor, imgs: torch.Tensor, masks_enc: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
+        return decoder_loss(self.decoder, tokens, imgs, masks)
+
+    def _train_step(self, imgs: torch.Tensor, masks_enc: list[torch.Tensor], masks: list[torch.Tensor]) -> float:
         for g in self.opt.param_groups:
             g["lr"] = lr_at(self.step, self.tc)
         with torch.no_grad():
             tokens = layer_normed(self.encoder(imgs))
         self.decoder.train()
-        loss = decoder_loss(self.decoder, tokens, imgs, masks)
+        loss = self.loss(tokens, imgs, masks_enc, masks)
         if not torch.isfinite(loss):
             raise RunError(f"decoder loss is not finite at step {self.step}; last checkpoint: {self.ckpt_path}")
         self.opt.zero_grad(set_to_none=True)
         loss.backward()
         self.opt.step()
         return float(loss.detach())
+
+
+@dataclass
+class DiffusionTrainConfig(DecoderTrainConfig):
+    """The diffusion decoder's defaults: the same budget (1000 steps of 64 images), twice the
+    depth (one 64-patch sequence per image instead of the whole image plus each target block)."""
+
+    depth: int = 4
+    whole_image: float = 0.25  # fraction of images that generate every patch from all tokens; the rest, one target block
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.whole_image <= 1.0:
+            raise ValueError(f"whole_image={self.whole_image}: expected a fraction in [0, 1]")
+
+
+class DiffusionTrainer(DecoderTrainer):
+    """A `DiffusionDecoder` trained by `DecoderTrainer`'s loop; its noise is seeded by step, so
+    a resumed run replays exactly the steps an uninterrupted one takes."""
+
+    def build_decoder(self, spec: DecoderSpec) -> DiffusionDecoder:
+        return DiffusionDecoder(spec, width=self.tc.width, depth=self.tc.depth)
+
+    def loss(self, tokens: torch.Tensor, imgs: torch.Tensor, masks_enc: list[torch.Tensor], masks: list[torch.Tensor]) -> torch.Tensor:
+        g = torch.Generator(self.device).manual_seed(self.tc.seed * 1_000_003 + self.step)
+        pix = patchify(imgs, self.decoder.spec.patch_size)
+        return diffusion_loss(self.decoder, tokens, pix, training_roles(tokens.size(1), masks_enc[0], masks, self.tc.whole_image, g), g)
+
+
+def training_roles(n: int, context: torch.Tensor, masks: list[torch.Tensor], whole: float, g: torch.Generator) -> torch.Tensor:
+    """[B, N] roles per image: everything generated (a `whole` fraction), else one of its target
+    blocks generated from its tokens with the context patches known, as the explorer decodes."""
+    b, dev = len(context), context.device
+    pick = torch.randint(len(masks), (b,), generator=g, device=dev)
+    block = torch.stack(masks)[pick, torch.arange(b, device=dev)]  # [B, K]
+    role = roles(n, block, context)
+    all_gen = torch.rand(b, generator=g, device=dev) < whole
+    return torch.where(all_gen[:, None], torch.full_like(role, GEN), role)

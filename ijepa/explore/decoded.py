@@ -4,6 +4,8 @@ All four pictures are built at the model's input resolution (what the encoders s
 scaled up to the page's: (a) the context patches alone; (b) each target block's target
 tokens decoded (the decoder's ceiling); (c) each block's predictor output decoded by the
 same decoder; (d) an MAE run's pixel reconstruction of the same blocks from the same context.
+With a diffusion decoder, (c) also shows a 2 x 2 sheet of its samples of the predictions,
+each drawn with the context patches known.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ijepa.decoder.diffusion import DiffusionDecoder, sample
 from ijepa.decoder.model import TokenDecoder, layer_normed
 from ijepa.explore import render
 from ijepa.explore.analysis import Analysis
@@ -117,6 +120,25 @@ def decoded_images(model: ExploreModel, decoder: TokenDecoder, x: torch.Tensor, 
     images = {name: _outlined(_display(_unit(_paste(x[0], p, a.grid, bl), model.mean_std).cpu(), size, dim=dim), a.grid, a.targets)
               for name, bl in blocks.items()}
     return images, errors
+
+
+SAMPLES = 4  # a 2 x 2 sheet
+SAMPLE_STEPS = 25
+
+
+@torch.no_grad()
+def sampled_images(model: ExploreModel, decoder: DiffusionDecoder, x: torch.Tensor, a: Analysis, size: int, seed: int) -> np.ndarray:
+    """(c, sampled) `SAMPLES` diffusion samples of every block's prediction pasted into the image,
+    tiled 2 x 2 into one [size, size, 3] picture; the context patches condition each sample."""
+    p, dev = model.encoder.patch_size, x.device
+    g = torch.Generator(dev).manual_seed(seed)
+    known_pix, known_idx = patchify(x, p), a.context.to(dev)[None]
+    per_block = [sample(decoder, a.predictions[k : k + 1].to(dev), t.to(dev)[None], n_samples=SAMPLES, steps=SAMPLE_STEPS,
+                        known_pix=known_pix, known_idx=known_idx, generator=g)[:, 0] for k, t in enumerate(a.targets)]
+    dim, half = _outside(a.targets, a.grid, p), size // 2
+    tiles = [_outlined(_display(_unit(_paste(x[0], p, a.grid, [(t, b[s]) for t, b in zip(a.targets, per_block, strict=True)]),
+                                      model.mean_std).cpu(), half, dim=dim), a.grid, a.targets) for s in range(SAMPLES)]
+    return np.concatenate([np.concatenate(tiles[:2], axis=1), np.concatenate(tiles[2:], axis=1)], axis=0)
 
 
 @torch.no_grad()

@@ -63,7 +63,7 @@ def export_static(
 
 
 FIGURE_COLUMNS = {"image": "image", "mask": "context + targets", "context": "(a) context seen", "decoded_target": "(b) targets decoded",
-                  "decoded_pred": "(c) predictions decoded", "mae": "(d) MAE pixels"}
+                  "decoded_pred": "(c) predictions decoded", "sampled_pred": "(c) 4 diffusion samples", "mae": "(d) MAE pixels"}
 
 
 def figure(out: Path, samples: dict[str, list[dict]], rows: int = 4) -> bytes:

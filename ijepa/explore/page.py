@@ -78,7 +78,7 @@ button { background: #2f6fdb; color: white; border: 0; border-radius: 4px; paddi
       <li><b>Target encoder</b> (an EMA: an exponential moving average of the context encoder's weights, never trained by gradient) sees the whole image; its layer-normed tokens at the target patches are what the predictor must match. The loss is on tokens, never on pixels. Evaluations, the PCA and the neighbours here use the target encoder.</li>
     </ol>
     <div class="small" id="contextwhy"></div>
-    <div class="small" id="decoderwhy">To show <i>what</i> was predicted, a pixel decoder is trained on the frozen target encoder's tokens only (never on predictions; <code>ijepa decoder train RUN</code>) and then decodes the predictor's outputs. It is deterministic: where the tokens leave a patch uncertain it paints the average of what is possible, so blur means uncertainty, not a wrong guess. A generative decoder that draws several samples (RCDM-like, as the paper's Figure 6) is not built yet.</div>
+    <div class="small" id="decoderwhy">To show <i>what</i> was predicted, a pixel decoder is trained on the frozen target encoder's tokens only (never on predictions; <code>ijepa decoder train RUN</code>) and then decodes the predictor's outputs. It is deterministic: where the tokens leave a patch uncertain it paints the average of what is possible, so blur means uncertainty, not a wrong guess. With a diffusion decoder (<code>ijepa decoder train RUN --kind diffusion</code>, RCDM-like, as the paper's Figure 6) panel (c) also shows four samples: what the tokens leave open varies between them.</div>
   </details>
   <div class="panel"><h2>Image <span id="name" class="small"></span></h2><img id="image" class="view" alt="image">
     <div id="input" class="small"></div></div>
@@ -90,7 +90,8 @@ button { background: #2f6fdb; color: white; border: 0; border-radius: 4px; paddi
   <div class="panel"><h2>(b) Target tokens, decoded <span class="enc">target encoder → decoder</span></h2><img id="dtarget" class="view" alt="decoded targets">
     <div class="small">each target block decoded from its own target tokens alone: the most the decoder can show</div><div class="nodecoder note"></div><div id="dtargeterr" class="small"></div></div>
   <div class="panel" id="dpredpanel"><h2>(c) Predictions, decoded <span class="enc">context encoder → predictor → decoder</span></h2><img id="dpred" class="view" alt="decoded predictions">
-    <div class="small">what the predictor predicted for each block, painted by the same decoder; the rest of the image dimmed</div><div class="nodecoder note"></div><div id="dprederr" class="small"></div></div>
+    <div class="small">what the predictor predicted for each block, painted by the same decoder; the rest of the image dimmed</div><div class="nodecoder note"></div><div id="dprederr" class="small"></div>
+    <img id="dsamples" class="view" alt="diffusion samples of the predictions" hidden><div id="dsampleslabel" class="small"></div></div>
   <div class="panel"><h2>(d) MAE's reconstruction <span class="enc">MAE encoder → MAE pixel decoder</span></h2><img id="mae" class="view" alt="MAE reconstruction">
     <div id="maelabel" class="small"></div><div id="maenote" class="note"></div></div>
   <div class="panel" id="heatpanel"><h2>Prediction vs target (cosine) <span class="enc">predictor(context encoder) vs target encoder</span></h2>
@@ -147,7 +148,7 @@ async function update() {
 }
 function show(s) {
   for (const k of ["image", "mask", "pca"]) $(k).src = s.png[k];
-  const pics = { ctx: "context", dtarget: "decoded_target", dpred: "decoded_pred", mae: "mae" };
+  const pics = { ctx: "context", dtarget: "decoded_target", dpred: "decoded_pred", dsamples: "sampled_pred", mae: "mae" };
   for (const [id, k] of Object.entries(pics)) { $(id).hidden = !s.png[k]; if (s.png[k]) $(id).src = s.png[k]; }
   const perBlock = (key) => s.targets.filter((t) => key in t).map((t, i) => `<span class="swatch" style="background:${t.colour}"></span>pixel MSE ${fmt(t[key], 3)}`).join(" ");
   $("dtargeterr").innerHTML = perBlock("target_mse"); $("dprederr").innerHTML = perBlock("pred_mse");
@@ -220,6 +221,7 @@ async function start() {
     for (const id of ["heatpanel", "dpredpanel"]) $(id).hidden = true;
   }
   for (const el of document.querySelectorAll(".nodecoder")) el.textContent = info.decoder ? "" : info.decoder_note;
+  $("dsampleslabel").textContent = info.diffusion ? "4 samples of the same predictions from the diffusion decoder (2 × 2; context patches known, 25 DDIM steps)" : (info.diffusion_note || "");
   $("maelabel").textContent = info.mae ? `${info.mae}: MAE predicts each patch standardised; shown with the true patch's mean and contrast put back` : "";
   $("maenote").textContent = info.mae ? "" : "No MAE run: start with `ijepa explore RUN --mae MAE_RUN` (an `ijepa pretrain --method mae` run of the same grid) to compare pixel reconstruction with I-JEPA's token prediction.";
   $("gallery").textContent = `${info.gallery.size} images (${info.gallery.name})`;

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ijepa.decoder.diffusion import DiffusionDecoder, diffusion_dir, load_diffusion_decoder
 from ijepa.decoder.model import TokenDecoder, decoder_dir, load_decoder, spec_for
 from ijepa.devices import resolve_device
 from ijepa.explore import render
@@ -26,7 +27,14 @@ from ijepa.explore.analysis import (
     pooled_features,
     sample_masks,
 )
-from ijepa.explore.decoded import MAERun, context_image, decoded_images, load_mae, mae_image
+from ijepa.explore.decoded import (
+    MAERun,
+    context_image,
+    decoded_images,
+    load_mae,
+    mae_image,
+    sampled_images,
+)
 from ijepa.explore.images import (
     ImageItem,
     decode_image,
@@ -83,6 +91,8 @@ class Extras:
 
     decoder: TokenDecoder | None = None
     decoder_note: str = "No decoder: `ijepa decoder train RUN` trains one for a run, and `ijepa explore RUN` then finds it."
+    diffusion: DiffusionDecoder | None = None  # draws samples of the predictions beside the mean decoder's
+    diffusion_note: str = ""  # why the run's diffusion decoder is not shown, where it has one
     mae: MAERun | None = None
     gallery: list[ImageItem] | None = None
     gallery_name: str = "the page's images"
@@ -94,7 +104,8 @@ class Explorer:
         if not items:
             raise ValueError("no images to explore (Fashion-MNIST, package photos and --images all empty)")
         self.extras = extras = extras or Extras()
-        modules = [model.encoder, model.predictor, model.target_encoder, extras.decoder, extras.mae.model if extras.mae else None]
+        modules = [model.encoder, model.predictor, model.target_encoder, extras.decoder, extras.diffusion,
+                   extras.mae.model if extras.mae else None]
         for m in modules:
             if m is not None:
                 m.to(device)
@@ -123,6 +134,7 @@ class Explorer:
             "default_image": self.page_ids[0], "context_why": context_explanation(self.defaults, m),
             "encoder_only": m.encoder_only,
             "decoder": self.extras.decoder is not None, "decoder_note": self.extras.decoder_note,
+            "diffusion": self.extras.diffusion is not None, "diffusion_note": self.extras.diffusion_note,
             "mae": self.extras.mae.label if self.extras.mae else None,
             "gallery": {"size": len(self.gallery_ids), "name": self.extras.gallery_name,
                         "small": len(self.gallery_ids) < SMALL_GALLERY},
@@ -177,7 +189,7 @@ class Explorer:
         a = analyse(self.model, x, context, targets)
         display = self.display(image_id)
         cell = display.shape[0] // a.grid[0]
-        decoded, errors = self._decoded(item, x, a, display.shape[0])
+        decoded, errors = self._decoded(item, x, a, display.shape[0], seed)
         pngs = {
             "image": render.png_bytes(display),
             "mask": render.png_bytes(render.mask_image(display, a.grid, a.context, a.targets)),
@@ -209,13 +221,15 @@ class Explorer:
         for t, cs in zip(data["targets"], a.cos, strict=True):
             t["mean_cos"] = float(cs.mean())
 
-    def _decoded(self, item: ImageItem, x: torch.Tensor, a, size: int) -> tuple[dict[str, bytes], list[dict] | None]:
+    def _decoded(self, item: ImageItem, x: torch.Tensor, a, size: int, seed: int) -> tuple[dict[str, bytes], list[dict] | None]:
         """PNGs of what the context encoder saw and, where possible, of what was predicted;
         per target block the decoded pixel errors (None without a decoder)."""
         pngs, errors = {"context": render.png_bytes(context_image(self.model, x, a, size))}, None
         if self.extras.decoder is not None:
             images, errors = decoded_images(self.model, self.extras.decoder, x, a, size)
             pngs.update({k: render.png_bytes(v) for k, v in images.items()})
+        if self.extras.diffusion is not None and self.model.predictor is not None:
+            pngs["sampled_pred"] = render.png_bytes(sampled_images(self.model, self.extras.diffusion, x, a, size, seed))
         if self.extras.mae is not None:
             x_mae = self._input([item], self.extras.mae.mean_std)
             pngs["mae"] = render.png_bytes(mae_image(self.extras.mae, x_mae, a, size))
@@ -241,6 +255,7 @@ def open_explorer(
     model = load_explore_model(checkpoint, num_heads=num_heads) if checkpoint is not None else random_explore_model(load_config(config, list(overrides)))
     extras = Extras(mae=load_mae(mae, model) if mae is not None else None)
     extras.decoder, extras.decoder_note = find_decoder(model, checkpoint, decoder)
+    extras.diffusion, extras.diffusion_note = find_diffusion(model, checkpoint)
     notes = []
     fmnist: list[ImageItem] = []
     n_fmnist = max(fashion_mnist, gallery if model.cfg.data.dataset == "fashion-mnist" and fashion_mnist > 0 else 0)
@@ -279,3 +294,14 @@ def find_decoder(model: ExploreModel, checkpoint: str | Path | None, decoder: st
         return load_decoder(found, wanted), ""
     except ValueError as e:
         return None, f"{e}."
+
+
+def find_diffusion(model: ExploreModel, checkpoint: str | Path | None) -> tuple[DiffusionDecoder | None, str]:
+    """(the run's `decoder/diffusion/` if trained for this target encoder, else None; a note for
+    the page where one exists but does not fit). Without it the deterministic decoder shows alone."""
+    if checkpoint is None or model.predictor is None or not (diffusion_dir(checkpoint) / "checkpoint.pt").is_file():
+        return None, ""
+    try:
+        return load_diffusion_decoder(diffusion_dir(checkpoint), spec_for(model.target_encoder, str(checkpoint), *model.mean_std)), ""
+    except ValueError as e:
+        return None, f"Diffusion samples not shown: {e}."
