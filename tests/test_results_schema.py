@@ -59,6 +59,19 @@ def test_records_are_strict_json_with_provenance(tmp_path):
     assert isinstance(rec["command"], list) and rec["code_version"].startswith(("git:", "ijepa=="))
 
 
+def test_records_name_the_commit_the_process_started_from(tmp_path, monkeypatch):
+    """A commit made while a long run goes on must not be credited with the run's record."""
+    import subprocess
+
+    import ijepa
+
+    assert ijepa.COMMIT_AT_START == (subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                                    cwd=Path(ijepa.__file__).parent).stdout.strip() or None)
+    monkeypatch.setattr(ijepa, "COMMIT_AT_START", "0ld5tar")  # HEAD has moved on since the process started
+    rec = json.loads(write_record(dict(GOOD), results_dir=tmp_path).read_text())
+    assert (rec["git_commit"], rec["code_version"]) == ("0ld5tar", "git:0ld5tar")
+
+
 def test_tables_keep_settings_apart_and_order_fractions(tmp_path):
     base = {"kind": "eval.linear", "encoder": "run:target_encoder", "dataset": "fashion-mnist", "protocol": "linear-grid",
             "selected_on": "train-heldout", "reported_on": "test"}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
-import subprocess
 import sys
 import warnings
 from importlib import metadata
@@ -33,13 +32,11 @@ class RecordWriteError(ValueError):
 
 
 def git_commit() -> str | None:
-    """The commit of the checkout this package runs from (None when installed from a wheel)."""
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).resolve().parent)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
+    """The commit of the checkout this package ran from when the process started (None when
+    installed from a wheel)."""
+    from ijepa import COMMIT_AT_START
+
+    return COMMIT_AT_START
 
 
 def versions() -> dict[str, str | None]:
