@@ -6,15 +6,15 @@
 # --resume`, pick up where a killed one stopped). Lines are read one at a time, so lines
 # appended while the queue runs are picked up. A variant whose record exists is skipped, a
 # half-trained one resumes from its checkpoint. Every finished variant's record is committed
-# at once with the results tables regenerated from it (only those paths: nothing else staged
-# is swept in).
+# at once with the results tables and figures regenerated from it (only those paths: nothing
+# else staged is swept in).
 #   nohup benchmarks/queue.sh > runs/queue.log 2>&1 &      # start or restart it the same way
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 IJEPA=${IJEPA:-.venv/bin/ijepa}
 QUEUE=${QUEUE:-benchmarks/sweeps/queue.txt}
-TABLES="results/records/ results/README.md results/summary.csv"
+TABLES="results/records/ results/README.md results/summary.csv results/*.png"  # the figures too (the curve plots write them)
 commit_records() {  # the record and the tables regenerated from it, so the tree stays consistent
   "$IJEPA" results > /dev/null || return
   git add $TABLES || return
