@@ -154,11 +154,10 @@ def plan_run(recipe: Recipe, *, folder: str, budget_flops: float | None = None, 
     ips = img_per_s or reference_img_per_s()
     base = recipe.config()
     per_step = mean_step_flops(base, recipe.method)
-    batch = base.data.batch_size * base.optimization.accum_steps
     if minutes is not None:
         if not minutes > 0:
             raise ValueError(f"budget {minutes!r} minutes: expected > 0")
-        steps = max(1, round(minutes * 60 * ips / batch))
+        steps = minutes_steps(base, minutes, ips)
         budget_flops = steps * per_step
     elif not budget_flops > 0:
         raise ValueError(f"budget {budget_flops!r} FLOPs: expected > 0")
@@ -332,9 +331,12 @@ def score(fields: dict[str, Any], probe: str, *, split: str, results_dir: Path, 
     return out, False
 
 
+def minutes_steps(cfg: Config, minutes: float, img_per_s: float) -> int:
+    """The optimizer steps `minutes` of images at `img_per_s` buy (at least one)."""
+    return max(1, round(minutes * 60 * img_per_s / (cfg.data.batch_size * cfg.optimization.accum_steps)))
+
+
 def minutes_budget(recipe: Recipe, minutes: float, *, img_per_s: float | None = None) -> float:
     """The FLOPs of `minutes` of an (I-JEPA) recipe's run: the compute curve's budgets in the learning curve's terms."""
     base = recipe.config()
-    batch = base.data.batch_size * base.optimization.accum_steps
-    return max(1, round(minutes * 60 * (img_per_s or reference_img_per_s()) / batch)) * mean_step_flops(base, recipe.method)
-
+    return minutes_steps(base, minutes, img_per_s or reference_img_per_s()) * mean_step_flops(base, recipe.method)

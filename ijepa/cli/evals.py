@@ -55,8 +55,10 @@ def _hint_and_default(spec: type, key: str) -> tuple[Any, Any]:
     return hint, obj
 
 
-def _metavar(hint: Any, describe) -> str:
+def _metavar(hint: Any) -> str:
     """`GRID|LOGREG` for a choice, `LIST_OF_FLOAT` for the rest."""
+    from ijepa.typedconfig import describe
+
     if get_origin(hint) is Literal:
         return "|".join(str(a).upper() for a in get_args(hint))
     return describe(hint).upper().replace(" ", "_")
@@ -127,15 +129,13 @@ def _shared(entry) -> list[inspect.Parameter]:
 def build_command(entry) -> Any:
     """The eval's command: a function whose signature is generated from its entry, made a
     command by typer like every other."""
-    from ijepa.typedconfig import describe
-
     keys = spec_options(entry)
     params = _shared(entry)
     for name, key in keys.items():
         hint, default = _hint_and_default(entry.spec, key)
         help_ = entry.help.get(key) or COMMON_HELP.get(name) or COMMON_HELP.get(key) or f"Recipe key {key}"
         # escaped: rich markup would eat "[default: ...]" as a style tag and show no default
-        params.append(_opt(name, str | None, None, metavar=_metavar(_plain(hint), describe),
+        params.append(_opt(name, str | None, None, metavar=_metavar(_plain(hint)),
                            help=f"{help_}  " + escape(f"[default: {_show(default)}]"), show_default=False))
 
     def callback(**kw: Any) -> None:

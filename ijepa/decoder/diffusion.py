@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ijepa.decoder.model import DecoderSpec, decoder_dir, read_decoder_checkpoint
+from ijepa.decoder.model import DecoderSpec, attention_heads, decoder_dir, read_decoder_checkpoint
 from ijepa.models.pos_embed import sincos_2d
 from ijepa.models.vit import init_weights, make_blocks
 
@@ -47,9 +47,7 @@ class DiffusionDecoder(nn.Module):
     def __init__(self, spec: DecoderSpec, *, width: int = 128, depth: int = 4, num_heads: int | None = None,
                  mlp_ratio: float = 4.0) -> None:
         super().__init__()
-        heads = num_heads or max(1, width // 64)
-        if width % heads or width % 4 or depth < 1:
-            raise ValueError(f"diffusion decoder width {width}, depth {depth}: expected a width divisible by 4 and {heads} heads, depth >= 1")
+        heads = attention_heads(width, depth, num_heads, what="diffusion decoder")
         self.spec, self.width, self.depth, self.num_heads = spec, width, depth, heads
         p = spec.patch_size ** 2 * spec.in_chans
         self.pix = nn.Linear(p, width)

@@ -75,6 +75,15 @@ def layer_normed(tokens: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(tokens, (tokens.size(-1),))
 
 
+def attention_heads(width: int, depth: int, num_heads: int | None, *, what: str) -> int:
+    """A decoder's heads (width / 64 unless given), refused in one line for a shape its ViT
+    blocks and 2-d sin-cos positions cannot take."""
+    heads = num_heads or max(1, width // 64)
+    if width % heads or width % 4 or depth < 1:
+        raise ValueError(f"{what} width {width}, depth {depth}: expected a width divisible by 4 and {heads} heads, depth >= 1")
+    return heads
+
+
 class TokenDecoder(nn.Module):
     """Tokens [B, K, D] at patches idx [B, K] -> those patches' normalised pixels [B, K, p*p*C]."""
 
@@ -83,9 +92,7 @@ class TokenDecoder(nn.Module):
     def __init__(self, spec: DecoderSpec, *, width: int = 128, depth: int = 2, num_heads: int | None = None,
                  mlp_ratio: float = 4.0) -> None:
         super().__init__()
-        heads = num_heads or max(1, width // 64)
-        if width % heads or width % 4 or depth < 1:
-            raise ValueError(f"decoder width {width}, depth {depth}: expected a width divisible by 4 and {heads} heads, depth >= 1")
+        heads = attention_heads(width, depth, num_heads, what="decoder")
         self.spec, self.width, self.depth, self.num_heads = spec, width, depth, heads
         p, c = spec.patch_size, spec.in_chans
         self.embed = nn.Linear(spec.embed_dim, width)
