@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from fixtures.decoder import TINY_TC, tiny_tc, write_tiny_run
+from fixtures.decoder import tiny_dtc, tiny_tc, write_tiny_run
 from fixtures.explore import tiny_explorer
 from PIL import Image
 from typer.testing import CliRunner
@@ -36,10 +36,6 @@ from ijepa.explore import load_explore_model
 from ijepa.explore.export import export_static
 from ijepa.explore.session import Extras, find_decoder, find_diffusion
 from ijepa.models.mae import patchify
-
-
-def tiny_dtc(steps: int = 20, **changes) -> DiffusionTrainConfig:
-    return DiffusionTrainConfig(steps=steps, **{**TINY_TC, "depth": 1, **changes})
 
 
 @pytest.fixture(scope="module")

@@ -17,14 +17,16 @@ import zlib
 import numpy as np
 import pytest
 import torch
-from fixtures.decoder import tiny_tc, write_tiny_run
+from fixtures.decoder import tiny_dtc, tiny_tc, write_tiny_run
 from fixtures.explore import tiny_cfg, tiny_explorer, write_image_folder
 from PIL import Image
 from typer.testing import CliRunner
 
 from ijepa.decoder import DecoderTrainer, spec_for
 from ijepa.decoder.model import layer_normed, to_unit_pixels
+from ijepa.decoder.diffusion import diffusion_dir
 from ijepa.decoder.runs import mask_collator, run_dataset
+from ijepa.decoder.train import DiffusionTrainer
 from ijepa.explore import (
     MaskSettings,
     analyse,
@@ -40,7 +42,7 @@ from ijepa.explore.decoded import load_mae
 from ijepa.explore.images import folder_items, package_photo_paths
 from ijepa.explore.page import page_html
 from ijepa.explore.server import MAX_UPLOAD, address
-from ijepa.explore.session import Extras, find_decoder, settings_from_query
+from ijepa.explore.session import Extras, find_decoder, find_diffusion, settings_from_query
 from ijepa.models.mae import unpatchify
 from ijepa.training.mae import MAE
 from ijepa.training.step import IJEPA
@@ -392,7 +394,8 @@ def _drive_page(page, url: str) -> None:
 
 @pytest.fixture(scope="module")
 def decoded_explorer(tmp_path_factory):
-    """A tiny run with a decoder trained for it (20 steps) and a tiny MAE run beside it."""
+    """A tiny run with a mean decoder (20 steps) and a diffusion decoder (4 steps) trained for
+    it, and a tiny MAE run beside it."""
     root = tmp_path_factory.mktemp("decoded")
     run = write_tiny_run(root / "run")
     model = load_explore_model(run)
@@ -400,6 +403,8 @@ def decoded_explorer(tmp_path_factory):
     spec = spec_for(model.target_encoder, str(run), *model.mean_std)
     DecoderTrainer(model.target_encoder, spec, train, mask_collator(model, 0), root / "run" / "decoder", tiny_tc(20),
                    device=torch.device("cpu")).fit()
+    DiffusionTrainer(model.target_encoder, spec, train, mask_collator(model, 0), diffusion_dir(run), tiny_dtc(4),
+                     device=torch.device("cpu")).fit()
     cfg = tiny_cfg("meta.dec_depth=1", "meta.dec_emb_dim=64")
     torch.manual_seed(0)
     mae = MAE(cfg)
@@ -407,7 +412,8 @@ def decoded_explorer(tmp_path_factory):
                 "target_encoder": mae.encoder.state_dict(), "config": cfg.to_dict(), "step": 3}, root / "mae.pt")
     decoder, note = find_decoder(model, run, None)
     assert decoder is not None and note == ""
-    extras = Extras(decoder=decoder, mae=load_mae(root / "mae.pt", model))
+    extras = Extras(decoder=decoder, mae=load_mae(root / "mae.pt", model), diffusion=find_diffusion(model, run)[0])
+    assert extras.diffusion is not None
     base = tiny_explorer(3)
     return type(base)(model, list(base.items.values()), device=torch.device("cpu"), extras=extras), root
 
@@ -495,12 +501,13 @@ def test_decoded_predictions_in_headless_chromium(decoded_server):
             page.set_default_timeout(15_000)
             page.goto(decoded_server)
             page.wait_for_function("document.body.dataset.seed === '0' && document.getElementById('dpred').naturalWidth > 0")
-            for panel in ("ctx", "dtarget", "dpred", "mae"):
+            for panel in ("ctx", "dtarget", "dpred", "mae", "dsamples"):
                 width, colours, hidden = page.evaluate(count, panel)
                 assert width == 256 and colours > 10 and not hidden and page.is_visible(f"#{panel}"), (panel, colours)
             assert "pixel MSE" in page.inner_text("#dprederr") and page.inner_text(".nodecoder") == ""
             assert "MAE" in page.inner_text("#maelabel") and "Why the context is small" in page.inner_text("#contextwhy")
-            before = {k: page.get_attribute(f"#{k}", "src") for k in ("dpred", "dtarget", "ctx", "mae")}
+            assert "sample" in page.inner_text("#dsampleslabel")
+            before = {k: page.get_attribute(f"#{k}", "src") for k in ("dpred", "dtarget", "ctx", "mae", "dsamples")}
             page.click("#resample")
             page.wait_for_function("document.body.dataset.seed === '1'")
             for k, src in before.items():
@@ -515,11 +522,11 @@ def test_static_export_carries_the_decoded_panels(decoded_explorer, tmp_path):
     export_static(explorer, tmp_path / "site", draws=1, per_source=1)
     manifest = json.loads((tmp_path / "site" / "manifest.json").read_text())
     (draw,) = manifest["samples"]["img-0"]
-    assert {"context", "decoded_target", "decoded_pred", "mae"} <= set(draw["png"])
+    assert {"context", "decoded_target", "decoded_pred", "sampled_pred", "mae"} <= set(draw["png"])
     assert all((tmp_path / "site" / rel).is_file() for rel in draw["png"].values())
     assert {n["id"] for n in draw["neighbours"]} <= set(manifest["thumbs"])
-    with Image.open(tmp_path / "site" / "figure.png") as fig:  # one row per exported image, six panels
-        assert fig.size == (6 * 262 - 6, 22 + 262 * len(manifest["samples"]) - 6)
+    with Image.open(tmp_path / "site" / "figure.png") as fig:  # one row per exported image, seven panels
+        assert fig.size == (7 * 262 - 6, 22 + 262 * len(manifest["samples"]) - 6)
 
 
 def test_a_fashion_mnist_model_searches_a_val_gallery():
