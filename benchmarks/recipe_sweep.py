@@ -32,6 +32,7 @@ from ijepa.evals.core.fit import GridConfig, fit_grid
 from ijepa.models.registry import create_encoder
 from ijepa.results.io import read_records, write_record
 from ijepa.training.config import Config, load_config
+from ijepa.training.data import dataset_root
 from ijepa.training.loop import pretrain
 
 
@@ -77,7 +78,8 @@ def variant_config(name: str, overrides: list[str], *, folder: str) -> tuple[Con
     """The default recipe plus `--set` overrides; two tokens of ours: `method=mae` picks the
     method, `budget_pflops=X` sizes the run to X PFLOPs at the variant's own cost per step
     (as many images as that buys, one epoch of them, so the schedule has the shape of the
-    400-step runs')."""
+    400-step runs'; past the train split's size, every image for as many epochs as the budget
+    buys, warm-up stretched by the same factor)."""
     method = next((o.split("=", 1)[1] for o in overrides if o.startswith("method=")), "ijepa")
     budget = next((float(o.split("=", 1)[1]) for o in overrides if o.startswith("budget_pflops=")), None)
     sets = [o for o in overrides if not o.startswith(("method=", "budget_pflops="))]
@@ -85,7 +87,10 @@ def variant_config(name: str, overrides: list[str], *, folder: str) -> tuple[Con
     cfg = load_config(None, [*base, *sets])
     if budget is not None:
         steps = int(budget * 1e15 // mean_step_flops(cfg, method))
-        cfg = load_config(None, [*base, *sets, f"data.subset={steps * cfg.data.batch_size}", "optimization.epochs=1"])
+        images, n_train = steps * cfg.data.batch_size, len(build_dataset(data_spec(dataset_root(cfg)), "train"))
+        shape = [f"data.subset={images}", "optimization.epochs=1"] if images <= n_train else [
+            f"optimization.epochs={images / n_train}", f"optimization.warmup={cfg.optimization.warmup * images / n_train}"]
+        cfg = load_config(None, [*base, *sets, *shape])
     return cfg, method
 
 

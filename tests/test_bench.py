@@ -241,6 +241,22 @@ def test_recipe_sweep_sizes_a_variant_to_its_flops_budget():
                                         folder="/nonexistent")
         assert got == method
         assert cfg.data.subset == 100 * cfg.data.batch_size and cfg.optimization.epochs == 1
+    # Past the train split's 50,000 images: every image, more than one epoch, warm-up stretched
+    # alike (a subset beyond the split would silently buy fewer steps than the budget).
+    base, _ = sweep.variant_config("v", ["optimization.warmup=0.2"], folder="/nonexistent")
+    cfg, _ = sweep.variant_config("v", [f"budget_pflops={1000.5 * mean_step_flops(base, 'ijepa') / 1e15}", "optimization.warmup=0.2"],
+                                  folder="/nonexistent")
+    assert cfg.data.subset == 0 and cfg.optimization.epochs == pytest.approx(64_000 / 50_000)
+    assert cfg.optimization.warmup == pytest.approx(0.2 * 64_000 / 50_000)
+
+
+def test_a_subset_larger_than_the_train_split_is_refused():
+    from ijepa.training.config import ConfigError, load_config
+    from ijepa.training.data import PretrainData
+    from ijepa.training.distributed import DistInfo
+
+    with pytest.raises(ConfigError, match="data.subset: 50001 images asked, the train split of .* has 50000"):
+        PretrainData(load_config(None, ["data.subset=50001"]), DistInfo(), pin_memory=False)
 
 
 def test_bench_and_trainer_share_the_bf16_autocast():

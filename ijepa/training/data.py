@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from ijepa.data import PretrainViews, build_dataset, data_spec
 from ijepa.masks import MultiBlockMaskCollator
 from ijepa.masks.random import RandomMaskCollator
-from ijepa.training.config import Config
+from ijepa.training.config import Config, ConfigError
 from ijepa.training.distributed import DistInfo
 
 
@@ -63,8 +63,10 @@ class PretrainData:
         spec = data_spec(dataset_root(cfg))
         base = build_dataset(spec, "train")
         self.num_classes = len(base.classes)
+        if cfg.data.subset > len(base):  # a budget computed from it would silently shrink
+            raise ConfigError(f"data.subset: {cfg.data.subset} images asked, the train split of {spec.root} has {len(base)}")
         if cfg.data.subset:
-            base = Subset(base, range(min(cfg.data.subset, len(base))))
+            base = Subset(base, range(cfg.data.subset))
         self.views = PretrainViews(
             base, cfg.data.crop_size, crop_scale=cfg.data.crop_scale, in_chans=cfg.meta.in_chans,
             mean=spec.mean, std=spec.std, horizontal_flip=cfg.data.use_horizontal_flip, seed=cfg.meta.seed,
