@@ -95,6 +95,23 @@ def test_budgets_matched_in_measured_flops(runs):
     assert len(pairs) == 1 and pairs[0]["rel_diff"] < 0.05
 
 
+def test_a_run_missing_on_this_machine_is_trained_again_to_its_recorded_weights(runs, monkeypatch):
+    """Records are committed, runs are not: scoring on a fresh machine retrains the run and
+    refuses weights other than the record's digest."""
+    import shutil
+
+    plan, rec = runs["plans"]["mae"], runs["recs"]["mae"]
+    assert rec["target_digest"] == curves.target_digest(rec["run_dir"])
+    shutil.rmtree(rec["run_dir"])
+    assert curves.pretrained(plan, runs["results"]) == curves.find_record(runs["results"], "curve.pretrain", plan.identity())
+    assert curves.target_digest(rec["run_dir"]) == rec["target_digest"]
+    shutil.rmtree(rec["run_dir"])
+    real = curves.find_record
+    monkeypatch.setattr(curves, "find_record", lambda *a: {**real(*a), "target_digest": "0" * 24})
+    with pytest.raises(ValueError, match="retrained weights differ from the record's target_digest"):
+        curves.pretrained(plan, runs["results"])
+
+
 def test_flops_off_the_budget_is_an_error():
     rec = {"encoder": "r", "pretrain_flops": 1.06e12}
     with pytest.raises(ValueError, match=r"\+6.0% off the budget"):

@@ -14,6 +14,8 @@ curve's and the compute curve's I-JEPA runs of the same steps are one run.
 
 from __future__ import annotations
 
+import sys
+
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -204,7 +206,7 @@ def pretrain_run(run: Run, *, results_dir: Path) -> tuple[dict[str, Any], bool]:
     if measured["steps"] != run.steps:
         raise ValueError(f"{run_dir}: the checkpoint is at step {measured['steps']}, the budget asks for {run.steps}")
     rec = {"kind": "curve.pretrain", "encoder": run.name, "piece": piece, **compute_fields(run, measured, measured["pretrain_wall_s"]),
-           "selected_on": "val", "reported_on": "none (no data split)"}
+           "target_digest": target_digest(run_dir), "selected_on": "val", "reported_on": "none (no data split)"}
     check_match(rec, run.budget_flops)
     write_record(rec, results_dir=results_dir)
     return rec, False
@@ -291,11 +293,33 @@ def encoder_of(fields: dict[str, Any]) -> Any:
                        depth=fields["depth"], seed=fields["seed"])
 
 
+def target_digest(run_dir: str | Path) -> str:
+    """The digest of a run's target encoder weights (what every probe scores)."""
+    from ijepa.evals.core.features import weights_digest
+    from ijepa.models.checkpoint import load_encoder
+
+    return weights_digest(load_encoder(run_dir))
+
+
 def pretrained(run: Run, results_dir: Path) -> dict[str, Any]:
-    """The run's `curve.pretrain` record; scoring a run that has none is an error (pretrain it first)."""
+    """The run's `curve.pretrain` record; scoring a run that has none is an error (pretrain it first).
+
+    Records are committed, runs are not: on a machine without the run's checkpoint it is
+    trained again (runs are deterministic) and must come out with the recorded weights
+    digest, so a probe never scores other weights than the record describes."""
+    from ijepa.models.checkpoint import read_checkpoint
+    from ijepa.training.loop import pretrain
+
     rec = find_record(results_dir, "curve.pretrain", run.identity())
     if rec is None:
         raise ValueError(f"{run.name}: no curve.pretrain record under {results_dir}/records; run its `pretrain` piece first")
+    if not (Path(rec["run_dir"]) / "checkpoint.pt").is_file():
+        print(f"{rec['run_dir']}: checkpoint not here (runs are not committed); training it again", file=sys.stderr)
+        run_dir = pretrain(run.cfg, method=run.recipe.method, resume=True)
+        if Path(run_dir).resolve() != Path(rec["run_dir"]).resolve() or read_checkpoint(run_dir)["step"] != rec["steps"]:
+            raise ValueError(f"{run_dir}: retrained run does not match its record ({rec['run_dir']}, {rec['steps']} steps)")
+        if "target_digest" in rec and target_digest(run_dir) != rec["target_digest"]:
+            raise ValueError(f"{run_dir}: retrained weights differ from the record's target_digest {rec['target_digest']}")
     return rec
 
 
