@@ -111,3 +111,19 @@ def test_the_gpu_checks_records_are_tabled_not_skipped(tmp_path):
     assert skipped == []
     assert "| 1502.00 |" in (tmp_path / "README.md").read_text()
 
+
+
+def test_the_sweep_has_its_own_table_of_both_probes_in_run_order(tmp_path):
+    base = {"kind": "recipe_sweep", "dataset": "fashion-mnist", "overrides": []}
+    write_record({**base, "encoder": "r9_b", "method": "mae", "selected_on": "val", "reported_on": "val", "steps": 694,
+                  "pretrain_pflops": 0.026384, "pretrain_minutes": 5.66, "probe_best": 0.8232, "grid_val_top1": 0.8289,
+                  "rankme_end": 20.8, "created": "2026-12-03T22:46:22+00:00"}, results_dir=tmp_path)
+    write_record({**base, "encoder": "r1_a", "selected_on": "test", "reported_on": "test", "steps": 100, "probe_best": 0.711,
+                  "created": "2026-11-28T00:46:20+00:00"}, results_dir=tmp_path)
+    write_record({**base, "encoder": "random-init (reference)", "selected_on": "val", "reported_on": "val", "probe_best": 0.7455,
+                  "grid_val_top1": 0.801, "created": "2026-12-03T17:11:33+00:00"}, results_dir=tmp_path)
+    write_tables(tmp_path)
+    rows = [ln for ln in (tmp_path / "README.md").read_text().splitlines() if ln.startswith("| r") and "fashion-mnist" not in ln]
+    assert rows == ["| r1_a | ijepa | test | 100 |  |  | 71.10 |  |  |",
+                    "| random-init (reference) | random-init | val |  |  |  | 74.55 | 80.10 |  |",
+                    "| r9_b | mae | val | 694 | 0.0264 | 5.7 | 82.32 | 82.89 | 20.8 |"]

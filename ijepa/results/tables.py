@@ -139,8 +139,9 @@ def ours_table(rows: pd.DataFrame) -> pd.DataFrame:
 def render_markdown(summary: pd.DataFrame, records: list[dict[str, Any]] | None = None) -> str:
     """The README; `records` give the kinds with a table of their own (curves: one row per run, probes as columns)."""
     from ijepa.results.curves import table_markdown
+    from ijepa.results.sweeps import sweep_markdown
 
-    own = {"curve.score": table_markdown} if records is not None else {}
+    own = {"curve.score": table_markdown, "recipe_sweep": sweep_markdown} if records is not None else {}
     ours = summary[summary["source"] == "ours"]
     ref = summary[summary["source"] != "ours"]
     kinds = list(TITLES) + sorted(set(ours["kind"].dropna()) - set(TITLES)) if len(ours) else list(TITLES)
