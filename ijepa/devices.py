@@ -41,3 +41,13 @@ def bf16_autocast(device: torch.device, *, use_bfloat16: bool, cpu_bfloat16: boo
         return torch.autocast("cpu", enabled=False), False
     enabled = use_bfloat16 if device.type == "cuda" else cpu_bfloat16
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled), enabled
+
+
+def varlen_attention(device: torch.device, method: str) -> None:
+    """Keep cuDNN's attention kernel off I-JEPA steps on CUDA. Its masks change the context and
+    target lengths every batch, and cuDNN builds a new plan for every new length: on an H200,
+    ViT-B/16 bf16 batch 128 ran 738 img/s with it and 2174 img/s on flash attention
+    (results/records/bench.official_step/, 2026-12-04). Process-wide, like the rest of
+    torch.backends; MAE keeps one length per run and is left alone."""
+    if device.type == "cuda" and method == "ijepa":
+        torch.backends.cuda.enable_cudnn_sdp(False)

@@ -177,3 +177,11 @@ def test_ddp_path_initialises_nccl_in_a_one_process_group(tmp_path, exact_fp32):
         assert t.tolist() == [1.0, 1.0, 1.0]
     finally:
         dist.destroy_process_group()
+
+
+def test_ijepa_harness_on_cuda_leaves_cudnn_attention_off(tmp_path):
+    """Variable mask lengths: cuDNN's per-shape plans made ViT-B/16 3x slower on an H200."""
+    from ijepa.bench.harness import build_harness
+
+    build_harness(tiny_config(tmp_path, meta=SMALL), "ijepa", device=CUDA)
+    assert not torch.backends.cuda.cudnn_sdp_enabled()

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ijepa.devices import bf16_autocast
+from ijepa.devices import bf16_autocast, varlen_attention
 from ijepa.training.config import Config
 from ijepa.training.data import build_collator
 from ijepa.training.loop import build_method, build_optimizer, optimizer_step
@@ -72,6 +72,7 @@ def build_harness(
     dynamo only, for dry runs on CPUs where inductor's C++ build takes minutes.
     """
     torch.manual_seed(seed)
+    varlen_attention(device, method)
     with device:
         model = build_method(cfg, method)
     modules = dict(model.trainable())

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from ijepa.atomic import atomic_write
 from ijepa.data import eval_transform
 from ijepa.data.loader import worker_errors
-from ijepa.devices import bf16_autocast
+from ijepa.devices import bf16_autocast, varlen_attention
 from ijepa.models.checkpoint import read_checkpoint
 from ijepa.training.checkpointing import (
     RESET_HINT,
@@ -167,6 +167,7 @@ class Trainer:
         self.cfg, self.console = cfg, console or Console(stderr=True)
         self.info: DistInfo = init_distributed(device_type_of(cfg.meta.device))
         self.device = resolve_device(cfg.meta.device, self.info)
+        varlen_attention(self.device, method)
         self.run_dir = run_dir_of(cfg)
         self.ckpt_path = self.run_dir / "checkpoint.pt"
         source = self._resume_source(resume)
