@@ -23,8 +23,8 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from ijepa.decoder import DecoderTrainer, spec_for
-from ijepa.decoder.model import layer_normed, to_unit_pixels
 from ijepa.decoder.diffusion import diffusion_dir
+from ijepa.decoder.model import layer_normed, to_unit_pixels
 from ijepa.decoder.runs import mask_collator, run_dataset
 from ijepa.decoder.train import DiffusionTrainer
 from ijepa.explore import (

@@ -15,7 +15,6 @@ curve's and the compute curve's I-JEPA runs of the same steps are one run.
 from __future__ import annotations
 
 import sys
-
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
