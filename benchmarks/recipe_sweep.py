@@ -31,6 +31,7 @@ from ijepa.evals.core.features import Features, fmnist_batches, pooled
 from ijepa.evals.core.fit import GridConfig, fit_grid
 from ijepa.models.registry import create_encoder
 from ijepa.results.io import read_records, write_record
+from ijepa.results.sweeps import choose_recipe
 from ijepa.training.config import Config, load_config
 from ijepa.training.data import dataset_root
 from ijepa.training.loop import pretrain
@@ -127,6 +128,16 @@ def summary(results_dir: Path) -> pd.DataFrame:
     return df[[c for c in cols if c in df]].sort_values("probe_best", ascending=False) if len(df) else df
 
 
+def print_choice(method: str, results_dir: Path) -> None:
+    """The rule's verdict on `val` records, or which top variants still need seeds."""
+    c = choose_recipe(read_records(results_dir), method)
+    print(c.table.sort_values("seed0", ascending=False).to_string(index=False, float_format="%.2f"))
+    if c.variant is None:
+        print(f"{method}: not chosen yet; top variants short of seeds: {', '.join(c.pending) or 'no val records'}")
+    else:
+        print(f"{method}: chosen on val (grid, mean over seeds): {c.grid}:{c.variant}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--grid", type=Path, help="YAML: {name: [overrides...]}")
@@ -134,6 +145,7 @@ def main() -> None:
     ap.add_argument("--folder", default="runs/sweep")
     ap.add_argument("--results", type=Path, default=Path("results"))
     ap.add_argument("--summary", action="store_true")
+    ap.add_argument("--choose", choices=["ijepa", "mae"], help="apply the selection rule (val, grid, seeds) to the records")
     ap.add_argument("--random-init", action="store_true", help="record the quick probe of the random-init encoder")
     args = ap.parse_args()
     if args.grid:
@@ -155,7 +167,9 @@ def main() -> None:
                "selected_on": "val", "reported_on": "val", **quick_probe(enc, grid=True)}
         rec["probe_best"] = max(rec["probe_lastPOOL"], rec["probe_concatPOOL4"])
         write_record(rec, results_dir=args.results)
-    if args.summary or not args.grid:
+    if args.choose:
+        print_choice(args.choose, args.results)
+    elif args.summary or not args.grid:
         print(summary(args.results).to_string(index=False))
 
 

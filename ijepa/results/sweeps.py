@@ -7,6 +7,7 @@ sees every variant of every round and which ones were scored on test before the 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -46,3 +47,52 @@ def sweep_markdown(records: list[dict[str, Any]]) -> str:
             "on val): `logreg` is the quick logistic regression (6k train images), `VISSL grid` the converged head grid on "
             "the same features. Wall minutes are this machine's, often shared; PFLOPs are the training FLOPs.")
     return note + "\n\n" + markdown_table(table)
+
+
+@dataclass
+class Choice:
+    """What the selection rule gives: `variant` (its seed-0 name) of the sweep file `grid`, or
+    None with `pending` naming the top variants still short of seeds."""
+
+    variant: str | None
+    grid: str | None
+    table: pd.DataFrame
+    pending: list[str]
+
+
+def _seed(overrides: list[str]) -> int:
+    return next((int(o.split("=", 1)[1]) for o in overrides if o.startswith("meta.seed=")), 0)
+
+
+def choose_recipe(records: list[dict[str, Any]], method: str, *, pflops: float = 0.0264, tol: float = 0.05,
+                  top: int = 3, seeds: int = 3) -> Choice:
+    """The rule fixed before round 8's results (README, "How the recipe was found"): among the
+    variants scored on `val` at the default's FLOPs (within `tol`), the `top` best by their
+    seed-0 VISSL grid are rerun to `seeds` seeds, and the best mean over seeds decides. Runs of
+    one recipe are grouped by their overrides less `meta.seed`; a re-run of a seed counts once
+    (the newest)."""
+    groups: dict[tuple[str, ...], dict[int, dict[str, Any]]] = {}
+    for r in sorted(records, key=lambda r: str(r.get("created", ""))):
+        if (r.get("kind") != "recipe_sweep" or r.get("reported_on") != "val" or (r.get("method") or "ijepa") != method
+                or r.get("grid_val_top1") is None or r.get("pretrain_pflops") is None
+                or abs(r["pretrain_pflops"] / pflops - 1) > tol):
+            continue
+        ov = list(r.get("overrides", []))
+        key = tuple(sorted(o for o in ov if not o.startswith("meta.seed=")))
+        groups.setdefault(key, {})[_seed(ov)] = r
+    rows = []
+    for runs in groups.values():
+        if 0 not in runs:
+            continue
+        cmd = runs[0].get("command", [])
+        grid = cmd[cmd.index("--grid") + 1] if "--grid" in cmd else None
+        accs = [runs[s]["grid_val_top1"] for s in sorted(runs)]
+        rows.append({"variant": runs[0]["encoder"], "grid": grid, "seed0": 100 * runs[0]["grid_val_top1"],
+                     "mean": 100 * sum(accs) / len(accs), "seeds": len(accs)})
+    table = pd.DataFrame(rows, columns=["variant", "grid", "seed0", "mean", "seeds"])
+    best = table.sort_values("seed0", ascending=False, kind="stable").head(top)
+    pending = list(best.loc[best["seeds"] < seeds, "variant"])
+    if best.empty or pending:
+        return Choice(None, None, table, pending)
+    win = best.sort_values("mean", ascending=False, kind="stable").iloc[0]
+    return Choice(win["variant"], win["grid"], table, [])
