@@ -125,7 +125,17 @@ def throughput(args) -> None:
             batch, search = find_batch(arch, method, device, tiny=args.tiny)
         steps = args.steps if arch == "vit_base16" else args.huge_steps
         steps, warmup = (3, 1) if args.tiny else (steps, args.warmup)
-        rec = measure(arch, method, batch=batch, compile_=compile_, device=device, tiny=args.tiny, steps=steps, warmup=warmup)
+        try:
+            rec = measure(arch, method, batch=batch, compile_=compile_, device=device, tiny=args.tiny, steps=steps, warmup=warmup)
+        except Exception as e:  # one model's compiler failure must not cost the other models' figures
+            if not compile_:
+                raise
+            why = f"{type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"[:300]
+            state.setdefault("failed", []).append({"run": name, "why": why})
+            print(f"{name}: FAILED ({why})", flush=True)
+            free_device_memory()
+            state_path.write_text(json.dumps(state))
+            continue
         state["batches"].setdefault(f"{method}-{arch}", rec["batch_size"])
         rec = {"kind": "bench.throughput", "encoder": f"{method}-{rec['arch']}-{rec['img_size']}{'-compiled' if compile_ else ''}",
                "dataset": "synthetic", "preset": arch, "tiny": args.tiny, "batch_search": search, **rec}
@@ -137,6 +147,8 @@ def throughput(args) -> None:
               f"warm-up {rec['warmup_s']:.1f} s\n  record: {path}", flush=True)
         state_path.write_text(json.dumps(state))
     state_path.write_text(json.dumps(state))
+    if state.get("failed"):
+        raise SystemExit(f"{len(state['failed'])} compiled run(s) failed: " + ", ".join(f["run"] for f in state["failed"]))
 
 
 def read_log(path: Path) -> list[dict[str, float]]:
@@ -258,13 +270,15 @@ def summary(args) -> None:
     lines = summary_lines(recs, tests, steps, args.device)
     if state.get("skipped"):
         lines += ["", "Skipped: " + ", ".join(f"{s['run']} ({s['why']})" for s in state["skipped"])]
+    if state.get("failed"):
+        lines += ["", "Failed: " + "; ".join(f"{f['run']} ({f['why']})" for f in state["failed"])]
     if any(s["step"] == "throughput_compiled" and s["rc"] == "124" for s in steps):
         lines += ["", "The compiled run in flight at the deadline was stopped (no record)."]
     md = results / "gpu_check.md"
     md.write_text("\n".join(lines) + "\n")
     rec = {"kind": "bench.gpu_check", "encoder": "gpu_check", "device": args.device, "tiny": args.tiny,
            "records": [str(p.relative_to(results)) for p in paths], "pytest": tests, "steps": steps,
-           "skipped": state.get("skipped", []), "summary_md": str(md)}
+           "skipped": state.get("skipped", []), "failed": state.get("failed", []), "summary_md": str(md)}
     print("\n".join(lines))
     print(f"summary: {md}\nrecord: {write_record(rec, results_dir=results)}")
 

@@ -274,3 +274,28 @@ def test_bench_and_trainer_share_the_bf16_autocast():
     cfg.meta.cpu_bfloat16 = True
     h = build_harness(cfg, "ijepa", device=torch.device("cpu"))
     assert h.bf16 and (h.autocast.device, h.autocast.fast_dtype, h.autocast._enabled) == ("cpu", torch.bfloat16, True)
+
+
+def test_gpu_check_compiled_failure_is_recorded_and_the_rest_still_run(tmp_path, monkeypatch):
+    """On the H200 one inductor failure ended the compiled phase before the other three models."""
+    mod = _benchmark_module("gpu_check")
+    tried = []
+
+    def broken(arch, method, **kw):
+        tried.append((method, arch))
+        raise AssertionError("inductor: tiling assertion\nmore")
+
+    monkeypatch.setattr(mod, "measure", broken)
+    state = tmp_path / "state.json"
+    state.write_text(json.dumps({"batches": {f"{m}-{a}": 8 for m, a in mod.COMPILED}, "skipped": []}))
+    args = argparse.Namespace(device="cpu", state=str(state), phase="compiled", deadline=None, tiny=True, steps=3,
+                              huge_steps=3, warmup=1, results=str(tmp_path / "results"))
+    with pytest.raises(SystemExit, match="4 compiled run"):
+        mod.throughput(args)
+    assert tried == [(m, a) for m, a in mod.COMPILED]
+    failed = json.loads(state.read_text())["failed"]
+    assert [f["run"] for f in failed] == [f"{m}-{a}-compiled" for m, a in mod.COMPILED]
+    assert failed[0]["why"] == "AssertionError: inductor: tiling assertion"
+    args.phase = "eager"  # an eager failure is not a compiler's: it still stops the check
+    with pytest.raises(AssertionError):
+        mod.throughput(args)
