@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 
 from ijepa.bench import curves
@@ -265,3 +266,20 @@ def test_schema_refuses_a_curve_score_out_of_range(tmp_path):
                   "wall_minutes": 1.0, "split": "test", "reported_on": "test", "top1": 0.5, "metrics": {"linear": 85.0}}, results_dir=tmp_path)
     _, skipped = load_records(tmp_path)
     assert len(skipped) == 1 and "metrics: expected a mapping of probe -> top-1 fraction" in skipped[0][1]
+
+
+def test_random_init_line_is_the_recipes_own_init(tmp_path):
+    """The reference line is the recipe's encoder as its training starts: init and patch std too."""
+    from ijepa.evals.core.encoders import build_encoder
+    from ijepa.training.step import encoder_from_config
+
+    grid, results = sweep(tmp_path)
+    ij = curves.read_recipe(f"{grid}:ij", results_dir=results, extra=[*TINY, "meta.init=rescaled"])
+    enc, name, _ = build_encoder(curves.encoder_of(curves.baseline_fields("random-init", ij)))
+    cfg = ij.config()
+    torch.manual_seed(cfg.meta.seed)
+    ref = encoder_from_config(cfg)
+    assert name.endswith("-pe0.14-rescaled")
+    assert enc.state_dict().keys() == ref.state_dict().keys()
+    for k, v in ref.state_dict().items():
+        assert torch.equal(enc.state_dict()[k], v), k

@@ -227,7 +227,7 @@ def baseline_fields(method: str, recipe: Recipe | None) -> dict[str, Any]:
         raise ValueError(f"baseline {method!r}: expected {' or '.join(BASELINES)} (random-init needs the recipe whose encoder it is)")
     c = recipe.config()
     arch = {"arch": c.meta.model_name, "depth": c.meta.depth, "img_size": c.data.crop_size, "patch_size": c.mask.patch_size,
-            "in_chans": c.meta.in_chans, "seed": c.meta.seed}
+            "in_chans": c.meta.in_chans, "seed": c.meta.seed, "init": c.meta.init, "patch_embed_std": c.meta.patch_embed_std}
     return {"method": method, "steps": 0, "images_seen": 0, "pretrain_flops": 0.0, "wall_minutes": 0.0, **arch,
             "piece": {"method": method, **arch}}
 
@@ -289,7 +289,8 @@ def encoder_of(fields: dict[str, Any]) -> Any:
     if fields["method"] != "random-init":
         return fields["run_dir"]
     return EncoderSpec(random_init=fields["arch"], img_size=fields["img_size"], patch_size=fields["patch_size"], in_chans=fields["in_chans"],
-                       depth=fields["depth"], seed=fields["seed"])
+                       depth=fields["depth"], seed=fields["seed"], init=fields.get("init", "official"),
+                       patch_embed_std=fields.get("patch_embed_std", 0.0))
 
 
 def target_digest(run_dir: str | Path) -> str:

@@ -30,6 +30,7 @@ class EncoderSpec:
     seed: int = 0
     pos_embed: str = "resample"  # another input grid (dense evals): resample the table or "sincos"
     init: str = "official"  # random init only: "official" (as official training) or "rescaled"
+    patch_embed_std: float = 0.0  # random init only: a recipe's `meta.patch_embed_std` (0 = the official 0.02)
     num_heads: int | None = None  # a bare state dict of a non-standard width: its heads (never guessed)
 
 
@@ -59,6 +60,9 @@ def build_encoder(spec: EncoderSpec) -> tuple[VisionTransformer, str, str]:
     torch.manual_seed(spec.seed)
     enc = create_encoder(spec.random_init, img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
                          depth=spec.depth or None, init=spec.init, pos_embed=spec.pos_embed)
+    if spec.patch_embed_std:  # as the trainer draws it (ijepa.training.step), so a recipe's random init is its own
+        torch.nn.init.trunc_normal_(enc.patch_embed.proj.weight, std=spec.patch_embed_std)
+        tag += f"-pe{spec.patch_embed_std:g}"
     if spec.init != "official":
         tag += f"-{spec.init}"
     name = f"random:{spec.random_init}-d{enc.depth}-p{spec.patch_size}-{spec.img_size}-c{spec.in_chans}-s{spec.seed}{tag}"
