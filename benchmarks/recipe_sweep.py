@@ -1,6 +1,7 @@
 """Recipe search for small-scale I-JEPA on Fashion-MNIST (issue 8).
 
-Each variant is the default recipe plus `--set`-style overrides; it pretrains for the
+Each variant is its grid's base config (the packaged default unless the grid names another,
+`ijepa.bench.grids`) plus `--set`-style overrides; it pretrains for the
 variant's schedule, then its frozen target encoder is scored by a quick probe: scikit-learn
 logistic regression on lastPOOL / concatPOOL4 features of a stratified train subset,
 evaluated on the held-out `val` split (never test), plus RankMe and the last target-feature std. One JSON record
@@ -20,12 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import yaml
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from ijepa import load_encoder
 from ijepa.bench.flops import mean_step_flops, pretrain_compute
+from ijepa.bench.grids import read_grid
 from ijepa.data import build_dataset, data_spec
 from ijepa.evals.core.features import Features, fmnist_batches, pooled
 from ijepa.evals.core.fit import GridConfig, fit_grid
@@ -75,8 +76,8 @@ def finished(name: str, overrides: list[str], results_dir: Path) -> bool:
                for r in read_records(results_dir))
 
 
-def variant_config(name: str, overrides: list[str], *, folder: str) -> tuple[Config, str]:
-    """The default recipe plus `--set` overrides; two tokens of ours: `method=mae` picks the
+def variant_config(name: str, overrides: list[str], *, folder: str, base: Path | None = None) -> tuple[Config, str]:
+    """The `base` config (None: the packaged default) plus `--set` overrides; two tokens of ours: `method=mae` picks the
     method, `budget_pflops=X` sizes the run to X PFLOPs at the variant's own cost per step
     (as many images as that buys, one epoch of them, so the schedule has the shape of the
     400-step runs'; past the train split's size, every image for as many epochs as the budget
@@ -84,19 +85,19 @@ def variant_config(name: str, overrides: list[str], *, folder: str) -> tuple[Con
     method = next((o.split("=", 1)[1] for o in overrides if o.startswith("method=")), "ijepa")
     budget = next((float(o.split("=", 1)[1]) for o in overrides if o.startswith("budget_pflops=")), None)
     sets = [o for o in overrides if not o.startswith(("method=", "budget_pflops="))]
-    base = [f"logging.folder={folder}", f"logging.write_tag={name}"]
-    cfg = load_config(None, [*base, *sets])
+    logs = [f"logging.folder={folder}", f"logging.write_tag={name}"]
+    cfg = load_config(base, [*logs, *sets])
     if budget is not None:
         steps = int(budget * 1e15 // mean_step_flops(cfg, method))
         images, n_train = steps * cfg.data.batch_size, len(build_dataset(data_spec(dataset_root(cfg)), "train"))
         shape = [f"data.subset={images}", "optimization.epochs=1"] if images <= n_train else [
             f"optimization.epochs={images / n_train}", f"optimization.warmup={cfg.optimization.warmup * images / n_train}"]
-        cfg = load_config(None, [*base, *sets, *shape])
+        cfg = load_config(base, [*logs, *sets, *shape])
     return cfg, method
 
 
-def run_variant(name: str, overrides: list[str], *, folder: str, results_dir: Path) -> dict:
-    cfg, method = variant_config(name, overrides, folder=folder)
+def run_variant(name: str, overrides: list[str], *, folder: str, results_dir: Path, base: Path | None = None) -> dict:
+    cfg, method = variant_config(name, overrides, folder=folder, base=base)
     t0 = time.perf_counter()
     run_dir = pretrain(cfg, method=method, resume=True)
     minutes = (time.perf_counter() - t0) / 60
@@ -104,7 +105,7 @@ def run_variant(name: str, overrides: list[str], *, folder: str, results_dir: Pa
     compute = pretrain_compute(run_dir)
     rec = {
         "kind": "recipe_sweep", "encoder": name, "method": method, "dataset": "fashion-mnist", "overrides": overrides,
-        "selected_on": "val", "reported_on": "val",
+        **({"base": str(base)} if base else {}), "selected_on": "val", "reported_on": "val",
         "pretrain_minutes": minutes, "steps": int(log.step.max()),
         "images_seen": compute["steps"] * compute["batch_size"], "pretrain_pflops": compute["pretrain_flops"] / 1e15,
         "gflops_per_image": compute["flops_per_step"] / compute["batch_size"] / 1e9,
@@ -149,14 +150,14 @@ def main() -> None:
     ap.add_argument("--random-init", action="store_true", help="record the quick probe of the random-init encoder")
     args = ap.parse_args()
     if args.grid:
-        grid = yaml.safe_load(args.grid.read_text())
-        for name, overrides in grid.items():
+        grid = read_grid(args.grid)
+        for name, overrides in grid.variants.items():
             if args.only is not None and name not in args.only:
                 continue
-            if finished(name, overrides or [], args.results):  # said, so a finished grid is not a silent no-op
+            if finished(name, overrides, args.results):  # said, so a finished grid is not a silent no-op
                 print(f"{name}: recorded in {args.results}/records/recipe_sweep/, not run again", file=sys.stderr)
             else:
-                run_variant(name, overrides or [], folder=args.folder, results_dir=args.results)
+                run_variant(name, overrides, folder=args.folder, results_dir=args.results, base=grid.base)
     done = any(r.get("encoder") == "random-init (reference)" and "grid_val_top1" in r for r in read_records(args.results))
     if args.random_init and not done:
         cfg = load_config()

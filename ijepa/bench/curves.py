@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from ijepa.bench.flops import budget_config, mean_step_flops, pretrain_compute
+from ijepa.bench.grids import read_grid
 from ijepa.evals.core.features import CACHE_DIR
 from ijepa.results.io import read_records, write_record
 from ijepa.training.config import Config, load_config
@@ -61,6 +61,7 @@ class Recipe:
     """A sweep variant as a recipe: what every budget applies, and where it was chosen."""
 
     grid: str
+    base: str | None  # the config the grid's overrides apply to (None: the packaged default)
     variant: str
     method: str
     overrides: tuple[str, ...]  # the variant's line in the grid
@@ -70,11 +71,11 @@ class Recipe:
     extra: tuple[str, ...] = ()  # more overrides (smoke tests); part of every run's identity
 
     def provenance(self) -> dict[str, Any]:
-        return {"grid": self.grid, "variant": self.variant, "method": self.method, "overrides": list(self.overrides),
+        return {"grid": self.grid, "base": self.base, "variant": self.variant, "method": self.method, "overrides": list(self.overrides),
                 "applied": list(self.applied), "extra": list(self.extra), "warmup_fraction": self.warmup_fraction, "val": self.val}
 
     def config(self, *sets: str) -> Config:
-        return load_config(None, [*self.applied, *self.extra, *sets])
+        return load_config(self.base, [*self.applied, *self.extra, *sets])
 
 
 def _token(overrides: Sequence[str], name: str) -> str | None:
@@ -99,18 +100,16 @@ def read_recipe(ref: str, *, results_dir: Path, extra: Sequence[str] = ()) -> Re
     grid_path, sep, variant = ref.rpartition(":")
     if not sep or not grid_path or not variant:
         raise ValueError(f"recipe {ref!r}: expected GRID.yaml:VARIANT (a variant of a benchmarks/sweeps grid)")
-    path = Path(grid_path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: sweep grid not found")
-    grid = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(grid, dict) or variant not in grid:
-        raise ValueError(f"{path}: no variant {variant!r} (it has {', '.join(map(str, grid)) if isinstance(grid, dict) else 'none'})")
-    overrides = [str(o) for o in grid[variant] or []]
+    grid = read_grid(grid_path)
+    path = grid.path
+    if variant not in grid.variants:
+        raise ValueError(f"{path}: no variant {variant!r} (it has {', '.join(grid.variants) or 'none'})")
+    overrides = grid.variants[variant]
     method, budget = _token(overrides, "method") or "ijepa", _token(overrides, "budget_pflops")
     sets = [o for o in overrides if not o.startswith(TOKENS)]
-    shape = load_config(None, [*sets, *(["optimization.epochs=1"] if budget else [])]).optimization  # as the sweep ran it
-    return Recipe(grid=str(path), variant=variant, method=method, overrides=tuple(overrides),
-                  applied=tuple(o for o in sets if not o.startswith(SIZING)),
+    shape = grid.config([*sets, *(["optimization.epochs=1"] if budget else [])]).optimization  # as the sweep ran it
+    return Recipe(grid=str(path), base=None if grid.base is None else str(grid.base), variant=variant, method=method,
+                  overrides=tuple(overrides), applied=tuple(o for o in sets if not o.startswith(SIZING)),
                   warmup_fraction=min(1.0, shape.warmup / (shape.ipe_scale * shape.epochs)),
                   val=val_record(variant, overrides, results_dir, f"{path}:{variant}"), extra=tuple(extra))
 
