@@ -24,13 +24,14 @@ TINY = ["data.subset=256", "data.batch_size=16", "meta.depth=1", "meta.pred_dept
         "meta.dec_emb_dim=32", "data.num_workers=0", "logging.progress=false", "meta.device=cpu"]
 VARIANTS = {"ij": ["data.subset=25600", "optimization.epochs=1", "optimization.warmup=0.1"],
             "ma": ["method=mae", "budget_pflops=0.0264", "mask.mask_ratio=0.6"]}
+BASE = ROOT / "benchmarks" / "sweeps" / "bases" / "fmnist_round6.yaml"  # warm-up 0.2 epochs
 LINEAR = ["train_limit=300", "val_limit=300", "grid.epochs=1", "grid.min_steps=5", "grid.lrs=[0.1]", "grid.wds=[0.0]"]
 
 
 def sweep(tmp: Path, reported_on: str = "val") -> tuple[Path, Path]:
     """A sweep grid and its records on `reported_on`."""
     grid, results = tmp / "grid.yaml", tmp / "results"
-    grid.write_text(yaml.safe_dump(VARIANTS))
+    grid.write_text(yaml.safe_dump({"_base": str(BASE), **VARIANTS}))  # the schedule shape the sweeps ran
     for name, overrides in VARIANTS.items():
         write_record({"kind": "recipe_sweep", "encoder": name, "overrides": overrides, "selected_on": reported_on,
                       "reported_on": reported_on, "probe_best": 0.7, "grid_val_top1": 0.71}, results_dir=results)
@@ -59,7 +60,8 @@ def test_recipe_is_the_val_chosen_variant_less_its_sizing(tmp_path):
     grid, results = sweep(tmp_path)
     ma = curves.read_recipe(f"{grid}:ma", results_dir=results)
     assert ma.method == "mae" and ma.applied == ("mask.mask_ratio=0.6",)
-    assert ma.warmup_fraction == pytest.approx(0.2)  # the packaged 0.2 epochs of the sweep's one-epoch run
+    assert ma.warmup_fraction == pytest.approx(0.2)  # the base's 0.2 epochs of the sweep's one-epoch run
+    assert ma.base == str(BASE) and ma.provenance()["base"] == str(BASE)
     ij = curves.read_recipe(f"{grid}:ij", results_dir=results)
     assert ij.applied == ("optimization.warmup=0.1",) and ij.warmup_fraction == pytest.approx(0.1)
     assert ij.val["record"].startswith("records/recipe_sweep/") and ij.val["probe_best"] == 0.7

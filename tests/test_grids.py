@@ -15,7 +15,7 @@ from ijepa.training.config import DEFAULT_CONFIG, load_config
 
 ROOT = Path(__file__).parent.parent
 SWEEPS = ROOT / "benchmarks" / "sweeps"
-SIZING = {("data", "subset"), ("optimization", "epochs"), ("logging", "folder"), ("logging", "write_tag")}
+SCHEDULE = {("optimization", k) for k in ("epochs", "warmup", "ipe_scale", "max_steps")} | {("logging", "folder"), ("logging", "write_tag")}
 
 
 def test_a_grid_applies_its_overrides_to_its_named_base(tmp_path):
@@ -52,11 +52,17 @@ def test_the_val_rounds_keep_the_default_they_ran_on(name):
     assert (cfg.meta.init, cfg.meta.pred_depth, cfg.optimization.ema) == ("official", 4, (0.99, 1.0))
 
 
-def test_the_packaged_default_is_the_recipe_chosen_on_val():
-    """`ijepa pretrain` with no arguments trains the variant `recipe_sweep.py --choose ijepa`
-    picked (round 8's r8_combo), less the sweep's sizing: a default moved without a choice fails here."""
+def test_the_packaged_default_is_the_recipe_chosen_on_val(tmp_path):
+    """`ijepa pretrain` with no arguments trains what `recipe_sweep.py --choose ijepa` picked
+    (round 8's r8_combo) as the learning curve runs it at 15 minutes: the same config, the same
+    warm-up fraction, within a step. A default moved without a choice fails here."""
     recipe = curves.read_recipe(f"{SWEEPS / 'fmnist_round8.yaml'}:r8_combo", results_dir=ROOT / "results")
-    chosen, default = dataclasses.asdict(recipe.config()), dataclasses.asdict(load_config())
-    diff = {(s, k) for s in default for k in default[s] if default[s][k] != chosen[s][k]}
-    assert diff <= SIZING, f"the packaged default differs from the chosen recipe in {sorted(diff - SIZING)}"
-    assert load_config().meta.init == "rescaled" and recipe.val["grid_val_top1"] > 0.8
+    run = curves.plan_run(recipe, folder=str(tmp_path), minutes=15)
+    default = load_config()
+    a, b = dataclasses.asdict(run.cfg), dataclasses.asdict(default)
+    diff = {(s, k) for s in b for k in b[s] if a[s][k] != b[s][k]}
+    assert diff <= SCHEDULE, f"the packaged default differs from the chosen recipe in {sorted(diff - SCHEDULE)}"
+    o, d = run.cfg.optimization, default.optimization
+    assert o.warmup / (o.epochs * o.ipe_scale) == pytest.approx(d.warmup / d.epochs, abs=1e-3)
+    assert abs(run.steps - int(d.epochs * (50_000 // default.data.batch_size))) <= 1
+    assert default.meta.init == "rescaled" and recipe.val["grid_val_top1"] > 0.8
