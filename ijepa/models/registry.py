@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from torch import nn
+
 from ijepa.models.predictor import VisionTransformerPredictor
 from ijepa.models.vit import VisionTransformer
 
@@ -36,15 +38,17 @@ def create_encoder(
     drop_path_rate: float = 0.0,
     init: str = "official",
     pos_embed: str = "sincos",
+    patch_embed_std: float = 0.0,
 ) -> VisionTransformer:
     """Build a named encoder; `depth` overrides the named depth (small-scale recipes).
 
     `init` and `pos_embed`: see `ijepa.models.vit` ("official" init undoes the depth rescale,
-    as official training does; "rescaled" keeps it)."""
+    as official training does; "rescaled" keeps it). `patch_embed_std` (0: the init's own 0.02)
+    redraws the patch projection, as a recipe's `meta.patch_embed_std` asks."""
     if name not in ARCHS:
         raise ValueError(f"unknown architecture {name!r}; expected one of {', '.join(ARCHS)}")
     a = ARCHS[name]
-    return VisionTransformer(
+    enc = VisionTransformer(
         img_size=img_size,
         patch_size=patch_size,
         in_chans=in_chans,
@@ -56,6 +60,9 @@ def create_encoder(
         init=init,
         pos_embed=pos_embed,
     )
+    if patch_embed_std:
+        nn.init.trunc_normal_(enc.patch_embed.proj.weight, std=patch_embed_std)
+    return enc
 
 
 PREDICTOR_MLP_RATIO = 4.0  # the official `vit_predictor`, whatever the encoder's (ViT-G: 48/11)

@@ -18,13 +18,11 @@ from ijepa.training.ema import ema_update
 
 def encoder_from_config(cfg: Config) -> VisionTransformer:
     """The encoder every method trains, with the recipe's patch-embedding init if it sets one."""
-    enc = create_encoder(
+    return create_encoder(
         cfg.meta.model_name, img_size=cfg.data.crop_size, patch_size=cfg.mask.patch_size,
         in_chans=cfg.meta.in_chans, depth=cfg.meta.depth or None, init=cfg.meta.init,
+        patch_embed_std=cfg.meta.patch_embed_std,
     )
-    if cfg.meta.patch_embed_std:
-        nn.init.trunc_normal_(enc.patch_embed.proj.weight, std=cfg.meta.patch_embed_std)
-    return enc
 
 
 def predictor_from_config(cfg: Config, encoder: VisionTransformer) -> nn.Module:

@@ -59,9 +59,9 @@ def build_encoder(spec: EncoderSpec) -> tuple[VisionTransformer, str, str]:
         return enc, f"{path.parent.name if folder else path.stem}:{spec.which}{tag}", f"{file_digest(path)}-{spec.which}{tag}"
     torch.manual_seed(spec.seed)
     enc = create_encoder(spec.random_init, img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
-                         depth=spec.depth or None, init=spec.init, pos_embed=spec.pos_embed)
-    if spec.patch_embed_std:  # as the trainer draws it (ijepa.training.step), so a recipe's random init is its own
-        torch.nn.init.trunc_normal_(enc.patch_embed.proj.weight, std=spec.patch_embed_std)
+                         depth=spec.depth or None, init=spec.init, pos_embed=spec.pos_embed,
+                         patch_embed_std=spec.patch_embed_std)  # as the trainer builds it: a recipe's random init is its own
+    if spec.patch_embed_std:
         tag += f"-pe{spec.patch_embed_std:g}"
     if spec.init != "official":
         tag += f"-{spec.init}"
