@@ -40,6 +40,7 @@ from ijepa.evals.core.features import Features, extract_features, pooled
 from ijepa.evals.core.fit import train_grid
 from ijepa.evals.linear import grid_config
 from ijepa.results.io import write_record
+from ijepa.results.schema import NO_SPLIT
 
 RECIPE = Path(__file__).resolve().parents[1] / "evals" / "linear_fmnist.yaml"
 RECIPE_IN1K = RECIPE.with_name("linear_in1k.yaml")
@@ -121,7 +122,7 @@ def in1k_record(args) -> dict:
     epoch_s = grid_epoch_s(rows, width, layers, cfg, device, args.fit_epochs)
     n_images = args.n_train + IN1K_VAL * args.n_train // IN1K_TRAIN
     return {
-        "kind": "bench.eval_speed", "encoder": name, "dataset": "synthetic-imagenet-shape", "recipe": RECIPE_IN1K.name,
+        "kind": "bench.eval_speed", "encoder": name, "dataset": "synthetic-imagenet-shape", **NO_SPLIT, "recipe": RECIPE_IN1K.name,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": args.threads, "torch": torch.__version__, "extract_batch": args.extract_batch,
         "img_per_s": fp32, "img_per_s_bf16": bf16, "feature_dim": layers * width,
@@ -146,7 +147,7 @@ def fmnist_record(args) -> dict:
     cfg = grid_config(**grid_kw)
     fit = timed(lambda: grid_fit(args.n_fit, enc.embed_dim, min(4, enc.depth), cfg))
     return {
-        "kind": "bench.eval_speed", "encoder": name, "dataset": "fashion-mnist", "threads": args.threads,
+        "kind": "bench.eval_speed", "encoder": name, "dataset": "fashion-mnist", **NO_SPLIT, "threads": args.threads,
         "img_per_s": args.n_batched / fast[0], "img_per_cpu_s": args.n_batched / fast[1],
         "per_image_pipeline_img_per_s": args.n_per_image / slow[0], "per_image_pipeline_img_per_cpu_s": args.n_per_image / slow[1],
         "grid_heads": len(cfg.specs()), "grid_epochs": cfg.epochs, "grid_rows": args.n_fit,

@@ -29,6 +29,7 @@ import yaml
 from ijepa.bench.harness import build_harness
 from ijepa.bench.throughput import free_device_memory, largest_batch, measure_throughput
 from ijepa.results.io import write_record
+from ijepa.results.schema import NO_SPLIT
 from ijepa.training.config import Config, from_dict
 
 # Overrides of the official in1k_vith14_ep300 defaults (ViT-H/14, 224, predictor 12 x 384, bf16).
@@ -138,7 +139,7 @@ def throughput(args) -> None:
             continue
         state["batches"].setdefault(f"{method}-{arch}", rec["batch_size"])
         rec = {"kind": "bench.throughput", "encoder": f"{method}-{rec['arch']}-{rec['img_size']}{'-compiled' if compile_ else ''}",
-               "dataset": "synthetic", "preset": arch, "tiny": args.tiny, "batch_search": search, **rec}
+               "dataset": "synthetic", "preset": arch, "tiny": args.tiny, "batch_search": search, **NO_SPLIT, **rec}
         path = write_record(rec, results_dir=Path(args.results))
         print(f"{name}: batch {rec['batch_size']} {rec['dtype']} {rec['img_per_s']:.1f} img/s, step {rec['step_time_median_s'] * 1e3:.1f} ms "
               f"(IQR {rec['step_time_p25_s'] * 1e3:.1f}-{rec['step_time_p75_s'] * 1e3:.1f}), MFU {rec['utilisation']:.1%} of "
@@ -176,7 +177,7 @@ def pretrain(args) -> None:
     rates = [r["img_per_s"] for r in gpu[1:]] or [r["img_per_s"] for r in gpu]
     bf16 = cfg["meta"]["use_bfloat16"] if args.device.startswith("cuda") else cfg["meta"]["cpu_bfloat16"]
     rec: dict[str, Any] = {
-        "kind": "bench.gpu_pretrain", "encoder": cfg["logging"]["write_tag"], "dataset": cfg["data"]["dataset"],
+        "kind": "bench.gpu_pretrain", "encoder": cfg["logging"]["write_tag"], "dataset": cfg["data"]["dataset"], **NO_SPLIT,
         "device": args.device, "device_name": torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu",
         "torch": torch.__version__, "dtype": "bfloat16" if bf16 else "float32", "seed": cfg["meta"]["seed"],
         "steps": int(gpu[-1]["step"]), "batch_size": cfg["data"]["batch_size"], "final_loss": gpu[-1]["loss"],
@@ -276,7 +277,7 @@ def summary(args) -> None:
         lines += ["", "The compiled run in flight at the deadline was stopped (no record)."]
     md = results / "gpu_check.md"
     md.write_text("\n".join(lines) + "\n")
-    rec = {"kind": "bench.gpu_check", "encoder": "gpu_check", "device": args.device, "tiny": args.tiny,
+    rec = {"kind": "bench.gpu_check", "encoder": "gpu_check", "device": args.device, "tiny": args.tiny, **NO_SPLIT,
            "records": [str(p.relative_to(results)) for p in paths], "pytest": tests, "steps": steps,
            "skipped": state.get("skipped", []), "failed": state.get("failed", []), "summary_md": str(md)}
     print("\n".join(lines))

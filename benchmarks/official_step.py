@@ -36,6 +36,7 @@ from ijepa.bench.throughput import collator_rate, device_name, host_syncs, sprea
 from ijepa.masks.apply import apply_masks, repeat_interleave_batch
 from ijepa.models.pos_embed import sincos_2d
 from ijepa.results.io import write_record
+from ijepa.results.schema import NO_SPLIT
 from ijepa.training.config import Config, from_dict
 
 
@@ -236,7 +237,7 @@ def run(*, steps: int, warmup: int, batch: int, threads: int, compile_: bool, ar
     ours_ips, base_ips = batch / statistics.median(t_ours), batch / statistics.median(t_base)
     a = ARCHS[arch]
     return {
-        "kind": "bench.official_step", "encoder": f"ijepa-{arch}-{a['crop']}-vs-official", "method": "ijepa",
+        "kind": "bench.official_step", "encoder": f"ijepa-{arch}-{a['crop']}-vs-official", "method": "ijepa", **NO_SPLIT,
         "arch": a["model_name"], "preset": arch, "depth": ours.model.encoder.depth, "img_size": a["crop"], "patch_size": a["patch"],
         "batch_size": batch, "pred_depth": a["pred_depth"], "pred_emb_dim": a["pred_emb_dim"],
         "dtype": "bfloat16" if ours.bf16 else "float32", "device": str(device), "device_name": device_name(device),

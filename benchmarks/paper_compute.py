@@ -24,6 +24,7 @@ import torch
 from ijepa.bench.flops import measure_flops, step_flops
 from ijepa.bench.harness import draw_masks
 from ijepa.results.io import write_record
+from ijepa.results.schema import NO_SPLIT
 from ijepa.training.config import Config, load_config
 from ijepa.training.loop import build_method
 
@@ -72,7 +73,7 @@ def main() -> None:
     i, m = rows["ijepa"], rows["mae"]
     rec = {
         "kind": "bench.paper_compute", "encoder": "vit_huge-14-224", "dataset": "imagenet-1k (counted, not trained)",
-        "selected_on": "none", "reported_on": "none", "ijepa": i, "mae": m,
+        **NO_SPLIT, "ijepa": i, "mae": m,
         "mae_over_ijepa_flops": m["pretrain_eflops"] / i["pretrain_eflops"],
         "ijepa_over_mae_flops_per_iteration": i["gflops_per_image"] * i["global_batch"] / (m["gflops_per_image"] * m["global_batch"]),
         "mae_over_ijepa_iterations": m["iterations"] / i["iterations"],

@@ -19,6 +19,7 @@ import torch
 from ijepa.bench.harness import build_harness
 from ijepa.bench.throughput import device_name, spread, time_steps
 from ijepa.results.io import write_record
+from ijepa.results.schema import NO_SPLIT
 from ijepa.training.config import Config, load_config
 from ijepa.training.loop import peak_memory_mb
 
@@ -41,7 +42,7 @@ def bench(name: str, cfg: Config, *, device: torch.device, steps: int, warmup: i
     times = time_steps(h, steps=steps, warmup=warmup)
     stats = spread(times)
     return {
-        "kind": "bench.pretrain_step", "encoder": name, "dataset": "synthetic", "arch": cfg.meta.model_name,
+        "kind": "bench.pretrain_step", "encoder": name, "dataset": "synthetic", **NO_SPLIT, "arch": cfg.meta.model_name,
         "depth": h.model.encoder.depth, "img_size": cfg.data.crop_size, "patch_size": cfg.mask.patch_size,
         "in_chans": cfg.meta.in_chans, "pred_depth": cfg.meta.pred_depth, "pred_emb_dim": cfg.meta.pred_emb_dim,
         "batch_size": h.batch_size, "dtype": "float32", "device": str(device), "device_name": device_name(device),

@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
+from ijepa.results.schema import NO_SPLIT
+
 aten = torch.ops.aten
 
 
@@ -208,7 +210,7 @@ def pretrain_compute(run_dir: str | Path, *, n_masks: int = 20, wall_s: float | 
         wall_s = float(last["elapsed_s"]) * steps / float(last["step"])
     return {
         "kind": "pretrain.compute", "encoder": run_dir.name, "run": run_dir.name, "run_dir": str(run_dir), "method": method,
-        "selected_on": "none (a measurement of the run, no choice)", "reported_on": "none (no data split)",
+        **NO_SPLIT,
         "arch": cfg.meta.model_name, "depth": model.encoder.depth, "img_size": cfg.data.crop_size, "patch_size": cfg.mask.patch_size,
         "steps": steps, "batch_size": cfg.data.batch_size * cfg.optimization.accum_steps,
         "flops_per_step": per_step, "pretrain_flops": per_step * steps, "pretrain_wall_s": wall_s,

@@ -8,6 +8,7 @@ from pathlib import Path
 import typer
 
 from ijepa.cli import USER_ERRORS, bench_app, console, fail
+from ijepa.results.schema import NO_SPLIT
 
 CONFIG = typer.Option(None, "--config", "-c", help="YAML config (ours or an official I-JEPA file); default: the Fashion-MNIST recipe")
 SET = typer.Option([], "--set", help="Override one key, e.g. --set data.batch_size=16 (repeatable)")
@@ -56,7 +57,7 @@ def throughput(
         rec = measure_throughput(cfg, method=method, steps=steps, warmup=warmup, device=dev)
     except (ConfigError, *USER_ERRORS) as e:
         fail(e)
-    rec = {"kind": "bench.throughput", "encoder": f"{method}-{rec['arch']}-{rec['img_size']}", **rec}
+    rec = {"kind": "bench.throughput", "encoder": f"{method}-{rec['arch']}-{rec['img_size']}", **NO_SPLIT, **rec}
     summary = (
         f"{method} {rec['arch']} {rec['img_size']}px on {rec['device_name']} ({rec['dtype']}): {rec['img_per_s']:.2f} img/s, "
         f"step {rec['step_time_median_s'] * 1e3:.1f} ms (IQR {rec['step_time_p25_s'] * 1e3:.1f}-{rec['step_time_p75_s'] * 1e3:.1f}), "
@@ -85,7 +86,7 @@ def flops(
     except (ConfigError, *USER_ERRORS) as e:
         fail(e)
     rec = {
-        "kind": "bench.flops", "encoder": f"{method}-{cfg.meta.model_name}-{cfg.data.crop_size}", "method": method,
+        "kind": "bench.flops", "encoder": f"{method}-{cfg.meta.model_name}-{cfg.data.crop_size}", "method": method, **NO_SPLIT,
         "arch": cfg.meta.model_name, "img_size": cfg.data.crop_size, "patch_size": cfg.mask.patch_size,
         "batch_size": cfg.data.batch_size, "device": str(dev), **rec,
     }

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 UNITS = ("fraction", "value")
+# What a measurement of speed, FLOPs or a run says for `selected_on` / `reported_on`: no choice, no split.
+NO_SPLIT = {"selected_on": "none (a measurement, no choice)", "reported_on": "none (no data split)"}
 # kind -> (headline, unit) for records that do not declare theirs
 KNOWN: dict[str, tuple[str, str]] = {
     "eval.linear": ("top1", "fraction"), "eval.knn": ("top1", "fraction"), "eval.lowshot": ("top1", "fraction"),
