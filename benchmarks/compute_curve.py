@@ -11,7 +11,7 @@ piece writes one record and is skipped when it exists; a run killed mid-way resu
         --budget-minutes 60 --ijepa-recipe benchmarks/sweeps/fmnist_round7.yaml:r7_default
     python benchmarks/compute_curve.py score --method mae --recipe ...:m1_base --budget-minutes 60 --ijepa-recipe ... --probe knn
     python benchmarks/compute_curve.py score --method random-init --recipe ...:r7_default --probe lowshot   # reference line
-    python benchmarks/compute_curve.py score --method raw-pixels --probe logreg                            # reference line
+    python benchmarks/compute_curve.py score --method raw-pixels --probe knn   # reference line (any probe but finetune)
     python benchmarks/compute_curve.py budgets --ijepa-recipe ... --minutes 5 15 30 60
     python benchmarks/compute_curve.py plot    # results/compute_curve.png and the table in results/README.md
 

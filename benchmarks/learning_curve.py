@@ -54,9 +54,9 @@ def cmd_score(args: argparse.Namespace) -> None:
 
 
 def cmd_baselines(args: argparse.Namespace) -> None:
-    """Random init of the recipe's encoder by both probes, raw pixels by logistic regression."""
+    """Random init of the recipe's encoder and raw pixels, each by both linear probes."""
     recipe = curves.read_recipe(args.recipe, results_dir=args.results, extra=args.extra)
-    pieces = [("random-init", p) for p in PROBES] + [("raw-pixels", "logreg")]
+    pieces = [(method, p) for method in curves.BASELINES for p in PROBES]
     for method, probe in pieces:
         rec, skipped = curves.score(curves.baseline_fields(method, recipe), probe, **score_kw(args))
         print(json.dumps({"skipped (record exists)" if skipped else "done": {"encoder": rec["encoder"], "split": rec["split"], **rec["metrics"]}}))

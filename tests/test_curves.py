@@ -145,7 +145,7 @@ def test_pieces_are_skipped_when_their_record_exists(runs):
 
 
 def test_reference_lines_random_init_and_raw_pixels(runs):
-    """Random init of the recipe's own encoder (same architecture) and raw pixels by the logreg probe's classifier."""
+    """Random init of the recipe's own encoder (same architecture), and raw pixels by the same probes (all but fine-tuning)."""
     results, recipe = runs["results"], runs["plans"]["ijepa"].recipe
     rand, _ = curves.score(curves.baseline_fields("random-init", recipe), "knn", split="test", results_dir=results,
                            sets=["train_limit=300", "val_limit=200", "ks=[5]"], cache_dir=None)
@@ -154,8 +154,11 @@ def test_reference_lines_random_init_and_raw_pixels(runs):
     raw, _ = curves.score(curves.baseline_fields("raw-pixels", None), "logreg", split="val", results_dir=results,
                           sets=["train_limit=300", "val_limit=200"])
     assert raw["eval"]["n_train"] == 300 and raw["eval"]["n_val"] == 200 and raw["reported_on"] == "val" and raw["top1"] > 0.5
-    with pytest.raises(ValueError, match="raw pixels: probe logreg only"):
-        curves.score(curves.baseline_fields("raw-pixels", None), "knn", split="test", results_dir=results)
+    knn, _ = curves.score(curves.baseline_fields("raw-pixels", None), "knn", split="test", results_dir=results,
+                          sets=["train_limit=300", "val_limit=200", "ks=[5]"])
+    assert knn["eval"]["encoder"] == "raw-pixels" and knn["eval"]["width"] == 784 and knn["metrics"]["knn"] > 0.5
+    with pytest.raises(ValueError, match="raw pixels: no encoder to fine-tune"):
+        curves.score(curves.baseline_fields("raw-pixels", None), "finetune", split="test", results_dir=results)
 
 
 def test_scoring_a_run_never_pretrained_is_an_error(runs):

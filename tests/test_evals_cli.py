@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from fixtures.imagefolder import corrupt, write_imagefolder
 from typer.testing import CliRunner
 
+from ijepa.data.fashion_mnist import DEFAULT_ROOT
 from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.linear import run_linear
 from ijepa.results.io import write_record
@@ -146,7 +148,7 @@ def test_corrupt_image_fails_naming_the_file(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match=f"^{bad}: unreadable image"):  # one line, also through a worker process
         run_linear(SHAPE_SPEC, data=str(root), workers=1, cache_dir=None)
     res = cli(["eval", "linear", "--data", str(root)])
-    assert res.exit_code == 2 and "--encoder PATH or --random-init ARCH" in res.output
+    assert res.exit_code == 2 and "--encoder PATH, --random-init ARCH or --raw-pixels" in res.output
 
 
 def test_results_tables_group_ours_beside_the_paper(tmp_path):
@@ -230,3 +232,30 @@ def test_version():
 
     res = cli(["--version"])
     assert res.exit_code == 0 and res.stdout.strip() == f"ijepa {__version__}"
+
+
+@pytest.mark.skipif(not (DEFAULT_ROOT / "train-labels-idx1-ubyte.gz").exists(), reason="Debian's Fashion-MNIST not installed")
+def test_raw_pixels_are_scored_by_the_pooled_feature_evals_and_refused_by_the_others(tmp_path, monkeypatch):
+    """`--raw-pixels`: the pixels / 255 are the features of every pooled-feature probe (the
+    tables' baseline row by the same heads); evals that need an encoder refuse it in one line."""
+    from ijepa.data import build_dataset, data_spec
+    from ijepa.evals.core.features import pixel_features
+
+    monkeypatch.chdir(tmp_path)
+    rows = torch.tensor([3, 1, 4, 1000])
+    feats = pixel_features(data_spec("fashion-mnist"), "val", indices=rows)
+    images = build_dataset("fashion-mnist", "val").images[rows]
+    assert torch.equal(feats.get("lastPOOL"), images.flatten(1).float() / 255) and torch.equal(feats.get("concatPOOL4"), feats.get("lastPOOL"))
+    limits = ["--data", "fashion-mnist", "--train-limit", "1000", "--eval-limit", "300", "--results", str(tmp_path), "--json"]
+    res = cli(["eval", "knn", "--raw-pixels", *limits, "--ks", "5"])
+    assert res.exit_code == 0, res.output
+    rec = json.loads(res.stdout.splitlines()[-1])
+    assert rec["encoder"] == "raw-pixels" and rec["width"] == 784 and rec["img_size"] == 28 and rec["depth"] == 0
+    assert rec["preprocessing"] == "raw pixels / 255" and rec["n_train"] == 1000 and 0.6 < rec["top1"] <= 1
+    for refused in (["eval", "attentive", "--raw-pixels", *limits], ["eval", "lowshot", "--raw-pixels", "--protocol", "finetune", *limits],
+                    ["eval", "linear", "--raw-pixels", "--random-init", "vit_tiny", *limits]):
+        res = cli(refused)
+        assert res.exit_code == 2 and "raw-pixels" in res.output and "Traceback" not in res.output, (refused, res.output)
+    root = write_imagefolder(tmp_path / "if", per_class={"train": 2, "val": 2})
+    res = cli(["eval", "knn", "--raw-pixels", "--data", str(root), "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "image folder" in res.output

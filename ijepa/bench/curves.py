@@ -254,37 +254,12 @@ def run_probe(encoder: Any, probe: str, *, split: str, sets: Sequence[str], devi
     return rec
 
 
-def raw_pixel_logreg(split: str, *, sets: Sequence[str], device: str) -> dict[str, Any]:
-    """Logistic regression on raw pixels by the `logreg` probe's own classifier and settings
-    (`evals/linear_fmnist_logreg.yaml`: C and held-out part; no feature sets)."""
-    from ijepa import typedconfig
-    from ijepa.data import build_dataset
-    from ijepa.evals.core.features import Features
-    from ijepa.evals.core.fit import stratified_sample
-    from ijepa.evals.core.logreg import fit_logreg
-    from ijepa.evals.linear import LinearSpec
-
-    spec = typedconfig.load(LinearSpec, PROBES["logreg"].config, overrides=list(sets))
-
-    def pixels(name: str, limit: int | float | None) -> Features:
-        ds = build_dataset(spec.data, name)
-        rows = torch.arange(len(ds.targets)) if limit is None else stratified_sample(ds.targets.long(), limit, seed=spec.seed)
-        x = ds.images[rows].flatten(1).float() / 255
-        return Features(x, ds.targets[rows].long(), x.shape[1], "raw pixels / 255")
-
-    train, ev = pixels("train", spec.train_limit), pixels(split, spec.val_limit)
-    res = fit_logreg(train, {split: ev}, feature_sets=("lastPOOL",), cs=tuple(spec.cs), heldout=spec.grid.heldout, seed=spec.seed,
-                     device=device)
-    return {"kind": "eval.linear", "encoder": "raw-pixels", "dataset": spec.data, "protocol": "sklearn-logreg", "top1": res[f"{split}_top1"],
-            "top5": res[f"{split}_top5"], "heldout_top1": res["heldout_top1"], "best_C": res["C"], "converged": res["converged"],
-            "n_train": len(train), f"n_{split}": len(ev), "train_limit": spec.train_limit, "val_limit": spec.val_limit,
-            "selected_on": "train-heldout", "reported_on": split}
-
-
 def encoder_of(fields: dict[str, Any]) -> Any:
-    """What a probe scores: the run's target encoder, or the recipe's encoder at random init."""
+    """What a probe scores: the run's target encoder, the recipe's encoder at random init, or raw pixels."""
     from ijepa.evals.core.encoders import EncoderSpec
 
+    if fields["method"] == "raw-pixels":
+        return EncoderSpec(raw_pixels=True)
     if fields["method"] != "random-init":
         return fields["run_dir"]
     return EncoderSpec(random_init=fields["arch"], img_size=fields["img_size"], patch_size=fields["patch_size"], in_chans=fields["in_chans"],
@@ -332,17 +307,14 @@ def score(fields: dict[str, Any], probe: str, *, split: str, results_dir: Path, 
         raise ValueError(f"probe {probe!r}: expected one of {', '.join(PROBES)}")
     if split not in PROBES[probe].splits:
         raise ValueError(f"probe {probe} on {split!r}: it scores {' and '.join(PROBES[probe].splits)} only")
-    if fields["method"] == "raw-pixels" and probe != "logreg":
-        raise ValueError(f"raw pixels: probe logreg only (got {probe!r})")
+    if fields["method"] == "raw-pixels" and probe == "finetune":
+        raise ValueError("raw pixels: no encoder to fine-tune (probes linear, logreg, knn, lowshot)")
     piece = {**fields["piece"], "probe": probe, "split": split, "probe_sets": list(sets)}
     if (done := find_record(results_dir, "curve.score", piece)) is not None:
         return done, True
     if val_first and split == "test" and find_record(results_dir, "curve.score", {**piece, "split": "val"}) is None:
         raise ValueError(f"{fields.get('encoder', fields['method'])}: probe {probe} on test before val; score val first")
-    if fields["method"] == "raw-pixels":
-        rec = raw_pixel_logreg(split, sets=sets, device=device)
-    else:
-        rec = run_probe(encoder_of(fields), probe, split=split, sets=sets, device=device, cache_dir=cache_dir)
+    rec = run_probe(encoder_of(fields), probe, split=split, sets=sets, device=device, cache_dir=cache_dir)
     metrics, stds = probe_metrics(probe, rec)
     keep = {k: v for k, v in fields.items() if k not in ("kind", "piece", "created", "_path", "git_commit", "code_version", "command",
                                                          "versions", "selected_on", "reported_on", "encoder")}

@@ -23,7 +23,7 @@ from typer.core import TyperCommand, TyperGroup
 
 from ijepa.cli import USER_ERRORS, app, console, fail
 
-SHARED = ("encoder", "random_init", "which", "num_heads", "patch_size", "in_chans", "depth", "config", "set_", "device", "results", "as_json", "cache_dir", "no_cache")
+SHARED = ("encoder", "random_init", "raw_pixels", "which", "num_heads", "patch_size", "in_chans", "depth", "config", "set_", "device", "results", "as_json", "cache_dir", "no_cache")
 COMMON_HELP = {
     "data": "Dataset: fashion-mnist, or the dataset's root folder",
     "seed": "Seed of subsets, held-out split, heads and data order",
@@ -108,6 +108,8 @@ def _shared(entry) -> list[inspect.Parameter]:
         _opt("encoder", str | None, None, metavar="PATH",
              help="Run dir, our checkpoint, an official I-JEPA checkpoint, a Hugging Face IJepa directory or a timm I-JEPA ViT"),
         _opt("random_init", str | None, None, metavar="ARCH", help="Score this architecture at random init instead (e.g. vit_tiny)"),
+        _opt("raw_pixels", bool, False, "--raw-pixels",
+             help="Score raw pixels instead of an encoder (the baseline row; linear, knn and lowshot by logreg or heads)"),
         _opt("which", str, "target_encoder", help="Checkpoint encoder: target_encoder (the paper's choice) or context (alias: encoder, the official key)"),
         _opt("num_heads", int | None, None, help="Attention heads of a bare state dict whose width is not a standard one (never guessed)"),
         _opt("patch_size", int, ri["patch_size"], help="Patch size (random init)"),
@@ -175,7 +177,7 @@ def run_command(entry, keys: dict[str, str], kw: dict[str, Any]) -> dict:
 
     spec = resolve_spec(entry, keys, kw)
     img = getattr(spec, "img_size", None) or entry.random_init.get("img_size", 224)
-    encoder = EncoderSpec(encoder=kw["encoder"], random_init=kw["random_init"], which="target_encoder" if kw["which"] == "target_encoder" else "encoder",
+    encoder = EncoderSpec(encoder=kw["encoder"], random_init=kw["random_init"], raw_pixels=kw["raw_pixels"], which="target_encoder" if kw["which"] == "target_encoder" else "encoder",
                           img_size=img, patch_size=kw["patch_size"], in_chans=kw["in_chans"], depth=kw["depth"], num_heads=kw["num_heads"])
     cache = None if kw.get("no_cache", True) else kw["cache_dir"]
     ctx = Context(device=resolve_device(kw["device"]), cache_dir=cache, console=console)

@@ -2,7 +2,9 @@
 
 `--encoder PATH` (run dir, our checkpoint, official checkpoint) or `--random-init ARCH`
 with `--img-size/--patch-size/--in-chans/--depth`: the random-init baseline is the same
-architecture, seeded, so every table can show it beside the trained encoder.
+architecture, seeded, so every table can show it beside the trained encoder. `--raw-pixels`
+is no encoder: the evals on pooled features score the pixels themselves by the same heads
+(`ijepa.evals.core.setup.frozen_splits`); the others refuse it here.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class EncoderSpec:
     init: str = "official"  # random init only: "official" (as official training) or "rescaled"
     patch_embed_std: float = 0.0  # random init only: a recipe's `meta.patch_embed_std` (0 = the official 0.02)
     num_heads: int | None = None  # a bare state dict of a non-standard width: its heads (never guessed)
+    raw_pixels: bool = False  # no encoder: the pixels are the features (pooled-feature evals only)
 
 
 def file_digest(path: Path, limit: int = 1 << 24) -> str:
@@ -42,14 +45,22 @@ def file_digest(path: Path, limit: int = 1 << 24) -> str:
     return h.hexdigest()[:16]
 
 
+def check_choice(spec: EncoderSpec) -> None:
+    """One source of features: a checkpoint, a random-init architecture, or the raw pixels."""
+    if (spec.encoder is not None) + (spec.random_init is not None) + spec.raw_pixels != 1:
+        raise ValueError("give exactly one of --encoder PATH, --random-init ARCH or --raw-pixels")
+
+
 def build_encoder(spec: EncoderSpec) -> tuple[VisionTransformer, str, str]:
     """(frozen encoder in eval mode, human-readable id, cache key).
 
     Dense evals feed other grids than the checkpoint's; `spec.pos_embed` decides their
     position table. "sincos" (not the default) is named in the id and key, so features
     computed one way are never reused for the other."""
-    if (spec.encoder is None) == (spec.random_init is None):
-        raise ValueError("give exactly one of --encoder PATH or --random-init ARCH")
+    check_choice(spec)
+    if spec.raw_pixels:
+        raise ValueError("--raw-pixels: only the evals on pooled features (linear, knn, lowshot by logreg or heads) score "
+                         "raw pixels; this one needs an encoder")
     tag = "" if spec.pos_embed == "resample" else f"-pos{spec.pos_embed}"
     if spec.encoder is not None:
         path = checkpoint_file(spec.encoder)

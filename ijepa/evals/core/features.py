@@ -317,6 +317,18 @@ def extract_tokens(
                     img_size=img_size, indices=indices, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console))
 
 
+def pixel_features(spec: DataSpec, split: str, *, indices: torch.Tensor | None = None) -> Features:
+    """The raw-pixel baseline's features: each image's pixels / 255 at its native size, as one
+    vector (both feature sets are that vector). Tensor datasets only (Fashion-MNIST): folder
+    datasets have no native size the heads could share."""
+    if spec.kind != "fashion-mnist":
+        raise ValueError(f"--raw-pixels: data {spec.id!r} is an image folder; raw pixels are scored on fashion-mnist only")
+    ds = build_dataset(spec, split)
+    images, labels = (ds.images, ds.targets) if indices is None else (ds.images[indices], ds.targets[indices])
+    x = images.flatten(1).float() / 255
+    return Features(x, labels.long(), x.shape[1], "raw pixels / 255")
+
+
 def split_labels(spec: DataSpec, split: str) -> tuple[torch.Tensor, int]:
     """(labels [N], number of classes) without decoding any image."""
     ds = build_dataset(spec, split)

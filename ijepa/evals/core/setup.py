@@ -14,8 +14,14 @@ import torch
 from rich.console import Console
 
 from ijepa.data import data_spec
-from ijepa.evals.core.encoders import EncoderSpec, build_encoder
-from ijepa.evals.core.features import CACHE_DIR, Features, extract_features, split_labels
+from ijepa.evals.core.encoders import EncoderSpec, build_encoder, check_choice
+from ijepa.evals.core.features import (
+    CACHE_DIR,
+    Features,
+    extract_features,
+    pixel_features,
+    split_labels,
+)
 from ijepa.evals.core.fit import check_limit, stratified_sample
 from ijepa.models.vit import VisionTransformer
 
@@ -84,7 +90,8 @@ def frozen_splits(
     `train_limit` keeps a seeded class-stratified subset of train (rows, or a fraction < 1):
     the encoder then runs on those rows only. `train_rows` names the rows explicitly instead;
     `val_limit` subsamples val the same way (quick checks only: scores get noisier).
-    `extract` is what each split becomes: pooled features, or `extract_tokens`.
+    `extract` is what each split becomes: pooled features, or `extract_tokens`. An
+    `EncoderSpec(raw_pixels=True)` is the raw-pixel baseline: the pixels are the features.
     """
     t0 = time.perf_counter()
     check_limit("train_limit", train_limit)
@@ -92,17 +99,24 @@ def frozen_splits(
     spec = data_spec(data)
     labels, num_classes = split_labels(spec, "train")
     rows = train_rows if train_limit is None else stratified_sample(labels, train_limit, seed=seed)
-    enc, name, key = resolve_encoder(encoder)
-    kw = dict(device=torch.device(device), img_size=img_size, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)
-    train = extract(enc, key, spec, "train", indices=rows, **kw)
     eval_split = eval_split or spec.report_split
     val_rows = None if val_limit is None else stratified_sample(split_labels(spec, eval_split)[0], val_limit, seed=seed)
-    val = extract(enc, key, spec, eval_split, indices=val_rows, **kw)
+    if isinstance(encoder, EncoderSpec) and encoder.raw_pixels:
+        check_choice(encoder)
+        if extract is not extract_features:
+            raise ValueError("--raw-pixels: this eval reads patch tokens; raw pixels are scored by the pooled-feature evals only")
+        train, val = pixel_features(spec, "train", indices=rows), pixel_features(spec, eval_split, indices=val_rows)
+        side = int(round(train.width**0.5))
+        arch = {"encoder": "raw-pixels", "encoder_key": "raw-pixels", "img_size": side, "patch_size": None, "depth": 0, "width": train.width}
+    else:
+        enc, name, key = resolve_encoder(encoder)
+        kw = dict(device=torch.device(device), img_size=img_size, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)
+        train, val = extract(enc, key, spec, "train", indices=rows, **kw), extract(enc, key, spec, eval_split, indices=val_rows, **kw)
+        arch = {"encoder": name, "encoder_key": key, "img_size": img_size or enc.img_size, "patch_size": enc.patch_size, "depth": enc.depth,
+                "width": enc.embed_dim}
     info = {
-        "encoder": name, "encoder_key": key, "dataset": spec.id, "num_classes": num_classes,
-        "img_size": img_size or enc.img_size, "patch_size": enc.patch_size, "depth": enc.depth,
-        "width": enc.embed_dim, "n_train": len(train), f"n_{eval_split}": len(val), "train_limit": train_limit, "val_limit": val_limit,
-        "preprocessing": train.transform, "selected_on": "train-heldout", "reported_on": eval_split,
-        "feature_s": round(time.perf_counter() - t0, 2),
+        **arch, "dataset": spec.id, "num_classes": num_classes, "n_train": len(train), f"n_{eval_split}": len(val),
+        "train_limit": train_limit, "val_limit": val_limit, "preprocessing": train.transform, "selected_on": "train-heldout",
+        "reported_on": eval_split, "feature_s": round(time.perf_counter() - t0, 2),
     }
     return train, val, info
