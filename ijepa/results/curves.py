@@ -138,6 +138,18 @@ def _baselines(ax, df: pd.DataFrame, colors: dict[str, str], splits: tuple[str, 
                    label=f"{LABELS[method]}, {metric}{'' if split == 'test' else f' ({split})'}: {v:.1f}")
 
 
+def _log_x(ax, values: pd.Series) -> None:
+    """A log x axis labelled in plain numbers (1-2-5 ticks), padded so that one budget alone
+    still gets a labelled tick."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.set_xscale("log")
+    ax.set_xlim(values.min() / 1.6, values.max() * 1.6)  # spans > 2.5x: always holds a 1-2-5 tick
+    ax.xaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def _finish(fig, axes, out: Path) -> Path:
     import matplotlib.pyplot as plt
 
@@ -178,7 +190,7 @@ def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, st
             ax.plot(g[key], g["value"], marker="o" if method == "ijepa" else "s", ls="-" if method == "ijepa" else "--", color=colors[metric],
                     label=f"{LABELS.get(method, method)} ({chosen[method]}), {metric}")
         _baselines(ax, df, colors, ("test",))
-        ax.set_xscale("log")
+        _log_x(ax, runs[key])
         ax.set_xlabel(xlabel)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("Fashion-MNIST test top-1 (%)")
@@ -208,12 +220,15 @@ def plot_learning_curve(results_dir: Path | None = None, *, recipe: str | None =
     for (metric, split), g in runs.groupby(["metric", "split"]):
         g = g.sort_values("images_seen")
         ax.plot(g["images_seen"] / 1000, g["value"], marker="o", ls="-" if split == "test" else "--", color=colors[metric],
-                label=f"{chosen}, {'VISSL grid' if metric == 'linear' else 'logistic regression'} ({split})")
+                mfc=colors[metric] if split == "test" else "none", label=f"{chosen}, {'VISSL grid' if metric == 'linear' else 'logistic regression'} ({split})")
     _baselines(ax, df, colors, ("val", "test"))
-    ax.set_xscale("log")
     ax.set_xlabel("pretraining images (thousands, log; each budget's schedule sized to it)")
     ax.set_ylabel("Fashion-MNIST top-1 (%)")
+    _log_x(ax, runs["images_seen"] / 1000)
     top = ax.secondary_xaxis("top", functions=(lambda k: k * 1000 / ips / 60, lambda m: m * 60 * ips / 1000))
-    top.set_xlabel(f"minutes at the reference {ips:.0f} img/s")
+    minutes = sorted(set(runs["budget_minutes"].dropna()))
+    top.set_xticks(minutes, labels=[f"{m:g}" for m in minutes])  # the budgets themselves
+    top.set_xticks([], minor=True)
+    top.set_xlabel(f"budget: minutes at the reference {ips:.0f} img/s")
     ax.grid(alpha=0.3)
     return _finish(fig, [ax], out or root / "learning_curve.png")
