@@ -138,6 +138,20 @@ def _baselines(ax, df: pd.DataFrame, colors: dict[str, str], splits: tuple[str, 
                    label=f"{LABELS[method]}, {metric}{'' if split == 'test' else f' ({split})'}: {v:.1f}")
 
 
+METHOD_COLORS = {"ijepa": "C0", "mae": "C1"}
+BASELINE_SHADES = ("0.25", "0.5", "0.7")  # greys: the reference lines of a panel's first, second, third probe
+FAMILIES = {"linear probes": ("linear", "logreg"), "k-NN": ("knn",), "low-shot (frozen logreg)": ("lowshot",), "fine-tuning": ("finetune",)}
+
+
+def probe_families(metrics: list[str]) -> dict[str, list[str]]:
+    """The compute figure's panels: metrics grouped by probe family (a metric of no family gets a panel of its own)."""
+    out: dict[str, list[str]] = {}
+    for m in metrics:
+        family = next((f for f, names in FAMILIES.items() if m.split(" ")[0] in names), m)
+        out.setdefault(family, []).append(m)
+    return out
+
+
 def _log_x(ax, values: pd.Series) -> None:
     """A log x axis labelled in plain numbers (1-2-5 ticks), padded so that one budget alone
     still gets a labelled tick."""
@@ -164,7 +178,8 @@ def _finish(fig, axes, out: Path) -> Path:
 
 
 def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, str | None] | None = None, out: Path | None = None) -> Path:
-    """Test accuracy against measured pretraining PFLOPs (log x) and wall minutes: one line per method and probe."""
+    """Test accuracy against measured pretraining PFLOPs (top row, log x) and wall minutes (bottom row): one panel per probe
+    family, one line per method and probe, each probe's random-init and raw-pixel lines in its panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,21 +196,31 @@ def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, st
     runs = df[df.apply(lambda r: chosen.get(r["method"]) == r["recipe"], axis=1)]
     if runs.empty:
         raise ValueError(f"{root}/records: no test scores of an I-JEPA or MAE run to plot")
-    metrics = sorted(set(df["metric"]), key=metric_key)
-    colors = {m: f"C{i}" for i, m in enumerate(metrics)}
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
-    for ax, key, xlabel in ((axes[0], "pretrain_pflops", "pretraining PFLOPs (measured, log)"), (axes[1], "wall_minutes", "pretraining wall minutes here (log)")):
-        for (method, metric), g in runs.groupby(["method", "metric"]):
-            g = g.sort_values(key)
-            ax.plot(g[key], g["value"], marker="o" if method == "ijepa" else "s", ls="-" if method == "ijepa" else "--", color=colors[metric],
-                    label=f"{LABELS.get(method, method)} ({chosen[method]}), {metric}")
-        _baselines(ax, df, colors, ("test",))
-        _log_x(ax, runs[key])
-        ax.set_xlabel(xlabel)
-        ax.grid(alpha=0.3)
-    axes[0].set_ylabel("Fashion-MNIST test top-1 (%)")
-    fig.suptitle("I-JEPA vs MAE at matched pretraining compute (recipes chosen on val)")
-    return _finish(fig, axes, out or root / "compute_curve.png")
+    families = probe_families(sorted(set(df["metric"]), key=metric_key))
+    fig, axes = plt.subplots(2, len(families), figsize=(4.3 * len(families), 8), squeeze=False)
+    rows = (("pretrain_pflops", "pretraining PFLOPs (measured, log)"), ("wall_minutes", "pretraining wall minutes here (log)"))
+    for r, (key, xlabel) in enumerate(rows):
+        for ax, (family, metrics) in zip(axes[r], families.items(), strict=True):
+            for j, metric in enumerate(metrics):
+                for method, g in runs[runs["metric"] == metric].groupby("method"):
+                    g = g.sort_values(key)
+                    ax.plot(g[key], g["value"], marker="os^"[j % 3], ls=("-", "--", ":")[j % 3], color=METHOD_COLORS.get(method, "C2"),
+                            label=f"{LABELS.get(method, method)} ({chosen[method]}), {metric}")
+            _baselines(ax, df, {m: BASELINE_SHADES[j % 3] for j, m in enumerate(metrics)}, ("test",))
+            _log_x(ax, runs[key])
+            ax.set_title(family, fontsize=10)
+            ax.set_xlabel(xlabel)
+            ax.grid(alpha=0.3)
+            if r == 0:
+                ax.legend(fontsize=6, loc="best")
+        axes[r][0].set_ylabel("Fashion-MNIST test top-1 (%)")
+    fig.suptitle("I-JEPA vs MAE at matched pretraining compute (recipes chosen on val; dotted: random init, dash-dot: raw pixels)")
+    fig.tight_layout()
+    out = out or root / "compute_curve.png"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return out
 
 
 def plot_learning_curve(results_dir: Path | None = None, *, recipe: str | None = None, out: Path | None = None) -> Path:
