@@ -164,17 +164,22 @@ def _log_x(ax, values: pd.Series) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _finish(fig, axes, out: Path) -> Path:
+def _save(fig, out: Path, *, dpi: int) -> Path:
     import matplotlib.pyplot as plt
 
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return out
+
+
+def _finish(fig, axes, out: Path) -> Path:
+    """One legend for the figure (the first axes' entries), then saved."""
     handles, labels = axes[0].get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=True))
     fig.legend(uniq.values(), uniq.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi=120)
 
 
 def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, str | None] | None = None, out: Path | None = None) -> Path:
@@ -215,12 +220,7 @@ def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, st
                 ax.legend(fontsize=6, loc="best")
         axes[r][0].set_ylabel("Fashion-MNIST test top-1 (%)")
     fig.suptitle("I-JEPA vs MAE at matched pretraining compute (recipes chosen on val; dotted: random init, dash-dot: raw pixels)")
-    fig.tight_layout()
-    out = out or root / "compute_curve.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return _save(fig, out or root / "compute_curve.png", dpi=110)  # a legend per panel, none for the figure
 
 
 def plot_learning_curve(results_dir: Path | None = None, *, recipe: str | None = None, out: Path | None = None) -> Path:
