@@ -97,7 +97,8 @@ def test_linear_json_contract(tmp_path, tree, monkeypatch):
     lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
     rec = json.loads(lines[-1])
     assert 0 <= rec["top1"] <= 1 and 0 <= rec["top5"] <= 1 and rec["kind"] == "eval.linear"
-    assert rec["grid"]["lrs"] == [0.1, 1.0] and len(rec["heads"]) == 2 * 2 * len(rec["lrs_searched"]) * 2  # grown past an edge
+    assert rec["grid"]["feature_sets"] == ["lastPOOL"]  # depth 1: both sets are the one block's pool, fitted once
+    assert rec["grid"]["lrs"] == [0.1, 1.0] and len(rec["heads"]) == 1 * 2 * len(rec["lrs_searched"]) * 2  # grown past an edge
     assert Path(rec["record"]).exists() and json.loads(Path(rec["record"]).read_text())["top1"] == rec["top1"]
     assert list((tmp_path / ".cache" / "features").glob("*.pt"))  # default cache, relative to the working dir
 
@@ -107,7 +108,7 @@ def test_linear_logreg_protocol(tmp_path, tree, monkeypatch):
     res = cli(["eval", "linear", *SHAPE, "--data", str(tree), "--protocol", "logreg", "--cs", "0.1,1", "--json"])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout.splitlines()[-1])
-    assert rec["protocol"] == "sklearn-logreg" and len(rec["candidates"]) == 2 * 2 and 0 <= rec["top1"] <= 1
+    assert rec["protocol"] == "sklearn-logreg" and len(rec["candidates"]) == 1 * 2 and 0 <= rec["top1"] <= 1  # depth 1: one feature set
     assert rec["best_head"] == f"{rec['best_features']}/logreg/C{rec['best_C']:g}"
     res = cli(["eval", "linear", *SHAPE, "--data", str(tree), "--protocol", "svm"])
     assert res.exit_code == 2 and "protocol is 'svm'; expected 'grid' or 'logreg'" in res.output
@@ -243,15 +244,17 @@ def test_raw_pixels_are_scored_by_the_pooled_feature_evals_and_refused_by_the_ot
 
     monkeypatch.chdir(tmp_path)
     rows = torch.tensor([3, 1, 4, 1000])
-    feats = pixel_features(data_spec("fashion-mnist"), "val", indices=rows)
+    feats, side = pixel_features(data_spec("fashion-mnist"), "val", indices=rows)
     images = build_dataset("fashion-mnist", "val").images[rows]
     assert torch.equal(feats.get("lastPOOL"), images.flatten(1).float() / 255) and torch.equal(feats.get("concatPOOL4"), feats.get("lastPOOL"))
+    assert side == 28 and feats.distinct(("lastPOOL", "concatPOOL4")) == ("lastPOOL",)
     limits = ["--data", "fashion-mnist", "--train-limit", "1000", "--eval-limit", "300", "--results", str(tmp_path), "--json"]
     res = cli(["eval", "knn", "--raw-pixels", *limits, "--ks", "5"])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout.splitlines()[-1])
     assert rec["encoder"] == "raw-pixels" and rec["width"] == 784 and rec["img_size"] == 28 and rec["depth"] == 0
     assert rec["preprocessing"] == "raw pixels / 255" and rec["n_train"] == 1000 and 0.6 < rec["top1"] <= 1
+    assert {r["features"] for r in rec["scores"]} == {"lastPOOL"}  # one input, so one set of neighbours, not the same twice
     for refused in (["eval", "attentive", "--raw-pixels", *limits], ["eval", "lowshot", "--raw-pixels", "--protocol", "finetune", *limits],
                     ["eval", "linear", "--raw-pixels", "--random-init", "vit_tiny", *limits]):
         res = cli(refused)

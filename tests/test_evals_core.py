@@ -108,6 +108,19 @@ def test_features_are_the_encoders_average_pools():
     assert torch.allclose(f.get("lastPOOL"), want, atol=2e-3 * want.abs().max())  # stored as float16
 
 
+def test_feature_sets_are_slices_and_distinct_drops_a_set_that_repeats_another():
+    """Four pooled layers: two sets, two inputs; one layer (raw pixels): both sets are the same
+    columns, so the evals fit one of them, not the same heads twice."""
+    x, y = torch.arange(24.0).view(2, 12), torch.tensor([0, 1])
+    four = Features(x, y, width=3)
+    assert torch.equal(four.get("lastPOOL"), x[:, 9:]) and torch.equal(four.get("concatPOOL4"), x)
+    assert four.distinct(("lastPOOL", "concatPOOL4")) == ("lastPOOL", "concatPOOL4")
+    one = Features(x, y, width=12)
+    assert one.distinct(("lastPOOL", "concatPOOL4")) == ("lastPOOL",) and one.distinct(("concatPOOL4", "lastPOOL")) == ("concatPOOL4",)
+    with pytest.raises(ValueError, match="feature set 'cls'"):
+        four.distinct(("cls",))
+
+
 def test_structured_features_beat_shuffled_labels(fmnist_feats):
     train, val, info = fmnist_feats
     grid = GridConfig(lrs=(0.03, 0.3), epochs=15, batch_size=64, min_steps=0, extend_lrs=0)

@@ -101,7 +101,8 @@ def test_knn_votes_are_the_dino_weighted_sum():
 def test_run_knn_on_imagefolder(tmp_path, tree):
     rec = run_knn(RGB, data=str(tree), ks=(1, 5), cache_dir=tmp_path)
     assert rec["kind"] == "eval.knn" and rec["top1"] > 0.5 and rec["best_k"] in (1, 5)
-    assert len(rec["scores"]) == 4 and rec["n_train"] == 48 and rec["n_val"] == 24
+    assert len(rec["scores"]) == 2 and rec["n_train"] == 48 and rec["n_val"] == 24  # depth 1: both sets are the one block's pool
+    assert {r["features"] for r in rec["scores"]} == {"lastPOOL"}
     module = build_encoder(RGB)[0]  # an in-memory encoder (e.g. mid-training) is keyed by its weights
     again = run_knn(module, data=str(tree), ks=(1, 5), cache_dir=tmp_path)
     assert again["encoder"].startswith("module-") and again["scores"] == rec["scores"]

@@ -90,7 +90,7 @@ def run_knn(
         encoder, data, device=device, train_limit=train_limit, val_limit=val_limit, seed=seed, img_size=img_size,
         batch_size=feature_batch_size, workers=workers, cache_dir=cache_dir, console=console,
     )
-    kw = dict(ks=tuple(ks), temperature=temperature, num_classes=info["num_classes"], feature_sets=tuple(feature_sets))
+    kw = dict(ks=tuple(ks), temperature=temperature, num_classes=info["num_classes"], feature_sets=train.distinct(tuple(feature_sets)))
     fit_idx, held_idx = holdout_split(train.labels, heldout, seed=seed)
     check_ks(tuple(ks), len(fit_idx))
     held = knn_scores(train.subset(fit_idx), train.subset(held_idx), **kw)

@@ -71,6 +71,7 @@ def run_linear(
         batch_size=feature_batch_size, workers=workers, cache_dir=cache_dir, console=console,
     )
     t1, split = time.perf_counter(), info["reported_on"]
+    grid = replace(grid, feature_sets=train.distinct(grid.feature_sets))  # raw pixels: one set
     if protocol == "logreg":
         res = fit_logreg(train, {split: val}, feature_sets=grid.feature_sets, cs=tuple(cs), heldout=grid.heldout, seed=seed,
                          device=device, console=console)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -228,6 +228,7 @@ def run_lowshot(
         train, val, info = frozen_splits(encoder, data, device=dev, train_rows=union, val_limit=val_limit, img_size=img_size, batch_size=feature_batch_size,
                                          workers=workers, cache_dir=cache_dir, console=console)
         grid = grid or GridConfig()
+        grid, feature_sets = replace(grid, feature_sets=train.distinct(grid.feature_sets)), train.distinct(tuple(feature_sets))  # raw pixels: one set
 
         def score(rows: torch.Tensor, seed: int) -> dict:
             sub = train.subset(torch.searchsorted(union, rows))

@@ -56,10 +56,24 @@ class Features:
     transform: str = ""  # the preprocessing the images went through
 
     def get(self, name: str) -> torch.Tensor:
+        start, stop = self._span(name)
+        return self.concat[:, start:stop]
+
+    def distinct(self, names: tuple[str, ...]) -> tuple[str, ...]:
+        """`names` less any set whose columns an earlier one already has: with one pooled
+        layer (raw pixels) every set is the whole vector, and a head fitted twice on one
+        input would only double the time."""
+        spans: dict[tuple[int, int], str] = {}
+        for name in names:
+            spans.setdefault(self._span(name), name)
+        return tuple(spans.values())
+
+    def _span(self, name: str) -> tuple[int, int]:
+        total = self.concat.shape[1]
         if name == "lastPOOL":
-            return self.concat[:, -self.width :]
+            return total - self.width, total
         if name == "concatPOOL4":
-            return self.concat
+            return 0, total
         raise ValueError(f"feature set {name!r}: expected one of {', '.join(FEATURE_SETS)}")
 
     def subset(self, idx: torch.Tensor) -> Features:
@@ -317,16 +331,18 @@ def extract_tokens(
                     img_size=img_size, indices=indices, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console))
 
 
-def pixel_features(spec: DataSpec, split: str, *, indices: torch.Tensor | None = None) -> Features:
-    """The raw-pixel baseline's features: each image's pixels / 255 at its native size, as one
-    vector (both feature sets are that vector). Tensor datasets only (Fashion-MNIST): folder
-    datasets have no native size the heads could share."""
+def pixel_features(spec: DataSpec, split: str, *, indices: torch.Tensor | None = None) -> tuple[Features, int]:
+    """(the raw-pixel baseline's features, the images' side in pixels): each image's pixels /
+    255 at its native size, as one vector (every feature set is that vector). Tensor datasets
+    only (Fashion-MNIST): folder datasets have no native size the heads could share."""
     if spec.kind != "fashion-mnist":
         raise ValueError(f"--raw-pixels: data {spec.id!r} is an image folder; raw pixels are scored on fashion-mnist only")
     ds = build_dataset(spec, split)
     images, labels = (ds.images, ds.targets) if indices is None else (ds.images[indices], ds.targets[indices])
+    if images.shape[-2] != images.shape[-1]:
+        raise ValueError(f"--raw-pixels: data {spec.id!r} split {split}: expected square images [N, C, H, H], got {list(images.shape)}")
     x = images.flatten(1).float() / 255
-    return Features(x, labels.long(), x.shape[1], "raw pixels / 255")
+    return Features(x, labels.long(), x.shape[1], "raw pixels / 255"), images.shape[-1]
 
 
 def split_labels(spec: DataSpec, split: str) -> tuple[torch.Tensor, int]:

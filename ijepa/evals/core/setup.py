@@ -105,8 +105,7 @@ def frozen_splits(
         check_choice(encoder)
         if extract is not extract_features:
             raise ValueError("--raw-pixels: this eval reads patch tokens; raw pixels are scored by the pooled-feature evals only")
-        train, val = pixel_features(spec, "train", indices=rows), pixel_features(spec, eval_split, indices=val_rows)
-        side = int(round(train.width**0.5))
+        (train, side), (val, _) = pixel_features(spec, "train", indices=rows), pixel_features(spec, eval_split, indices=val_rows)
         arch = {"encoder": "raw-pixels", "encoder_key": "raw-pixels", "img_size": side, "patch_size": None, "depth": 0, "width": train.width}
     else:
         enc, name, key = resolve_encoder(encoder)
