@@ -216,11 +216,12 @@ def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, st
             ax.set_title(family, fontsize=10)
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
-            if r == 0:
-                ax.legend(fontsize=6, loc="best")
         axes[r][0].set_ylabel("Fashion-MNIST test top-1 (%)")
+    for top, bottom in zip(axes[0], axes[1], strict=True):  # each column's legend under it, where it hides no point
+        handles, labels = top.get_legend_handles_labels()
+        bottom.legend(handles, labels, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1 + (len(labels) > 6), frameon=False)
     fig.suptitle("I-JEPA vs MAE at matched pretraining compute (recipes chosen on val; dotted: random init, dash-dot: raw pixels)")
-    return _save(fig, out or root / "compute_curve.png", dpi=110)  # a legend per panel, none for the figure
+    return _save(fig, out or root / "compute_curve.png", dpi=110)
 
 
 def plot_learning_curve(results_dir: Path | None = None, *, recipe: str | None = None, out: Path | None = None) -> Path:
