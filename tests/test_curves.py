@@ -239,6 +239,26 @@ def test_plots_and_table_from_records(tmp_path):
     assert "| I-JEPA | ij | 0.4 | 20 |" in text and "| finetune 1% | linear (val) |" in text
 
 
+def test_compute_curve_legends_list_every_line_and_cover_no_axes(tmp_path, monkeypatch):
+    """Each column's legend sits under the figure's bottom row: a legend inside a panel hid data points."""
+    import ijepa.results.curves as rc
+
+    figs, save = [], rc._save
+    monkeypatch.setattr(rc, "_save", lambda fig, out, **kw: (figs.append(fig), save(fig, out, **kw))[1])
+    synthetic(tmp_path)
+    plot_compute_curve(tmp_path)
+    (fig,) = figs
+    fig.canvas.draw()
+    top, bottom = fig.axes[: len(fig.axes) // 2], fig.axes[len(fig.axes) // 2:]
+    panels = [ax.get_window_extent() for ax in fig.axes]
+    for upper, lower in zip(top, bottom, strict=True):
+        assert upper.get_legend() is None
+        legend = lower.get_legend()
+        assert [t.get_text() for t in legend.get_texts()] == upper.get_legend_handles_labels()[1]
+        box = legend.get_window_extent()
+        assert not any(box.overlaps(panel) for panel in panels), upper.get_title()
+
+
 def test_compute_curve_plot_command_says_what_the_curve_covers(tmp_path, monkeypatch, capsys):
     synthetic(tmp_path)
     monkeypatch.setattr(sys, "argv", ["compute_curve.py", "plot", "--results", str(tmp_path)])
