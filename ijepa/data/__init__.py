@@ -1,9 +1,11 @@
 """One dataset factory for pretraining and every classification eval.
 
-`data` is either `fashion-mnist` (optionally `fashion-mnist:/path/to/idx`) or the root of an
-ImageFolder tree holding `train/` and `val/` (and optionally `test/`).
+`data` is `fashion-mnist` (optionally `fashion-mnist:/path/to/idx`), `fmnist-clutter:LEVEL`
+(optionally `fmnist-clutter:LEVEL:/path/to/idx`: Fashion-MNIST in clutter of strength LEVEL in
+[0, 1], `ijepa.data.clutter`) or the root of an ImageFolder tree holding `train/` and `val/`
+(and optionally `test/`).
 
-Splits: Fashion-MNIST has `train` / `val` (held out of the official train file) / `test`
+Splits: Fashion-MNIST (and its clutter family) has `train` / `val` (held out of the official train file) / `test`
 (t10k). An ImageFolder tree has what its folders hold; without `test/` its `val/` is the
 reported split (ImageNet reports on val), and every choice inside an eval is made on
 held-out train. `DataSpec.report_split` names the split a final number is read on.
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from torch.utils.data import Dataset
 
-from ijepa.data import fashion_mnist
+from ijepa.data import clutter, fashion_mnist
 from ijepa.data.imagefolder import check_classes, image_folder
 from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, PretrainViews, eval_transform
 
@@ -27,30 +29,56 @@ __all__ = ["DataSpec", "PretrainViews", "build_dataset", "data_spec", "eval_tran
 class DataSpec:
     """What a dataset string resolves to: where it lives and its native statistics."""
 
-    kind: str  # "fashion-mnist" | "imagefolder"
+    kind: str  # "fashion-mnist" | "fmnist-clutter" | "imagefolder"
     root: Path
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    level: float | None = None  # fmnist-clutter only
+
+    @property
+    def in_memory(self) -> bool:
+        """A uint8 [N, 1, 28, 28] tensor dataset (`.images`, `.targets`), batched without a loader."""
+        return self.kind in ("fashion-mnist", "fmnist-clutter")
 
     @property
     def report_split(self) -> str:
         """The split final numbers are reported on: `test` where one exists, else `val`."""
-        if self.kind == "fashion-mnist" or (self.root / "test").is_dir():
+        if self.in_memory or (self.root / "test").is_dir():
             return "test"
         return "val"
 
     @property
     def id(self) -> str:
+        if self.kind == "fmnist-clutter":
+            return f"fmnist-clutter:{self.level:g}"
         return "fashion-mnist" if self.kind == "fashion-mnist" else f"imagefolder:{self.root.resolve()}"
+
+    @property
+    def name(self) -> str:
+        """The dataset's family, as records and tables group by it (`level` says where in it)."""
+        return "imagefolder" if self.kind == "imagefolder" else self.kind
+
+    def fields(self) -> dict[str, object]:
+        """What a record says of its data: `dataset` (the id tables group by), name and level."""
+        return {"dataset": self.id, "dataset_name": self.name, "dataset_level": self.level}
 
 
 def data_spec(data: str) -> DataSpec:
     if data == "fashion-mnist" or data.startswith("fashion-mnist:"):
         root = Path(data.split(":", 1)[1]) if ":" in data else fashion_mnist.DEFAULT_ROOT
         return DataSpec("fashion-mnist", root, fashion_mnist.MEAN, fashion_mnist.STD)
+    if data.startswith("fmnist-clutter:"):
+        level_text, _, root_text = data.split(":", 1)[1].partition(":")
+        level = clutter.parse_level(level_text)
+        root = Path(root_text) if root_text else fashion_mnist.DEFAULT_ROOT
+        if level == 0.0:  # Fashion-MNIST bit for bit: one dataset, one id, one cache
+            return DataSpec("fashion-mnist", root, fashion_mnist.MEAN, fashion_mnist.STD)
+        mean, std = clutter.train_stats(root, level)
+        return DataSpec("fmnist-clutter", root, mean, std, level)
     root = Path(data)
     if not root.is_dir():
-        raise FileNotFoundError(f"{root}: dataset not found (expected 'fashion-mnist' or an ImageFolder root with train/ and val/)")
+        raise FileNotFoundError(f"{root}: dataset not found (expected 'fashion-mnist', 'fmnist-clutter:LEVEL' or an ImageFolder root "
+                                "with train/ and val/)")
     return DataSpec("imagefolder", root, IMAGENET_MEAN, IMAGENET_STD)
 
 
@@ -59,6 +87,8 @@ def build_dataset(data: str | DataSpec, split: str, transform=None) -> Dataset:
     spec = data if isinstance(data, DataSpec) else data_spec(data)
     if spec.kind == "fashion-mnist":
         return fashion_mnist.FashionMNIST(spec.root, split, transform)
+    if spec.kind == "fmnist-clutter":
+        return clutter.FashionMNISTClutter(spec.root, split, transform, level=spec.level)
     ds = image_folder(spec.root, split, transform)
     check_classes(spec.root, split, ds.classes)
     return ds

@@ -63,7 +63,7 @@ def class_balanced_split(labels: torch.Tensor, fraction: float, *, seed: int) ->
 def row_names(data: str) -> list[str]:
     """What a subset file calls each train row: the file name (ImageFolder), the index (Fashion-MNIST)."""
     spec = data_spec(data)
-    if spec.kind == "fashion-mnist":
+    if spec.in_memory:
         return [str(i) for i in range(len(split_labels(spec, "train")[0]))]
     return [Path(p).name for p, _ in image_folder(spec.root, "train").samples]
 

@@ -38,8 +38,8 @@ class EpochSampler(Sampler[int]):
 
 
 def dataset_root(cfg: Config) -> str:
-    if cfg.data.dataset == "fashion-mnist":
-        return "fashion-mnist" if not cfg.data.root_path else f"fashion-mnist:{cfg.data.root_path}"
+    if cfg.data.dataset == "fashion-mnist" or cfg.data.dataset.startswith("fmnist-clutter:"):
+        return cfg.data.dataset if not cfg.data.root_path else f"{cfg.data.dataset}:{cfg.data.root_path}"
     return str(Path(cfg.data.root_path) / cfg.data.image_folder)
 
 

@@ -36,7 +36,7 @@ from rich.progress import (
 from torch.utils.data import DataLoader, Subset
 
 from ijepa.atomic import atomic_write
-from ijepa.data import DataSpec, build_dataset, eval_transform
+from ijepa.data import DataSpec, build_dataset, clutter, eval_transform
 from ijepa.data.loader import worker_errors
 from ijepa.models.vit import VisionTransformer
 
@@ -230,13 +230,15 @@ def _digest(lines) -> str:
 
 
 def fmnist_content(ds, split: str) -> str:
-    """Content id of a Fashion-MNIST split: the IDX files' stamps, the split, its rows and labels.
+    """Content id of a Fashion-MNIST (or clutter) split: the IDX files' stamps, the split, its rows and labels.
 
     Split name, row count and label digest keep the key right whatever rows a split holds.
     """
     stamps = [_file_stamp(f) for f in sorted(Path(ds.root).glob("*-idx?-ubyte*"))]
     labels = hashlib.sha256(ds.targets.numpy().tobytes()).hexdigest()[:16]
-    return _digest([*stamps, f"split={split}", f"rows={len(ds.targets)}", f"labels={labels}"])
+    level = getattr(ds, "level", None)  # the clutter family: its generator and background bank too
+    extra = [] if level is None else [f"clutter={clutter.VERSION}:{level!r}:{clutter.sources_digest()}"]
+    return _digest([*stamps, f"split={split}", f"rows={len(ds.targets)}", f"labels={labels}", *extra])
 
 
 def imagefolder_content(ds) -> str:
@@ -253,7 +255,7 @@ def split_batches(spec: DataSpec, split: str, *, size: int, in_chans: int, indic
     The source id names everything the batches depend on but the rows: the transform and the
     data's content (`fmnist_content`, `imagefolder_content`).
     """
-    if spec.kind == "fashion-mnist":
+    if spec.in_memory:
         ds = build_dataset(spec, split)
         images, labels = ds.images, ds.targets
         if indices is not None:
@@ -335,8 +337,8 @@ def pixel_features(spec: DataSpec, split: str, *, indices: torch.Tensor | None =
     """(the raw-pixel baseline's features, the images' side in pixels): each image's pixels /
     255 at its native size, as one vector (every feature set is that vector). Tensor datasets
     only (Fashion-MNIST): folder datasets have no native size the heads could share."""
-    if spec.kind != "fashion-mnist":
-        raise ValueError(f"--raw-pixels: data {spec.id!r} is an image folder; raw pixels are scored on fashion-mnist only")
+    if not spec.in_memory:
+        raise ValueError(f"--raw-pixels: data {spec.id!r} is an image folder; raw pixels are scored on fashion-mnist (and fmnist-clutter) only")
     ds = build_dataset(spec, split)
     images, labels = (ds.images, ds.targets) if indices is None else (ds.images[indices], ds.targets[indices])
     if images.shape[-2] != images.shape[-1]:
