@@ -27,7 +27,7 @@ import json
 from pathlib import Path
 
 from ijepa.bench import curves
-from ijepa.results.curves import matched_pairs, pick_recipe, plot_compute_curve, score_frame
+from ijepa.results.curves import dataset_frame, matched_pairs, pick_recipe, plot_compute_curve
 from ijepa.results.io import load_records
 from ijepa.results.tables import write_tables
 
@@ -100,7 +100,7 @@ def cmd_plot(args: argparse.Namespace) -> None:
 def coverage(results: Path, recipes: dict[str, str | None]) -> dict:
     """What the issue asks of the curve: >= 3 matched budgets spanning >= 8x, the largest >= the 60-minute I-JEPA budget."""
     records = load_records(results)[0]
-    df = score_frame(records)
+    df = dataset_frame(records)
     df = df[(df["split"] == "test") & df["default_probe"]]
     chosen = {m: pick_recipe(df, m, recipes.get(m)) for m in METHODS}
     pairs = matched_pairs(records, {m: r for m, r in chosen.items() if r})

@@ -14,6 +14,8 @@ curve's and the compute curve's I-JEPA runs of the same steps are one run.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -24,6 +26,7 @@ import torch
 
 from ijepa.bench.flops import budget_config, mean_step_flops, pretrain_compute
 from ijepa.bench.grids import read_grid
+from ijepa.bench.sweep import FMNIST, canonical_data, data_overrides, data_slug, record_dataset
 from ijepa.evals.core.features import CACHE_DIR
 from ijepa.results.io import read_records, write_record
 from ijepa.training.config import Config, load_config
@@ -68,50 +71,54 @@ class Recipe:
     applied: tuple[str, ...]  # the overrides less their sizing (subset, epochs, budget)
     warmup_fraction: float  # of the variant's sweep run
     val: dict[str, Any]  # its recipe_sweep record on val: path and scores
-    extra: tuple[str, ...] = ()  # more overrides (smoke tests); part of every run's identity
+    extra: tuple[str, ...] = ()  # more overrides (a depth axis, smoke tests); part of every run's identity
+    data: str = FMNIST  # the dataset (`canonical_data`) it was chosen on and runs on
 
     def provenance(self) -> dict[str, Any]:
         return {"grid": self.grid, "base": self.base, "variant": self.variant, "method": self.method, "overrides": list(self.overrides),
-                "applied": list(self.applied), "extra": list(self.extra), "warmup_fraction": self.warmup_fraction, "val": self.val}
+                "applied": list(self.applied), "extra": list(self.extra), "warmup_fraction": self.warmup_fraction, "val": self.val,
+                "data": self.data}
 
     def config(self, *sets: str) -> Config:
-        return load_config(self.base, [*self.applied, *self.extra, *sets])
+        return load_config(self.base, [*self.applied, *data_overrides(self.data), *self.extra, *sets])
 
 
 def _token(overrides: Sequence[str], name: str) -> str | None:
     return next((o.split("=", 1)[1] for o in overrides if o.startswith(f"{name}=")), None)
 
 
-def val_record(variant: str, overrides: list[str], results_dir: Path, where: str) -> dict[str, Any]:
-    """The variant's latest recipe_sweep record scored on val: a recipe never scored there was not chosen there."""
+def val_record(variant: str, overrides: list[str], results_dir: Path, where: str, data: str = FMNIST) -> dict[str, Any]:
+    """The variant's latest recipe_sweep record scored on val on `data`: a recipe never scored
+    there was not chosen there."""
     recs = [r for r in read_records(results_dir) if r.get("kind") == "recipe_sweep" and r.get("encoder") == variant
-            and r.get("overrides") == overrides]
+            and r.get("overrides") == overrides and record_dataset(r) == data]
     on_val = sorted((r for r in recs if r.get("reported_on") == "val"), key=lambda r: str(r["created"]))
     if not on_val:
         seen = f" (its records report on {', '.join(sorted({str(r.get('reported_on')) for r in recs}))})" if recs else ""
-        raise ValueError(f"{where}: no recipe_sweep record on val under {results_dir}/records{seen}; a recipe is chosen on val first "
-                         f"(benchmarks/recipe_sweep.py --grid {where.rpartition(':')[0]} --only {variant})")
+        raise ValueError(f"{where}: no recipe_sweep record on val on {data} under {results_dir}/records{seen}; a recipe is chosen on "
+                         f"val first (ijepa bench sweep {where.rpartition(':')[0]} --only {variant} --data {data})")
     r = on_val[-1]
     return {"record": r["_path"], "probe_best": r.get("probe_best"), "grid_val_top1": r.get("grid_val_top1"), "created": r["created"]}
 
 
-def read_recipe(ref: str, *, results_dir: Path, extra: Sequence[str] = ()) -> Recipe:
-    """`GRID.yaml:VARIANT` -> the recipe, with its val record."""
+def read_recipe(ref: str, *, results_dir: Path, extra: Sequence[str] = (), data: str = FMNIST) -> Recipe:
+    """`GRID.yaml:VARIANT` -> the recipe on `data`, with its val record there (a variant a grid
+    takes from another grid is that grid's: its identity is where it is defined)."""
     grid_path, sep, variant = ref.rpartition(":")
     if not sep or not grid_path or not variant:
         raise ValueError(f"recipe {ref!r}: expected GRID.yaml:VARIANT (a variant of a benchmarks/sweeps grid)")
     grid = read_grid(grid_path)
-    path = grid.path
     if variant not in grid.variants:
-        raise ValueError(f"{path}: no variant {variant!r} (it has {', '.join(grid.variants) or 'none'})")
-    overrides = grid.variants[variant]
+        raise ValueError(f"{grid.path}: no variant {variant!r} (it has {', '.join(grid.variants) or 'none'})")
+    grid = grid.origin(variant)
+    path, overrides, data = grid.path, grid.variants[variant], canonical_data(data)
     method, budget = _token(overrides, "method") or "ijepa", _token(overrides, "budget_pflops")
     sets = [o for o in overrides if not o.startswith(TOKENS)]
     shape = grid.config([*sets, *(["optimization.epochs=1"] if budget else [])]).optimization  # as the sweep ran it
     return Recipe(grid=str(path), base=None if grid.base is None else str(grid.base), variant=variant, method=method,
                   overrides=tuple(overrides), applied=tuple(o for o in sets if not o.startswith(SIZING)),
                   warmup_fraction=min(1.0, shape.warmup / (shape.ipe_scale * shape.epochs)),
-                  val=val_record(variant, overrides, results_dir, f"{path}:{variant}"), extra=tuple(extra))
+                  val=val_record(variant, overrides, results_dir, f"{path}:{variant}", data), extra=tuple(extra), data=data)
 
 
 def reference_img_per_s() -> float:
@@ -133,7 +140,8 @@ class Run:
 
     @property
     def name(self) -> str:
-        return f"{self.recipe.method}-{self.recipe.variant}-{self.steps}"
+        """method-variant-steps, then the dataset's tag and a digest of extra overrides where there are any."""
+        return run_name(self.recipe, self.steps)
 
     @property
     def images(self) -> int:
@@ -142,7 +150,22 @@ class Run:
     def identity(self) -> dict[str, Any]:
         r = self.recipe
         return {"method": r.method, "recipe": r.variant, "recipe_grid": r.grid, "applied": list(r.applied), "extra": list(r.extra),
-                "steps": self.steps}
+                "steps": self.steps, **data_identity(r.data)}
+
+
+def data_identity(data: str) -> dict[str, str]:
+    """The dataset in a piece's identity: absent for Fashion-MNIST (the records made before
+    datasets were named), so those pieces are found again."""
+    return {} if data == FMNIST else {"data": data}
+
+
+def run_name(recipe: Recipe, steps: int) -> str:
+    name = f"{recipe.method}-{recipe.variant}-{steps}"
+    if slug := data_slug(recipe.data):
+        name += f"-{slug}"
+    if recipe.extra:
+        name += "-x" + hashlib.sha256(json.dumps(list(recipe.extra)).encode()).hexdigest()[:8]
+    return name
 
 
 def plan_run(recipe: Recipe, *, folder: str, budget_flops: float | None = None, minutes: float | None = None,
@@ -163,11 +186,20 @@ def plan_run(recipe: Recipe, *, folder: str, budget_flops: float | None = None, 
         raise ValueError(f"budget {budget_flops!r} FLOPs: expected > 0")
     else:
         steps = max(1, round(budget_flops / per_step))
-    name = f"{recipe.method}-{recipe.variant}-{steps}"
+    name = run_name(recipe, steps)
     cfg = recipe.config(f"logging.folder={folder}", f"logging.write_tag={name}")
-    ipe = (cfg.data.subset or N_TRAIN) // cfg.data.batch_size // cfg.optimization.accum_steps
+    ipe = (cfg.data.subset or n_train(recipe.data)) // cfg.data.batch_size // cfg.optimization.accum_steps
     cfg = budget_config(cfg, steps, ipe, warmup_fraction=recipe.warmup_fraction)
     return Run(recipe, steps, float(budget_flops), per_step, ips, cfg, minutes if minutes is not None else budget_minutes)
+
+
+def n_train(data: str) -> int:
+    """Images in the train split (Fashion-MNIST and its clutter family: 50,000, read without decoding)."""
+    if data.startswith((FMNIST, "fmnist-clutter:")):
+        return N_TRAIN
+    from ijepa.data import build_dataset, data_spec
+
+    return len(build_dataset(data_spec(data), "train"))
 
 
 def find_record(results_dir: Path, kind: str, piece: dict[str, Any]) -> dict[str, Any] | None:
@@ -185,7 +217,15 @@ def compute_fields(run: Run, measured: dict[str, Any], wall_s: float) -> dict[st
             "pretrain_flops": measured["pretrain_flops"], "pretrain_pflops": measured["pretrain_flops"] / 1e15,
             "flops_rel_budget": measured["pretrain_flops"] / run.budget_flops - 1, "wall_minutes": wall_s / 60,
             "arch": c.meta.model_name, "depth": c.meta.depth, "img_size": c.data.crop_size, "patch_size": c.mask.patch_size,
-            "in_chans": c.meta.in_chans, "run_dir": measured["run_dir"], "recipe": run.recipe.provenance()}
+            "in_chans": c.meta.in_chans, "run_dir": measured["run_dir"], "recipe": run.recipe.provenance(), **dataset_fields(run.recipe.data)}
+
+
+def dataset_fields(data: str) -> dict[str, Any]:
+    """What a curve record says of its data: `dataset` (what tables and figures group by) and its clutter level."""
+    from ijepa.data import data_spec
+
+    return {"dataset": data, "dataset_level": data_spec(data).level if data.startswith("fmnist-clutter:") else
+            (0.0 if data.startswith(FMNIST) else None)}
 
 
 def pretrain_run(run: Run, *, results_dir: Path) -> tuple[dict[str, Any], bool]:
@@ -217,18 +257,20 @@ def check_match(rec: dict[str, Any], budget_flops: float) -> None:
                          f"{budget_flops:.4g} (more than {MATCH_TOL:.0%})")
 
 
-def baseline_fields(method: str, recipe: Recipe | None) -> dict[str, Any]:
-    """A reference line's compute fields (no pretraining) and identity: random init of the recipe's
-    encoder, or raw pixels."""
+def baseline_fields(method: str, recipe: Recipe | None, data: str = FMNIST) -> dict[str, Any]:
+    """A reference line's compute fields (no pretraining) and identity on `data` (a recipe's
+    own, when given): random init of the recipe's encoder, or raw pixels."""
+    data = recipe.data if recipe is not None else canonical_data(data)
+    ds = {**dataset_fields(data), "piece": {"method": method, **data_identity(data)}}
     if method == "raw-pixels":
-        return {"method": method, "steps": 0, "images_seen": 0, "pretrain_flops": 0.0, "wall_minutes": 0.0, "piece": {"method": method}}
+        return {"method": method, "steps": 0, "images_seen": 0, "pretrain_flops": 0.0, "wall_minutes": 0.0, **ds}
     if method != "random-init" or recipe is None:
         raise ValueError(f"baseline {method!r}: expected {' or '.join(BASELINES)} (random-init needs the recipe whose encoder it is)")
     c = recipe.config()
     arch = {"arch": c.meta.model_name, "depth": c.meta.depth, "img_size": c.data.crop_size, "patch_size": c.mask.patch_size,
             "in_chans": c.meta.in_chans, "seed": c.meta.seed, "init": c.meta.init, "patch_embed_std": c.meta.patch_embed_std}
-    return {"method": method, "steps": 0, "images_seen": 0, "pretrain_flops": 0.0, "wall_minutes": 0.0, **arch,
-            "piece": {"method": method, **arch}}
+    return {"method": method, "steps": 0, "images_seen": 0, "pretrain_flops": 0.0, "wall_minutes": 0.0, **arch, **ds,
+            "piece": {"method": method, **arch, **data_identity(data)}}
 
 
 def probe_metrics(probe: str, rec: dict[str, Any]) -> tuple[dict[str, float], dict[str, float]]:
@@ -240,14 +282,16 @@ def probe_metrics(probe: str, rec: dict[str, Any]) -> tuple[dict[str, float], di
     return ({f"{label} {float(f):.0%}": r["top1"] for f, r in fr}, {f"{label} {float(f):.0%}": r["top1_std"] for f, r in fr})
 
 
-def run_probe(encoder: Any, probe: str, *, split: str, sets: Sequence[str], device: str, cache_dir: Path | None) -> dict[str, Any]:
-    """The eval record of one probe, through the registry exactly as `ijepa eval` runs it."""
+def run_probe(encoder: Any, probe: str, *, split: str, sets: Sequence[str], device: str, cache_dir: Path | None,
+              data: str = FMNIST) -> dict[str, Any]:
+    """The eval record of one probe on `data`, through the registry exactly as `ijepa eval` runs it."""
     from ijepa import typedconfig
     from ijepa.evals.registry import Context, get, run_eval
 
     p = PROBES[probe]
     entry = get(p.eval)
-    spec = typedconfig.load(entry.spec, p.config, overrides=[*p.sets, *([f"eval_split={split}"] if split != "test" else []), *sets])
+    data_set = [] if data == FMNIST else [f"data={data}"]
+    spec = typedconfig.load(entry.spec, p.config, overrides=[*p.sets, *data_set, *([f"eval_split={split}"] if split != "test" else []), *sets])
     rec = run_eval(entry, encoder, spec, Context(device=torch.device(device), cache_dir=cache_dir))
     if rec["reported_on"] != split:
         raise ValueError(f"probe {probe}: the eval reported on {rec['reported_on']!r}, not {split!r}")
@@ -314,7 +358,8 @@ def score(fields: dict[str, Any], probe: str, *, split: str, results_dir: Path, 
         return done, True
     if val_first and split == "test" and find_record(results_dir, "curve.score", {**piece, "split": "val"}) is None:
         raise ValueError(f"{fields.get('encoder', fields['method'])}: probe {probe} on test before val; score val first")
-    rec = run_probe(encoder_of(fields), probe, split=split, sets=sets, device=device, cache_dir=cache_dir)
+    rec = run_probe(encoder_of(fields), probe, split=split, sets=sets, device=device, cache_dir=cache_dir,
+                    data=fields.get("dataset") or FMNIST)
     metrics, stds = probe_metrics(probe, rec)
     keep = {k: v for k, v in fields.items() if k not in ("kind", "piece", "created", "_path", "git_commit", "code_version", "command",
                                                          "versions", "selected_on", "reported_on", "encoder")}

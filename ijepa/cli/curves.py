@@ -55,3 +55,109 @@ def sweep(
                       f"{m}: not chosen yet; top variants short of seeds: {', '.join(c.pending) or 'no val records'}")
     except USER_ERRORS as e:
         fail(e)
+
+
+@bench_app.command()
+def curve(
+    data: str = DATA,
+    ijepa: str = typer.Option("benchmarks/sweeps/crossover_ijepa.yaml", help="I-JEPA recipe: GRID.yaml:VARIANT (chosen on val "
+                              "already), or GRID.yaml: its variants are swept on val of --data and the best is chosen"),
+    mae: str = typer.Option("benchmarks/sweeps/crossover_mae.yaml", help="MAE recipe, as --ijepa"),
+    minutes: list[float] = typer.Option([5.0, 30.0], "--minutes", help="Budgets, in minutes of the I-JEPA recipe at the reference "
+                                        "img/s (MAE: the same training FLOPs); repeatable"),
+    probes: list[str] = typer.Option(list(("linear", "logreg", "knn", "lowshot")), "--probe",
+                                     help="Probes: linear (VISSL grid), logreg, knn, lowshot (1/5/10%, 3 seeds), finetune; repeatable"),
+    methods: list[str] = typer.Option(["ijepa", "mae"], "--method", help="Methods whose runs to do (repeatable)"),
+    baselines: bool = typer.Option(True, help="Score the reference lines too (random init of the I-JEPA recipe's encoder, raw pixels)"),
+    sweep_first: bool = typer.Option(True, "--sweep/--no-sweep", help="Run a grid's missing candidates on val first (else: an error)"),
+    set_: list[str] = typer.Option([], "--set", help="Extra override of every run at the I-JEPA recipe's FLOPs (a depth axis: "
+                                   "--set meta.depth=12); part of each run's name and identity"),
+    img_per_s: float | None = typer.Option(None, help="Reference throughput of minutes (default: the packaged recipe's, 100 img/s)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List the pieces (done or to do) and stop"),
+    folder: str = typer.Option("runs/curves", help="Folder of the curve's pretraining runs"),
+    sweep_folder: str = typer.Option("runs/sweep", help="Folder of the sweep's runs"),
+    device: str = typer.Option("cpu", help="Device of the probes"),
+    results: Path = RESULTS,
+) -> None:
+    """The compute curve of I-JEPA and MAE on one dataset: recipes chosen on val, matched FLOPs, every probe on test.
+
+    Every piece (a sweep variant, a run's pretraining, one probe of it on one split, a
+    reference line) writes one record and is skipped when it exists: run it again to resume.
+    On your own folder (train/, val/, test/ with one subfolder per class), 5 and 20 minutes:
+
+        ijepa bench curve --data ~/my_images --minutes 5 --minutes 20 --dry-run
+        ijepa bench curve --data ~/my_images --minutes 5 --minutes 20
+
+    The crossover experiment's most cluttered level: ijepa bench curve --data fmnist-clutter:1
+    """
+    from ijepa.bench.experiment import check_splits, choose_recipe, curve_pieces
+    from ijepa.bench.sweep import canonical_data
+
+    try:
+        bad = sorted(set(methods) - {"ijepa", "mae"}) + sorted(set(probes) - {"linear", "logreg", "knn", "lowshot", "finetune"})
+        if bad:
+            raise ValueError(f"--method/--probe {', '.join(bad)}: expected methods ijepa, mae and probes linear, logreg, knn, lowshot, finetune")
+        if not minutes or not all(m > 0 for m in minutes):  # also refuses nan
+            raise ValueError(f"--minutes {minutes}: expected one or more budgets > 0")
+        check_splits(data)
+        refs = {"ijepa": ijepa, "mae": mae}
+        recipes = {m: choose_recipe(refs[m], data=data, results_dir=results, folder=sweep_folder, sweep=sweep_first and not dry_run)
+                   for m in ("ijepa", "mae")}
+        recipes = {m: _with_extra(r, set_) for m, r in recipes.items()}
+        console.print(f"{canonical_data(data)}: recipes chosen on val: " + ", ".join(f"{m} {r.grid}:{r.variant}" for m, r in recipes.items()),
+                      highlight=False, soft_wrap=True)
+        pieces = curve_pieces({m: r for m, r in recipes.items() if m in methods or m == "ijepa"}, minutes=minutes, probes=probes,
+                              results_dir=results, folder=folder, img_per_s=img_per_s, baselines=baselines, device=device,
+                              cache_dir=Path(".cache/features"))
+        for piece in pieces:
+            if not (piece.what.startswith(("pretrain ", "score ")) and _wanted(piece.what, recipes, methods)):
+                continue
+            if piece.done():
+                console.print(f"done     {piece.what}", highlight=False, soft_wrap=True)
+            elif dry_run:
+                console.print(f"to do    {piece.what}", highlight=False, soft_wrap=True)
+            else:
+                console.print(f"running  {piece.what}", highlight=False, soft_wrap=True)
+                rec = piece.run()
+                print(json.dumps({"piece": piece.what, "record": rec.get("_path"), "top1": rec.get("top1"),
+                                  "pretrain_pflops": rec.get("pretrain_pflops")}))
+    except USER_ERRORS as e:
+        fail(e)
+
+
+def _with_extra(recipe, extra: list[str]):
+    import dataclasses
+
+    return dataclasses.replace(recipe, extra=tuple(extra)) if extra else recipe
+
+
+def _wanted(what: str, recipes: dict, methods: list[str]) -> bool:
+    """A piece of a method asked for (runs are named method-variant-...); reference lines always."""
+    name = what.split()[1]
+    return not name.startswith(tuple(f"{m}-" for m in recipes)) or name.startswith(tuple(f"{m}-" for m in methods))
+
+
+@bench_app.command()
+def crossover(results: Path = RESULTS, gallery: bool = typer.Option(True, help="Also draw results/clutter_gallery.png")) -> None:
+    """The crossover experiment's figure and verdict from committed records: MAE - I-JEPA by clutter level.
+
+    Writes results/crossover.png (and the data family's gallery) and prints the table of gaps on
+    test, with the settings where I-JEPA beats MAE by >= 2 points by both linear probes.
+
+        ijepa bench crossover
+    """
+    from ijepa.results.crossover import clutter_gallery, crossover_frame, moonshot, plot_crossover
+    from ijepa.results.io import load_records
+
+    try:
+        frame = crossover_frame(load_records(results)[0])
+        out = plot_crossover(results)
+        if gallery:
+            clutter_gallery(results / "clutter_gallery.png")
+    except USER_ERRORS as e:
+        fail(e)
+    print(frame.to_string(index=False, float_format=lambda v: f"{v:.2f}"))
+    wins = moonshot(frame)
+    print(f"I-JEPA ahead by >= 2 points on both linear probes (test): {len(wins)} setting(s)" +
+          ("" if wins.empty else "\n" + wins.to_string(index=False)))
+    print(f"wrote {out}")

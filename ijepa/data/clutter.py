@@ -148,7 +148,7 @@ class FashionMNISTClutter(fashion_mnist.FashionMNIST):
     def __init__(self, root: str | Path = fashion_mnist.DEFAULT_ROOT, split: str = "train", transform=None, *, level: float) -> None:
         super().__init__(root, split, transform)
         self.level = level
-        self.images = torch.from_numpy(_cached(str(Path(root).resolve()), split, level)).unsqueeze(1)
+        self.images = torch.from_numpy(cluttered(str(Path(root).resolve()), split, level)).unsqueeze(1)
 
 
 CACHE_DIR = Path(".cache/data")  # generated splits, keyed by everything they depend on
@@ -163,7 +163,7 @@ def _cache_path(root: str, split: str, level: float) -> Path:
 
 
 @lru_cache(maxsize=4)
-def _cached(root: str, split: str, level: float) -> np.ndarray:
+def cluttered(root: str, split: str, level: float) -> np.ndarray:
     """One split at one level: generated once (about 15 s for the 50,000 train images) and
     kept on disk, read back by later processes; a cache that cannot be read is regenerated."""
     if level == 0.0 or split == "trainval":
@@ -179,7 +179,7 @@ def _cached(root: str, split: str, level: float) -> np.ndarray:
 
 def _generate(root: str, split: str, level: float) -> np.ndarray:
     if split == "trainval":
-        parts = {s: (fashion_mnist.FashionMNIST(root, s), _cached(root, s, level)) for s in ("train", "val")}
+        parts = {s: (fashion_mnist.FashionMNIST(root, s), cluttered(root, s, level)) for s in ("train", "val")}
         n = sum(len(ds) for ds, _ in parts.values())
         out = np.empty((n, SIDE, SIDE), dtype=np.uint8)
         rows = fashion_mnist.val_rows(fashion_mnist.FashionMNIST(root, "trainval").targets.numpy())
@@ -201,5 +201,5 @@ def split_rows(ds: fashion_mnist.FashionMNIST) -> np.ndarray:
 
 def train_stats(root: str | Path, level: float) -> tuple[tuple[float], tuple[float]]:
     """(mean, std) of the level's train split in [0, 1]: the level's own normalisation."""
-    x = _cached(str(Path(root).resolve()), "train", level).astype(np.float64) / 255
+    x = cluttered(str(Path(root).resolve()), "train", level).astype(np.float64) / 255
     return (round(float(x.mean()), 4),), (round(float(x.std()), 4),)

@@ -18,6 +18,24 @@ from ijepa.results.io import RESULTS_DIR, load_records
 LABELS = {"ijepa": "I-JEPA", "mae": "MAE", "random-init": "random init", "raw-pixels": "raw pixels"}
 BASELINES = ("random-init", "raw-pixels")
 MATCH_TOL = 0.05
+FMNIST = "fashion-mnist"
+
+
+def record_dataset(r: dict[str, Any]) -> str:
+    """The dataset of a record (those made before datasets were named: Fashion-MNIST)."""
+    return r.get("dataset") or FMNIST
+
+
+def record_level(r: dict[str, Any]) -> float | None:
+    """A record's clutter level (`fmnist-clutter:LEVEL`; Fashion-MNIST is level 0; other data: None)."""
+    if r.get("dataset_level") is not None:
+        return float(r["dataset_level"])
+    return 0.0 if record_dataset(r) == FMNIST else None
+
+
+def record_extra(r: dict[str, Any]) -> str:
+    """Extra overrides a curve run had beyond its recipe (a depth axis), as one label ('' for none)."""
+    return " ".join((r.get("recipe") or {}).get("extra") or [])
 
 
 def column(metric: str, split: str, sets: list[str]) -> str:
@@ -33,7 +51,8 @@ def score_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
             continue
         recipe = (r.get("recipe") or {}).get("variant", "-")
         for m, v in r["metrics"].items():
-            rows.append({"method": r["method"], "recipe": recipe, "steps": r["steps"], "run": r.get("encoder"), "metric": m,
+            rows.append({"dataset": record_dataset(r), "level": record_level(r), "extra": record_extra(r),
+                         "method": r["method"], "recipe": recipe, "steps": r["steps"], "run": r.get("encoder"), "metric": m,
                          "split": r["split"], "column": column(m, r["split"], r.get("probe_sets") or []), "value": 100 * v,
                          "std": 100 * r["metrics_std"][m] if m in (r.get("metrics_std") or {}) else None,
                          "images_seen": r["images_seen"], "flops_per_image": r.get("flops_per_image"),
@@ -43,7 +62,13 @@ def score_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     if df.empty:
         return df
-    return df.sort_values("created").drop_duplicates(["method", "recipe", "steps", "column"], keep="last")
+    return df.sort_values("created").drop_duplicates(["dataset", "extra", "method", "recipe", "steps", "column"], keep="last")
+
+
+def dataset_frame(records: list[dict[str, Any]], dataset: str = FMNIST) -> pd.DataFrame:
+    """`score_frame` of one dataset's runs without extra overrides: what one curve draws."""
+    df = score_frame(records)
+    return df if df.empty else df[(df["dataset"] == dataset) & (df["extra"] == "")]
 
 
 def metric_key(metric: str) -> tuple:
@@ -58,9 +83,9 @@ def metric_order(row: pd.Series) -> tuple:
     return (row["split"] != "test", not row["default_probe"], *metric_key(row["metric"]), row["column"])
 
 
-def curve_table(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per run: method, recipe, budget, steps, images seen, FLOPs per image, minutes, every probe (%)."""
-    df = score_frame(records)
+def curve_table(records: list[dict[str, Any]], dataset: str = FMNIST) -> pd.DataFrame:
+    """One row per run of `dataset`: method, recipe, budget, steps, images seen, FLOPs per image, minutes, every probe (%)."""
+    df = dataset_frame(records, dataset)
     if df.empty:
         return df
     df["cell"] = [f"{v:.2f}" if s is None or pd.isna(s) else f"{v:.2f} ± {s:.2f}" for v, s in zip(df["value"], df["std"], strict=True)]
@@ -86,15 +111,24 @@ def curve_table(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def table_markdown(records: list[dict[str, Any]]) -> str:
     """The README section's body (ijepa.results.tables renders it under the kind's heading)."""
+    from ijepa.results.crossover import crossover_markdown
     from ijepa.results.tables import markdown_table
 
     table = curve_table(records)
     if table.empty:
         return "_No runs of ours yet._"
     note = ("Accuracy in % on test unless the column says `(val)`; every recipe was chosen on val by the sweeps "
-            "(`benchmarks/recipe_sweep.py`), every head on held-out train. Budgets: `python benchmarks/compute_curve.py` "
-            "and `python benchmarks/learning_curve.py`; budget minutes are minutes of the I-JEPA recipe at the reference img/s (for MAE: the same FLOPs), wall minutes as measured here.")
-    return note + "\n\n" + markdown_table(table)
+            "(`ijepa bench sweep`), every head on held-out train. Budgets: `ijepa bench curve`; budget minutes are minutes of "
+            "the I-JEPA recipe at the reference img/s (for MAE: the same FLOPs), wall minutes as measured here.")
+    out = [note, "", f"### {FMNIST}", "", markdown_table(table)]
+    df = score_frame(records)
+    for dataset in sorted(set(df["dataset"]) - {FMNIST}):
+        out += ["", f"### {dataset}", "", markdown_table(curve_table(records, dataset))]
+    extra = df[df["extra"] != ""]
+    if not extra.empty:
+        out += ["", "Runs with extra overrides (a depth axis; same FLOPs as the recipe without them): see the crossover table."]
+    return "\n".join([*out, "", "### Crossover: MAE - I-JEPA at matched FLOPs by clutter level (`ijepa bench crossover`)", "",
+                      crossover_markdown(records)])
 
 
 def pick_recipe(df: pd.DataFrame, method: str, recipe: str | None) -> str | None:
@@ -109,10 +143,11 @@ def pick_recipe(df: pd.DataFrame, method: str, recipe: str | None) -> str | None
     return have[0] if have else None
 
 
-def matched_pairs(records: list[dict[str, Any]], recipes: dict[str, str]) -> list[dict[str, Any]]:
-    """Runs of different methods asked for the same FLOPs budget, with their measured FLOPs; a
-    pair more than 5% apart is an error."""
-    pre = [r for r in records if r.get("kind") == "curve.pretrain" and (r.get("recipe") or {}).get("variant") == recipes.get(r.get("method"))]
+def matched_pairs(records: list[dict[str, Any]], recipes: dict[str, str], dataset: str = FMNIST, extra: str = "") -> list[dict[str, Any]]:
+    """Runs of different methods on `dataset` asked for the same FLOPs budget, with their
+    measured FLOPs; a pair more than 5% apart is an error."""
+    pre = [r for r in records if r.get("kind") == "curve.pretrain" and (r.get("recipe") or {}).get("variant") == recipes.get(r.get("method"))
+           and record_dataset(r) == dataset and record_extra(r) == extra]
     by_budget: dict[float, dict[str, dict]] = {}
     for r in sorted(pre, key=lambda r: str(r["created"])):
         by_budget.setdefault(round(r["budget_pflops"], 9), {})[r["method"]] = r
@@ -192,7 +227,7 @@ def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, st
 
     root = Path(results_dir or RESULTS_DIR)
     records = load_records(root)[0]
-    df = score_frame(records)
+    df = dataset_frame(records)
     if df.empty:
         raise ValueError(f"{root}/records: no curve.score records to plot")
     df = df[(df["split"] == "test") & df["default_probe"]]
@@ -232,7 +267,7 @@ def plot_learning_curve(results_dir: Path | None = None, *, recipe: str | None =
     import matplotlib.pyplot as plt
 
     root = Path(results_dir or RESULTS_DIR)
-    df = score_frame(load_records(root)[0])
+    df = dataset_frame(load_records(root)[0])
     if df.empty:
         raise ValueError(f"{root}/records: no curve.score records to plot")
     df = df[df["default_probe"] & df["metric"].isin(["linear", "logreg"])]
