@@ -69,9 +69,11 @@ def _splits(probe: str) -> tuple[str, ...]:
 
 def curve_pieces(recipes: dict[str, curves.Recipe], *, minutes: Sequence[float], probes: Sequence[str], results_dir: Path,
                  folder: str, img_per_s: float | None = None, baselines: bool = True, device: str = "cpu",
-                 cache_dir: Path | None = None) -> Iterator[Piece]:
+                 cache_dir: Path | None = None, probe_sets: dict[str, list[str]] | None = None) -> Iterator[Piece]:
     """Every piece of the curve, in the order they run: budgets ascending, each method's
-    pretraining then its probes, then the reference lines."""
+    pretraining then its probes, then the reference lines. `probe_sets`: overrides of a
+    probe's recipe (small data: fewer k-NN neighbours), part of each score's identity."""
+    sets = probe_sets or {}
     score = dict(results_dir=results_dir, device=device, cache_dir=cache_dir)
 
     def recorded(kind: str, piece: dict[str, Any]) -> Callable[[], bool]:
@@ -84,8 +86,9 @@ def curve_pieces(recipes: dict[str, curves.Recipe], *, minutes: Sequence[float],
             for probe in probes:
                 for split in _splits(probe):
                     yield Piece(f"score {run.name} {probe} on {split}", lambda run=run, probe=probe, split=split: curves.score(
-                        curves.pretrained(run, results_dir), probe, split=split, val_first=probe in VAL_FIRST, **score)[0],
-                        recorded("curve.score", {**run.identity(), "probe": probe, "split": split, "probe_sets": []}))
+                        curves.pretrained(run, results_dir), probe, split=split, val_first=probe in VAL_FIRST, sets=sets.get(probe, []),
+                        **score)[0], recorded("curve.score", {**run.identity(), "probe": probe, "split": split,
+                                                              "probe_sets": sets.get(probe, [])}))
     if not baselines:
         return
     data = recipes["ijepa"].data
@@ -95,8 +98,8 @@ def curve_pieces(recipes: dict[str, curves.Recipe], *, minutes: Sequence[float],
         for probe in (p for p in probes if not (method == "raw-pixels" and p == "finetune")):
             for split in _splits(probe):
                 yield Piece(f"score {method} {probe} on {split}", lambda f=fields, probe=probe, split=split: curves.score(
-                    f, probe, split=split, **score)[0], recorded("curve.score", {**fields["piece"], "probe": probe, "split": split,
-                                                                                 "probe_sets": []}))
+                    f, probe, split=split, sets=sets.get(probe, []), **score)[0],
+                    recorded("curve.score", {**fields["piece"], "probe": probe, "split": split, "probe_sets": sets.get(probe, [])}))
 
 
 def _in_memory(data: str) -> bool:

@@ -48,7 +48,7 @@ def data_overrides(data: str) -> list[str]:
 
     spec = data_spec(data)
     if spec.kind == "imagefolder":
-        return ["data.dataset=imagefolder", f"data.root_path={spec.root.resolve()}", "data.image_folder=", "meta.in_chans=3"]
+        return ["data.dataset=imagefolder", f"data.root_path={spec.root.resolve()}", "data.image_folder=.", "meta.in_chans=3"]
     root = [] if spec.root == DEFAULT_ROOT else [f"data.root_path={spec.root}"]
     return ([] if spec.kind == FMNIST else [f"data.dataset={spec.id}"]) + root
 

@@ -68,6 +68,8 @@ def curve(
     probes: list[str] = typer.Option(list(("linear", "logreg", "knn", "lowshot")), "--probe",
                                      help="Probes: linear (VISSL grid), logreg, knn, lowshot (1/5/10%, 3 seeds), finetune; repeatable"),
     methods: list[str] = typer.Option(["ijepa", "mae"], "--method", help="Methods whose runs to do (repeatable)"),
+    probe_set: list[str] = typer.Option([], "--probe-set", help="PROBE:KEY=VALUE, an override of one probe's recipe (small data: "
+                                        "--probe-set knn:ks=[5,10]); shown as its own column; repeatable"),
     baselines: bool = typer.Option(True, help="Score the reference lines too (random init of the I-JEPA recipe's encoder, raw pixels)"),
     sweep_first: bool = typer.Option(True, "--sweep/--no-sweep", help="Run a grid's missing candidates on val first (else: an error)"),
     set_: list[str] = typer.Option([], "--set", help="Extra override of every run at the I-JEPA recipe's FLOPs (a depth axis: "
@@ -99,6 +101,12 @@ def curve(
             raise ValueError(f"--method/--probe {', '.join(bad)}: expected methods ijepa, mae and probes linear, logreg, knn, lowshot, finetune")
         if not minutes or not all(m > 0 for m in minutes):  # also refuses nan
             raise ValueError(f"--minutes {minutes}: expected one or more budgets > 0")
+        sets: dict[str, list[str]] = {}
+        for item in probe_set:
+            probe, sep, override = item.partition(":")
+            if not sep or probe not in probes or "=" not in override:
+                raise ValueError(f"--probe-set {item!r}: expected PROBE:KEY=VALUE with PROBE one of {', '.join(probes)}")
+            sets.setdefault(probe, []).append(override)
         check_splits(data)
         refs = {"ijepa": ijepa, "mae": mae}
         recipes = {m: choose_recipe(refs[m], data=data, results_dir=results, folder=sweep_folder, sweep=sweep_first and not dry_run)
@@ -108,7 +116,7 @@ def curve(
                       highlight=False, soft_wrap=True)
         pieces = curve_pieces({m: r for m, r in recipes.items() if m in methods or m == "ijepa"}, minutes=minutes, probes=probes,
                               results_dir=results, folder=folder, img_per_s=img_per_s, baselines=baselines, device=device,
-                              cache_dir=Path(".cache/features"))
+                              cache_dir=Path(".cache/features"), probe_sets=sets)
         for piece in pieces:
             if not (piece.what.startswith(("pretrain ", "score ")) and _wanted(piece.what, recipes, methods)):
                 continue
