@@ -67,7 +67,8 @@ def curve(
                                         "img/s (MAE: the same training FLOPs); repeatable"),
     probes: list[str] = typer.Option(list(("linear", "logreg", "knn", "lowshot")), "--probe",
                                      help="Probes: linear (VISSL grid), logreg, knn, lowshot (1/5/10%, 3 seeds), finetune; repeatable"),
-    methods: list[str] = typer.Option(["ijepa", "mae"], "--method", help="Methods whose runs to do (repeatable)"),
+    methods: list[str] = typer.Option(["ijepa", "mae"], "--method", help="Methods whose runs to do (repeatable; --method none: "
+                                      "the reference lines only)"),
     probe_set: list[str] = typer.Option([], "--probe-set", help="PROBE:KEY=VALUE, an override of one probe's recipe (small data: "
                                         "--probe-set knn:ks=[5,10]); shown as its own column; repeatable"),
     baselines: bool = typer.Option(True, help="Score the reference lines too (random init of the I-JEPA recipe's encoder, raw pixels)"),
@@ -96,6 +97,7 @@ def curve(
     from ijepa.bench.sweep import canonical_data
 
     try:
+        methods = [] if methods == ["none"] else methods
         bad = sorted(set(methods) - {"ijepa", "mae"}) + sorted(set(probes) - {"linear", "logreg", "knn", "lowshot", "finetune"})
         if bad:
             raise ValueError(f"--method/--probe {', '.join(bad)}: expected methods ijepa, mae and probes linear, logreg, knn, lowshot, finetune")
