@@ -232,20 +232,19 @@ def test_results_plot_joins_compute_and_linear_records(tmp_path):
 def test_recipe_sweep_sizes_a_variant_to_its_flops_budget():
     """`budget_pflops` buys each method as many steps as its own cost per step allows."""
     from ijepa.bench.flops import mean_step_flops
+    from ijepa.bench.sweep import Variant, variant_config
 
-    sweep = _benchmark_module("recipe_sweep")
+    def config(overrides: list[str]):
+        return variant_config(Variant("v", tuple(overrides), None, Path("g.yaml")), folder="/nonexistent")
+
     for method, extra in (("ijepa", []), ("mae", ["meta.dec_depth=1", "meta.dec_emb_dim=32"])):
-        base, _ = sweep.variant_config("v", [f"method={method}", *extra], folder="/nonexistent")
-        per_step = mean_step_flops(base, method)
-        cfg, got = sweep.variant_config("v", [f"method={method}", f"budget_pflops={100.5 * per_step / 1e15}", *extra],
-                                        folder="/nonexistent")
-        assert got == method
+        per_step = mean_step_flops(config([f"method={method}", *extra]), method)
+        cfg = config([f"method={method}", f"budget_pflops={100.5 * per_step / 1e15}", *extra])
         assert cfg.data.subset == 100 * cfg.data.batch_size and cfg.optimization.epochs == 1
     # Past the train split's 50,000 images: every image, more than one epoch, warm-up stretched
     # alike (a subset beyond the split would silently buy fewer steps than the budget).
-    base, _ = sweep.variant_config("v", ["optimization.warmup=0.2"], folder="/nonexistent")
-    cfg, _ = sweep.variant_config("v", [f"budget_pflops={1000.5 * mean_step_flops(base, 'ijepa') / 1e15}", "optimization.warmup=0.2"],
-                                  folder="/nonexistent")
+    base = config(["optimization.warmup=0.2"])
+    cfg = config([f"budget_pflops={1000.5 * mean_step_flops(base, 'ijepa') / 1e15}", "optimization.warmup=0.2"])
     assert cfg.data.subset == 0 and cfg.optimization.epochs == pytest.approx(64_000 / 50_000)
     assert cfg.optimization.warmup == pytest.approx(0.2 * 64_000 / 50_000)
 

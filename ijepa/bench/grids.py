@@ -51,7 +51,7 @@ def read_grid(path: str | Path) -> Grid:
             raise FileNotFoundError(f"{path}: {BASE_KEY} {base} not found")
     variants, origins = {}, {}
     for name, overrides in raw.items():
-        if isinstance(overrides, str):
+        if isinstance(overrides, str) and overrides.endswith((".yaml", ".yml")):
             other = read_grid(path.parent / overrides)
             if str(name) not in other.variants:
                 raise ValueError(f"{path}: variant {name!r} refers to {other.path}, which has no variant of that name")

@@ -66,9 +66,15 @@ def score_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def dataset_frame(records: list[dict[str, Any]], dataset: str = FMNIST) -> pd.DataFrame:
-    """`score_frame` of one dataset's runs without extra overrides: what one curve draws."""
+    """`score_frame` of one dataset's runs, those without extra overrides where there are any
+    (a depth axis is drawn by the crossover figure, not on the recipe's curve)."""
     df = score_frame(records)
-    return df if df.empty else df[(df["dataset"] == dataset) & (df["extra"] == "")]
+    if df.empty:
+        return df
+    df = df[df["dataset"] == dataset]
+    runs = df[~df["method"].isin(BASELINES)]
+    primary = "" if runs.empty or (runs["extra"] == "").any() else runs["extra"].iloc[-1]
+    return df[df["method"].isin(BASELINES) | (df["extra"] == primary)]
 
 
 def metric_key(metric: str) -> tuple:
@@ -143,16 +149,16 @@ def pick_recipe(df: pd.DataFrame, method: str, recipe: str | None) -> str | None
     return have[0] if have else None
 
 
-def matched_pairs(records: list[dict[str, Any]], recipes: dict[str, str], dataset: str = FMNIST, extra: str = "") -> list[dict[str, Any]]:
+def matched_pairs(records: list[dict[str, Any]], recipes: dict[str, str], dataset: str = FMNIST, extra: str | None = None) -> list[dict[str, Any]]:
     """Runs of different methods on `dataset` asked for the same FLOPs budget, with their
     measured FLOPs; a pair more than 5% apart is an error."""
     pre = [r for r in records if r.get("kind") == "curve.pretrain" and (r.get("recipe") or {}).get("variant") == recipes.get(r.get("method"))
-           and record_dataset(r) == dataset and record_extra(r) == extra]
-    by_budget: dict[float, dict[str, dict]] = {}
+           and record_dataset(r) == dataset and (extra is None or record_extra(r) == extra)]
+    by_budget: dict[tuple[float, str], dict[str, dict]] = {}
     for r in sorted(pre, key=lambda r: str(r["created"])):
-        by_budget.setdefault(round(r["budget_pflops"], 9), {})[r["method"]] = r
+        by_budget.setdefault((round(r["budget_pflops"], 9), record_extra(r)), {})[r["method"]] = r
     pairs = []
-    for budget, runs in sorted(by_budget.items()):
+    for (budget, _), runs in sorted(by_budget.items()):
         if len(runs) < 2:
             continue
         flops = {m: r["pretrain_flops"] for m, r in runs.items()}

@@ -65,15 +65,17 @@ def _seed(overrides: list[str]) -> int:
 
 
 def choose_recipe(records: list[dict[str, Any]], method: str, *, pflops: float = 0.0264, tol: float = 0.05,
-                  top: int = 3, seeds: int = 3) -> Choice:
+                  top: int = 3, seeds: int = 3, dataset: str = "fashion-mnist") -> Choice:
     """The rule fixed before round 8's results (README, "How the recipe was found"): among the
     variants scored on `val` at the default's FLOPs (within `tol`), the `top` best by their
     seed-0 VISSL grid are rerun to `seeds` seeds, and the best mean over seeds decides. Runs of
     one recipe are grouped by their overrides less `meta.seed`; a re-run of a seed counts once
-    (the newest)."""
+    (the newest). Only records of `dataset` compete (those from before datasets were named are
+    Fashion-MNIST's)."""
     groups: dict[tuple[str, ...], dict[int, dict[str, Any]]] = {}
     for r in sorted(records, key=lambda r: str(r.get("created", ""))):
         if (r.get("kind") != "recipe_sweep" or r.get("reported_on") != "val" or (r.get("method") or "ijepa") != method
+                or (r.get("dataset") or "fashion-mnist") != dataset
                 or r.get("grid_val_top1") is None or r.get("pretrain_pflops") is None
                 or abs(r["pretrain_pflops"] / pflops - 1) > tol):
             continue
@@ -85,7 +87,7 @@ def choose_recipe(records: list[dict[str, Any]], method: str, *, pflops: float =
         if 0 not in runs:
             continue
         cmd = runs[0].get("command", [])
-        grid = cmd[cmd.index("--grid") + 1] if "--grid" in cmd else None
+        grid = runs[0].get("grid") or (cmd[cmd.index("--grid") + 1] if "--grid" in cmd else None)
         accs = [runs[s]["grid_val_top1"] for s in sorted(runs)]
         rows.append({"variant": runs[0]["encoder"], "grid": grid, "seed0": 100 * runs[0]["grid_val_top1"],
                      "mean": 100 * sum(accs) / len(accs), "seeds": len(accs)})
