@@ -26,10 +26,10 @@ def sweep(
 ) -> None:
     """Pretrain each variant of a grid on --data and score it on val (never test), one record each.
 
-    A variant whose record exists is not run again; a half-trained one resumes. Example, the
-    crossover's I-JEPA candidates on the most cluttered level, then the rule's verdict:
+    A variant whose record exists is not run again; a half-trained one resumes. The crossover's
+    I-JEPA candidates on the most cluttered level, then the rule's verdict:
 
-        ijepa bench sweep benchmarks/sweeps/crossover_ijepa.yaml --data fmnist-clutter:1 --choose best
+    Example: ijepa bench sweep benchmarks/sweeps/crossover_ijepa.yaml --data fmnist-clutter:1 --choose best
     """
     from ijepa.bench.sweep import choose_best, grid_variants, run_sweep
 
@@ -91,7 +91,9 @@ def curve(
         ijepa bench curve --data ~/my_images --minutes 5 --minutes 20 --dry-run
         ijepa bench curve --data ~/my_images --minutes 5 --minutes 20
 
-    The crossover experiment's most cluttered level: ijepa bench curve --data fmnist-clutter:1
+    The crossover experiment's most cluttered level, its pieces done and to do:
+
+    Example: ijepa bench curve --data fmnist-clutter:1 --minutes 5 --minutes 30 --dry-run
     """
     from ijepa.bench.experiment import check_splits, choose_recipe, curve_pieces
     from ijepa.bench.sweep import canonical_data
@@ -154,7 +156,7 @@ def crossover(results: Path = RESULTS, gallery: bool = typer.Option(True, help="
     Writes results/crossover.png (and the data family's gallery) and prints the table of gaps on
     test, with the settings where I-JEPA beats MAE by >= 2 points by both linear probes.
 
-        ijepa bench crossover
+    Example: ijepa bench crossover
     """
     from ijepa.results.crossover import clutter_gallery, crossover_frame, moonshot, plot_crossover
     from ijepa.results.io import load_records
