@@ -198,6 +198,7 @@ def test_bench_curve_runs_the_whole_curve_on_an_image_folder_as_its_help_says(tm
     for m in ("ijepa", "mae", "random-init"):
         assert {(m, "logreg", "val"), (m, "logreg", "test"), (m, "knn", "test")} <= set(scores)
     assert not any(m == "raw-pixels" for m, _, _ in scores)  # an image folder has no native size for raw pixels
+    assert (tmp_path / "results" / f"compute_curve-{data_slug(str(folder))}.png").is_file()
     again = subprocess.run([*cmd, "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "to do" not in again.stderr and again.stderr.count("done ") == len(scores) + 2
 

@@ -77,6 +77,8 @@ def curve(
                                    "--set meta.depth=12); part of each run's name and identity"),
     img_per_s: float | None = typer.Option(None, help="Reference throughput of minutes (default: the packaged recipe's, 100 img/s)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="List the pieces (done or to do) and stop"),
+    plot: bool = typer.Option(True, help="Draw the curve when every piece is done: results/compute_curve.png (Fashion-MNIST) or "
+                              "results/compute_curve-<data>.png"),
     folder: str = typer.Option("runs/curves", help="Folder of the curve's pretraining runs"),
     sweep_folder: str = typer.Option("runs/sweep", help="Folder of the sweep's runs"),
     device: str = typer.Option("cpu", help="Device of the probes"),
@@ -133,8 +135,20 @@ def curve(
                 rec = piece.run()
                 print(json.dumps({"piece": piece.what, "record": rec.get("_path"), "top1": rec.get("top1"),
                                   "pretrain_pflops": rec.get("pretrain_pflops")}))
+        if plot and not dry_run and len(methods) == 2 and not set_:
+            out = _plot(recipes, data, results)
+            console.print(f"wrote {out}", highlight=False)
     except USER_ERRORS as e:
         fail(e)
+
+
+def _plot(recipes: dict, data: str, results: Path) -> Path:
+    from ijepa.bench.sweep import FMNIST, canonical_data, data_slug
+    from ijepa.results.curves import plot_compute_curve
+
+    data = canonical_data(data)
+    name = "compute_curve.png" if data == FMNIST else f"compute_curve-{data_slug(data)}.png"
+    return plot_compute_curve(results, recipes={m: r.variant for m, r in recipes.items()}, out=results / name, dataset=data)
 
 
 def _with_extra(recipe, extra: list[str]):

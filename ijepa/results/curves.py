@@ -223,9 +223,10 @@ def _finish(fig, axes, out: Path) -> Path:
     return _save(fig, out, dpi=120)
 
 
-def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, str | None] | None = None, out: Path | None = None) -> Path:
-    """Test accuracy against measured pretraining PFLOPs (top row, log x) and wall minutes (bottom row): one panel per probe
-    family, one line per method and probe, each probe's random-init and raw-pixel lines in its panel."""
+def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, str | None] | None = None, out: Path | None = None,
+                       dataset: str = FMNIST) -> Path:
+    """Test accuracy on `dataset` against measured pretraining PFLOPs (top row, log x) and wall minutes (bottom row): one panel
+    per probe family, one line per method and probe, each probe's random-init and raw-pixel lines in its panel."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -233,12 +234,12 @@ def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, st
 
     root = Path(results_dir or RESULTS_DIR)
     records = load_records(root)[0]
-    df = dataset_frame(records)
+    df = dataset_frame(records, dataset)
     if df.empty:
-        raise ValueError(f"{root}/records: no curve.score records to plot")
+        raise ValueError(f"{root}/records: no curve.score records of {dataset} to plot")
     df = df[(df["split"] == "test") & df["default_probe"]]
     chosen = {m: pick_recipe(df, m, (recipes or {}).get(m)) for m in ("ijepa", "mae")}
-    matched_pairs(records, {m: r for m, r in chosen.items() if r})
+    matched_pairs(records, {m: r for m, r in chosen.items() if r}, dataset)
     runs = df[df.apply(lambda r: chosen.get(r["method"]) == r["recipe"], axis=1)]
     if runs.empty:
         raise ValueError(f"{root}/records: no test scores of an I-JEPA or MAE run to plot")
@@ -257,7 +258,7 @@ def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, st
             ax.set_title(family, fontsize=10)
             ax.set_xlabel(xlabel)
             ax.grid(alpha=0.3)
-        axes[r][0].set_ylabel("Fashion-MNIST test top-1 (%)")
+        axes[r][0].set_ylabel(f"{'Fashion-MNIST' if dataset == FMNIST else dataset} test top-1 (%)")
     for top, bottom in zip(axes[0], axes[1], strict=True):  # each column's legend under it, where it hides no point
         handles, labels = top.get_legend_handles_labels()
         bottom.legend(handles, labels, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1 + (len(labels) > 6), frameon=False)
