@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-COLUMNS = {"encoder": "variant", "method": "method", "reported_on": "scored on", "steps": "steps",
+COLUMNS = {"encoder": "variant", "method": "method", "dataset": "data", "reported_on": "scored on", "steps": "steps",
            "pretrain_pflops": "PFLOPs", "pretrain_minutes": "wall min", "probe_best": "logreg",
            "grid_val_top1": "VISSL grid", "rankme_end": "RankMe"}
 
@@ -25,6 +25,7 @@ def sweep_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         return pd.DataFrame(columns=list(COLUMNS.values()))
     df = pd.DataFrame(rows).sort_values("created", kind="stable")
     df["method"] = df["method"].fillna("ijepa")
+    df["dataset"] = df["dataset"].fillna("fashion-mnist")
     df.loc[df["encoder"].astype(str).str.startswith("random-init"), "method"] = "random-init"
     for k in ("probe_best", "grid_val_top1"):
         df[k] = [f"{100 * v:.2f}" if pd.notna(v) else "" for v in df[k]]
