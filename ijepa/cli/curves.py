@@ -133,8 +133,8 @@ def curve(
             else:
                 console.print(f"running  {piece.what}", highlight=False, soft_wrap=True)
                 rec = piece.run()
-                print(json.dumps({"piece": piece.what, "record": rec.get("_path"), "top1": rec.get("top1"),
-                                  "pretrain_pflops": rec.get("pretrain_pflops")}))
+                print(json.dumps({"piece": piece.what, "encoder": rec.get("encoder"), "split": rec.get("split"),
+                                  "metrics": rec.get("metrics"), "pretrain_pflops": rec.get("pretrain_pflops")}))
         if plot and not dry_run and len(methods) == 2 and not set_:
             out = _plot(recipes, data, results)
             console.print(f"wrote {out}", highlight=False)
