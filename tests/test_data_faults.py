@@ -18,6 +18,7 @@ import pytest
 import torch
 from fixtures.ade20k import NUM_CLASSES, make_ade20k
 from fixtures.coco import make_coco
+from fixtures.fmnist import write_fmnist, write_idx
 from fixtures.fsc147 import make_counting_coco, make_fsc147
 from fixtures.imagefolder import CLASSES, write_imagefolder
 from fixtures.nyu import make_nyu_list
@@ -26,6 +27,7 @@ from rich.console import Console
 
 from ijepa.data import build_dataset, data_spec
 from ijepa.data.coco import load_coco
+from ijepa.data.fashion_mnist import read_idx
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
 from ijepa.evals.core.features import extract_features
 from ijepa.evals.counting import FSC147, CocoCounting
@@ -262,3 +264,77 @@ def test_check_fields_is_one_public_helper_of_coco_and_counting():
         files.check_fields(Path("a.json"), "images[2]", {"file_name": "x"}, ("id", "file_name", "width"))
     with pytest.raises(ValueError, match=r"^a\.json: annotations\[0\] is not a JSON object$"):
         files.check_fields(Path("a.json"), "annotations[0]", [1], ("image_id",))
+
+
+# -- Fashion-MNIST IDX files: labels in range, images told from labels, no empty file (issue 42) ---
+@pytest.mark.parametrize(("stem", "split", "row", "label"), [("train", "train", 5, 200), ("t10k", "test", 3, 10)])
+def test_fmnist_label_outside_the_ten_classes_names_the_file(tmp_path, stem, split, row, label):
+    """k-NN and logreg scored such a file and printed a number with exit 0."""
+    root = write_fmnist(tmp_path / "fm")
+    labels = np.arange(24 if stem == "train" else 8) % 10
+    labels[row] = label
+    path = write_idx(root / f"{stem}-labels-idx1-ubyte", labels)
+    with pytest.raises(ValueError, match=rf"^{path}: label {label} at row {row} is outside 0\.\.9 \(Fashion-MNIST has 10 classes; 1 such label\(s\)\)$"):
+        build_dataset(f"fashion-mnist:{root}", split)
+
+
+def test_fmnist_label_outside_the_classes_fails_the_eval_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    import ijepa.cli.evals  # noqa: F401  (registers the commands)
+    from ijepa.cli import app
+
+    root = write_fmnist(tmp_path / "fm")
+    write_idx(root / "t10k-labels-idx1-ubyte", np.array([0, 1, 2, 10, 4, 5, 6, 7]))
+    res = CliRunner().invoke(app, ["eval", "knn", "--data", f"fashion-mnist:{root}", "--random-init", "vit_tiny", "--depth", "1",
+                                   "--patch-size", "4", "--in-chans", "1", "--device", "cpu", "--no-cache", "--results", str(tmp_path / "r")])
+    errors = [line for line in res.output.splitlines() if not line.startswith("features train")]  # train was scored first
+    assert res.exit_code == 2 and errors == [f"error: {root / 't10k-labels-idx1-ubyte'}: label 10 at row 3 is outside 0..9 "
+                                             "(Fashion-MNIST has 10 classes; 1 such label(s))"], res.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("swap", ["labels as images", "images as labels"])
+def test_fmnist_images_and_labels_files_are_told_apart_by_their_header(tmp_path, swap):
+    """The labels file given as the images made torch fail on 'spatial dimensions'."""
+    root = write_fmnist(tmp_path / "fm")
+    images, labels = root / "t10k-images-idx3-ubyte", root / "t10k-labels-idx1-ubyte"
+    if swap == "labels as images":
+        path, dims, what, other = images, 1, r"images \[N, rows, cols\] \(3", "labels"
+        images.write_bytes(labels.read_bytes())
+    else:
+        path, dims, what, other = labels, 3, r"labels \[N\] \(1", "images"
+        labels.write_bytes(images.read_bytes())
+    with pytest.raises(ValueError, match=rf"^{path}: IDX header says {dims} dimension\(s\); expected {what} dimension\(s\)\): is it the {other} file\?$"):
+        build_dataset(f"fashion-mnist:{root}", "test")
+
+
+def test_fmnist_idx_of_no_images_names_the_file(tmp_path):
+    """An IDX of 0 images failed inside numpy: 'need at least one array to concatenate'."""
+    root = write_fmnist(tmp_path / "fm", gz=True)
+    path = write_idx(root / "train-images-idx3-ubyte.gz", np.zeros((0, 28, 28)))
+    write_idx(root / "train-labels-idx1-ubyte.gz", np.zeros(0))
+    with pytest.raises(ValueError, match=rf"^{path}: holds no images \(header says \(0, 28, 28\)\)$"):
+        build_dataset(f"fashion-mnist:{root}", "train")
+
+
+def test_idx_header_cut_short_is_named_not_a_struct_error(tmp_path):
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x03\x00\x00")
+    with pytest.raises(ValueError, match=rf"^{path}: truncated, the header of 3 dimension\(s\) is cut short$"):
+        read_idx(path, "images")
+
+
+# -- ImageFolder: a symlink loop is refused, not read again at every depth (issue 42) -------------
+@pytest.mark.parametrize("target", [".", ".."])
+def test_imagefolder_symlink_loop_is_refused_naming_the_link(tmp_path, target):
+    """`loop -> .` inside a class folder was followed by torchvision: its 1 image read 11x over."""
+    root = write_imagefolder(tmp_path / "tree", per_class={"train": 1, "val": 1})
+    link = root / "val" / CLASSES[0] / "loop"
+    link.symlink_to(target)
+    real = (link.parent / target).resolve()
+    with pytest.raises(ValueError, match=rf"^{link}: symlink loop \(it points to {real}, a folder it sits in\); remove it, or link to a copy$"):
+        build_dataset(str(root), "val")
+    link.unlink()
+    (root / "val" / CLASSES[0] / "more").symlink_to(root / "train" / CLASSES[0])  # a link elsewhere is read as it is
+    assert len(build_dataset(str(root), "val")) == 5
