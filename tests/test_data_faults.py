@@ -338,3 +338,57 @@ def test_imagefolder_symlink_loop_is_refused_naming_the_link(tmp_path, target):
     link.unlink()
     (root / "val" / CLASSES[0] / "more").symlink_to(root / "train" / CLASSES[0])  # a link elsewhere is read as it is
     assert len(build_dataset(str(root), "val")) == 5
+
+
+# -- counting: a point off its image is refused, not counted (issue 42) ---------------------------
+def test_fsc147_point_outside_its_image_is_refused(tmp_path):
+    root = _fsc(tmp_path)  # 48 wide, 32 high
+    anno = json.loads((root / "annotation_FSC147_384.json").read_text())
+    anno["2.jpg"]["points"].append([60.0, 10.0])
+    (root / "annotation_FSC147_384.json").write_text(json.dumps(anno))
+    ds = FSC147(root, "train")
+    with pytest.raises(ValueError, match=rf"^{root / 'annotation_FSC147_384.json'}: 2\.jpg point \[60\.0, 10\.0\] lies outside its 48x32 image$"):
+        ds[ds.names.index("2.jpg")]
+    assert ds[ds.names.index("1.jpg")]["count"] == len(anno["1.jpg"]["points"])
+
+
+def test_coco_counting_keypoint_outside_its_image_is_refused(tmp_path):
+    root = make_counting_coco(tmp_path, n_train=2, n_val=1, n_test=1, size=(32, 48))
+    path = root / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
+    ann = next(a for a in data["annotations"] if "keypoints" in a)
+    ann["keypoints"] = [5.0, 40.0, 2]
+    path.write_text(json.dumps(data))
+    ds = CocoCounting(root, "train")
+    i = next(i for i, img in enumerate(ds.images) if img["id"] == ann["image_id"])
+    with pytest.raises(ValueError, match=rf"^{path}: image {ds.images[i]['file_name']} point \[5\.5, 40\.5\] lies outside its 48x32 image$"):
+        ds[i]
+
+
+# -- records name their data root and the heads they assumed (issue 42) ----------------------------
+def test_a_copy_of_fashion_mnist_elsewhere_is_named_by_its_root(tmp_path):
+    """A random-init record scored on a corrupted copy said "fashion-mnist" and became the plot's floor."""
+    from ijepa.evals.knn import run_knn
+
+    assert data_spec("fashion-mnist").fields()["dataset"] == "fashion-mnist"
+    root = write_fmnist(tmp_path / "copy")
+    spec = EncoderSpec(random_init="vit_tiny", depth=1, img_size=32, patch_size=8, in_chans=1)
+    rec = run_knn(spec, data=f"fashion-mnist:{root}", ks=(3,), cache_dir=None, console=Console(file=io.StringIO()))
+    assert rec["dataset"] == f"fashion-mnist:{root.resolve()}" and rec["data_root"] == str(root.resolve())
+    assert rec["num_heads"] == 3
+
+
+@pytest.mark.parametrize(("given", "heads"), [(None, 3), (6, 6)])
+def test_record_says_the_heads_a_bare_state_dict_was_loaded_with(tmp_path, given, heads):
+    """Heads cannot be read off weights: a bare state dict of a standard width gets that width's
+    (192 -> 3) unless --num-heads says otherwise, and the record says which."""
+    from ijepa.evals.knn import run_knn
+    from ijepa.models.registry import create_encoder
+
+    torch.manual_seed(0)
+    path = tmp_path / "encoder.pt"
+    torch.save(create_encoder("vit_tiny", img_size=32, patch_size=8, in_chans=3, depth=1).state_dict(), path)
+    root = write_imagefolder(tmp_path / "tree", per_class={"train": 3, "val": 1})
+    rec = run_knn(EncoderSpec(encoder=str(path), num_heads=given), data=str(root), ks=(3,), cache_dir=None,
+                  console=Console(file=io.StringIO()))
+    assert rec["num_heads"] == heads and rec["dataset"] == f"imagefolder:{root.resolve()}"
