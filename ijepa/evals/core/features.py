@@ -259,7 +259,7 @@ class HashedImages(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int):
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, str] | str:
         path = self.ds.samples[self.rows[i]][0]
         data = read_bytes(path)
         digest = hashlib.sha256(data).hexdigest()
