@@ -29,3 +29,9 @@ def atomic_write(path: str | Path, write: Callable[[IO], None], *, binary: bool 
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def unwritable(path: str | Path, what: str, e: OSError) -> str:
+    """The one line for a write that a full disk or a read-only folder refused: the file, what
+    it was to hold, and why (the temp file the error names is no concern of the reader)."""
+    return f"{path}: cannot write {what} ({e.strerror or e})"

@@ -18,6 +18,7 @@ import pytest
 import torch
 from fixtures.ade20k import NUM_CLASSES, make_ade20k
 from fixtures.coco import make_coco
+from fixtures.fmnist import write_fmnist, write_idx
 from fixtures.fsc147 import make_counting_coco, make_fsc147
 from fixtures.imagefolder import CLASSES, write_imagefolder
 from fixtures.nyu import make_nyu_list
@@ -26,6 +27,7 @@ from rich.console import Console
 
 from ijepa.data import build_dataset, data_spec
 from ijepa.data.coco import load_coco
+from ijepa.data.fashion_mnist import read_idx
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
 from ijepa.evals.core.features import extract_features
 from ijepa.evals.counting import FSC147, CocoCounting
@@ -262,3 +264,131 @@ def test_check_fields_is_one_public_helper_of_coco_and_counting():
         files.check_fields(Path("a.json"), "images[2]", {"file_name": "x"}, ("id", "file_name", "width"))
     with pytest.raises(ValueError, match=r"^a\.json: annotations\[0\] is not a JSON object$"):
         files.check_fields(Path("a.json"), "annotations[0]", [1], ("image_id",))
+
+
+# -- Fashion-MNIST IDX files: labels in range, images told from labels, no empty file (issue 42) ---
+@pytest.mark.parametrize(("stem", "split", "row", "label"), [("train", "train", 5, 200), ("t10k", "test", 3, 10)])
+def test_fmnist_label_outside_the_ten_classes_names_the_file(tmp_path, stem, split, row, label):
+    """k-NN and logreg scored such a file and printed a number with exit 0."""
+    root = write_fmnist(tmp_path / "fm")
+    labels = np.arange(24 if stem == "train" else 8) % 10
+    labels[row] = label
+    path = write_idx(root / f"{stem}-labels-idx1-ubyte", labels)
+    with pytest.raises(ValueError, match=rf"^{path}: label {label} at row {row} is outside 0\.\.9 \(Fashion-MNIST has 10 classes; 1 such label\(s\)\)$"):
+        build_dataset(f"fashion-mnist:{root}", split)
+
+
+def test_fmnist_label_outside_the_classes_fails_the_eval_in_one_line(tmp_path):
+    from typer.testing import CliRunner
+
+    import ijepa.cli.evals  # noqa: F401  (registers the commands)
+    from ijepa.cli import app
+
+    root = write_fmnist(tmp_path / "fm")
+    write_idx(root / "t10k-labels-idx1-ubyte", np.array([0, 1, 2, 10, 4, 5, 6, 7]))
+    res = CliRunner().invoke(app, ["eval", "knn", "--data", f"fashion-mnist:{root}", "--random-init", "vit_tiny", "--depth", "1",
+                                   "--patch-size", "4", "--in-chans", "1", "--device", "cpu", "--no-cache", "--results", str(tmp_path / "r")])
+    errors = [line for line in res.output.splitlines() if not line.startswith("features train")]  # train was scored first
+    assert res.exit_code == 2 and errors == [f"error: {root / 't10k-labels-idx1-ubyte'}: label 10 at row 3 is outside 0..9 "
+                                             "(Fashion-MNIST has 10 classes; 1 such label(s))"], res.output
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("swap", ["labels as images", "images as labels"])
+def test_fmnist_images_and_labels_files_are_told_apart_by_their_header(tmp_path, swap):
+    """The labels file given as the images made torch fail on 'spatial dimensions'."""
+    root = write_fmnist(tmp_path / "fm")
+    images, labels = root / "t10k-images-idx3-ubyte", root / "t10k-labels-idx1-ubyte"
+    if swap == "labels as images":
+        path, dims, what, other = images, 1, r"images \[N, rows, cols\] \(3", "labels"
+        images.write_bytes(labels.read_bytes())
+    else:
+        path, dims, what, other = labels, 3, r"labels \[N\] \(1", "images"
+        labels.write_bytes(images.read_bytes())
+    with pytest.raises(ValueError, match=rf"^{path}: IDX header says {dims} dimension\(s\); expected {what} dimension\(s\)\): is it the {other} file\?$"):
+        build_dataset(f"fashion-mnist:{root}", "test")
+
+
+def test_fmnist_idx_of_no_images_names_the_file(tmp_path):
+    """An IDX of 0 images failed inside numpy: 'need at least one array to concatenate'."""
+    root = write_fmnist(tmp_path / "fm", gz=True)
+    path = write_idx(root / "train-images-idx3-ubyte.gz", np.zeros((0, 28, 28)))
+    write_idx(root / "train-labels-idx1-ubyte.gz", np.zeros(0))
+    with pytest.raises(ValueError, match=rf"^{path}: holds no images \(header says \(0, 28, 28\)\)$"):
+        build_dataset(f"fashion-mnist:{root}", "train")
+
+
+def test_idx_header_cut_short_is_named_not_a_struct_error(tmp_path):
+    path = tmp_path / "t10k-images-idx3-ubyte"
+    path.write_bytes(b"\x00\x00\x08\x03\x00\x00")
+    with pytest.raises(ValueError, match=rf"^{path}: truncated, the header of 3 dimension\(s\) is cut short$"):
+        read_idx(path, "images")
+
+
+# -- ImageFolder: a symlink loop is refused, not read again at every depth (issue 42) -------------
+@pytest.mark.parametrize("target", [".", ".."])
+def test_imagefolder_symlink_loop_is_refused_naming_the_link(tmp_path, target):
+    """`loop -> .` inside a class folder was followed by torchvision: its 1 image read 11x over."""
+    root = write_imagefolder(tmp_path / "tree", per_class={"train": 1, "val": 1})
+    link = root / "val" / CLASSES[0] / "loop"
+    link.symlink_to(target)
+    real = (link.parent / target).resolve()
+    with pytest.raises(ValueError, match=rf"^{link}: symlink loop \(it points to {real}, a folder it sits in\); remove it, or link to a copy$"):
+        build_dataset(str(root), "val")
+    link.unlink()
+    (root / "val" / CLASSES[0] / "more").symlink_to(root / "train" / CLASSES[0])  # a link elsewhere is read as it is
+    assert len(build_dataset(str(root), "val")) == 5
+
+
+# -- counting: a point off its image is refused, not counted (issue 42) ---------------------------
+def test_fsc147_point_outside_its_image_is_refused(tmp_path):
+    root = _fsc(tmp_path)  # 48 wide, 32 high
+    anno = json.loads((root / "annotation_FSC147_384.json").read_text())
+    anno["2.jpg"]["points"].append([60.0, 10.0])
+    (root / "annotation_FSC147_384.json").write_text(json.dumps(anno))
+    ds = FSC147(root, "train")
+    with pytest.raises(ValueError, match=rf"^{root / 'annotation_FSC147_384.json'}: 2\.jpg point \[60\.0, 10\.0\] lies outside its 48x32 image$"):
+        ds[ds.names.index("2.jpg")]
+    assert ds[ds.names.index("1.jpg")]["count"] == len(anno["1.jpg"]["points"])
+
+
+def test_coco_counting_keypoint_outside_its_image_is_refused(tmp_path):
+    root = make_counting_coco(tmp_path, n_train=2, n_val=1, n_test=1, size=(32, 48))
+    path = root / "annotations" / "instances_train.json"
+    data = json.loads(path.read_text())
+    ann = next(a for a in data["annotations"] if "keypoints" in a)
+    ann["keypoints"] = [5.0, 40.0, 2]
+    path.write_text(json.dumps(data))
+    ds = CocoCounting(root, "train")
+    i = next(i for i, img in enumerate(ds.images) if img["id"] == ann["image_id"])
+    with pytest.raises(ValueError, match=rf"^{path}: image {ds.images[i]['file_name']} point \[5\.5, 40\.5\] lies outside its 48x32 image$"):
+        ds[i]
+
+
+# -- records name their data root and the heads they assumed (issue 42) ----------------------------
+def test_a_copy_of_fashion_mnist_elsewhere_is_named_by_its_root(tmp_path):
+    """A random-init record scored on a corrupted copy said "fashion-mnist" and became the plot's floor."""
+    from ijepa.evals.knn import run_knn
+
+    assert data_spec("fashion-mnist").fields()["dataset"] == "fashion-mnist"
+    root = write_fmnist(tmp_path / "copy")
+    spec = EncoderSpec(random_init="vit_tiny", depth=1, img_size=32, patch_size=8, in_chans=1)
+    rec = run_knn(spec, data=f"fashion-mnist:{root}", ks=(3,), cache_dir=None, console=Console(file=io.StringIO()))
+    assert rec["dataset"] == f"fashion-mnist:{root.resolve()}" and rec["data_root"] == str(root.resolve())
+    assert rec["num_heads"] == 3
+
+
+@pytest.mark.parametrize(("given", "heads"), [(None, 3), (6, 6)])
+def test_record_says_the_heads_a_bare_state_dict_was_loaded_with(tmp_path, given, heads):
+    """Heads cannot be read off weights: a bare state dict of a standard width gets that width's
+    (192 -> 3) unless --num-heads says otherwise, and the record says which."""
+    from ijepa.evals.knn import run_knn
+    from ijepa.models.registry import create_encoder
+
+    torch.manual_seed(0)
+    path = tmp_path / "encoder.pt"
+    torch.save(create_encoder("vit_tiny", img_size=32, patch_size=8, in_chans=3, depth=1).state_dict(), path)
+    root = write_imagefolder(tmp_path / "tree", per_class={"train": 3, "val": 1})
+    rec = run_knn(EncoderSpec(encoder=str(path), num_heads=given), data=str(root), ks=(3,), cache_dir=None,
+                  console=Console(file=io.StringIO()))
+    assert rec["num_heads"] == heads and rec["dataset"] == f"imagefolder:{root.resolve()}"

@@ -313,7 +313,13 @@ def test_cli_export_and_errors(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     sources = {im["source"] for im in manifest["info"]["images"]}
     assert manifest["info"]["images"][0]["id"] == "folder-0" and {"folder", "samples"} <= sources
-    r = runner.invoke(app, ["explore", str(tmp_path / "missing"), "--out", str(out)])
+    (out / "index.html").write_text("an earlier page")
+    r = runner.invoke(app, args)  # issue 42: it overwrote index.html silently
+    assert r.exit_code == 2 and r.output.strip() == f"error: {out}: exists and is not empty; choose a new --out, or pass --force to overwrite its files"
+    assert (out / "index.html").read_text() == "an earlier page"
+    r = runner.invoke(app, [*args, "--force"])
+    assert r.exit_code == 0 and "const STATIC = {" in (out / "index.html").read_text(), r.output
+    r = runner.invoke(app, ["explore", str(tmp_path / "missing"), "--out", str(tmp_path / "new")])
     assert r.exit_code == 2 and "checkpoint not found" in r.output
     r = runner.invoke(app, ["explore", str(out), "--set", "meta.depth=1"])
     assert r.exit_code == 2 and "random init" in r.output

@@ -509,3 +509,107 @@ def test_non_utf8_record_is_named_and_skipped(tmp_path):
     bad.write_bytes(b'{"kind": "eval.knn", "top1": "\xff\xfe"}\n')
     with pytest.warns(UserWarning, match=r"^skipped records/eval.knn/bad.json: .*can't decode byte 0xff"):
         assert [r["encoder"] for r in read_records(tmp_path)] == ["a"]
+
+
+# -- read-only folders and full disks wherever tables, plots, records and checkpoints go (issue 42) -
+def _results_cli(args: list[str]):
+    import ijepa.cli.results  # noqa: F401  (registers the command)
+    from ijepa.cli import app
+
+    return CliRunner().invoke(app, ["results", *args])
+
+
+def _plottable(folder: Path) -> None:
+    from ijepa.results.io import write_record
+
+    write_record({"kind": "pretrain.compute", "encoder": "r", "run": "r", "method": "ijepa", "pretrain_flops": 1e15,
+                  "pretrain_wall_s": 60.0}, results_dir=folder)
+    write_record({"kind": "eval.linear", "encoder": "r:target_encoder", "dataset": "fashion-mnist", "top1": 0.8}, results_dir=folder)
+
+
+def test_results_tables_and_plot_on_a_read_only_folder_are_one_line():
+    import matplotlib.pyplot  # noqa: F401  (imported before the privileges drop: nobody cannot read every module file)
+
+    import ijepa.results.plots  # noqa: F401
+    import ijepa.results.tables  # noqa: F401
+
+    folder = Path(tempfile.mkdtemp(prefix="ijepa-ro-"))  # under /tmp, traversable by nobody
+    try:
+        _plottable(folder)
+        folder.chmod(0o555)
+        with _unprivileged():
+            tables, plot = _results_cli(["--results", str(folder)]), _results_cli(["--results", str(folder), "plot"])
+    finally:
+        folder.chmod(0o755)
+        shutil.rmtree(folder)
+    assert _error_line(tables) == f"error: {folder / 'summary.csv'}: cannot write the table (Permission denied)"
+    assert _error_line(plot) == f"error: {folder / 'compute_vs_accuracy.png'}: cannot write the plot (Permission denied)"
+
+
+def test_eval_on_a_read_only_results_folder_prints_the_record_then_one_line(tmp_path, monkeypatch):
+    import ijepa.cli.evals  # noqa: F401  (registers the commands)
+    from ijepa.cli import app
+    from ijepa.results import io as records
+
+    def read_only(path, write, **kw):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
+
+    monkeypatch.setattr(records, "atomic_write", read_only)
+    tree = write_imagefolder(tmp_path / "tree", per_class={"train": 3, "val": 1})
+    res = CliRunner().invoke(app, ["eval", "knn", "--data", str(tree), "--ks", "3", "--random-init", "vit_tiny", "--depth", "1", "--patch-size", "8",
+                                   "--in-chans", "3", "--device", "cpu", "--no-cache", "--results", str(tmp_path / "ro")])
+    record, error = (line for line in res.output.splitlines() if not line.startswith("features "))
+    assert res.exit_code == 2 and json.loads(record)["kind"] == "eval.knn", res.output
+    assert re.fullmatch(rf"error: {tmp_path / 'ro'}/records/eval\.knn/\S+\.json: cannot write the record \(Read-only file system\); "
+                        r"the result is printed on stdout as one JSON line", error), error
+
+
+def test_disk_full_during_a_decoder_checkpoint_is_one_line(tmp_path, monkeypatch):
+    from fixtures.decoder import write_tiny_run
+
+    import ijepa.cli.decoder  # noqa: F401  (registers the command)
+    from ijepa.cli import app
+
+    def fills_the_disk(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    run = write_tiny_run(tmp_path / "run")
+    monkeypatch.setattr(torch, "save", fills_the_disk)
+    res = CliRunner().invoke(app, ["decoder", "train", str(run), "--steps", "2", "--batch-size", "16", "--width", "64", "--depth", "1",
+                                   "--train-images", "32", "--val-images", "16", "--no-baseline", "--results", str(tmp_path / "results")])
+    ckpt = run / "decoder" / "checkpoint.pt"
+    assert res.exit_code == 2 and res.output.strip().splitlines()[-1] == \
+        f"error: {ckpt}: cannot write the decoder checkpoint (No space left on device); no checkpoint was written", res.output
+    assert "Traceback" not in res.output and not ckpt.exists() and not list(ckpt.parent.glob(".*.tmp"))
+
+
+# -- records whose numbers cannot be are skipped, one line each, and never plotted (issue 42) ------
+def test_records_with_impossible_numbers_are_named_skipped_and_never_plotted(tmp_path):
+    from ijepa.results.io import load_records, write_record
+    from ijepa.results.plots import compute_points
+
+    _plottable(tmp_path)
+    bad = {
+        "flops": {"kind": "pretrain.compute", "encoder": "neg", "run": "neg", "method": "mae", "pretrain_flops": -1e15, "pretrain_wall_s": 6.0},
+        "head": {"kind": "eval.linear", "encoder": "neg:target_encoder", "dataset": "fashion-mnist", "top1": 0.5,
+                 "best_by_features": {"lastPOOL": {"head": "h", "top1": 1.7}}},
+        "fraction": {"kind": "eval.lowshot", "encoder": "r:target_encoder", "top1": 0.5,
+                     "fractions": {"1.5": {"top1": 0.5, "top1_std": 0.0, "seeds": [{"n_labelled": 3}]}}},
+    }
+    paths = {name: write_record(rec, results_dir=tmp_path) for name, rec in bad.items()}
+    inf = write_record({"kind": "eval.knn", "encoder": "e", "top1": 0.5, "feature_s": 1.0}, results_dir=tmp_path)
+    inf.write_text(inf.read_text().replace('"feature_s": 1.0', '"feature_s": 1e999'))  # json reads it as inf
+    res = _results_cli(["--results", str(tmp_path)])
+    said = {line.split(": ", 1)[0].removeprefix("skipped "): line.split(": ", 1)[1] for line in res.output.splitlines() if line.startswith("skipped")}
+    rel = lambda p: p.relative_to(tmp_path).as_posix()  # noqa: E731
+    assert res.exit_code == 0 and said == {
+        rel(paths["flops"]): "pretrain_flops is -1000000000000000.0; expected a finite number >= 0",
+        rel(paths["head"]): "top1 is 1.7; expected a fraction in [0, 1]",
+        rel(paths["fraction"]): "fractions[1.5]: expected a label fraction in (0, 1]",
+        rel(inf): "feature_s is inf; a record holds finite numbers only",
+    }, res.output
+    points, _ = compute_points(load_records(tmp_path)[0])
+    assert [p["run"] for p in points] == ["r"]
+    plot = _results_cli(["--results", str(tmp_path), "plot"])
+    assert plot.exit_code == 0 and sum(line.startswith("skipped") for line in plot.output.splitlines()) == 4, plot.output

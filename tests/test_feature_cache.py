@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import os
 import struct
 from pathlib import Path
 
 import numpy as np
 import torch
+from fixtures.fmnist import write_fmnist
 from fixtures.imagefolder import CLASSES, write_imagefolder
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ijepa.data import data_spec
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
@@ -64,3 +66,60 @@ def test_rewritten_idx_file_is_recomputed(tmp_path):
     _bump_mtime(root / "t10k-images-idx3-ubyte")
     fresh = _extract(f"fashion-mnist:{root}", "test", cache, 1)
     assert len(list(cache.glob("*.pt"))) == 2 and not torch.equal(fresh.concat, cold.concat)
+
+
+# -- keyed on the bytes, not on path, size and mtime (issue 42) -------------------------------------
+def _rewrite_keeping_size_and_mtime(path: Path, data: bytes) -> None:
+    st = os.stat(path)
+    assert len(data) == st.st_size
+    path.write_bytes(data)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def _bmp(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="BMP")  # uncompressed: its inverse has the same size
+    return buf.getvalue()
+
+
+def test_image_inverted_in_place_with_size_and_mtime_kept_is_recomputed(tmp_path):
+    """The cache served the old features (0.413 from the cache, 0.127 true)."""
+    root = write_imagefolder(tmp_path / "if", per_class={"train": 1, "val": 2})
+    first = sorted((root / "val" / CLASSES[0]).iterdir())[0]
+    img = Image.open(first).convert("RGB")
+    first.write_bytes(_bmp(img))
+    cache = tmp_path / "cache"
+    cold = _extract(str(root), "val", cache, 3)
+    _rewrite_keeping_size_and_mtime(first, _bmp(ImageOps.invert(img)))
+    fresh = _extract(str(root), "val", cache, 3)
+    assert not torch.equal(fresh.concat[0], cold.concat[0]) and torch.equal(fresh.concat[1:], cold.concat[1:])
+    assert torch.equal(fresh.concat, _extract(str(root), "val", None, 3).concat)
+    assert len(list(cache.glob("*.pt"))) == 2
+
+
+def test_idx_file_inverted_in_place_with_size_and_mtime_kept_is_recomputed(tmp_path):
+    root = write_fmnist(tmp_path / "fm")
+    cache = tmp_path / "cache"
+    cold = _extract(f"fashion-mnist:{root}", "test", cache, 1)
+    path = root / "t10k-images-idx3-ubyte"
+    data = path.read_bytes()
+    _rewrite_keeping_size_and_mtime(path, data[:16] + bytes(255 - b for b in data[16:]))
+    fresh = _extract(f"fashion-mnist:{root}", "test", cache, 1)
+    assert not torch.equal(fresh.concat, cold.concat) and len(list(cache.glob("*.pt"))) == 2
+
+
+def test_a_folder_is_read_once_per_extraction_and_once_per_cache_hit(tmp_path, monkeypatch):
+    """The loader hashes the bytes it decodes, so a first extraction reads each file once; a
+    cache hit reads each file once to check it, and decodes none."""
+    from ijepa.evals.core import features
+
+    root = write_imagefolder(tmp_path / "if", per_class={"train": 1, "val": 3})
+    reads, decodes = [], []
+    real_read, real_open = features.read_bytes, features.open_image
+    monkeypatch.setattr(features, "read_bytes", lambda p: reads.append(p) or real_read(p))
+    monkeypatch.setattr(features, "open_image", lambda p, **kw: decodes.append(p) or real_open(p, **kw))
+    cold = _extract(str(root), "val", tmp_path / "cache", 3)
+    assert len(reads) == len(decodes) == 12 and len(set(reads)) == 12
+    reads.clear(), decodes.clear()
+    warm = _extract(str(root), "val", tmp_path / "cache", 3)
+    assert len(reads) == 12 and not decodes and torch.equal(warm.concat, cold.concat)

@@ -30,9 +30,12 @@ def _setup(config: Path | None, set_: list[str], method: str, device: str):
 
 
 def _finish(record: dict, as_json: bool, results: Path, summary: str) -> None:
-    from ijepa.results.io import write_record
+    from ijepa.results.io import RecordWriteError, write_record
 
-    path = write_record(record, results_dir=results)
+    try:
+        path = write_record(record, results_dir=results)
+    except RecordWriteError as e:  # a read-only or full results folder: the record went to stdout
+        fail(e)
     if as_json:
         print(json.dumps({**record, "record": str(path)}, default=str))
     else:

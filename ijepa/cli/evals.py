@@ -141,11 +141,16 @@ def build_command(entry) -> Any:
                            help=f"{help_}  " + escape(f"[default: {_show(default)}]"), show_default=False))
 
     def callback(**kw: Any) -> None:
+        from ijepa.results.io import RecordWriteError
+
         try:
             rec = run_command(entry, keys, kw)
         except USER_ERRORS as e:
             fail(e)
-        finish(rec, entry, kw["as_json"], kw["results"])
+        try:
+            finish(rec, entry, kw["as_json"], kw["results"])
+        except RecordWriteError as e:  # a read-only or full results folder: the record went to stdout
+            fail(e)
 
     callback.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
     one = typer.Typer(add_completion=False)  # completion is the root command's, not each eval's

@@ -14,7 +14,8 @@ def explore(
     checkpoint: Path | None = typer.Argument(None, help="Run dir or checkpoint with encoder, predictor and target_encoder; a Hugging Face/timm I-JEPA model or an encoder state dict (encoder only); omit for a random init"),
     images: Path | None = typer.Option(None, "--images", help="Folder of images to add to the page (and to the neighbour gallery)"),
     port: int = typer.Option(8765, "--port", help="Port on 127.0.0.1 (0 picks a free one)"),
-    out: Path | None = typer.Option(None, "--out", help="Write the page as static HTML + PNGs to this folder instead of serving it"),
+    out: Path | None = typer.Option(None, "--out", help="Write the page as static HTML + PNGs to this folder (new or empty) instead of serving it"),
+    force: bool = typer.Option(False, "--force", help="With --out: overwrite the files of a folder that is not empty"),
     fashion_mnist: int = typer.Option(48, "--fashion-mnist", help="How many Fashion-MNIST test images to show (0: none)"),
     draws: int = typer.Option(4, "--draws", help="With --out: pre-sampled mask draws per exported image"),
     config: Path | None = typer.Option(None, "--config", "-c", help="Random init only: the recipe to initialise (default: the Fashion-MNIST recipe)"),
@@ -30,14 +31,17 @@ def explore(
     Example: ijepa explore runs/fmnist_vit_tiny --out site
     """
     from ijepa.explore import export_static, make_server, open_explorer
+    from ijepa.explore.export import check_out
     from ijepa.explore.server import address
     from ijepa.training.config import ConfigError
 
     try:
+        if out is not None:
+            check_out(out, force=force)  # before the model is built
         explorer = open_explorer(checkpoint, images=images, config=config, overrides=set_, device=device, fashion_mnist=fashion_mnist,
                                  decoder=decoder, mae=mae, gallery=gallery, num_heads=num_heads)
         if out is not None:
-            print(export_static(explorer, out, draws=draws, console=console))
+            print(export_static(explorer, out, draws=draws, console=console, force=force))
             return
     except (ConfigError, *USER_ERRORS) as e:
         fail(e)

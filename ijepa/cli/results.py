@@ -47,11 +47,14 @@ def plot(
 
     Example: ijepa results plot --out compute_vs_accuracy.png
     """
+    from ijepa.results.io import load_records
     from ijepa.results.plots import plot_compute
 
     results_dir = results_dir or (ctx.obj or {}).get("results_dir") or Path("results")
+    records, skipped = load_records(results_dir)
+    warn_skipped(skipped)  # never plotted
     try:
-        path = plot_compute(results_dir, out=out)
+        path = plot_compute(results_dir, out=out, records=records)
     except USER_ERRORS as e:
         fail(e)
     console.print(f"wrote {path}", highlight=False)

@@ -58,9 +58,18 @@ class DataSpec:
         """The dataset's family, as records and tables group by it (`level` says where in it)."""
         return "imagefolder" if self.kind == "imagefolder" else self.kind
 
+    @property
+    def record_id(self) -> str:
+        """The dataset as records name it: `id`, with the root where it is not Fashion-MNIST's
+        default (the spelling of `ijepa bench sweep`), so a copy elsewhere, corrupted or not,
+        never passes for Fashion-MNIST in a table or a plot."""
+        if self.in_memory and self.root.resolve() != fashion_mnist.DEFAULT_ROOT.resolve():
+            return f"{self.id}:{self.root.resolve()}"
+        return self.id
+
     def fields(self) -> dict[str, object]:
-        """What a record says of its data: `dataset` (the id tables group by), name and level."""
-        return {"dataset": self.id, "dataset_name": self.name, "dataset_level": self.level}
+        """What a record says of its data: `dataset` (the id tables group by), name, level and root."""
+        return {"dataset": self.record_id, "dataset_name": self.name, "dataset_level": self.level, "data_root": str(self.root.resolve())}
 
 
 def data_spec(data: str) -> DataSpec:

@@ -26,8 +26,14 @@ VAL_FRACTION = 1 / 6  # of each class: 1,000 of the official 6,000
 VAL_SEED = 20230117  # fixed forever: changing it changes every val number
 
 
-def read_idx(path: Path) -> np.ndarray:
-    """Read an IDX file (optionally gzipped) into a numpy array, validating its header."""
+LAYOUTS = {"images": (3, "[N, rows, cols]"), "labels": (1, "[N]")}  # what each IDX file of a split holds
+
+
+def read_idx(path: Path, what: str | None = None) -> np.ndarray:
+    """Read an IDX file (optionally gzipped) into a numpy array, validating its header.
+
+    `what` ("images" or "labels") is the layout expected: the labels file passed as the images
+    (or the other way round) and an images file of no image are one line naming the file."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: not found (install Debian's dataset-fashion-mnist or pass --data)")
     opener = gzip.open if path.suffix == ".gz" else open
@@ -39,11 +45,30 @@ def read_idx(path: Path) -> np.ndarray:
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise ValueError(f"{path}: not an unsigned-byte IDX file (bad magic {data[:4]!r})")
     ndim = data[3]
+    if what is not None and ndim != LAYOUTS[what][0]:
+        other = "labels" if what == "images" else "images"
+        raise ValueError(f"{path}: IDX header says {ndim} dimension(s); expected {what} {LAYOUTS[what][1]} "
+                         f"({LAYOUTS[what][0]} dimension(s)): is it the {other} file?")
+    if len(data) < 4 + 4 * ndim:
+        raise ValueError(f"{path}: truncated, the header of {ndim} dimension(s) is cut short")
     shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
         raise ValueError(f"{path}: truncated, header says {shape} but {body.size} bytes follow")
+    if what == "images" and 0 in shape:
+        raise ValueError(f"{path}: holds no images (header says {shape})")
     return body.reshape(shape)
+
+
+def read_labels(path: Path) -> np.ndarray:
+    """The labels file as int64, each checked against the class count: a label outside it
+    would be scored as a class no head has, and print a number."""
+    labels = read_idx(path, "labels").astype(np.int64)
+    bad = np.flatnonzero(labels >= len(CLASSES))  # uint8 on disk: never negative
+    if bad.size:
+        raise ValueError(f"{path}: label {labels[bad[0]]} at row {bad[0]} is outside 0..{len(CLASSES) - 1} "
+                         f"(Fashion-MNIST has {len(CLASSES)} classes; {bad.size} such label(s))")
+    return labels
 
 
 def _find(root: Path, stem: str) -> Path:
@@ -77,8 +102,8 @@ class FashionMNIST(Dataset):
             raise ValueError(f"Fashion-MNIST split {split!r}: expected one of {', '.join(SPLITS)}")
         root = Path(root)
         stem = "t10k" if split == "test" else "train"
-        images = read_idx(_find(root, f"{stem}-images-idx3-ubyte"))
-        labels = read_idx(_find(root, f"{stem}-labels-idx1-ubyte")).astype(np.int64)
+        images = read_idx(_find(root, f"{stem}-images-idx3-ubyte"), "images")
+        labels = read_labels(_find(root, f"{stem}-labels-idx1-ubyte"))
         if len(images) != len(labels):
             raise ValueError(f"{root}: {len(images)} images but {len(labels)} labels in {stem}")
         if split in ("train", "val"):

@@ -4,6 +4,7 @@ the keys its layout requires."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,22 @@ from PIL import Image, UnidentifiedImageError
 IMAGE_ERRORS = (UnidentifiedImageError, OSError, Image.DecompressionBombError)
 
 
-def open_image(path: str | Path, mode: str | None = "RGB") -> Image.Image:
+def open_image(path: str | Path, mode: str | None = "RGB", *, data: bytes | None = None) -> Image.Image:
     """The decoded image, converted to `mode` (None: as stored, e.g. a class-id or 16-bit
-    depth PNG)."""
+    depth PNG). `data`: the file's bytes, already read (they are decoded, the file is not read again)."""
     try:
-        with Image.open(path) as im:
+        with Image.open(path if data is None else io.BytesIO(data)) as im:
             return im.convert(mode) if mode else im.copy()
     except IMAGE_ERRORS as e:
         raise ValueError(f"{path}: unreadable image ({e.__class__.__name__}: {e})") from None
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The file's bytes; a file that cannot be read (gone, no permission) is one line naming it."""
+    try:
+        return Path(path).read_bytes()
+    except OSError as e:
+        raise ValueError(f"{path}: unreadable ({e.strerror or e})") from None
 
 
 def read_text(path: str | Path) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from torchvision.datasets import ImageFolder
@@ -15,10 +16,29 @@ def image_folder(root: str | Path, split: str, transform=None) -> ImageFolder:
     path = Path(root) / split
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: not a directory (expected an ImageFolder tree with class subfolders)")
+    refuse_symlink_loops(path)
     try:
         return ImageFolder(str(path), transform=transform, loader=open_image)
     except FileNotFoundError as e:
         raise FileNotFoundError(f"{path}: no images found in class subfolders ({e})") from None
+
+
+def refuse_symlink_loops(root: Path) -> None:
+    """torchvision follows folder symlinks, so a link to a folder above it (`loop -> .`) reads
+    the same images again at every depth until the path is too long: refuse it, naming the
+    link. One walk over the folders (no image is opened); only symlinked folders are resolved."""
+    above: dict[str, tuple[str, ...]] = {}  # walked folder -> the real folders it sits in, itself included
+    for folder, subdirs, _ in os.walk(root, followlinks=True):
+        real = os.path.realpath(folder)
+        chain = above.pop(folder, ()) + (real,)
+        for name in subdirs:
+            sub = os.path.join(folder, name)
+            if os.path.islink(sub):
+                target = os.path.realpath(sub)
+                if any(c == target or c.startswith(target + os.sep) for c in chain):
+                    raise ValueError(f"{sub}: symlink loop (it points to {target}, a folder it sits in); "
+                                     "remove it, or link to a copy")
+            above[sub] = chain
 
 
 def check_classes(root: str | Path, split: str, classes: list[str], reference: str = "train") -> None:

@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from ijepa.atomic import atomic_write
+from ijepa.atomic import atomic_write, unwritable
 from ijepa.data import build_dataset, data_spec, eval_transform
 from ijepa.decoder.diffusion import diffusion_dir, load_diffusion_decoder
 from ijepa.decoder.diffusion_metrics import measure_samples, sample_reconstruction
@@ -77,7 +77,10 @@ def random_twin(model: ExploreModel) -> ExploreModel:
 
 def _write_json(path: Path, record: dict) -> None:
     stamp = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "git_commit": git_commit()}
-    atomic_write(path, lambda f: f.write(json.dumps({**stamp, **record}, indent=1) + "\n"))
+    try:
+        atomic_write(path, lambda f: f.write(json.dumps({**stamp, **record}, indent=1) + "\n"))
+    except OSError as e:
+        raise ValueError(unwritable(path, "the decoder record", e)) from None
 
 
 def publish(record: dict, results: str | Path) -> Path:
@@ -125,7 +128,7 @@ def train_decoders(run: str | Path, tc: DecoderTrainConfig | None = None, *, kin
     encoders = {"trained": model.target_encoder}
     if baseline:
         encoders["random_init"] = random_twin(model).target_encoder
-    record = {"kind": "decoder.train", "decoder_kind": kind, "run": str(run), "dataset": spec.id, "train_config": asdict(tc),
+    record = {"kind": "decoder.train", "decoder_kind": kind, "run": str(run), **spec.fields(), "train_config": asdict(tc),
               "selected_on": "none (fixed defaults; nothing is chosen on any split)", "reported_on": "val",
               "pixels": "MSE on normalised pixels (the model's input); SSIM on [0, 1] pixels (torchmetrics, data_range 1)"}
     for name, enc in encoders.items():
@@ -168,7 +171,7 @@ def measure_decoded(run: str | Path, *, decoder: str | Path | None = None, data:
     result = measure_predictions(model, twin, dec, val, mask_collator(model, seed), mean, n_images=val_images,
                                  batch_size=batch_size, device=dev)
     record = {
-        "kind": "decoder.measure", "run": str(run), "dataset": spec.id, "decoder": str(decoder or out),
+        "kind": "decoder.measure", "run": str(run), **spec.fields(), "decoder": str(decoder or out),
         "selected_on": "none (fixed masks seed, fixed decoder; nothing is chosen)", "reported_on": "val",
         "n_images": min(val_images, len(val)), "batch_size": batch_size, "mask_seed": seed,
         "mean_token_from": f"train[:{min(mean_images, len(train))}]",

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset, Subset
 
+from ijepa.atomic import unwritable
 from ijepa.data.loader import worker_errors
 from ijepa.decoder.diffusion import GEN, DiffusionDecoder, diffusion_loss, roles
 from ijepa.decoder.model import DecoderSpec, TokenDecoder, check_spec, layer_normed, save_payload
@@ -98,7 +99,7 @@ class DecoderTrainer:
         self.decoder = self.build_decoder(spec).to(self.device)
         params = [p for p in self.decoder.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(params, lr=tc.lr, betas=(0.9, 0.95), weight_decay=tc.weight_decay)
-        self.step, self.losses = 0, []
+        self.step, self.losses, self.saved = 0, [], None  # saved: the step of the checkpoint on disk
         if self.ckpt_path.exists():
             self._load(spec)
 
@@ -109,11 +110,19 @@ class DecoderTrainer:
         self.decoder.load_state_dict(s["decoder"])
         self.opt.load_state_dict(s["opt"])
         self.step, self.losses = s["step"], [tuple(r) for r in s["losses"]]
+        self.saved = self.step
 
     def save(self) -> None:
+        """Write checkpoint.pt atomically: a full disk or a read-only folder is one line, and the
+        last checkpoint written stays whole."""
         state = {**save_payload(self.decoder), "opt": self.opt.state_dict(), "step": self.step,
                  "losses": self.losses, "train_config": asdict(self.tc)}
-        atomic_save(state, self.ckpt_path)
+        try:
+            atomic_save(state, self.ckpt_path)
+        except OSError as e:
+            kept = "no checkpoint was written" if self.saved is None else f"last good checkpoint: step {self.saved} ({self.ckpt_path})"
+            raise RunError(f"{unwritable(self.ckpt_path, 'the decoder checkpoint', e)}; {kept}") from None
+        self.saved = self.step
 
     def _batches(self):
         """(imgs, context masks, target masks) from the current step on, across epochs."""

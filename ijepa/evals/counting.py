@@ -102,6 +102,15 @@ def fsc_points(entry: Any, name: str, path: Path) -> list:
     return pts
 
 
+def check_points(points: list, hw: tuple[int, int], path: Path, name: str, slack: float = 1.0) -> None:
+    """Every point inside its H x W image (`slack` pixels of rounding allowed): a point off the
+    image would be counted all the same, as COCO's off-image boxes would be clipped."""
+    H, W = hw
+    for x, y in points:
+        if not (-slack <= x <= W + slack and -slack <= y <= H + slack):
+            raise ValueError(f"{path}: {name} point [{x}, {y}] lies outside its {W}x{H} image")
+
+
 def read_density(path: Path) -> np.ndarray:
     """A float density map [H, W]; one that is not a 2-D finite array is a data error."""
     try:
@@ -146,6 +155,7 @@ class FSC147(Dataset):
         density = torch.from_numpy(read_density(dpath))[None]
         if density.shape[-2:] != image.shape[-2:]:
             raise ValueError(f"{dpath}: shape {tuple(density.shape[-2:])} != image {tuple(image.shape[-2:])}")
+        check_points(self.anno[name]["points"], tuple(image.shape[-2:]), self.root / ANNOTATIONS, name)
         item = {"image": image, "density": density, "boxes": exemplar_boxes(self.anno[name], name), "count": self.counts[i]}
         return self.transform(item) if self.transform else item
 
@@ -243,6 +253,7 @@ class CocoCounting(Dataset):
         image = read_rgb(file)
         if tuple(image.shape[-2:]) != (info["height"], info["width"]):
             raise ValueError(f"{file}: size {image.shape[-1]}x{image.shape[-2]} differs from {info['width']}x{info['height']} in {self.path}")
+        check_points(self.points[i], tuple(image.shape[-2:]), self.path, f"image {info['file_name']}")
         sigma = max(1.0, SIGMA_PER_SIDE * float((boxes[:, 2:] - boxes[:, :2]).mean()))
         item = {"image": image, "density": point_density(self.points[i], image.shape[-2:], sigma), "boxes": boxes, "count": self.counts[i]}
         return self.transform(item) if self.transform else item

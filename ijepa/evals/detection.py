@@ -208,7 +208,7 @@ def run_detection(
         "box": scores["bbox"], "mask": scores["segm"],
         "protocol": "Mask R-CNN, ViTDet simple feature pyramid (torchvision)", "config": dataclasses.asdict(cfg),
         "num_classes": train_set.num_classes - 1, "n_train": len(train_set), "n_val": len(val),
-        "patch_size": enc.patch_size, "depth": enc.depth, "width": enc.embed_dim,
+        "patch_size": enc.patch_size, "depth": enc.depth, "width": enc.embed_dim, "num_heads": enc.num_heads,
         "train_loss": history[-1]["loss"] if history else None,
         "train_s": round(t1 - t0, 2), "eval_s": round(time.perf_counter() - t1, 2), "device": str(device),
     }

@@ -24,6 +24,7 @@ import torch
 from rich.console import Console
 from sklearn.model_selection import StratifiedKFold
 
+from ijepa.atomic import unwritable
 from ijepa.data import data_spec
 from ijepa.data.imagefolder import image_folder
 from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features, split_labels
@@ -90,7 +91,10 @@ def read_subset(path: Path, names: list[str]) -> torch.Tensor:
 
 
 def write_subset(path: Path, rows: torch.Tensor, names: list[str]) -> None:
-    atomic_write_text(path, "".join(f"{names[i]}\n" for i in rows.tolist()))
+    try:
+        atomic_write_text(path, "".join(f"{names[i]}\n" for i in rows.tolist()))
+    except OSError as e:  # a read-only or full --write-subsets folder
+        raise ValueError(unwritable(path, "the subset file", e)) from None
 
 
 def draw_splits(labels: torch.Tensor, names: list[str] | None, *, fractions, seeds, subset_dir: Path | None, write_dir: Path | None) -> dict[tuple[float, int], tuple[torch.Tensor, str]]:
@@ -212,7 +216,7 @@ def run_lowshot(
     dev = torch.device(device)
     if protocol == "finetune":
         enc, name, key = resolve_encoder(encoder)
-        info = {"encoder": name, "encoder_key": key, "dataset": spec.id, "num_classes": num_classes, "depth": enc.depth, "width": enc.embed_dim,
+        info = {"encoder": name, "encoder_key": key, **spec.fields(), "num_classes": num_classes, "depth": enc.depth, "width": enc.embed_dim, "num_heads": enc.num_heads,
                 "selected_on": "none (fixed recipe)", "reported_on": spec.report_split}
         cfg = finetune_cfg or FinetuneConfig()
 

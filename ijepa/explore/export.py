@@ -15,6 +15,7 @@ from PIL import Image, ImageDraw
 from rich.console import Console
 from rich.progress import track
 
+from ijepa.atomic import atomic_write, unwritable
 from ijepa.explore.page import page_html
 from ijepa.explore.session import Explorer
 
@@ -30,15 +31,24 @@ def pick_images(explorer: Explorer, per_source: int) -> list[str]:
     return ids
 
 
+def check_out(out: Path, *, force: bool = False) -> None:
+    """`--out` is a new or empty folder, or `force` says its files may be overwritten (as `ijepa
+    export`, never silently over an earlier page)."""
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise FileExistsError(f"{out}: exists and is not empty; choose a new --out, or pass --force to overwrite its files")
+
+
 def export_static(
-    explorer: Explorer, out: str | Path, *, draws: int = 4, per_source: int = 8, console: Console | None = None
+    explorer: Explorer, out: str | Path, *, draws: int = 4, per_source: int = 8, console: Console | None = None, force: bool = False,
 ) -> Path:
-    """Write `out/index.html` and `out/png/*.png`; returns the HTML path."""
+    """Write `out/index.html` and `out/png/*.png` (each file atomically); returns the HTML path.
+    `out` is new or empty unless `force`."""
     if draws < 1 or per_source < 1:
         raise ValueError(f"draws={draws}, per_source={per_source}: expected both >= 1")
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out}: exists and is not a folder")
+    check_out(out, force=force)
     (out / "png").mkdir(parents=True, exist_ok=True)
     samples = {}
     for image_id in track(pick_images(explorer, per_source), description="exporting", console=console, disable=console is None):
@@ -47,19 +57,26 @@ def export_static(
             s = explorer.sample(image_id, explorer.defaults, seed)
             paths = {k: f"png/{image_id}-s{seed}-{k}.png" for k in s.pngs}
             for k, rel in paths.items():
-                (out / rel).write_bytes(s.pngs[k])
+                _write(out / rel, s.pngs[k])
             samples[image_id].append({**s.data, "png": paths})
     shown = dict.fromkeys([*(i for i in explorer.page_ids if explorer.items[i].source != "upload"), *(n["id"] for ds in samples.values() for d in ds for n in d["neighbours"])])
     thumbs = {}
     for image_id in shown:  # the picker's images and every neighbour shown, not the whole gallery
         thumbs[image_id] = f"png/thumb-{image_id}.png"
-        (out / thumbs[image_id]).write_bytes(explorer.thumbnail(image_id))
+        _write(out / thumbs[image_id], explorer.thumbnail(image_id))
     manifest = {"info": explorer.info(), "samples": samples, "thumbs": thumbs, "draws": draws}
     html = out / "index.html"
-    html.write_text(page_html(manifest), encoding="utf-8")
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=1), encoding="utf-8")
-    (out / "figure.png").write_bytes(figure(out, samples))
+    _write(html, page_html(manifest).encode())
+    _write(out / "manifest.json", json.dumps(manifest, indent=1).encode())
+    _write(out / "figure.png", figure(out, samples))
     return html
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        atomic_write(path, lambda f: f.write(data), binary=True)
+    except OSError as e:  # a read-only or full --out folder
+        raise ValueError(unwritable(path, "the static page", e)) from None
 
 
 FIGURE_COLUMNS = {"image": "image", "mask": "context + targets", "context": "(a) context seen", "decoded_target": "(b) targets decoded",

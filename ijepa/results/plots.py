@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ijepa.atomic import atomic_write, unwritable
 from ijepa.results.io import RESULTS_DIR, load_records
 
 LABELS = {"ijepa": "I-JEPA", "mae": "MAE"}
@@ -38,8 +39,9 @@ def compute_points(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]],
     return points, randoms
 
 
-def plot_compute(results_dir: Path | None = None, *, out: Path | None = None) -> Path:
-    """Draw the plot from the records under `results_dir`; returns the PNG's path."""
+def plot_compute(results_dir: Path | None = None, *, out: Path | None = None, records: list[dict[str, Any]] | None = None) -> Path:
+    """Draw the plot from the records under `results_dir` (`records`: those already read from
+    it); returns the PNG's path."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -47,7 +49,7 @@ def plot_compute(results_dir: Path | None = None, *, out: Path | None = None) ->
     from matplotlib.ticker import NullFormatter
 
     results_dir = results_dir or RESULTS_DIR
-    points, randoms = compute_points(load_records(results_dir)[0])
+    points, randoms = compute_points(load_records(results_dir)[0] if records is None else records)
     if not points:
         raise ValueError(f"{results_dir}/records: no pretrain.compute record with a matching eval.linear record to plot")
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
@@ -68,7 +70,10 @@ def plot_compute(results_dir: Path | None = None, *, out: Path | None = None) ->
     fig.suptitle("Accuracy against pretraining compute (ours)")
     fig.tight_layout()
     out = out or results_dir / "compute_vs_accuracy.png"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
+    try:
+        atomic_write(out, lambda f: fig.savefig(f, format=out.suffix.lstrip(".") or "png", dpi=120), binary=True)
+    except OSError as e:  # a read-only folder, a full disk
+        raise ValueError(unwritable(out, "the plot", e)) from None
+    finally:
+        plt.close(fig)
     return out

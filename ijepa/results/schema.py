@@ -4,12 +4,15 @@ A record is a JSON object with `kind`, `created`, `encoder` and its headline met
 records declare `headline` (the key of the number a table shows first) and `unit`
 (`fraction`: stored in [0, 1], shown as %; `value`: shown as is), stamped by the eval
 registry; records written before that, and those of benchmarks, get them from `KNOWN` by
-their kind. A record that breaks the schema is skipped with the reason, never half-read.
+their kind. A record that breaks the schema is skipped with the reason, never half-read; so
+is one holding a number that cannot be, wherever it sits (`impossible`): a top-k accuracy
+outside [0, 1], FLOPs that are negative, any number that is not finite.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +77,8 @@ def _lowshot(rec: dict[str, Any]) -> None:
     for f, r in fractions.items():
         if not isinstance(r, dict) or not _number(r.get("top1")) or not _number(r.get("top1_std")) or not isinstance(r.get("seeds"), list) or not r["seeds"]:
             raise ValueError(f"fractions[{f}]: expected top1, top1_std (numbers) and a non-empty seeds list")
-        float(f)
+        if not 0 < float(f) <= 1:
+            raise ValueError(f"fractions[{f}]: expected a label fraction in (0, 1]")
 
 
 def _numbers(rec: dict[str, Any], keys: tuple[str, ...]) -> None:
@@ -100,7 +104,33 @@ def _curve_score(rec: dict[str, Any]) -> None:
         raise ValueError("metrics: expected a mapping of probe -> top-1 fraction in [0, 1]")
 
 
-CHECKS = {"eval.lowshot": _lowshot, "curve.pretrain": _curve_pretrain, "curve.score": _curve_score}
+def _pretrain_compute(rec: dict[str, Any]) -> None:
+    if not isinstance(rec.get("run"), str) or not isinstance(rec.get("method"), str):
+        raise ValueError("run and method (strings) are required")
+    _numbers(rec, ("pretrain_flops", "pretrain_wall_s"))
+
+
+CHECKS = {"eval.lowshot": _lowshot, "curve.pretrain": _curve_pretrain, "curve.score": _curve_score, "pretrain.compute": _pretrain_compute}
+TOPK = re.compile(r"(^|_)top\d+$")  # top1, top5, heldout_top1, val_top5, retrieval_top1: fractions wherever they sit
+FLOPS = re.compile(r"flops(?!_rel)", re.I)  # counts, rates and ratios of FLOPs; not a relative difference (flops_rel_budget)
+
+
+def impossible(value: Any, key: str = "") -> str | None:
+    """The first number under `value` that cannot be (None if none): not finite (a record is
+    written with none), a top-k accuracy outside [0, 1], FLOPs below 0."""
+    if isinstance(value, dict):
+        return next((p for k, v in value.items() if (p := impossible(v, str(k))) is not None), None)
+    if isinstance(value, list):
+        return next((p for v in value if (p := impossible(v, key)) is not None), None)
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    if not math.isfinite(value):
+        return f"{key} is {value!r}; a record holds finite numbers only"
+    if TOPK.search(key) and not 0 <= value <= 1:
+        return f"{key} is {value!r}; expected a fraction in [0, 1]"
+    if FLOPS.search(key) and value < 0:
+        return f"{key} is {value!r}; expected FLOPs >= 0"
+    return None
 
 
 def validate(rec: Any) -> str | None:
@@ -118,4 +148,4 @@ def validate(rec: Any) -> str | None:
             CHECKS[rec["kind"]](rec)
     except ValueError as e:
         return str(e)
-    return None
+    return impossible(rec)

@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from ijepa.atomic import unwritable
 from ijepa.results.io import RESULTS_DIR, atomic_write_text, load_records
 from ijepa.results.schema import headline
 
@@ -173,6 +174,9 @@ def write_tables(results_dir: Path | None = None) -> tuple[Path, Path, list[tupl
     records, skipped = load_records(root)
     summary = summary_frame(records)
     md, csv = root / "README.md", root / "summary.csv"
-    atomic_write_text(csv, summary.round({"value": 4, "std": 4}).to_csv(index=False))
-    atomic_write_text(md, render_markdown(summary, records) + "\n")
+    for path, text in ((csv, summary.round({"value": 4, "std": 4}).to_csv(index=False)), (md, render_markdown(summary, records) + "\n")):
+        try:
+            atomic_write_text(path, text)
+        except OSError as e:  # a read-only folder, a full disk: the records are intact, the table is not written
+            raise ValueError(unwritable(path, "the table", e)) from None
     return md, csv, skipped

@@ -95,10 +95,10 @@ def evaluate_classifier(
     """(top-1, top-5) on the dataset's report split (or its `rows`)."""
     model.eval()
     enc = model.encoder
-    n, labels, _, it = split_batches(spec, spec.report_split, size=enc.img_size, in_chans=enc.in_chans, indices=rows, batch_size=batch_size, workers=workers)
-    top1 = top5 = 0
-    for i, x in enumerate(it):
-        y = labels[i * batch_size : (i + 1) * batch_size].to(device)
+    data = split_batches(spec, spec.report_split, size=enc.img_size, in_chans=enc.in_chans, indices=rows, batch_size=batch_size, workers=workers)
+    n, top1, top5 = len(data.labels), 0, 0
+    for i, x in enumerate(data.batches):
+        y = data.labels[i * batch_size : (i + 1) * batch_size].to(device)
         hits = topk_correct(model(x.to(device)).unsqueeze(1), y)
         top1, top5 = top1 + int(hits[1][0]), top5 + int(hits[5][0])
     return top1 / max(n, 1), top5 / max(n, 1)

@@ -112,9 +112,9 @@ def frozen_splits(
         kw = dict(device=torch.device(device), img_size=img_size, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)
         train, val = extract(enc, key, spec, "train", indices=rows, **kw), extract(enc, key, spec, eval_split, indices=val_rows, **kw)
         arch = {"encoder": name, "encoder_key": key, "img_size": img_size or enc.img_size, "patch_size": enc.patch_size, "depth": enc.depth,
-                "width": enc.embed_dim}
+                "width": enc.embed_dim, "num_heads": enc.num_heads}  # heads: a bare state dict's may be assumed from its width
     info = {
-        **arch, "dataset": spec.id, "num_classes": num_classes, "n_train": len(train), f"n_{eval_split}": len(val),
+        **arch, **spec.fields(), "num_classes": num_classes, "n_train": len(train), f"n_{eval_split}": len(val),
         "train_limit": train_limit, "val_limit": val_limit, "preprocessing": train.transform, "selected_on": "train-heldout",
         "reported_on": eval_split, "feature_s": round(time.perf_counter() - t0, 2),
     }

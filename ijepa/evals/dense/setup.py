@@ -57,7 +57,7 @@ def dense_backbone(spec: EncoderSpec, run: DenseRun, device: torch.device) -> tu
     bb = DenseBackbone(enc, taps=list(run.taps) if run.taps else None, mode=run.mode).to(device)
     info = {
         "encoder": name, "encoder_key": key, "patch_size": enc.patch_size, "depth": enc.depth,
-        "width": enc.embed_dim, "taps": bb.taps, "mode": run.mode, "head": run.head,
+        "width": enc.embed_dim, "num_heads": enc.num_heads, "taps": bb.taps, "mode": run.mode, "head": run.head,
     }
     return bb, info
 
