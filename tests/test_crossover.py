@@ -75,6 +75,21 @@ def test_clutter_is_seeded_per_image_and_keeps_labels(idx):
     assert spec.mean != (0.2860,) and 0 < spec.std[0] < 1  # the level's own train statistics
 
 
+def test_the_generated_split_cache_keys_on_the_source_pixels(tmp_path):
+    """An IDX file rewritten in place with its size and mtime kept is a new cache key."""
+    import os
+
+    root = tmp_path / "raw"
+    write_fmnist(root, n_train=12, n_val=6, gz=False)
+    images = root / "t10k-images-idx3-ubyte"
+    before, stat = clutter._cache_path(str(root), "test", 0.5), images.stat()
+    raw = bytearray(images.read_bytes())
+    raw[-1] ^= 0xFF
+    images.write_bytes(bytes(raw))
+    os.utime(images, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert images.stat().st_size == stat.st_size and clutter._cache_path(str(root), "test", 0.5) != before
+
+
 def test_fragments_come_from_the_images_own_split():
     """A fragment is cut from `others` (the split's own images): an all-black split gives
     fragments that add nothing, whatever the level."""

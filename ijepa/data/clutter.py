@@ -156,9 +156,12 @@ CACHE_DIR = Path(".cache/data")  # generated splits, keyed by everything they de
 
 def _cache_path(root: str, split: str, level: float) -> Path:
     """Where a generated split is kept: keyed by the generator's version and seed, the
-    background bank, the level, the split and the IDX files' size and mtime."""
-    stamps = [f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sorted(Path(root).glob("*-idx?-ubyte*"))]
-    key = hashlib.sha256(repr((VERSION, SEED, sources_digest(), level, split, root, stamps)).encode()).hexdigest()[:20]
+    background bank, the level, the split and the content of the Fashion-MNIST images it is
+    made from (a digest of their pixels and labels, so an IDX file rewritten in place with
+    its size and mtime kept is a new key)."""
+    ds = fashion_mnist.FashionMNIST(root, split)
+    content = hashlib.sha256(ds.images.numpy().tobytes() + ds.targets.numpy().tobytes()).hexdigest()
+    key = hashlib.sha256(repr((VERSION, SEED, sources_digest(), level, split, content)).encode()).hexdigest()[:20]
     return CACHE_DIR / f"fmnist-clutter-{level:g}-{split}-{key}.npy"
 
 
