@@ -314,7 +314,7 @@ def test_a_check_across_fields_sees_every_layer():
 
     run = load(DepthRun, values={"min_depth": 20}, names={"min_depth": "--min-depth"}, overrides=["max_depth=30"])
     assert (run.min_depth, run.max_depth) == (20, 30)
-    with pytest.raises(OptionError, match=r"^--max-depth is 5; expected a depth above min_depth 20$"):
+    with pytest.raises(OptionError, match=r"^--max-depth is 5.0; expected a depth above min_depth 20$"):
         load(DepthRun, values={"max_depth": 5}, names={"max_depth": "--max-depth"}, overrides=["min_depth=20"])
 
 
