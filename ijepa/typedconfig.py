@@ -1,16 +1,22 @@
 """One typed config loader: YAML + dotted `--set key=value` overrides into nested dataclasses.
 
-Every eval recipe goes through `load` (and the pretraining config may): an unknown key or a
-value that does not fit its field's type hint is one error naming the key, never a traceback
-inside a run. YAML 1.1 reads `1e-4` (no dot) as a string; a number field accepts it anyway.
+Every eval recipe goes through `load` (the pretraining config shares its coercion, errors and
+override parser): an unknown key (with a "did you mean"), a value that does not fit its
+field's type hint, a non-finite float, or a value outside the meaning its field declares
+(`checked(0.07, Range(gt=0))`) is one error naming the key as the user typed it, never a
+traceback inside a run. YAML 1.1 reads `1e-4` (no dot) as a string; a number field accepts it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import math
 import types
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Any, Literal, Protocol, TypeVar, Union, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -19,6 +25,101 @@ T = TypeVar("T")
 
 class ConfigError(ValueError):
     """A config problem, phrased as one line naming the file and the key."""
+
+
+def shown(value: Any) -> str:
+    """A value as a message quotes it (cut at 40 characters)."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+class OptionError(ConfigError):
+    """A value outside its option's meaning. It keeps the dotted `key`, so a front end that
+    knows how its user spelled the option (`--eval-limit` for `val_limit`) can say that."""
+
+    def __init__(self, key: str, value: Any, expected: str, *, where: str = "") -> None:
+        self.key, self.value, self.expected, self.where = key, value, expected, where
+        super().__init__(f"{where + ': ' if where else ''}{key} is {shown(value)}; expected {expected}")
+
+    def renamed(self, name: str) -> OptionError:
+        """The same error naming the option `name` (a command-line flag: no file to name)."""
+        return OptionError(name, self.value, self.expected)
+
+
+class Check(Protocol):
+    """What a field's value must satisfy (`ok`), and how to say it (`str`)."""
+
+    def ok(self, value: Any) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Range:
+    """Bounds of a number (of each item, for a list field): `Range(gt=0)` for a temperature,
+    `Range(gt=0, lt=1)` for a fraction held out."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+
+    def ok(self, value: Any) -> bool:
+        return ((self.ge is None or value >= self.ge) and (self.gt is None or value > self.gt)
+                and (self.le is None or value <= self.le) and (self.lt is None or value < self.lt))
+
+    def __str__(self) -> str:
+        low = f"({self.gt:g}" if self.gt is not None else f"[{self.ge:g}" if self.ge is not None else ""
+        high = f"{self.lt:g})" if self.lt is not None else f"{self.le:g}]" if self.le is not None else ""
+        if low and high:
+            return f"a number in {low}, {high}"
+        if low:
+            return f"a number {'>' if low[0] == '(' else '>='} {low[1:]}"
+        return f"a number {'<' if high[-1] == ')' else '<='} {high[:-1]}"
+
+
+POSITIVE, NON_NEGATIVE, COUNT, FRACTION = Range(gt=0), Range(ge=0), Range(ge=1), Range(gt=0, lt=1)
+
+
+def checked(default: Any, check: Check) -> Any:
+    """A dataclass field whose given values `build` holds to `check` (each item of a list,
+    which must not be empty), before anything runs."""
+    return dataclasses.field(default=default, metadata={"check": check})
+
+
+def check_field(f: dataclasses.Field, value: Any, *, key: str, where: str, given: Any = None) -> None:
+    """OptionError when `value` is outside what field `f` declares (None: the field's 'unset');
+    the message quotes `given`, the value as written, if there is one."""
+    check = f.metadata.get("check")
+    if check is None or value is None:
+        return
+    given = value if given is None else given
+    if isinstance(value, (list, tuple)):
+        if not value or not all(check.ok(v) for v in value):
+            raise OptionError(key, given, f"a non-empty list, each {check}", where=where)
+    elif not check.ok(value):
+        raise OptionError(key, given, str(check), where=where)
+
+
+def keys_of(cls: type, prefix: str = "") -> list[str]:
+    """Every dotted key of a (nested) dataclass."""
+    hints, out = get_type_hints(cls), []
+    for f in dataclasses.fields(cls):
+        if f.init:
+            nested = dataclasses.is_dataclass(hints[f.name])
+            out += keys_of(hints[f.name], f"{prefix}{f.name}.") if nested else [prefix + f.name]
+    return out
+
+
+def suggest(key: str, known: Iterable[str]) -> str:
+    """` (did you mean X?)` for a mistyped dotted key: the same name in another section first,
+    else a name it abbreviates, else the closest spelling; '' when nothing is close."""
+    known = list(known)
+    leaf = key.rsplit(".", 1)[-1]
+    close = ([k for k in known if k.rsplit(".", 1)[-1] == leaf] or [k for k in known if key and k.startswith(key)]
+             or difflib.get_close_matches(key, known, n=1))
+    if not close:
+        leaves = difflib.get_close_matches(leaf, [k.rsplit(".", 1)[-1] for k in known], n=1)
+        close = [k for k in known if leaves and k.rsplit(".", 1)[-1] == leaves[0]]
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def describe(hint: Any) -> str:
@@ -42,7 +143,7 @@ def describe(hint: Any) -> str:
 
 
 class _Mismatch(Exception):
-    pass
+    """The value cannot stand for the hint; its argument, if any, says what was expected."""
 
 
 def _number(value: Any, hint: type) -> int | float:
@@ -55,6 +156,8 @@ def _number(value: Any, hint: type) -> int | float:
         raise _Mismatch
     if hint is int and (not isinstance(value, int)):
         raise _Mismatch
+    if not math.isfinite(value):  # nan passes every range check; inf overflows schedules
+        raise _Mismatch("a finite number")
     return hint(value)
 
 
@@ -65,14 +168,15 @@ def _convert(value: Any, hint: Any, key: str, where: str) -> Any:
     if origin in (Union, types.UnionType):
         if value is None and type(None) in args:
             return None
+        reason = None
         for a in args:
             if a is type(None):
                 continue
             try:
                 return _convert(value, a, key, where)
-            except _Mismatch:
-                continue
-        raise _Mismatch
+            except _Mismatch as e:
+                reason = reason or (e.args[0] if e.args else None)
+        raise _Mismatch(*([reason] if reason else []))
     if origin is Literal:
         if value not in args:
             raise _Mismatch
@@ -118,34 +222,38 @@ def coerce(value: Any, hint: Any, *, key: str, where: str = "config") -> Any:
     ConfigError naming `where` and `key` when it cannot stand for it."""
     try:
         return _convert(value, hint, key, where)
-    except _Mismatch:
-        shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-        raise ConfigError(f"{where + ': ' if where else ''}{key} is {shown}; expected {describe(hint)}") from None
+    except _Mismatch as e:
+        raise OptionError(key, value, e.args[0] if e.args else describe(hint), where=where) from None
 
 
-def build(cls: type[T], values: dict[str, Any], *, where: str = "config", prefix: str = "", base: T | None = None) -> T:
+def build(cls: type[T], values: dict[str, Any], *, where: str = "config", prefix: str = "", base: T | None = None,
+          names: dict[str, str] | None = None) -> T:
     """`cls` (a dataclass) from `base` (or its defaults) with `values` merged in, nested
-    dataclass fields merged key by key."""
+    dataclass fields merged key by key, each given value held to its field's check. `names`:
+    how the user spelled a dotted key (`{"val_limit": "--eval-limit"}`), for the messages."""
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} expected a mapping of options, got {type(values).__name__}")
-    hints = get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls) if f.init]
-    unknown = sorted(str(k) for k in values if k not in names)
+    hints, names = get_type_hints(cls), names or {}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(str(k) for k in values if k not in fields)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}; "
-                          f"expected some of {', '.join(prefix + n for n in names)}")
+        meant = suggest(prefix + unknown[0], keys_of(cls, prefix))
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}{meant}; "
+                          f"expected some of {', '.join(prefix + n for n in fields)}")
     out = {}
     for name, value in values.items():
-        hint = hints[name]
+        hint, key = hints[name], prefix + name
         current = getattr(base, name) if base is not None else None
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            out[name] = build(hint, value, where=where, prefix=f"{prefix}{name}.", base=current)
+            out[name] = build(hint, value, where=where, prefix=f"{key}.", base=current, names=names)
         else:
-            out[name] = coerce(value, hint, key=prefix + name, where=where)
+            shown_as = names.get(key, key)
+            out[name] = coerce(value, hint, key=shown_as, where=where)
+            check_field(fields[name], out[name], key=shown_as, where=where, given=value)
     try:
         return dataclasses.replace(base, **out) if base is not None else cls(**out)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where}: {e}") from None
+        raise ConfigError(f"{where + ': ' if where else ''}{e}") from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -192,11 +300,21 @@ def merge(into: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load(cls: type[T], path: str | Path | None = None, *, values: dict[str, Any] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
-    """Defaults <- recipe YAML <- `values` (e.g. command-line flags, nested dicts) <- `--set` overrides."""
-    merged: dict[str, Any] = read_yaml(path) if path is not None else {}
-    cfg = build(cls, merged, where=str(path) if path is not None else "config")
-    extra: dict[str, Any] = dict(values or {})
+def load(cls: type[T], path: str | Path | None = None, *, values: dict[str, Any] | None = None,
+         names: dict[str, str] | None = None, overrides: list[str] | tuple[str, ...] = ()) -> T:
+    """Defaults <- recipe YAML <- `values` (command-line flags, nested dicts; `names` spells
+    their keys as typed, e.g. `--eval-limit`) <- `--set` overrides. Each layer's values are
+    checked as they come, so a message names where the bad one was given; a check across
+    fields (a spec's `validate()`, e.g. max_depth above min_depth) runs once, on the result."""
+    cfg = build(cls, read_yaml(path) if path is not None else {}, where=str(path) if path is not None else "config")
+    if values:
+        cfg = build(cls, values, where="" if names else "command line", base=cfg, names=names)
+    sets: dict[str, Any] = {}
     for item in overrides:
-        extra = merge(extra, parse_set(item))
-    return build(cls, extra, where="command line", base=cfg) if extra else cfg
+        sets = merge(sets, parse_set(item))
+    cfg = build(cls, sets, where="--set", base=cfg) if sets else cfg
+    try:
+        getattr(cfg, "validate", lambda: None)()
+    except OptionError as e:
+        raise e.renamed(names[e.key]) if names and e.key in names else e from None
+    return cfg

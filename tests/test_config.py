@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,10 @@ def _cli(args: list[str]):
         (["--config", "/nonexistent/cfg.yaml"], "/nonexistent/cfg.yaml: config file not found"),
         (["--set", "data.dataset=imagefolder", "--set", "data.image_folder="], "data.image_folder: expected a string, got nothing"),
         (["--set", "logging.checkpoint_every=0"], "logging.checkpoint_every: expected >= 1, got 0"),
+        (["--set", "optimization.lrr=1"], "optimization.lrr: unknown config key (did you mean optimization.lr?)"),
+        (["--set", "optimization.batch_size=32"], "optimization.batch_size: unknown config key (did you mean data.batch_size?)"),
+        (["--set", "lr=1"], "--set 'lr=1': expected section.key=value (did you mean optimization.lr?)"),
+        (["--set", "optim.lr=1"], "optim: unknown config section (did you mean optimization?)"),
     ],
 )
 def test_cli_errors_exit_2_with_one_line(args, expect):
@@ -128,3 +133,36 @@ def test_numbers_written_without_a_dot_are_numbers(tmp_path):
     path.write_text("optimization:\n  lr: 1e-3\n  final_lr: 1E-6\ndata:\n  batch_size: 64\n")
     cfg = load_config(path, ["optimization.start_lr=2e-4"])
     assert (cfg.optimization.lr, cfg.optimization.final_lr, cfg.optimization.start_lr) == (1e-3, 1e-6, 2e-4)
+
+
+@pytest.mark.parametrize(("override", "expect"), [
+    ("optimization.lr=.nan", "optimization.lr is nan; expected a finite number"),
+    ("optimization.lr=.inf", "optimization.lr is inf; expected a finite number"),
+    ("optimization.final_weight_decay=-.inf", "optimization.final_weight_decay is -inf; expected a finite number"),
+    ("optimization.epochs=.inf", "optimization.epochs is inf; expected a finite number"),
+    ("data.crop_scale=[.nan, 1]", "data.crop_scale is [nan, 1]; expected a finite number"),
+    ("optimization.warmup=400", "optimization.warmup: 400 epochs of warm-up are longer than the run's optimization.epochs 300 "
+                                "(the lr would never reach its peak); expected warmup <= epochs"),
+])
+def test_non_finite_floats_and_a_warmup_longer_than_the_run_are_refused(override, expect):
+    """A NaN lr passed every range check (NaN compares false) and trained nothing; epochs=.inf
+    overflowed later; a warm-up past the end left the lr below its peak for the whole run."""
+    with pytest.raises(ConfigError, match=f"^{re.escape(expect)}$"):
+        load_config(OFFICIAL, [override])
+
+
+def test_overrides_are_checked_together_whatever_their_order():
+    """Crop and patch (or epochs and warm-up) are one change: checked after each --set, one
+    order was refused (crop 32 against the file's patch 14) and the other not."""
+    sets = ["data.crop_size=32", "mask.patch_size=4", "optimization.epochs=1", "optimization.warmup=0.5"]
+    for order in (sets, sets[::-1]):
+        cfg = load_config(OFFICIAL, order)
+        assert (cfg.data.crop_size, cfg.mask.patch_size, cfg.optimization.epochs, cfg.optimization.warmup) == (32, 4, 1.0, 0.5)
+
+
+def test_one_config_error_and_one_override_parser_for_pretraining_and_evals():
+    from ijepa import typedconfig
+    from ijepa.training.config import parse_override
+
+    assert ConfigError is typedconfig.ConfigError
+    assert parse_override("optimization.ema=[0.99, 1]") == typedconfig.parse_set("optimization.ema=[0.99, 1]")

@@ -1,4 +1,4 @@
-"""DDP on CPU: two gloo processes train a few steps and end with identical weights."""
+"""DDP on CPU: two gloo processes train a few steps, end with identical weights, and resume on two only."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 from fixtures.pretrain import tiny_config
 from rich.console import Console
 
+from ijepa.training.checkpointing import RunError
 from ijepa.training.loop import Trainer
 
 # 128 images over 2 ranks = 64 per rank = 4 batches of 16; accum 2 -> 2 steps/epoch, 2 epochs.
@@ -55,3 +56,7 @@ def test_two_gloo_ranks_end_identical(tmp_path):
         assert all(torch.equal(v, r0[key][k]) for k, v in ckpt[key].items())
         assert not any(k.startswith("module.") for k in ckpt[key])
     assert (tmp_path / "ddp" / "log.csv").read_text().count("\n") == 1 + 4
+    # ... and resumes on 2 processes only: on 1, steps per epoch (so every schedule) would change
+    with pytest.raises(RunError, match=r"checkpoint\.pt was trained on 2 processes, this run has 1: "):
+        Trainer(tiny_config(tmp_path, "ddp", **{**RUN, "optimization": {"epochs": 3, "accum_steps": 2}}), resume=True,
+                console=Console(file=io.StringIO()))

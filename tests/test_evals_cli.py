@@ -187,6 +187,10 @@ MALFORMED = [  # (command, recipe text, what the one line must say after "<file>
     ("depth", "taps: 3\n", "taps is 3; expected list of int or null"),
     ("segmentation", "scale_range: 2\n", "scale_range is 2; expected [float, float]"),
     ("segmentation", "max_iters: ten\n", "max_iters is 'ten'; expected int"),
+    ("knn", "temperature: 0\n", "temperature is 0; expected a number > 0"),
+    ("linear", "grid:\n  lrs: [0.1, -1]\n", "grid.lrs is [0.1, -1]; expected a non-empty list, each a number > 0"),
+    ("linear", "grid:\n  epoch: 2\n", "unknown key(s) grid.epoch (did you mean grid.epochs?)"),
+    ("knn", "heldout: .nan\n", "heldout is nan; expected a finite number"),
 ]
 
 
@@ -262,3 +266,88 @@ def test_raw_pixels_are_scored_by_the_pooled_feature_evals_and_refused_by_the_ot
     root = write_imagefolder(tmp_path / "if", per_class={"train": 2, "val": 2})
     res = cli(["eval", "knn", "--raw-pixels", "--data", str(root), "--results", str(tmp_path)])
     assert res.exit_code == 2 and "image folder" in res.output
+
+
+# -- every option held to its declared meaning before any work (issue 42, item 2; issue 41) --------
+OUT_OF_RANGE = [  # (command and options, the one line after "error: ")
+    (["knn", "--temperature", "0"], "--temperature is 0; expected a number > 0"),
+    (["knn", "--temperature", "-1"], "--temperature is -1; expected a number > 0"),
+    (["knn", "--heldout", "1.0"], "--heldout is 1.0; expected a number in (0, 1)"),
+    (["knn", "--heldout", "0"], "--heldout is 0; expected a number in (0, 1)"),
+    (["knn", "--eval-limit", "0"], "--eval-limit is 0; expected a number of rows >= 1 or a fraction in (0, 1)"),
+    (["knn", "--feature-batch-size", "0"], "--feature-batch-size is 0; expected a number >= 1"),
+    (["knn", "--feature-batch-size", "-4"], "--feature-batch-size is -4; expected a number >= 1"),
+    (["knn", "--img-size", "30"], "--img-size is 30; expected a multiple of the encoder's patch size 8 (the last 6 px would be dropped)"),
+    (["linear", "--lrs", "-0.1"], "--lrs is [-0.1]; expected a non-empty list, each a number > 0"),
+    (["linear", "--lrs", "0"], "--lrs is [0]; expected a non-empty list, each a number > 0"),
+    (["linear", "--wds", "-1"], "--wds is [-1]; expected a non-empty list, each a number >= 0"),
+    (["linear", "--batch-size", "0"], "--batch-size is 0; expected a number >= 1"),
+    (["linear", "--train-limit", "2"], "--train-limit is 2; expected an image of every class (2 rows leave 2 of 4 classes without an image)"),
+    (["linear", "--protocol", "logreg", "--cs", "0"], "--cs is [0]; expected a non-empty list, each a number > 0"),
+    (["linear", "--protocol", "logreg", "--cs", "-1"], "--cs is [-1]; expected a non-empty list, each a number > 0"),
+    (["lowshot", "--fractions", "0"], "--fractions is [0]; expected a non-empty list, each a number in (0, 1]"),
+    (["lowshot", "--fractions", "1.5"], "--fractions is [1.5]; expected a non-empty list, each a number in (0, 1]"),
+    (["attentive", "--lrs", "-1"], "--lrs is [-1]; expected a non-empty list, each a number > 0"),
+    (["depth", "--set", "max_depth=-1"], "--set: max_depth is -1; expected a number > 0"),
+    (["depth", "--max-depth", "0.0001"], "--max-depth is 0.0001; expected a depth above min_depth 0.001"),
+    (["knn", "--set", "eval_limit=3"], "--set: unknown key(s) eval_limit (did you mean val_limit?); expected some of data, val_limit,"),
+    (["linear", "--set", "lrs=0.1"], "--set: unknown key(s) lrs (did you mean grid.lrs?); expected some of data,"),
+]
+
+
+@pytest.mark.parametrize(("args", "said"), OUT_OF_RANGE, ids=lambda a: " ".join(a) if isinstance(a, list) else "")
+def test_options_outside_their_meaning_are_one_line_naming_the_option_as_typed(tmp_path, tree, monkeypatch, args, said):
+    """Each was a number with exit 0 (a chance-level k-NN, a held-out top-1 of 1.0, a grid row
+    trained at a negative lr), a traceback, or a message naming the internal key (`val_limit`)."""
+    monkeypatch.chdir(tmp_path)
+    res = cli(["eval", *args, *SHAPE, "--data", str(tree), "--results", str(tmp_path / "results")])
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    assert res.exit_code == 2 and len(lines) == 1 and lines[0].startswith(f"error: {said}"), res.output
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_check_across_fields_sees_every_layer():
+    """max_depth above min_depth: raised by the options alone (min 20 against the default max 10)
+    it would refuse what `--set` completes; checked once, on the loaded spec."""
+    from ijepa.evals.depth import DepthRun
+    from ijepa.typedconfig import OptionError, load
+
+    run = load(DepthRun, values={"min_depth": 20}, names={"min_depth": "--min-depth"}, overrides=["max_depth=30"])
+    assert (run.min_depth, run.max_depth) == (20, 30)
+    with pytest.raises(OptionError, match=r"^--max-depth is 5.0; expected a depth above min_depth 20$"):
+        load(DepthRun, values={"max_depth": 5}, names={"max_depth": "--max-depth"}, overrides=["min_depth=20"])
+
+
+def test_decoder_options_go_through_the_same_checks():
+    import ijepa.cli.decoder  # noqa: F401  (registers the command)
+    from ijepa.cli import app
+
+    res = CliRunner().invoke(app, ["decoder", "train", "/nonexistent/run", "--batch-size", "0"])
+    assert res.exit_code == 2 and res.output.strip() == "error: --batch-size is 0; expected a number >= 1", res.output
+
+
+@pytest.mark.parametrize("entry", all_evals(), ids=lambda e: e.name)
+def test_every_number_of_every_spec_declares_its_meaning(entry):
+    """The one place: each numeric option of each eval says its range (`typedconfig.checked`),
+    and its default lies in it. A new option without one fails here, not in a user's record."""
+    import dataclasses
+    from typing import get_type_hints
+
+    from ijepa import typedconfig
+
+    def numbers(cls, obj, prefix=""):
+        hints = get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(hints[f.name]):
+                yield from numbers(hints[f.name], getattr(obj, f.name), f"{prefix}{f.name}.")
+            elif {"int", "float"} & set(typedconfig.describe(hints[f.name]).replace(",", " ").split()) and f.name not in FREE:
+                yield prefix + f.name, f, getattr(obj, f.name)
+
+    found = list(numbers(entry.spec, entry.spec()))
+    assert found
+    for key, f, default in found:
+        assert "check" in f.metadata, f"{entry.name}: {key} declares no range"
+        typedconfig.check_field(f, default, key=key, where="default")
+
+
+FREE = ("seed", "seeds", "taps")  # any whole number means something (taps: negative counts from the last block)

@@ -69,6 +69,13 @@ def test_stratified_sample_keeps_class_proportions_and_is_seeded():
     assert len(set(fit.tolist()) & set(held.tolist())) == 0 and len(fit) + len(held) == len(labels)
 
 
+@pytest.mark.parametrize("frac", [0.01, 0.99])
+def test_a_held_out_part_that_would_be_empty_or_everything_is_one_line(frac):
+    """20 images: 1% holds out none (torch.cat of nothing, later), 99% leaves none to fit."""
+    with pytest.raises(ValueError, match=rf"^heldout is {frac}; expected a fraction that leaves images on both sides of the 20 train images$"):
+        holdout_split(torch.arange(4).repeat(5), frac, seed=0)
+
+
 def test_fmnist_batched_transform_matches_the_per_image_pipeline():
     spec = data_spec("fashion-mnist")
     ds = build_dataset(spec, "val")

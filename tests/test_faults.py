@@ -143,6 +143,21 @@ def test_resume_refuses_a_changed_key_and_allows_the_documented_ones(tmp_path):
     assert stored["optimization"]["max_steps"] == 3 and stored["logging"]["log_every"] == 2
 
 
+def test_resume_on_another_number_of_processes_is_refused(tmp_path):
+    """A run of 2 DDP processes resumed on 1 went on with half the global batch and twice the
+    steps per epoch: another lr, weight-decay and EMA schedule (issue 42: lr 5.5e-4 -> 3.8e-4,
+    EMA momentum going backwards). The checkpoint is made a 2-process one as rank 0 writes it
+    (tests/test_distributed.py resumes a real one)."""
+    _run(tmp_path, "ws", optimization={"max_steps": 2}, logging=QUIET)
+    ckpt = tmp_path / "ws" / "checkpoint.pt"
+    torch.save({**_state(ckpt), "world_size": 2}, ckpt)
+    more = write_tiny_yaml(tmp_path / "more.yaml", tmp_path, "ws", optimization={"max_steps": 3}, logging=QUIET)
+    line = _error_line(_cli(["--config", str(more), "--resume", "--results", str(tmp_path / "results")]))
+    assert line == (f"error: --resume: {ckpt} was trained on 2 processes, this run has 1: the batch, the schedules (lr, weight "
+                    "decay, EMA) and the data order would change; resume it on 2 processes (torchrun --nproc_per_node 2)")
+    assert _state(ckpt)["step"] == 2
+
+
 def test_garbage_row_in_log_csv_names_the_line(tmp_path):
     run = _run(tmp_path, "log", optimization={"max_steps": 3}, logging={"checkpoint_every": 1, **QUIET})
     log = run / "log.csv"

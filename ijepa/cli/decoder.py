@@ -13,6 +13,8 @@ decoder_app = typer.Typer(help="A pixel decoder for a run's target-encoder token
 app.add_typer(decoder_app, name="decoder")
 
 RUN_HELP = "Run dir (or checkpoint) with encoder, predictor and target_encoder"
+TRAIN_FLAGS = {"steps": "--steps", "batch_size": "--batch-size", "width": "--width", "depth": "--depth",
+               "train_images": "--train-images", "num_workers": "--workers"}
 
 
 @decoder_app.command("train")
@@ -38,16 +40,16 @@ def train(
 
     Example: ijepa decoder train runs/fmnist_vit_tiny
     """
+    from ijepa import typedconfig
     from ijepa.decoder.model import decoder_dir
     from ijepa.decoder.runs import KINDS, measure_decoded, publish, train_decoders
     from ijepa.training.checkpointing import RunError
 
     if kind not in KINDS:
         fail(ValueError(f"--kind {kind}: expected one of {', '.join(KINDS)}"))
-    config_cls = KINDS[kind][0]
-    tc = config_cls(steps=steps, batch_size=batch_size, width=width, train_images=train_images, num_workers=workers,
-                    **({"depth": depth} if depth is not None else {}))
-    try:
+    given = {"steps": steps, "batch_size": batch_size, "width": width, "depth": depth, "train_images": train_images, "num_workers": workers}
+    try:  # the typed loader of every recipe: each value held to its field's range, named as typed, before any work
+        tc = typedconfig.build(KINDS[kind][0], {k: v for k, v in given.items() if v is not None}, where="", names=TRAIN_FLAGS)
         rec = train_decoders(run, tc, kind=kind, data=data, device=device, resume=resume, baseline=baseline,
                              val_images=val_images, console=console)
         _say(f"record: {publish(rec, results)}")

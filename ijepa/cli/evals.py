@@ -169,16 +169,23 @@ def resolve_spec(entry, keys: dict[str, str], kw: dict[str, Any]) -> Any:
             values = typedconfig.merge(values, typedconfig.dotted(key, flag_value(kw[name], _hint_and_default(entry.spec, key)[0])))
     if kw["which"] not in ("target_encoder", "context", "encoder"):
         raise ValueError(f"--which {kw['which']!r}: expected target_encoder or context (alias: encoder)")
-    spec = typedconfig.load(entry.spec, kw["config"], values=values, overrides=kw["set_"])
+    spec = typedconfig.load(entry.spec, kw["config"], values=values, names=given_flags(keys, kw), overrides=kw["set_"])
     if hasattr(spec, "data") and not spec.data:
         raise ValueError("--data is required (or `data:` in the recipe)")
     return spec
+
+
+def given_flags(keys: dict[str, str], kw: dict[str, Any]) -> dict[str, str]:
+    """Dotted spec key -> the option that gave it on this command line (`val_limit` ->
+    `--eval-limit`): every message names an option as its user typed it."""
+    return {key: f"--{name.replace('_', '-')}" for name, key in keys.items() if kw[name] is not None}
 
 
 def run_command(entry, keys: dict[str, str], kw: dict[str, Any]) -> dict:
     from ijepa.devices import resolve_device
     from ijepa.evals.core.encoders import EncoderSpec
     from ijepa.evals.registry import Context, run_eval
+    from ijepa.typedconfig import OptionError
 
     spec = resolve_spec(entry, keys, kw)
     img = getattr(spec, "img_size", None) or entry.random_init.get("img_size", 224)
@@ -186,7 +193,11 @@ def run_command(entry, keys: dict[str, str], kw: dict[str, Any]) -> dict:
                           img_size=img, patch_size=kw["patch_size"], in_chans=kw["in_chans"], depth=kw["depth"], num_heads=kw["num_heads"])
     cache = None if kw.get("no_cache", True) else kw["cache_dir"]
     ctx = Context(device=resolve_device(kw["device"]), cache_dir=cache, console=console)
-    return run_eval(entry, encoder, spec, ctx)
+    try:
+        return run_eval(entry, encoder, spec, ctx)
+    except OptionError as e:  # a value the data or the encoder refuses (too few images, a size the patches do not tile)
+        flag = given_flags(keys, kw).get(e.key)
+        raise e.renamed(flag) if flag else e from None
 
 
 def finish(rec: dict, entry, as_json: bool, results: Path) -> None:

@@ -28,6 +28,7 @@ from ijepa.models.vit import VisionTransformer
 from ijepa.training.checkpointing import RunError, RunLock, atomic_save, remove_stale_temps
 from ijepa.training.data import EpochSampler
 from ijepa.training.logging import progress_bar
+from ijepa.typedconfig import COUNT, NON_NEGATIVE, POSITIVE, checked
 
 
 @dataclass
@@ -35,17 +36,17 @@ class DecoderTrainConfig:
     """Defaults sized for the Fashion-MNIST recipe on 2 CPU cores: 64k images (1.3 epochs),
     a step a third to a half of a pretraining step's time, the frozen encoder's forward most of it."""
 
-    steps: int = 1000
-    batch_size: int = 64
-    width: int = 128
-    depth: int = 2
-    lr: float = 1e-3  # AdamW, linear warmup then cosine to 0
-    warmup_steps: int = 100
-    weight_decay: float = 0.05
-    train_images: int = 0  # first N train images only (0: all)
-    checkpoint_every: int = 250
+    steps: int = checked(1000, COUNT)
+    batch_size: int = checked(64, COUNT)
+    width: int = checked(128, COUNT)
+    depth: int = checked(2, COUNT)
+    lr: float = checked(1e-3, POSITIVE)  # AdamW, linear warmup then cosine to 0
+    warmup_steps: int = checked(100, NON_NEGATIVE)
+    weight_decay: float = checked(0.05, NON_NEGATIVE)
+    train_images: int = checked(0, NON_NEGATIVE)  # first N train images only (0: all)
+    checkpoint_every: int = checked(250, COUNT)
     seed: int = 0
-    num_workers: int = 0
+    num_workers: int = checked(0, NON_NEGATIVE)
 
     def check_resume(self, stored: dict, path: Path) -> None:
         """Only `steps`, `checkpoint_every` and `num_workers` may change on resume."""
@@ -182,7 +183,7 @@ class DiffusionTrainConfig(DecoderTrainConfig):
     """The diffusion decoder's defaults: the same budget (1000 steps of 64 images), twice the
     depth (one 64-patch sequence per image instead of the whole image plus each target block)."""
 
-    depth: int = 4
+    depth: int = checked(4, COUNT)
     whole_image: float = 0.25  # fraction of images that generate every patch from all tokens; the rest, one target block
 
     def __post_init__(self) -> None:

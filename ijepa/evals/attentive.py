@@ -34,6 +34,7 @@ from ijepa.evals.core.setup import (
 )
 from ijepa.evals.core.train import DenseTrainConfig, train_dense
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
+from ijepa.typedconfig import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, checked
 
 
 class AttentiveProbe(nn.Module):
@@ -61,13 +62,13 @@ class AttentiveProbe(nn.Module):
 class AttentiveSpec(FrozenSpec):
     """`ijepa eval attentive` options and recipe keys (`evals/attentive_fmnist.yaml`)."""
 
-    lrs: tuple[float, ...] = (1e-3, 3e-3)
-    wds: tuple[float, ...] = (0.01, 0.1)
-    epochs: int = 20
-    warmup_epochs: int = 1
-    batch_size: int = 256
-    heldout: float = 0.1  # fraction of train that picks (lr, wd)
-    probe_heads: int = 0  # the probe's attention heads; 0 = width / 64 (at least 1)
+    lrs: tuple[float, ...] = checked((1e-3, 3e-3), POSITIVE)
+    wds: tuple[float, ...] = checked((0.01, 0.1), NON_NEGATIVE)
+    epochs: int = checked(20, COUNT)
+    warmup_epochs: int = checked(1, NON_NEGATIVE)
+    batch_size: int = checked(256, COUNT)
+    heldout: float = checked(0.1, FRACTION)  # fraction of train that picks (lr, wd)
+    probe_heads: int = checked(0, NON_NEGATIVE)  # the probe's attention heads; 0 = width / 64 (at least 1)
 
 
 def train_probes(train: Tokens, settings: list[tuple[float, float]], *, num_classes: int, spec: AttentiveSpec,

@@ -60,6 +60,7 @@ from ijepa.evals.dense.setup import (
     train_loader,
 )
 from ijepa.evals.registry import Context, Eval, Fixture, Record, register
+from ijepa.typedconfig import COUNT, NON_NEGATIVE, POSITIVE, checked
 
 IMAGES, DENSITY = "images_384_VarV2", "gt_density_map_adaptive_384_VarV2"
 ANNOTATIONS, SPLITS = "annotation_FSC147_384.json", "Train_Test_Val_FSC_147.json"
@@ -70,14 +71,14 @@ SIGMA_PER_SIDE = 0.25  # COCO-style data: density sigma / mean exemplar side
 
 @dataclass(frozen=True)
 class CountRun(DenseRun):
-    img_size: int = 384  # short side (FSC-147 images are 384 high); train crops are square
+    img_size: int = checked(384, COUNT)  # short side (FSC-147 images are 384 high); train crops are square
     head: str = "exemplar"  # or "plain": no exemplar conditioning
     taps: tuple[int, ...] | None = (-1,)
-    exemplar_size: int = 64  # exemplars are resized to this square before encoding
-    channels: int = 128
-    up_steps: int = 2  # density grid = patch grid x 2**up_steps
-    density_scale: float = 100.0  # the head regresses per-pixel density x this (CounTR: 60)
-    scale_range: tuple[float, float] = (1.0, 1.0)
+    exemplar_size: int = checked(64, COUNT)  # exemplars are resized to this square before encoding
+    channels: int = checked(128, COUNT)
+    up_steps: int = checked(2, NON_NEGATIVE)  # density grid = patch grid x 2**up_steps
+    density_scale: float = checked(100.0, POSITIVE)  # the head regresses per-pixel density x this (CounTR: 60)
+    scale_range: tuple[float, float] = checked((1.0, 1.0), POSITIVE)
 
 
 def exemplar_boxes(entry: dict, name: str) -> torch.Tensor:

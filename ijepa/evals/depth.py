@@ -50,6 +50,7 @@ from ijepa.evals.dense.setup import (
 )
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 from ijepa.extras import missing_extra
+from ijepa.typedconfig import COUNT, POSITIVE, OptionError, checked
 
 HEADS = ("lin1", "lin4", "dpt")
 LISTS = {
@@ -66,12 +67,17 @@ METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "d1", "d2", "d3")
 @dataclass(frozen=True)
 class DepthRun(DenseRun):
     head: str = "lin1"
-    min_depth: float = 1e-3
-    max_depth: float = 10.0
-    bins: int = 256
+    min_depth: float = checked(1e-3, POSITIVE)
+    max_depth: float = checked(10.0, POSITIVE)
+    bins: int = checked(256, COUNT)
     eigen_crop: bool = True
-    depth_scale: float = 1000.0  # PNG units per metre
-    channels: int = 256  # DPT fusion width
+    depth_scale: float = checked(1000.0, POSITIVE)  # PNG units per metre
+    channels: int = checked(256, COUNT)  # DPT fusion width
+
+    def validate(self) -> None:
+        """Across fields, once the recipe, options and `--set` are all in."""
+        if self.max_depth <= self.min_depth:
+            raise OptionError("max_depth", self.max_depth, f"a depth above min_depth {self.min_depth:g}")
 
 
 def list_base(root: Path, split: str, found: Path, first_rgb: str) -> Path:

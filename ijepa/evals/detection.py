@@ -15,7 +15,7 @@ import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -47,6 +47,7 @@ from ijepa.evals.dense.backbone import DenseBackbone, PyramidBackbone, SimpleFea
 from ijepa.evals.dense.setup import FIXTURE_ENCODER
 from ijepa.evals.registry import Context, Eval, Fixture, Record, register
 from ijepa.models.vit import VisionTransformer
+from ijepa.typedconfig import COUNT, NON_NEGATIVE, POSITIVE, Range, checked
 
 STATS = ("ap", "ap50", "ap75", "ap_s", "ap_m", "ap_l")
 LEVELS = ["0", "1", "2", "3"]  # pyramid strides p/4, p/2, p, 2p; "pool" (4p) feeds the RPN only
@@ -56,27 +57,27 @@ LEVELS = ["0", "1", "2", "3"]  # pyramid strides p/4, p/2, p, 2p; "pool" (4p) fe
 class DetectionConfig:
     """Defaults: a CPU-sized run; `evals/detection_coco_vitb.yaml` holds ViTDet's schedule."""
 
-    img_size: int = 256  # long side, padded to a square (ViTDet: 1024)
-    batch_size: int = 4
-    max_iters: int = 1000
-    lr: float = 1e-4
-    weight_decay: float = 0.1
-    layer_decay: float = 0.7
-    warmup_iters: int = 50
-    grad_clip: float = 0.0
-    mode: str = "frozen"  # or "finetune"
-    out_channels: int = 256  # pyramid width
-    head_channels: int = 256  # conv width of the box and mask heads
-    head_convs: int = 4  # ViTDet: 4conv1fc box head, 4-conv mask head, LayerNorm
-    fc_dim: int = 1024
-    rpn_convs: int = 2
-    proposals: int = 1000  # RPN boxes kept after NMS (from 2x as many before it when training)
-    rois_per_image: int = 512
-    roi_sampling: int = 0  # RoIAlign samples per bin; 0 = adaptive (Detectron2's ROIAlignV2)
+    img_size: int = checked(256, COUNT)  # long side, padded to a square (ViTDet: 1024)
+    batch_size: int = checked(4, COUNT)
+    max_iters: int = checked(1000, COUNT)
+    lr: float = checked(1e-4, POSITIVE)
+    weight_decay: float = checked(0.1, NON_NEGATIVE)
+    layer_decay: float = checked(0.7, Range(gt=0, le=1))
+    warmup_iters: int = checked(50, NON_NEGATIVE)
+    grad_clip: float = checked(0.0, NON_NEGATIVE)  # 0 = off
+    mode: Literal["frozen", "finetune"] = "frozen"
+    out_channels: int = checked(256, COUNT)  # pyramid width
+    head_channels: int = checked(256, COUNT)  # conv width of the box and mask heads
+    head_convs: int = checked(4, NON_NEGATIVE)  # ViTDet: 4conv1fc box head, 4-conv mask head, LayerNorm
+    fc_dim: int = checked(1024, COUNT)
+    rpn_convs: int = checked(2, NON_NEGATIVE)
+    proposals: int = checked(1000, COUNT)  # RPN boxes kept after NMS (from 2x as many before it when training)
+    rois_per_image: int = checked(512, COUNT)
+    roi_sampling: int = checked(0, NON_NEGATIVE)  # RoIAlign samples per bin; 0 = adaptive (Detectron2's ROIAlignV2)
     flip: bool = True
-    workers: int = 0
-    eval_batch_size: int = 4
-    max_val_images: int = 0  # 0 = the whole val split
+    workers: int = checked(0, NON_NEGATIVE)
+    eval_batch_size: int = checked(4, COUNT)
+    max_val_images: int = checked(0, NON_NEGATIVE)  # 0 = the whole val split
     seed: int = 0
 
 

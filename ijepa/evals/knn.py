@@ -26,6 +26,7 @@ from ijepa.evals.core.setup import (
     spec_kwargs,
 )
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
+from ijepa.typedconfig import COUNT, FRACTION, POSITIVE, checked
 
 KS = (10, 20, 100, 200)
 
@@ -109,10 +110,10 @@ def run_knn(
 class KnnSpec(FrozenSpec):
     """`ijepa eval knn` options and recipe keys."""
 
-    ks: tuple[int, ...] = KS
-    temperature: float = 0.07
+    ks: tuple[int, ...] = checked(KS, COUNT)
+    temperature: float = checked(0.07, POSITIVE)
     feature_sets: tuple[str, ...] = FEATURE_SETS
-    heldout: float = 0.1
+    heldout: float = checked(0.1, FRACTION)
 
 
 def run(encoder: EncoderLike, spec: KnnSpec, ctx: Context) -> Record:

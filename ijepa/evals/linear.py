@@ -34,6 +34,7 @@ from ijepa.evals.core.setup import (
     spec_kwargs,
 )
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
+from ijepa.typedconfig import POSITIVE, checked
 
 GRID_KEYS = {f.name for f in fields(GridConfig)}
 PROTOCOLS = ("grid", "logreg")
@@ -114,7 +115,7 @@ class LinearSpec(FrozenSpec):
     """`ijepa eval linear` options and recipe keys (`evals/linear_*.yaml`)."""
 
     protocol: Literal["grid", "logreg"] = "grid"
-    cs: tuple[float, ...] = (1.0,)
+    cs: tuple[float, ...] = checked((1.0,), POSITIVE)
     eval_split: str | None = None  # None: the dataset's report split (test for Fashion-MNIST)
     grid: GridConfig = field(default_factory=GridConfig)
 

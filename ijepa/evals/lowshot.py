@@ -29,7 +29,14 @@ from ijepa.data import data_spec
 from ijepa.data.imagefolder import image_folder
 from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features, split_labels
 from ijepa.evals.core.finetune import FinetuneConfig, finetune
-from ijepa.evals.core.fit import GridConfig, check_limit, fit_grid, stratified_sample
+from ijepa.evals.core.fit import (
+    ROWS,
+    GridConfig,
+    check_classes,
+    check_limit,
+    fit_grid,
+    stratified_sample,
+)
 from ijepa.evals.core.logreg import LogReg, fit_lbfgs, solver_name, topk
 from ijepa.evals.core.setup import (
     FIXTURE_ENCODER,
@@ -42,6 +49,7 @@ from ijepa.evals.core.setup import (
 )
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
 from ijepa.results.io import atomic_write_text
+from ijepa.typedconfig import Range, checked
 
 FRACTIONS = (0.01, 0.05, 0.1)
 PROTOCOLS = ("logreg", "heads", "finetune")
@@ -124,9 +132,7 @@ def train_pool(labels: torch.Tensor, train_limit: int | float | None, *, subset_
     if subset_dir is not None:
         raise ValueError(f"train_limit {train_limit!r} and subset_dir {str(subset_dir)!r}: the subset files name the rows; give one of them")
     pool = stratified_sample(labels, train_limit, seed=0)
-    missing = len(labels.unique()) - len(labels[pool].unique())
-    if missing:
-        raise ValueError(f"train_limit {train_limit!r}: {len(pool)} rows leave {missing} of {len(labels.unique())} classes without an image; low-shot splits need every class")
+    check_classes(labels, pool, key="train_limit", value=train_limit)
     return pool
 
 
@@ -257,8 +263,8 @@ def run_lowshot(
 class LowshotSpec(FrozenData):
     """`ijepa eval lowshot` options and recipe keys (`evals/lowshot_fmnist.yaml`)."""
 
-    train_limit: int | float | None = None  # the stratified subset of train the splits are drawn from
-    fractions: tuple[float, ...] = FRACTIONS
+    train_limit: int | float | None = checked(None, ROWS)  # the stratified subset of train the splits are drawn from
+    fractions: tuple[float, ...] = checked(FRACTIONS, Range(gt=0, le=1))
     seeds: tuple[int, ...] = (0, 1, 2)
     protocol: Literal["logreg", "heads", "finetune"] = "logreg"
     feature_sets: tuple[str, ...] = FEATURE_SETS

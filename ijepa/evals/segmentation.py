@@ -43,6 +43,7 @@ from ijepa.evals.dense.setup import (
     train_loader,
 )
 from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
+from ijepa.typedconfig import COUNT, POSITIVE, checked
 
 IGNORE = 255
 SPLITS = {"train": "training", "val": "validation"}
@@ -52,11 +53,11 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png")
 
 @dataclass(frozen=True)
 class SegRun(DenseRun):
-    num_classes: int = 150
+    num_classes: int = checked(150, COUNT)
     reduce_zero_label: bool = True
-    scale_range: tuple[float, float] = (0.5, 2.0)  # mmseg's ratio_range
-    stride: int | None = None  # sliding window stride; None = 2/3 of the crop (341 for 512)
-    channels: int = 512  # UperNet width
+    scale_range: tuple[float, float] = checked((0.5, 2.0), POSITIVE)  # mmseg's ratio_range
+    stride: int | None = checked(None, COUNT)  # sliding window stride; None = 2/3 of the crop (341 for 512)
+    channels: int = checked(512, COUNT)  # UperNet width
 
 
 def reduce_zero_label(label: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,9 @@
 """Typed pretraining config: the official YAML sections, one set of defaults, dotted overrides.
 
 Defaults are the official `in1k_vith14_ep300.yaml`; the official files load unchanged.
-Keys this project adds are marked `# ours`. An unknown key is an error that names it.
+Keys this project adds are marked `# ours`. An unknown key is an error that names it (and
+the key it likely meant). Values are coerced, overrides parsed and errors raised by the
+typed loader every eval recipe goes through (`ijepa.typedconfig`).
 """
 
 from __future__ import annotations
@@ -117,36 +119,34 @@ class Config:
         return {s: {k: list(v) if isinstance(v, tuple) else v for k, v in sec.items()} for s, sec in d.items()}
 
 
-class ConfigError(ValueError):
-    """A config problem, phrased as one line naming the key."""
+ConfigError = typedconfig.ConfigError  # one error type for every config, pretraining's and the evals'
+SECTIONS = "data, logging, mask, meta, optimization"
 
 
 def _coerce(key: str, value: Any, typ: Any) -> Any:
-    """The shared typed loader's coercion (`ijepa.typedconfig`): `lr: 1e-4` is a number here
-    as in every eval recipe."""
+    """The shared typed loader's coercion: `lr: 1e-4` is a number here as in every eval
+    recipe, and a NaN or infinite float is refused."""
     if typ is str and value is None:  # `--set data.image_folder=` reads as YAML null
         raise ConfigError(f"{key}: expected a string, got nothing")
-    try:
-        return typedconfig.coerce(value, typ, key=key, where="")
-    except typedconfig.ConfigError as e:
-        raise ConfigError(str(e)) from None
+    return typedconfig.coerce(value, typ, key=key, where="")
 
 
 def from_dict(raw: dict[str, Any], base: Config | None = None) -> Config:
     """Merge a nested dict into `base` (defaults if None), checking every key and type."""
     cfg = dataclasses.replace(base) if base else Config()
     if not isinstance(raw or {}, dict):
-        raise ConfigError(f"expected a mapping of sections (data, logging, mask, meta, optimization), got a {type(raw).__name__}")
+        raise ConfigError(f"expected a mapping of sections ({SECTIONS}), got a {type(raw).__name__}")
     for section, values in (raw or {}).items():
         if section not in {f.name for f in fields(Config)}:
-            raise ConfigError(f"{section}: unknown config section (expected data, logging, mask, meta, optimization)")
+            meant = typedconfig.suggest(str(section), [f.name for f in fields(Config)])
+            raise ConfigError(f"{section}: unknown config section{meant}; expected one of {SECTIONS}")
         if not isinstance(values, dict):
             raise ConfigError(f"{section}: expected a mapping of keys")
         sec = dataclasses.replace(getattr(cfg, section))
         hints = get_type_hints(type(sec))
         for key, value in values.items():
             if key not in hints:
-                raise ConfigError(f"{section}.{key}: unknown config key")
+                raise ConfigError(f"{section}.{key}: unknown config key{typedconfig.suggest(f'{section}.{key}', typedconfig.keys_of(Config))}")
             setattr(sec, key, _coerce(f"{section}.{key}", value, hints[key]))
         setattr(cfg, section, sec)
     validate(cfg)
@@ -171,6 +171,9 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"data.{key}: not supported (the official I-JEPA recipe leaves it off)")
     if cfg.data.batch_size < 1 or cfg.optimization.epochs <= 0 or cfg.optimization.accum_steps < 1:
         raise ConfigError("data.batch_size, optimization.accum_steps must be >= 1 and optimization.epochs > 0")
+    if cfg.optimization.warmup > cfg.optimization.epochs:
+        raise ConfigError(f"optimization.warmup: {cfg.optimization.warmup:g} epochs of warm-up are longer than the run's "
+                          f"optimization.epochs {cfg.optimization.epochs:g} (the lr would never reach its peak); expected warmup <= epochs")
     for key, low in (("log_every", 1), ("checkpoint_every", 1), ("diag_every", 0), ("keep_last", 0)):
         if getattr(cfg.logging, key) < low:
             raise ConfigError(f"logging.{key}: expected >= {low}{' (0 = off)' if low == 0 else ''}, got {getattr(cfg.logging, key)}")
@@ -246,12 +249,12 @@ def validate_official(cfg: Config) -> None:
 
 
 def parse_override(item: str) -> dict[str, Any]:
-    """`section.key=value` (value parsed as YAML) -> nested dict."""
-    if "=" not in item or "." not in item.split("=", 1)[0]:
-        raise ConfigError(f"--set {item!r}: expected section.key=value")
-    path, value = item.split("=", 1)
-    section, key = path.split(".", 1)
-    return {section: {key: yaml.safe_load(value)}}
+    """`section.key=value` (value parsed as YAML) -> nested dict, by the evals' `--set` parser."""
+    key = item.partition("=")[0].strip()
+    if "=" not in item or "." not in key:
+        meant = typedconfig.suggest(key, typedconfig.keys_of(Config)) if key else ""
+        raise ConfigError(f"--set {item!r}: expected section.key=value{meant}")
+    return typedconfig.parse_set(item)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
@@ -266,10 +269,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Co
         raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.object[e.start]:#04x} at offset {e.start}); expected a YAML config") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections (data, logging, mask, meta, optimization), got a {type(raw).__name__}")
-    cfg = from_dict(raw)
-    for item in overrides:
-        cfg = from_dict(parse_override(item), cfg)
-    return cfg
+    for item in overrides:  # all of them, then one check: the order of --set never matters
+        raw = typedconfig.merge(raw, parse_override(item))
+    return from_dict(raw)
 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

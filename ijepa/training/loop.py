@@ -36,6 +36,7 @@ from ijepa.training.diagnostics import OnlineProbe, rankme
 from ijepa.training.distributed import DistInfo, device_type_of, init_distributed, resolve_device
 from ijepa.training.logging import CSVLog, duration, progress_bar, progress_line
 from ijepa.training.mae import MAE
+from ijepa.training.resume import check_world_size
 from ijepa.training.schedules import Schedules
 from ijepa.training.step import IJEPA
 
@@ -262,6 +263,7 @@ class Trainer:
         the checkpoint's own); an official checkpoint carries none."""
         s = read_checkpoint(path)
         stored_yaml, mode = path.parent / "config.yaml", "meta.load_checkpoint" if self.cfg.meta.load_checkpoint else "--resume"
+        check_world_size(s, self.info.world_size, path, mode)
         if not stored_yaml.is_file() and not isinstance(s.get("config"), dict):
             return s
         source = stored_yaml if stored_yaml.is_file() else path

@@ -3,7 +3,7 @@
 A run is resumed as it was configured, so a user never repeats the overrides it started
 with. Only the keys given now (those in an explicit `-c` file and every `--set`) are held to
 the stored config: a resumable one (`checkpointing.RESUMABLE`) replaces the stored value,
-any other must equal it.
+any other must equal it. The number of processes must equal the run's too (`check_world_size`).
 """
 
 from __future__ import annotations
@@ -31,6 +31,21 @@ def given_keys(path: str | Path | None, overrides: list[str]) -> dict[str, dict]
         for section, values in part.items():
             given.setdefault(section, {}).update(values or {})
     return given
+
+
+def _processes(n: int) -> str:
+    return f"{n} process{'es' if n != 1 else ''}"
+
+
+def check_world_size(ckpt: dict, world_size: int, source: Path, mode: str) -> None:
+    """Our checkpoint resumes on as many processes as it was trained on: the global batch,
+    the steps per epoch, and with them the lr, weight-decay and EMA schedules and the data
+    order all depend on it. (An official checkpoint resumes at its epoch on any count.)"""
+    stored = ckpt.get("world_size")
+    if "step" in ckpt and isinstance(stored, int) and stored != world_size:
+        raise RunError(f"{mode}: {source} was trained on {_processes(stored)}, this run has {world_size}: the batch, the "
+                       f"schedules (lr, weight decay, EMA) and the data order would change; resume it on {_processes(stored)} "
+                       f"(torchrun --nproc_per_node {stored})")
 
 
 def resume_config(cfg: Config, given: dict[str, dict], run_dir: Path) -> Config:

@@ -30,6 +30,7 @@ from ijepa.evals.core.heads import (
     topk_correct,
 )
 from ijepa.evals.core.train import warmup_cosine
+from ijepa.typedconfig import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, OptionError, Range, checked
 
 SCHEDULES = ("cosine", "step")
 
@@ -38,20 +39,20 @@ SCHEDULES = ("cosine", "step")
 class GridConfig:
     feature_sets: tuple[str, ...] = FEATURE_SETS
     norms: tuple[str, ...] = NORMS
-    lrs: tuple[float, ...] = (0.001, 0.003, 0.01, 0.03, 0.1, 0.3)
-    wds: tuple[float, ...] = (0.0, 5e-4)
-    epochs: int = 30
-    min_steps: int = 1000  # small (low-shot) sets get more epochs, not too few updates
-    batch_size: int = 256
-    momentum: float = 0.9
-    heldout: float = 0.1  # fraction of train used to pick the head
+    lrs: tuple[float, ...] = checked((0.001, 0.003, 0.01, 0.03, 0.1, 0.3), POSITIVE)
+    wds: tuple[float, ...] = checked((0.0, 5e-4), NON_NEGATIVE)
+    epochs: int = checked(30, COUNT)
+    min_steps: int = checked(1000, NON_NEGATIVE)  # small (low-shot) sets get more epochs, not too few updates
+    batch_size: int = checked(256, COUNT)
+    momentum: float = checked(0.9, Range(ge=0, lt=1))
+    heldout: float = checked(0.1, FRACTION)  # fraction of train used to pick the head
     optimizer: Literal["sgd", "lars"] = "sgd"  # "lars": timm's Lars, the paper's ImageNet protocol
-    lr_base_batch: int = 0  # lrs are for this batch size, scaled linearly to batch_size (VISSL); 0: as given
+    lr_base_batch: int = checked(0, NON_NEGATIVE)  # lrs are for this batch size, scaled linearly to batch_size (VISSL); 0: as given
     schedule: Literal["cosine", "step"] = "cosine"  # "step": lr / 10 every `step_epochs` (the paper's ImageNet recipe)
-    step_epochs: int = 15
+    step_epochs: int = checked(15, COUNT)
     standardize: bool = True  # linear heads see train-standardised features ...
-    whiten: float = 0.01  # ... PCA-whitened, eigenvalues floored here (0: per-feature only); see heads.Standardize
-    extend_lrs: int = 3  # rounds of growing the lr grid past its edge while the best head sits there
+    whiten: float = checked(0.01, NON_NEGATIVE)  # ... PCA-whitened, eigenvalues floored here (0: per-feature only); see heads.Standardize
+    extend_lrs: int = checked(3, NON_NEGATIVE)  # rounds of growing the lr grid past its edge while the best head sits there
     refit: bool = True  # retrain the chosen head on all of train before scoring it
 
     def specs(self, lrs: tuple[float, ...] | None = None) -> list[HeadSpec]:
@@ -83,10 +84,31 @@ class GridResult:
     steps: int = 0  # SGD steps of each head of the search
 
 
+class Rows:
+    """A row limit (`--train-limit`, `--eval-limit`): a count >= 1, or a fraction in (0, 1)."""
+
+    def ok(self, n: object) -> bool:
+        return not isinstance(n, bool) and isinstance(n, (int, float)) and n > 0 and not (isinstance(n, float) and n >= 1 and n != int(n))
+
+    def __str__(self) -> str:
+        return "a number of rows >= 1 or a fraction in (0, 1)"
+
+
+ROWS = Rows()
+
+
 def check_limit(name: str, n: int | float | None) -> None:
-    """A row limit is a count >= 1 or a fraction in (0, 1); checked before any extraction."""
-    if n is not None and (isinstance(n, bool) or not isinstance(n, (int, float)) or n <= 0 or (isinstance(n, float) and n >= 1 and n != int(n))):
-        raise ValueError(f"{name} {n!r}: expected a number of rows >= 1 or a fraction in (0, 1)")
+    """A row limit of a direct call (a spec's is checked as it loads); before any extraction."""
+    if n is not None and not ROWS.ok(n):
+        raise ValueError(f"{name} {n!r}: expected {ROWS}")
+
+
+def check_classes(labels: torch.Tensor, rows: torch.Tensor, *, key: str, value: object) -> None:
+    """A subset must keep an image of every class: a class it leaves out can never be
+    predicted, so the score would measure the subset, not the encoder."""
+    n, missing = len(labels.unique()), len(labels.unique()) - len(labels[rows].unique())
+    if missing:
+        raise OptionError(key, value, f"an image of every class ({len(rows)} rows leave {missing} of {n} classes without an image)")
 
 
 def stratified_sample(labels: torch.Tensor, n: int | float, *, seed: int) -> torch.Tensor:
@@ -110,10 +132,13 @@ def stratified_sample(labels: torch.Tensor, n: int | float, *, seed: int) -> tor
 
 
 def holdout_split(labels: torch.Tensor, frac: float, *, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(fit rows, held-out rows), stratified; the held-out part picks the head."""
+    """(fit rows, held-out rows), stratified; the held-out part picks the head, so neither
+    part may be empty."""
     held = stratified_sample(labels, max(frac, 1e-9), seed=seed + 1)
     mask = torch.ones(len(labels), dtype=torch.bool)
     mask[held] = False
+    if not len(held) or not mask.any():
+        raise OptionError("heldout", frac, f"a fraction that leaves images on both sides of the {len(labels)} train images")
     return mask.nonzero().squeeze(1), held
 
 

@@ -22,8 +22,9 @@ from ijepa.evals.core.features import (
     pixel_features,
     split_labels,
 )
-from ijepa.evals.core.fit import check_limit, stratified_sample
+from ijepa.evals.core.fit import ROWS, check_classes, check_limit, stratified_sample
 from ijepa.models.vit import VisionTransformer
+from ijepa.typedconfig import COUNT, NON_NEGATIVE, OptionError, checked
 
 EncoderLike = EncoderSpec | str | Path | VisionTransformer
 # A random-init encoder for the small classification data (Fashion-MNIST: 32 px, grey, patch 4)
@@ -37,17 +38,17 @@ class FrozenData:
     """Spec fields of every eval on frozen features: which data, and how it is read."""
 
     data: str = "fashion-mnist"
-    val_limit: int | float | None = None  # the evaluation split's limit (`--eval-limit`)
-    img_size: int | None = None  # None: the encoder's own
-    feature_batch_size: int = 256
-    workers: int = 0
+    val_limit: int | float | None = checked(None, ROWS)  # the evaluation split's limit (`--eval-limit`)
+    img_size: int | None = checked(None, COUNT)  # None: the encoder's own (a multiple of its patch size)
+    feature_batch_size: int = checked(256, COUNT)
+    workers: int = checked(0, NON_NEGATIVE)
 
 
 @dataclass(frozen=True)
 class FrozenSpec(FrozenData):
     """... plus a seeded train subset (and the seed of every choice made on it)."""
 
-    train_limit: int | float | None = None
+    train_limit: int | float | None = checked(None, ROWS)  # at least an image of each class (`check_classes`)
     seed: int = 0
 
 
@@ -72,6 +73,14 @@ def resolve_encoder(encoder: EncoderLike) -> tuple[VisionTransformer, str, str]:
         h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
     key = f"module-{h.hexdigest()[:16]}"
     return encoder.eval(), key, key
+
+
+def check_img_size(img_size: int | None, patch_size: int) -> None:
+    """The encoder's patches must tile the input, as pretraining requires of its crop: a
+    remainder would be dropped by the patch embedding without a word."""
+    if img_size is not None and img_size % patch_size:
+        raise OptionError("img_size", img_size, f"a multiple of the encoder's patch size {patch_size} "
+                                                f"(the last {img_size % patch_size} px would be dropped)")
 
 
 def frozen_splits(
@@ -99,6 +108,8 @@ def frozen_splits(
     spec = data_spec(data)
     labels, num_classes = split_labels(spec, "train")
     rows = train_rows if train_limit is None else stratified_sample(labels, train_limit, seed=seed)
+    if train_limit is not None:
+        check_classes(labels, rows, key="train_limit", value=train_limit)
     eval_split = eval_split or spec.report_split
     val_rows = None if val_limit is None else stratified_sample(split_labels(spec, eval_split)[0], val_limit, seed=seed)
     if isinstance(encoder, EncoderSpec) and encoder.raw_pixels:
@@ -109,6 +120,7 @@ def frozen_splits(
         arch = {"encoder": "raw-pixels", "encoder_key": "raw-pixels", "img_size": side, "patch_size": None, "depth": 0, "width": train.width}
     else:
         enc, name, key = resolve_encoder(encoder)
+        check_img_size(img_size, enc.patch_size)
         kw = dict(device=torch.device(device), img_size=img_size, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)
         train, val = extract(enc, key, spec, "train", indices=rows, **kw), extract(enc, key, spec, eval_split, indices=val_rows, **kw)
         arch = {"encoder": name, "encoder_key": key, "img_size": img_size or enc.img_size, "patch_size": enc.patch_size, "depth": enc.depth,

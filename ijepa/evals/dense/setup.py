@@ -8,15 +8,17 @@ import dataclasses
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
+from ijepa.evals.core.setup import check_img_size
 from ijepa.evals.core.train import DenseTrainConfig
 from ijepa.evals.dense.backbone import DenseBackbone
 from ijepa.evals.dense.data import stack
+from ijepa.typedconfig import COUNT, NON_NEGATIVE, POSITIVE, Range, checked
 
 # The encoder of the dense fixtures (tests/fixtures: ade20k, nyu, fsc147, coco)
 FIXTURE_ENCODER = ("--random-init", "vit_tiny", "--depth", "2", "--patch-size", "8", "--device", "cpu")
@@ -27,19 +29,19 @@ class DenseRun:
     """Fields shared by segmentation, depth and counting (each task subclasses it)."""
 
     data: str = ""
-    img_size: int = 512  # train crop side; eval resizes the short side to it
-    batch_size: int = 16
-    max_iters: int = 1000
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_iters: int = 0
-    layer_decay: float = 1.0  # fine-tune mode only
-    mode: str = "frozen"  # or "finetune"
+    img_size: int = checked(512, COUNT)  # train crop side (a multiple of the patch size); eval resizes the short side to it
+    batch_size: int = checked(16, COUNT)
+    max_iters: int = checked(1000, COUNT)
+    lr: float = checked(1e-3, POSITIVE)
+    weight_decay: float = checked(0.01, NON_NEGATIVE)
+    warmup_iters: int = checked(0, NON_NEGATIVE)
+    layer_decay: float = checked(1.0, Range(gt=0, le=1))  # fine-tune mode only
+    mode: Literal["frozen", "finetune"] = "frozen"
     taps: tuple[int, ...] | None = None  # None = DenseBackbone's default 4
     head: str = "linear"
-    eval_every: int = 0
-    max_eval_images: int | None = None  # quick runs: score the first N images of each split
-    workers: int = 0
+    eval_every: int = checked(0, NON_NEGATIVE)
+    max_eval_images: int | None = checked(None, COUNT)  # quick runs: score the first N images of each split
+    workers: int = checked(0, NON_NEGATIVE)
     seed: int = 0
     progress: bool = True
 
@@ -54,6 +56,7 @@ def dense_backbone(spec: EncoderSpec, run: DenseRun, device: torch.device) -> tu
     """(backbone on `device`, record fields naming the encoder)."""
     torch.manual_seed(run.seed)
     enc, name, key = build_encoder(spec)
+    check_img_size(run.img_size, enc.patch_size)
     bb = DenseBackbone(enc, taps=list(run.taps) if run.taps else None, mode=run.mode).to(device)
     info = {
         "encoder": name, "encoder_key": key, "patch_size": enc.patch_size, "depth": enc.depth,
