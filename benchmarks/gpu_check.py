@@ -324,7 +324,7 @@ def forms_table(state: dict, repro: dict | None) -> list[str]:
                    f"{_fmt(f.get('speedup'), '.2f')} | {_fmt(f.get('warmup_s'))} | {_fmt(f.get('graphs_timed'), 'd')} |")
     for r in (repro or {}).get("rows", []):
         out.append(f"\nReproducer (benchmarks/compile_repro.py --form {r['form']} --pieces {r['piece']} --arch {repro['arch']}): "
-                   f"{'ok' if r['ok'] else 'FAILED ' + r['error']}{'; inductor graph: ' + Path(r['repro']).name if r.get('repro') else ''}")
+                   f"{'ok' if r['ok'] else 'FAILED ' + r['error']}{'; inductor graph: compile_repro/' + Path(r['repro']).parent.name + '/repro.py' if r.get('repro') else ''}")
     return out
 
 

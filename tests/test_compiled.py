@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
+from ijepa.bench.flops import count_flops
 from ijepa.bench.harness import build_harness
 from ijepa.bench.throughput import dynamo_graphs
 from ijepa.training.compiled import FORMS, bucket_masks, compile_form
@@ -33,8 +36,8 @@ def small_cfg(compile_: bool):
 @pytest.mark.parametrize("form", sorted(FORMS))
 def test_each_compile_form_computes_the_eager_step(form):
     """Traced by dynamo (backend "eager": no C++ build), each form gives the uncompiled step's
-    losses over mask sets of different lengths; `step(eager=True)` builds no graph, and the
-    blocks form leaves the checkpoint keys as they were."""
+    losses over mask sets of different lengths; `step(eager=True)` (the FLOP counter's) builds
+    no graph, and the blocks form leaves the checkpoint keys as they were."""
     buckets = FORMS[form].buckets
     eager = build_harness(small_cfg(False), "ijepa", device=torch.device("cpu"), n_masks=3, buckets=buckets)
     comp = build_harness(small_cfg(True), "ijepa", device=torch.device("cpu"), n_masks=3, buckets=buckets,
@@ -43,6 +46,8 @@ def test_each_compile_form_computes_the_eager_step(form):
     for i in range(3):
         assert float(comp.step(i)) == pytest.approx(float(eager.step(i)), rel=1e-5)
     graphs = dynamo_graphs()
-    comp.step(0, eager=True)
+    with warnings.catch_warnings():  # the FLOP counter's global hooks: the wrappers' warning is silenced
+        warnings.filterwarnings("error", message=".*global hooks")
+        assert count_flops(lambda: comp.step(0, eager=True)) > 0
     assert dynamo_graphs() == graphs
     assert list(comp.model.state_dict()) == list(eager.model.state_dict())

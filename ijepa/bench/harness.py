@@ -8,6 +8,7 @@ masks drawn by the method's real collator before any timing starts (as loader wo
 from __future__ import annotations
 
 import contextlib
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -43,11 +44,17 @@ class StepHarness:
         """One optimizer step (forward, backward, AdamW, EMA) on mask set i (cycled).
 
         `eager` runs the modules uncompiled (same weights): what a dispatch-mode probe
-        (FLOP counter) must see, op by op.
+        (FLOP counter) must see, op by op. Such a probe's global module hooks make each
+        `torch.compile` wrapper warn that they fire twice; they count nothing, so that warning
+        is silenced here.
         """
         me, mp = self.masks[i % len(self.masks)]
         o = self.cfg.optimization
-        with torch.compiler.set_stance("force_eager") if eager else contextlib.nullcontext():
+        with contextlib.ExitStack() as stack:
+            if eager:
+                stack.enter_context(torch.compiler.set_stance("force_eager"))
+                stack.enter_context(warnings.catch_warnings())
+                warnings.filterwarnings("ignore", message="Using `torch.compile\\(module\\)` when there are global hooks")
             loss, _ = optimizer_step(
                 self.model, self.modules, self.opt, [(self.imgs, me, mp)],
                 lr=o.lr, wd=o.weight_decay, momentum=o.ema[0], autocast=self.autocast,
