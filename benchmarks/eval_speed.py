@@ -119,16 +119,20 @@ def in1k_record(args) -> dict:
     layers, width = min(4, enc.depth), enc.embed_dim
     rows = round(args.n_train * (1 - cfg.heldout))
     del x
-    epoch_s = grid_epoch_s(rows, width, layers, cfg, device, args.fit_epochs)
     n_images = args.n_train + IN1K_VAL * args.n_train // IN1K_TRAIN
-    return {
+    rec = {
         "kind": "bench.eval_speed", "encoder": name, "dataset": "synthetic-imagenet-shape", **NO_SPLIT, "recipe": RECIPE_IN1K.name,
         "device": str(device), "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": args.threads, "torch": torch.__version__, "extract_batch": args.extract_batch,
         "img_per_s": fp32, "img_per_s_bf16": bf16, "feature_dim": layers * width,
-        "grid_heads": len(cfg.specs()), "grid_rows": rows, "grid_batch": cfg.batch_size, "grid_epochs_timed": args.fit_epochs,
-        "grid_epoch_s": epoch_s, "grid_epochs": cfg.epochs, "projected_grid_fit_s": epoch_s * cfg.epochs,
         "extract_images": n_images, "projected_extract_s": n_images / fp32, "projected_extract_s_bf16": n_images / bf16,
+    }
+    if not args.fit_epochs:  # extraction only
+        return rec
+    epoch_s = grid_epoch_s(rows, width, layers, cfg, device, args.fit_epochs)
+    return {
+        **rec, "grid_heads": len(cfg.specs()), "grid_rows": rows, "grid_batch": cfg.batch_size, "grid_epochs_timed": args.fit_epochs,
+        "grid_epoch_s": epoch_s, "grid_epochs": cfg.epochs, "projected_grid_fit_s": epoch_s * cfg.epochs,
         # encoder + grid only: decoding ImageNet JPEGs (the loader's workers) is not in these
         "projected_linear_eval_cold_s": n_images / fp32 + epoch_s * cfg.epochs,
         "projected_linear_eval_cached_s": epoch_s * cfg.epochs,
@@ -176,7 +180,7 @@ def main() -> None:
     in1k.add_argument("--extract-batch", type=int, default=256, help="evals/linear_in1k.yaml's feature_batch_size")
     in1k.add_argument("--extract-batches", type=int, default=4, help="timed batches per dtype")
     in1k.add_argument("--n-train", type=int, default=IN1K_TRAIN, help="train images (the grid fits on 1 - heldout of them)")
-    in1k.add_argument("--fit-epochs", type=int, default=1, help="grid epochs timed (projected to the recipe's)")
+    in1k.add_argument("--fit-epochs", type=int, default=1, help="grid epochs timed (projected to the recipe's); 0: extraction only")
     ap.add_argument("--results", type=Path, default=Path("results"))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

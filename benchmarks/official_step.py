@@ -32,7 +32,15 @@ from torch import nn
 
 from ijepa.bench.flops import count_flops
 from ijepa.bench.harness import StepHarness, build_harness
-from ijepa.bench.throughput import collator_rate, device_name, host_syncs, spread
+from ijepa.bench.throughput import (
+    attention_backend,
+    attention_kernels,
+    collator_rate,
+    device_name,
+    host_syncs,
+    sdpa_flags,
+    spread,
+)
 from ijepa.masks.apply import apply_masks, repeat_interleave_batch
 from ijepa.models.pos_embed import sincos_2d
 from ijepa.results.io import write_record
@@ -232,6 +240,7 @@ def run(*, steps: int, warmup: int, batch: int, threads: int, compile_: bool, ar
         t_ours.append(timed(lambda i=i: float(ours.step(i)), device))
     load1 = os.getloadavg()
     syncs_ours, syncs_base = host_syncs(lambda: ours.step(0), device), host_syncs(lambda: base.step(0), device)
+    kernels = attention_kernels(lambda: ours.step(0))  # ours only: the official math has no fused attention
     gflops = count_flops(lambda: ours.step(0, eager=True)) / batch / 1e9
     coll = collator_rate(cfg, "ijepa", batches=10)
     ours_ips, base_ips = batch / statistics.median(t_ours), batch / statistics.median(t_base)
@@ -246,6 +255,7 @@ def run(*, steps: int, warmup: int, batch: int, threads: int, compile_: bool, ar
         "ours": spread(t_ours), "official": spread(t_base), "ours_step_times_s": t_ours, "official_step_times_s": t_base,
         "loss_rel_diff": diff, "loss_rel_diff_bf16": diff_bf16, "official_grad_scaler": base.scaler is not None,
         "host_syncs_per_step_ours": syncs_ours, "host_syncs_per_step_official": syncs_base,
+        "attention_kernels": kernels, "attention_backend": attention_backend(kernels), "sdpa_enabled": sdpa_flags(),
         "gflops_per_image": gflops, "collator_batches_per_s": coll,
         "ours_steps_per_s": 1 / statistics.median(t_ours), "loadavg_before": load0, "loadavg_after": load1,
         "cpu_count": os.cpu_count(),

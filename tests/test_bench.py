@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from ijepa.bench.flops import count_flops, inference_flops, measure_flops, step_flops
 from ijepa.bench.harness import build_harness
 from ijepa.bench.throughput import attention_backend, largest_batch, measure_throughput
+from ijepa.data.fashion_mnist import DEFAULT_ROOT as FMNIST_ROOT
 from ijepa.training.config import from_dict
 
 OFFICIAL_YAML = Path(__file__).parent / "fixtures" / "in1k_vith14_ep300.yaml"
@@ -67,6 +68,7 @@ def test_throughput_record_fields():
     assert rec["attention_backend"] == "flash" and rec["sdpa_flash_only"] == "ok"
     assert rec["attention_kernels"] == {"_scaled_dot_product_flash_attention_for_cpu": 4,
                                         "_scaled_dot_product_flash_attention_for_cpu_backward": 4}
+    assert [s["backend"] for s in rec["attention_by_step"]] == ["flash"]  # MAE: one length, one census
     assert rec["host_syncs_per_step"] is None and rec["dynamo_graphs_timed"] == 0
     with pytest.raises(ValueError, match="--device meta"):
         measure_throughput(tiny_cfg(), method="mae", steps=1, device=torch.device("meta"))
@@ -122,14 +124,23 @@ def test_gpu_check_pretrain_record_sets_a_run_beside_a_cpu_log(tmp_path):
 
 
 def test_gpu_check_summary_judges_targets_on_a_gpu_only():
-    """A CPU dry run of the GPU check must not print "target met" from CPU numbers."""
+    """A CPU dry run of the GPU check must not print "target met" from CPU numbers; a target
+    without a figure says which step left it unmeasured."""
     mod = _benchmark_module("gpu_check")
     tp = {"kind": "bench.throughput", "method": "ijepa", "preset": "vit_huge14", "batch_size": 8, "compile": False, "img_per_s": 1.0,
           "step_time_median_s": 1.0, "step_time_p25_s": 1.0, "step_time_p75_s": 1.0, "peak_mem_mb": 1024.0, "utilisation": 0.9,
-          "attention_backend": "math", "sdpa_flash_only": False, "host_syncs_per_step": 0, "dtype": "float32"}
-    on = {d: "\n".join(mod.summary_lines([tp], {}, [], d)) for d in ("cpu", "cuda")}
-    assert "MFU >= " in on["cpu"] and "not judged: a dry run on cpu" in on["cpu"] and "-> met" not in on["cpu"] and "NOT met" not in on["cpu"]
-    assert on["cuda"].rstrip().endswith("-> met")
+          "attention_backend": "flash", "sdpa_flash_only": "ok", "host_syncs_per_step": 0, "dtype": "bfloat16",
+          "attention_by_step": [{"context_len": 40, "backend": "flash"}, {"context_len": 61, "backend": "flash"}]}
+    steps = [{"step": "official_vit_huge14", "rc": "124", "seconds": "150"}, {"step": "features", "rc": "skipped", "seconds": "0"}]
+    on = {d: "\n".join(mod.summary_lines([tp], {}, steps, d)) for d in ("cpu", "cuda")}
+    assert "MFU >= 50%" in on["cpu"] and "not judged: a dry run on cpu" in on["cpu"] and "-> met" not in on["cpu"] and "NOT met" not in on["cpu"]
+    assert "MFU >= 50% on flash attention, no cuDNN: best 90.0% (eager, bfloat16, attention flash) -> met" in on["cuda"]
+    assert "| 40: flash, 61: flash |" in on["cuda"]
+    assert "official step's math at ViT-H/14: not measured: official_vit_huge14 stopped at its time limit" in on["cuda"]
+    assert "of fp32 (linear probes on Fashion-MNIST test): not measured: features skipped (the time budget was spent)" in on["cuda"]
+    assert "`pytest -m cuda` all pass: not measured: pytest_cuda did not run" in on["cuda"]
+    cudnn = {**tp, "attention_backend": "cudnn"}  # the MFU target is on flash attention
+    assert "attention cudnn) -> NOT met" in "\n".join(mod.summary_lines([cudnn], {}, [], "cuda"))
 
 
 def _cli(args: list[str]):
@@ -275,26 +286,50 @@ def test_bench_and_trainer_share_the_bf16_autocast():
     assert h.bf16 and (h.autocast.device, h.autocast.fast_dtype, h.autocast._enabled) == ("cpu", torch.bfloat16, True)
 
 
-def test_gpu_check_compiled_failure_is_recorded_and_the_rest_still_run(tmp_path, monkeypatch):
-    """On the H200 one inductor failure ended the compiled phase before the other three models."""
+def test_gpu_check_compile_form_failure_is_recorded_and_judged(tmp_path, monkeypatch):
+    """On the H200 an inductor failure was all the compiled phase produced: each form now runs
+    alone, its failure lands in the state beside the forms that worked, and the summary says
+    which form compiled and how it compares with eager."""
     mod = _benchmark_module("gpu_check")
-    tried = []
 
-    def broken(arch, method, **kw):
-        tried.append((method, arch))
-        raise AssertionError("inductor: tiling assertion\nmore")
+    def fake(arch, method, *, compile_, form="whole", **kw):
+        if compile_ and form == "seqdim":
+            raise AssertionError("inductor: tiling assertion\nmore")
+        return {"img_per_s": 120.0 if compile_ else 100.0, "compile": compile_}
 
-    monkeypatch.setattr(mod, "measure", broken)
+    monkeypatch.setattr(mod, "measure", fake)
+    monkeypatch.setattr(mod, "save_throughput", lambda rec, **kw: tmp_path / "rec.json")
+    monkeypatch.setattr(mod, "throughput_fields", lambda rec: {"warmup_s": 9.0, "graphs_timed": 0, "utilisation": 0.3, "attention": "flash"})
     state = tmp_path / "state.json"
-    state.write_text(json.dumps({"batches": {f"{m}-{a}": 8 for m, a in mod.COMPILED}, "skipped": []}))
-    args = argparse.Namespace(device="cpu", state=str(state), phase="compiled", deadline=None, tiny=True, steps=3,
-                              huge_steps=3, warmup=1, results=str(tmp_path / "results"))
-    with pytest.raises(SystemExit, match="4 compiled run"):
-        mod.throughput(args)
-    assert tried == [(m, a) for m, a in mod.COMPILED]
-    failed = json.loads(state.read_text())["failed"]
-    assert [f["run"] for f in failed] == [f"{m}-{a}-compiled" for m, a in mod.COMPILED]
-    assert failed[0]["why"] == "AssertionError: inductor: tiling assertion"
-    args.phase = "eager"  # an eager failure is not a compiler's: it still stops the check
-    with pytest.raises(AssertionError):
-        mod.throughput(args)
+    state.write_text(json.dumps({"batches": {"ijepa-vit_base16": 8}, "eager": {"ijepa-vit_base16": 100.0}, "forms": {}, "skipped": []}))
+    args = argparse.Namespace(device="cpu", state=str(state), form="seqdim", method="ijepa", arch="vit_base16", tiny=True,
+                              steps=3, huge_steps=3, warmup=1, results=str(tmp_path / "results"))
+    with pytest.raises(SystemExit, match="seqdim:ijepa-vit_base16: FAILED \\(AssertionError: inductor: tiling assertion\\)"):
+        mod.compile_run(args)
+    for form in ("blocks", "bucketed"):
+        mod.compile_run(argparse.Namespace(**{**vars(args), "form": form}))
+    forms = json.loads(state.read_text())["forms"]
+    assert forms["seqdim:ijepa-vit_base16"]["status"] == "failed" and forms["blocks:ijepa-vit_base16"]["speedup"] == pytest.approx(1.2)
+    assert forms["bucketed:ijepa-vit_base16"]["buckets"] == [16, 8]  # its eager baseline ran again on the cut masks
+    assert mod.best_form(json.loads(state.read_text())) == "blocks"
+    lines = "\n".join(mod.summary_lines([], {}, [], "cuda", json.loads(state.read_text())))
+    assert "a compiled step faster than eager: best blocks on ijepa-vit_base16, 1.20x eager -> met" in lines
+    assert "| seqdim | ijepa-vit_base16 | None | FAILED: AssertionError: inductor: tiling assertion |" in lines
+
+
+@pytest.mark.skipif(not (FMNIST_ROOT / "t10k-labels-idx1-ubyte.gz").exists(), reason="Debian's Fashion-MNIST not installed")
+def test_feature_dtype_scores_bf16_features_through_the_eval(tmp_path):
+    """The bf16 copy of the encoder has the same weights (so the same feature-cache key: each
+    dtype has its own cache folder), its features really differ from fp32's, and the eval
+    scores both."""
+    from ijepa.models.registry import create_encoder
+
+    mod = _benchmark_module("feature_dtype")
+    torch.manual_seed(0)
+    enc = create_encoder("vit_tiny", img_size=32, patch_size=4, in_chans=1, depth=1)
+    (path,) = mod.compare(enc, torch.device("cpu"), protocols=["logreg"], tiny=True, data=None, results=tmp_path)
+    rec = json.loads(path.read_text())
+    assert rec["kind"] == "bench.feature_dtype" and rec["protocol"] == "sklearn-logreg" and rec["n_train"] == 2000
+    assert rec["feature_rel_diff"] > 1e-4
+    assert rec["delta_points"] == pytest.approx(100 * (rec["top1_bfloat16"] - rec["top1_float32"]))
+    assert rec["within_target"] == (abs(rec["delta_points"]) <= 0.1)

@@ -105,7 +105,8 @@ def test_plot_reads_the_results_folder_given_to_results(tmp_path, monkeypatch):
 def test_the_gpu_checks_records_are_tabled_not_skipped(tmp_path):
     """benchmarks/gpu_check.sh writes these kinds; `ijepa results` must not call them invalid."""
     for kind, extra in (("bench.eval_speed", {"img_per_s": 1502.0}), ("bench.gpu_pretrain", {"img_per_s": 46.0}),
-                        ("bench.gpu_check", {"records": [], "steps": []})):
+                        ("bench.gpu_check", {"records": [], "steps": []}),
+                        ("bench.feature_dtype", {"headline": "delta_points", "unit": "value", "delta_points": -0.04})):
         write_record({"kind": kind, "encoder": "x", "device": "cuda", **extra}, results_dir=tmp_path)
     _, _, skipped = write_tables(tmp_path)
     assert skipped == []

@@ -4,8 +4,8 @@ One code path for CPU and CUDA: a timer that uses CUDA events on a GPU (read aft
 synchronize at the end, so timing adds no host syncs between steps) and `perf_counter` on
 the CPU. Utilisation is measured against a square GEMM of the step's dtype timed in the same
 process, not against a datasheet number. Each record also names the attention kernels the
-step dispatched to (an op census under a dispatch mode, plus a step with SDPA restricted to
-the flash kernel) and, on CUDA, how many synchronising calls one step makes.
+timed step ran (a profiler census on the shortest and longest context, plus a step with SDPA
+restricted to the flash kernel) and, on CUDA, how many synchronising calls one step makes.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ijepa.bench.flops import count_flops, step_flops
 from ijepa.bench.harness import StepHarness, build_harness
@@ -85,29 +84,32 @@ def collator_rate(cfg: Config, method: str, *, batches: int = 10) -> float:
 ATTENTION_OPS = ("scaled_dot_product", "flash_attention", "efficient_attention", "cudnn_attention")
 
 
-class _AttentionCensus(TorchDispatchMode):
-    """Counts the aten attention ops dispatched while active (forward and backward)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.counts: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        name = str(func)
-        if any(k in name for k in ATTENTION_OPS):
-            self.counts[name.removeprefix("aten.").removesuffix(".default")] += 1
-        return func(*args, **(kwargs or {}))
-
-
 def attention_kernels(fn: Callable[[], object]) -> dict[str, int]:
     """{aten attention op: calls} of one `fn()`, e.g. `_scaled_dot_product_flash_attention`.
 
-    SDPA picks its backend below autograd, so the ops seen here are the kernels that ran; the
-    unfused math path decomposes into matmuls and shows no attention op at all.
+    Read from the profiler's op events, which compiled code (calling the same aten kernels)
+    emits as eager code does. SDPA picks its backend below autograd, so the ops seen are the
+    kernels that ran; the unfused math path decomposes into matmuls and shows none.
     """
-    with _AttentionCensus() as census:
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
         fn()
-    return dict(sorted(census.counts.items()))
+    names = (e.name.removeprefix("aten::") for e in prof.events() if e.name.startswith("aten::_"))
+    return dict(sorted(Counter(n for n in names if any(k in n for k in ATTENTION_OPS)).items()))
+
+
+def attention_by_step(h: StepHarness, ids: list[int]) -> list[dict]:
+    """The kernels of the step as timed (compiled or not) on the mask sets with the shortest
+    and the longest context among `ids`: I-JEPA's lengths change every batch."""
+    lengths = {i: h.masks[i][0][0].size(1) for i in ids}
+    picked = sorted({min(ids, key=lengths.get), max(ids, key=lengths.get)})
+    out = []
+    for i in picked:
+        kernels = attention_kernels(lambda i=i: h.step(i))
+        out.append({"mask_set": i, "context_len": lengths[i], "target_len": h.masks[i][1][0].size(1),
+                    "kernels": kernels, "backend": attention_backend(kernels)})
+    return out
 
 
 def attention_backend(kernels: dict[str, int]) -> str:
@@ -238,17 +240,40 @@ def dynamo_graphs() -> int:
     return int(counters["stats"]["unique_graphs"])
 
 
+def mask_shapes(masks) -> tuple:
+    return tuple(tuple(m.shape) for group in masks for m in group)
+
+
+def warmup_sets(h: StepHarness, warmup: int, steps: int) -> list[int]:
+    """Mask sets of the warm-up: the first `warmup`, then, when compiled, one set of each mask
+    shape the timed steps meet that those did not, so no compile lands in the timing."""
+    ids = list(range(warmup))
+    if h.cfg.meta.compile:
+        seen = {mask_shapes(h.masks[i]) for i in ids}
+        for i in range(warmup, warmup + steps):
+            if (s := mask_shapes(h.masks[i])) not in seen:
+                seen.add(s)
+                ids.append(i)
+    return ids
+
+
 def measure_throughput(
     cfg: Config, *, method: str, steps: int = 10, warmup: int = 3, device: torch.device, compile_backend: str = "inductor",
+    compile_form: str = "whole", buckets: tuple[int, int] | None = None,
 ) -> dict:
-    """Record fields for `bench.throughput`; `img_per_s` is batch size / median step time."""
+    """Record fields for `bench.throughput`; `img_per_s` is batch size / median step time.
+
+    `compile_form` (with `meta.compile`) and `buckets`: see `build_harness`."""
     if steps < 1 or warmup < 0:
         raise ValueError(f"--steps must be >= 1 and --warmup >= 0, got {steps} and {warmup}")
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"--device {device}: throughput needs cpu or cuda (meta only counts FLOPs)")
-    h = build_harness(cfg, method, device=device, n_masks=warmup + steps, compile_backend=compile_backend)
+    h = build_harness(cfg, method, device=device, n_masks=warmup + steps, compile_backend=compile_backend,
+                      compile_form=compile_form, buckets=buckets)
+    timed_ids = list(range(warmup, warmup + steps))
+    warm_ids = warmup_sets(h, warmup, steps)
     graphs0, t0 = dynamo_graphs(), time.perf_counter()
-    for i in range(warmup):  # compiles, if meta.compile: warmup_s holds that cost
+    for i in warm_ids:  # compiles, if meta.compile: warmup_s holds that cost
         h.step(i)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -257,11 +282,11 @@ def measure_throughput(
     peak_mem, graphs_timed = peak_memory_mb(device), dynamo_graphs() - graphs_warm
     stats = spread(times)
     syncs = host_syncs(lambda: h.step(warmup), device)  # the timed (maybe compiled) step
-    # Dispatch-mode probes see the eager modules (same weights): compiled code hides its ops.
-    kernels = attention_kernels(lambda: h.step(warmup, eager=True))
+    by_step = attention_by_step(h, timed_ids)
+    kernels = dict(sorted(sum((Counter(s["kernels"]) for s in by_step), Counter()).items()))
     flash = flash_only(lambda: h.step(warmup, eager=True))
     fused = True  # real devices run the fused attention kernels
-    flops = [step_flops(method, h.model, h.masks[i], fused_attention=fused)["total"] for i in range(warmup, warmup + steps)]
+    flops = [step_flops(method, h.model, h.masks[i], fused_attention=fused)["total"] for i in timed_ids]
     counted = count_flops(lambda: h.step(warmup, eager=True))  # checks the closed form on a real step
     mean_flops = sum(flops) / len(flops)
     achieved = mean_flops / stats["step_time_median_s"]
@@ -269,19 +294,21 @@ def measure_throughput(
     peak = gemm_peak(device, dtype)
     coll = collator_rate(cfg, method)
     steps_per_s = 1 / stats["step_time_median_s"]
+    lengths = [(h.masks[i][0][0].size(1), h.masks[i][1][0].size(1)) for i in timed_ids]
     return {
         "method": method, "arch": cfg.meta.model_name, "depth": h.model.encoder.depth, "img_size": cfg.data.crop_size,
         "patch_size": cfg.mask.patch_size, "batch_size": h.batch_size, "device": str(device),
         "device_name": device_name(device), "threads": torch.get_num_threads(), "dtype": str(dtype).removeprefix("torch."),
         "compile": cfg.meta.compile, "compile_backend": compile_backend if cfg.meta.compile else None,
-        "steps": steps, "warmup": warmup, "warmup_s": warm_s,
+        "compile_form": compile_form if cfg.meta.compile else None, "mask_buckets": list(buckets) if buckets else None,
+        "steps": steps, "warmup": warmup, "warmup_steps": len(warm_ids), "warmup_s": warm_s,
         "dynamo_graphs_warmup": graphs_warm - graphs0, "dynamo_graphs_timed": graphs_timed,
-        "img_per_s": h.batch_size * steps_per_s, **stats, "step_times_s": times,
+        "img_per_s": h.batch_size * steps_per_s, **stats, "step_times_s": times, "mask_lengths": lengths,
         "peak_mem_mb": peak_mem, "peak_mem_kind": "cuda_max_allocated" if device.type == "cuda" else "process_max_rss",
         "flops_per_step": mean_flops, "flops_per_image": mean_flops / h.batch_size,
         "flops_counted_one_step": counted, "closed_form_rel_diff": flops[0] / counted - 1,
         "achieved_flops_per_s": achieved, "gemm_peak_flops_per_s": peak, "utilisation": achieved / peak,
         "collator_batches_per_s": coll, "steps_per_s": steps_per_s, "collator_keeps_up": coll >= steps_per_s,
-        "attention_kernels": kernels, "attention_backend": attention_backend(kernels), "sdpa_flash_only": flash,
-        "sdpa_enabled": sdpa_flags(), "host_syncs_per_step": syncs, "torch": torch.__version__,
+        "attention_kernels": kernels, "attention_backend": attention_backend(kernels), "attention_by_step": by_step,
+        "sdpa_flash_only": flash, "sdpa_enabled": sdpa_flags(), "host_syncs_per_step": syncs, "torch": torch.__version__,
     }
