@@ -60,7 +60,7 @@ def _finite(state: dict) -> bool:
 def test_divergence_stops_at_the_first_bad_step_and_keeps_the_last_good_checkpoint(tmp_path):
     """lr 100 diverges within ~10 steps. Rows are logged only every 1000 steps, so the first
     bad step is found from the device-side flag at the next checkpoint, not by a per-step sync."""
-    cfg = write_tiny_yaml(tmp_path / "cfg.yaml", tmp_path, "nan", optimization={"lr": 100.0, "max_steps": 40},
+    cfg = write_tiny_yaml(tmp_path / "cfg.yaml", tmp_path, "nan", optimization={"lr": 100.0, "epochs": 2.5},  # 40 steps
                           logging={"checkpoint_every": 4, "log_every": 1000, **QUIET})
     line = _error_line(_cli(["--config", str(cfg)]))
     m = re.fullmatch(r"error: (loss is NaN|loss is infinite|gradient is not finite) at step (\d+); "
@@ -186,7 +186,7 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypat
         real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", fills_the_disk)
-    cfg = write_tiny_yaml(tmp_path / "cfg.yaml", tmp_path, "full", optimization={"max_steps": 6}, logging={"checkpoint_every": 2, **QUIET})
+    cfg = write_tiny_yaml(tmp_path / "cfg.yaml", tmp_path, "full", optimization={"epochs": 0.375}, logging={"checkpoint_every": 2, **QUIET})  # 6 steps
     line = _error_line(_cli(["--config", str(cfg)]))
     ckpt = tmp_path / "full" / "checkpoint.pt"
     assert line == f"error: {ckpt}: cannot write the checkpoint (No space left on device); last good checkpoint: step 2 ({ckpt})"
@@ -244,7 +244,7 @@ def test_corrupt_image_in_a_loader_worker_is_one_line_naming_it(tmp_path):
     tree = write_imagefolder(tmp_path / "data" / "tree", per_class={"train": 4, "val": 1})
     bad = corrupt(tree, "train")
     cfg = write_tiny_yaml(tmp_path / "cfg.yaml", tmp_path, "bad", data={"dataset": "imagefolder", "root_path": str(tmp_path / "data"),
-                          "image_folder": "tree", "subset": 0, "num_workers": 1}, optimization={"max_steps": 1}, logging=QUIET)
+                          "image_folder": "tree", "subset": 0, "num_workers": 1}, meta={"in_chans": 3}, optimization={"epochs": 1}, logging=QUIET)
     line = _error_line(_cli(["--config", str(cfg)]))
     assert line.startswith(f"error: {bad}: unreadable image (UnidentifiedImageError"), line
 

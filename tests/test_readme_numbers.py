@@ -72,3 +72,27 @@ def test_a_changed_number_is_caught():
     assert mismatches(table.assign(steps=["470", "0"]), table)
     assert mismatches(table.assign(knn=["", ""]), table)
     assert re.search("84.11", mismatches(table.assign(linear=["84.11", "82.89"]), table)[0])
+
+
+def test_the_readme_step_flops_are_the_default_recipes():
+    """The MAE-vs-I-JEPA sentence: MAE's step (651 GFLOPs), I-JEPA's averaged over the first 20
+    mask draws as `pretrain.compute` counts it, and the one draw `ijepa bench flops` counts."""
+    import torch
+
+    from ijepa.bench.flops import step_flops
+    from ijepa.bench.harness import draw_masks
+    from ijepa.training.config import load_config
+    from ijepa.training.loop import build_method
+
+    text = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())
+    m = re.search(r"([\d.]+) GFLOPs per step of 64 images \(`ijepa bench flops --method mae`.*?against ([\d.]+) for I-JEPA, "
+                  r"averaged over the run's first 20 mask draws.*?counts one draw: ([\d.]+)\)", text)
+    assert m, "README.md: the MAE vs I-JEPA step FLOPs sentence is gone or reworded"
+    cfg, gflops = load_config(), {}
+    for method, n in (("mae", 1), ("ijepa", 20)):
+        with torch.device("meta"):
+            model = build_method(cfg, method)
+        gflops[method] = [step_flops(method, model, mk, fused_attention=True)["total"] / 1e9
+                          for mk in draw_masks(cfg, method, n, torch.device("cpu"))]
+    ijepa = gflops["ijepa"]
+    assert m.groups() == (f"{gflops['mae'][0]:.0f}", f"{sum(ijepa) / len(ijepa):.1f}", f"{ijepa[0]:.1f}")

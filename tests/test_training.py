@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -26,6 +27,7 @@ from ijepa.training.loop import build_optimizer, pretrain, schedules_for
 from ijepa.training.schedules import Schedules
 from ijepa.training.step import IJEPA
 
+ROOT = Path(__file__).resolve().parents[1]
 # 128 images / batch 16 = 8 steps per epoch, 2 epochs: the schedule runs out at step 16.
 RUN = {"data": {"subset": 128}, "optimization": {"epochs": 2}, "logging": {"checkpoint_every": 3}}
 OFFICIAL_KEYS = {"encoder", "predictor", "target_encoder", "opt", "scaler", "epoch", "loss", "batch_size", "world_size", "lr"}
@@ -144,6 +146,80 @@ def test_kill_and_resume_is_exact(reference_run, tmp_path):
     a, b = _state(reference_run), _state(folder / "killed")
     for key in ("encoder", "predictor", "target_encoder", "opt", "probe", "probe_opt", "step", "loss", "lr", "std0"):
         _assert_bitwise_equal(a[key], b[key], key)
+
+
+def _as_from_a_terminal() -> None:
+    """SIGINT as a foreground command has it (a shell's background job, as pytest may be, ignores it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@pytest.mark.slow
+def test_ctrl_c_saves_the_step_reached_and_the_printed_resume_is_exact(reference_run, tmp_path):
+    """SIGINT to the process group after the first logged step, as Ctrl-C in a terminal sends
+    it (the loader worker gets it too): the run saves the step it reached, prints the command
+    that continues it and exits 130; that command ends bit for bit where an uninterrupted run does."""
+    folder, run = reference_run.parent, reference_run.parent / "interrupted"
+    cfg_path = write_tiny_yaml(tmp_path / "cfg.yaml", folder, "interrupted", data={**RUN["data"], "num_workers": 1},
+                               optimization=RUN["optimization"], logging={"checkpoint_every": 1000, "progress": True})
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "PYTHONPATH": str(ROOT)}  # same kernels as this process
+    main = "import sys; from ijepa.cli import main; sys.argv[0] = 'ijepa'; main()"
+    proc = subprocess.Popen([sys.executable, "-c", main, "pretrain", "--config", str(cfg_path), "--results", str(tmp_path / "r")],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_as_from_a_terminal)
+    for line in proc.stderr:
+        if line.startswith("step "):
+            os.killpg(proc.pid, signal.SIGINT)
+            break
+    rest = proc.stderr.read()
+    assert proc.wait() == 130, rest
+    at = _state(run)["step"]
+    assert 1 <= at < 16, "the run finished before it could be interrupted"
+    last = rest.strip().splitlines()[-1]
+    assert last == (f"interrupted: SIGINT at step {at}/16: saved {run / 'checkpoint.pt'}; continue with: "
+                    f"ijepa pretrain --resume --set logging.folder={folder} --set logging.write_tag=interrupted"), rest
+    assert not list(run.glob(".*.tmp")) and not (tmp_path / "r").exists()  # no record for a run cut short
+
+    command = shlex.split(last.split("continue with: ")[1])
+    result = _cli([*command[1:], "--results", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    ref, res = pd.read_csv(reference_run / "log.csv"), pd.read_csv(run / "log.csv")
+    pd.testing.assert_frame_equal(ref[SAME_COLUMNS], res[SAME_COLUMNS], check_exact=True)
+    a, b = _state(reference_run), _state(run)
+    for key in ("encoder", "predictor", "target_encoder", "opt", "probe", "probe_opt", "step", "loss", "lr", "std0"):
+        _assert_bitwise_equal(a[key], b[key], key)
+
+
+@pytest.mark.parametrize("repeat_ignored", [False, True])
+def test_a_second_signal_acts_at_once_unless_ignored(repeat_ignored):
+    """Ctrl-C twice stops without saving; under torchrun the launcher's copy of the signal is ignored."""
+    from ijepa.training.interrupt import StopRequest
+
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)  # as a foreground command has it
+    raised = False
+    try:
+        with StopRequest(repeat_ignored=repeat_ignored) as stop:
+            signal.raise_signal(signal.SIGINT)
+            assert stop.signum == signal.SIGINT
+            signal.raise_signal(signal.SIGINT)
+    except KeyboardInterrupt:
+        raised = True
+    finally:
+        restored = signal.signal(signal.SIGINT, outer)
+    assert raised != repeat_ignored and restored is signal.default_int_handler
+
+
+def test_a_signal_the_process_ignores_stays_ignored():
+    """`nohup ijepa pretrain &` keeps ignoring Ctrl-C, as Python does."""
+    from ijepa.training.interrupt import StopRequest
+
+    outer = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with StopRequest() as stop:
+            assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            signal.raise_signal(signal.SIGINT)
+        assert stop.signum is None
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 def test_collapse_warning_fires_and_stops_the_run(tmp_path):

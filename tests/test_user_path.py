@@ -120,7 +120,10 @@ def test_log_lines_summary_and_compute_record_off_a_terminal(tmp_path):
     result = _cli(["-c", str(cfg), "--results", str(tmp_path / "results")])  # CliRunner's streams are not terminals
     assert result.exit_code == 0, result.output
     lines = _lines(result)
-    assert lines[0].startswith(f"pretrain {tmp_path / 'lines'}: step 0 -> 4 (0.25 epochs of 16 steps), 16 images per step on cpu")
+    assert lines[0] == ("data: fashion-mnist: 256 train images, 10 classes; grayscale images, 1 channel (meta.in_chans); "
+                        "random crops resized to 32 px (data.crop_size), its own mean/std")
+    assert lines[1].startswith("optimization.max_steps=4 truncates the 64-step schedule: it stops still in warm-up")
+    assert lines[2].startswith(f"pretrain {tmp_path / 'lines'}: step 0 -> 4 (0.25 epochs of 16 steps), 16 images per step on cpu")
     steps = [line for line in lines if line.startswith("step ")]
     assert [s.split()[1] for s in steps] == ["2/4", "4/4"]
     assert all(" loss " in s and " img/s " in s and " ETA " in s for s in steps), steps
@@ -214,3 +217,168 @@ def test_gpu_check_without_a_gpu_is_one_line_and_writes_nothing(tmp_path):
     assert out.returncode == 2 and out.stdout == "", out.stdout
     assert out.stderr.strip().splitlines() == ["gpu_check.sh: error: --device cuda: CUDA is not available on this machine; use --device cpu or auto"]
     assert not (tmp_path / "r").exists()
+
+
+# -- your own data -------------------------------------------------------------------------------
+FAST = {  # appended to the README's commands to keep them seconds; they change size, never the path
+    "pretrain": ["--steps", "3", "--set", "data.batch_size=8", "--set", "data.num_workers=0", "--set", "meta.depth=1",
+                 "--set", "meta.pred_depth=1", "--set", "meta.pred_emb_dim=48", "--set", "logging.diag_every=0"],
+    "eval linear": ["--set", "grid.epochs=1", "--set", "grid.min_steps=1", "--set", "grid.lrs=[0.01]", "--set", "grid.wds=[0.0]"],
+}
+
+
+def _section(title: str) -> str:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    return readme.split(f"\n### {title}\n", 1)[1].split("\n### ", 1)[0]
+
+
+def _commands(md: str) -> list[list[str]]:
+    """The `ijepa` commands of a README section: its ```bash lines, then its inline ones."""
+    import re
+    import shlex
+
+    fenced = [re.sub(r"(^|\s)#.*$", "", line).strip() for block in re.findall(r"```bash\n(.*?)```", md, re.S) for line in block.splitlines()]
+    inline = re.findall(r"`(ijepa [^`]+)`", re.sub(r"```.*?```", "", md, flags=re.S))
+    return [shlex.split(line) for line in [*fenced, *inline] if line.startswith("ijepa ")]
+
+
+def _run(argv: list[str]):
+    """One command line in this process, as `main()` runs it (every command registered)."""
+    import importlib
+    import pkgutil
+
+    import ijepa.cli
+    from ijepa.cli import app
+
+    for mod in pkgutil.iter_modules(ijepa.cli.__path__):
+        importlib.import_module(f"ijepa.cli.{mod.name}")
+    extra = FAST.get(argv[1], FAST.get(" ".join(argv[1:3]), [])) if "--data" in argv else []
+    return CliRunner().invoke(app, [*argv[1:], *extra])
+
+
+def test_the_own_data_section_runs_as_written_on_a_generated_folder(tmp_path, monkeypatch):
+    from fixtures.imagefolder import write_imagefolder
+
+    monkeypatch.chdir(tmp_path)
+    write_imagefolder(tmp_path / "my_images", per_class={"train": 60, "val": 3})  # k-NN's k = 200 needs 200 in its bank
+    commands = _commands(_section("Your own data"))
+    assert [c[:3] for c in commands[:3]] == [["ijepa", "pretrain", "--data"], ["ijepa", "eval", "linear"], ["ijepa", "eval", "knn"]]
+    assert any("--resume" in c for c in commands) and ["ijepa", "results"] in commands
+    for argv in commands:
+        result = _run(argv)
+        assert result.exit_code == 0, f"{' '.join(argv)}:\n{result.output}"
+    cfg = yaml.safe_load((tmp_path / "runs" / "mine" / "config.yaml").read_text())
+    assert (cfg["data"]["dataset"], cfg["data"]["root_path"], cfg["data"]["image_folder"], cfg["meta"]["in_chans"]) == (
+        "imagefolder", str(tmp_path.resolve()), "my_images", 3)
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "records").glob("eval.*/*.json")]
+    data = f"imagefolder:{(tmp_path / 'my_images').resolve()}"
+    assert sorted((r["kind"], r["dataset"]) for r in records) == [("eval.knn", data), ("eval.linear", data), ("eval.linear", data)]
+    assert (tmp_path / "results" / "README.md").is_file()
+
+
+def test_colour_images_into_a_one_channel_model_are_refused_naming_both(tmp_path):
+    from fixtures.imagefolder import write_imagefolder
+
+    root = write_imagefolder(tmp_path / "rgb", per_class={"train": 2, "val": 1})
+    by_hand = ["--set", "data.dataset=imagefolder", "--set", f"data.root_path={tmp_path}", "--set", "data.image_folder=rgb"]
+    for args in (by_hand, ["--data", str(root), "--set", "meta.in_chans=1"]):  # the recipe's in_chans: 1, or asked for
+        result = _cli([*args, "--set", f"logging.folder={tmp_path / 'runs'}", "--set", "data.batch_size=4"])  # it trained as gray
+        assert result.exit_code == 2 and len(_lines(result)) == 1, result.output
+        assert _lines(result)[0].startswith(f"error: meta.in_chans: 1 (a grayscale model), but {root / 'train'} holds colour images (e.g. "), result.output
+        assert "set meta.in_chans=3" in result.output
+    assert not (tmp_path / "runs").exists()
+
+
+def test_grayscale_images_set_one_channel_and_a_three_channel_model_says_it_replicates(tmp_path):
+    from fixtures.imagefolder import write_imagefolder
+
+    root = write_imagefolder(tmp_path / "gray", per_class={"train": 4, "val": 1}, mode="L")
+    common = ["--data", str(root), "--results", str(tmp_path / "results"), *FAST["pretrain"], "--steps", "1",
+              "--set", f"logging.folder={tmp_path}", "--set", "data.batch_size=16"]
+    one = _cli([*common, "--set", "logging.write_tag=one"])
+    assert one.exit_code == 0, one.output
+    assert yaml.safe_load((tmp_path / "one" / "config.yaml").read_text())["meta"]["in_chans"] == 1
+    assert f"data: {root}: 16 train images, 4 classes; grayscale images, 1 channel (meta.in_chans)" in one.output
+
+    three = _cli([*common, "--set", "logging.write_tag=three", "--set", "meta.in_chans=3"])
+    assert three.exit_code == 0, three.output
+    assert "grayscale images replicated to the model's 3 channels (meta.in_chans: 3" in three.output
+    recs = {json.loads(p.read_text())["run"]: json.loads(p.read_text()) for p in (tmp_path / "results").rglob("*.json")}
+    assert (recs["three"]["data_channels"], recs["three"]["in_chans"]) == (1, 3)
+    assert (recs["one"]["data_channels"], recs["one"]["in_chans"]) == (1, 1)
+
+
+def test_data_overrides_name_the_builtin_sets_and_a_folder(tmp_path):
+    from fixtures.imagefolder import write_imagefolder
+
+    from ijepa.training.data import data_overrides
+
+    assert data_overrides("fashion-mnist") == ["data.dataset=fashion-mnist", 'data.root_path=""', "meta.in_chans=1"]
+    assert data_overrides(f"fashion-mnist:{tmp_path}") == ["data.dataset=fashion-mnist", f'data.root_path="{tmp_path}"', "meta.in_chans=1"]
+    root = write_imagefolder(tmp_path / "a: b", per_class={"train": 1})  # a name YAML would misread unquoted
+    cfg = load_config(None, data_overrides(str(root)))
+    assert (cfg.data.dataset, cfg.data.root_path, cfg.data.image_folder, cfg.meta.in_chans) == ("imagefolder", str(tmp_path), "a: b", 3)
+
+
+def test_the_official_keys_left_at_their_defaults_name_them(tmp_path):
+    """`data.dataset=imagefolder` alone points at the authors' cluster: the error names the keys."""
+    result = _cli(["--set", "data.dataset=imagefolder", "--set", f"logging.folder={tmp_path}"])
+    assert result.exit_code == 2 and len(_lines(result)) == 1, result.output
+    assert "(data.root_path '' + data.image_folder 'imagenet_full_size/061417/'); for a folder of your own images: " \
+           "ijepa pretrain --data DIR" in result.output
+
+
+# -- short runs ----------------------------------------------------------------------------------
+def test_steps_is_a_whole_run_with_its_schedule_scaled(tmp_path):
+    """--steps 6 on 8 steps per epoch: warm-up, cosine, EMA and weight decay all end at step 6."""
+    raw = tiny_raw(tmp_path, "short", data={"subset": 128}, optimization={"epochs": 10, "warmup": 5, "final_lr": 1e-6,
+                                                                          "ema": [0.99, 1.0]}, logging=QUIET)
+    result = _cli([*_sets(raw), "--steps", "6", "--results", str(tmp_path / "results")])
+    assert result.exit_code == 0, result.output
+    assert "--steps 6: the whole schedule in 6 steps: lr warm-up over 3 steps to 0.001, then cosine to 1e-06; " \
+           "EMA 0.99 -> 1, weight decay 0.04 -> 0.4, both ending at step 6" in result.output
+    import pandas as pd
+
+    log = pd.read_csv(tmp_path / "short" / "log.csv")
+    assert log["step"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert log["lr"].iloc[-1] == pytest.approx(1e-6) and log["lr"].max() == pytest.approx(1e-3)
+    assert log["wd"].iloc[-1] == pytest.approx(0.4) and log["momentum"].iloc[-1] == pytest.approx(0.99 + 0.01 * 5 / 6)
+    stored = yaml.safe_load((tmp_path / "short" / "config.yaml").read_text())["optimization"]
+    assert stored["max_steps"] == 6  # --resume reads the scaled schedule back
+    again = _cli(["--set", f"logging.folder={tmp_path}", "--set", "logging.write_tag=short", "--resume", "--steps", "7"])
+    assert again.exit_code == 2 and "--steps 7: the run in" in again.output and "was not scaled to 7 steps" in again.output
+    both = _cli([*_sets(raw), "--set", "logging.write_tag=both", "--set", "optimization.max_steps=5", "--steps", "6"])
+    assert _lines(both) == ["error: --steps 6 with optimization.max_steps 5: give one (--steps scales the schedule to its steps, "
+                            "max_steps stops the configured schedule early)"]
+
+
+@pytest.mark.parametrize("steps,ipe", [(50, 3), (127, 3), (1406, 781), (6, 8), (1, 5)])
+def test_scaled_schedules_end_exactly_at_their_step(steps, ipe):
+    """`ijepa.bench.flops.budget_config`'s float product ends some of these a step early."""
+    import dataclasses
+
+    from ijepa.training.loop import schedules_for
+    from ijepa.training.schedules import scale_to_steps
+
+    cfg = load_config()
+    scaled = scale_to_steps(cfg.optimization, steps, ipe)
+    sched = schedules_for(dataclasses.replace(cfg, optimization=scaled), ipe)
+    assert (sched.total_steps, scaled.max_steps, sched.warmup_steps) == (steps, steps, max(1, round(steps * 0.2)))
+    assert scale_to_steps(scaled, steps, ipe) == scaled  # --resume --steps N finds the same schedule
+
+
+def test_max_steps_says_it_truncates_and_where_epochs_cap_it(tmp_path):
+    """The issue's two cases: a schedule cut in warm-up, and max_steps=10 giving 5 steps."""
+    cut = tiny_raw(tmp_path, "cut", optimization={"max_steps": 2}, logging=QUIET)  # 16 steps/epoch x 4 epochs
+    result = _cli([*_sets(cut), "--results", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert ("optimization.max_steps=2 truncates the 64-step schedule: it stops still in warm-up at lr 0.000325 (peak 0.001), "
+            "before the EMA and weight-decay ramps end; for a whole run of 2 steps: ijepa pretrain --steps 2") in result.output
+
+    # 48 images / 16 = 3 steps per epoch; 1.8 epochs = 5 steps, fewer than max_steps 10
+    capped = tiny_raw(tmp_path, "capped", data={"subset": 48}, optimization={"epochs": 1.8, "max_steps": 10}, logging=QUIET)
+    result = _cli([*_sets(capped), "--results", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    assert ("optimization.max_steps=10 is past the run's end: it trains 5 steps (optimization.epochs 1.8 x 3 steps per epoch); "
+            "for a whole run of 10 steps: ijepa pretrain --steps 10") in result.output
+    assert torch.load(tmp_path / "capped" / "checkpoint.pt", weights_only=True)["step"] == 5

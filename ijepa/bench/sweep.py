@@ -41,14 +41,16 @@ def canonical_data(data: str) -> str:
 
 
 def data_overrides(data: str) -> list[str]:
-    """The config keys that point a recipe at `data` (none for the default Fashion-MNIST): an
-    ImageFolder root trains RGB (`meta.in_chans=3`) at the recipe's crop size."""
+    """The config keys that point a recipe at `data`: none for the default Fashion-MNIST (so the
+    configs of the runs made before datasets were named stay the same); an ImageFolder root
+    as `ijepa pretrain --data` points at it, its channels read from its images."""
     from ijepa.data import data_spec
     from ijepa.data.fashion_mnist import DEFAULT_ROOT
+    from ijepa.training import data as training_data
 
     spec = data_spec(data)
     if spec.kind == "imagefolder":
-        return ["data.dataset=imagefolder", f"data.root_path={spec.root.resolve()}", "data.image_folder=.", "meta.in_chans=3"]
+        return training_data.data_overrides(data)
     root = [] if spec.root == DEFAULT_ROOT else [f"data.root_path={spec.root}"]
     return ([] if spec.kind == FMNIST else [f"data.dataset={spec.id}"]) + root
 

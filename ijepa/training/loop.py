@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import re
 import resource
+import signal
 import time
 from pathlib import Path
 
@@ -34,10 +36,11 @@ from ijepa.training.config import Config, ConfigError, from_dict, load_config
 from ijepa.training.data import PretrainData
 from ijepa.training.diagnostics import OnlineProbe, rankme
 from ijepa.training.distributed import DistInfo, device_type_of, init_distributed, resolve_device
+from ijepa.training.interrupt import Interrupted, StopRequest, resume_command
 from ijepa.training.logging import CSVLog, duration, progress_bar, progress_line
 from ijepa.training.mae import MAE
 from ijepa.training.resume import check_world_size
-from ijepa.training.schedules import Schedules
+from ijepa.training.schedules import Schedules, scale_to_steps
 from ijepa.training.step import IJEPA
 
 METHODS = {"ijepa": IJEPA, "mae": MAE}
@@ -163,7 +166,10 @@ class Trainer:
     The main process holds the run directory's lock from construction to the end of `fit()`.
     """
 
-    def __init__(self, cfg: Config, *, method: str = "ijepa", resume: bool = False, console: Console | None = None) -> None:
+    def __init__(
+        self, cfg: Config, *, method: str = "ijepa", resume: bool = False, steps: int | None = None, console: Console | None = None,
+    ) -> None:
+        """`steps`: a new run's whole schedule scaled to that many steps (`scale_to_steps`)."""
         check_placeholders(cfg)
         self.cfg, self.console = cfg, console or Console(stderr=True)
         self.info: DistInfo = init_distributed(device_type_of(cfg.meta.device))
@@ -172,7 +178,7 @@ class Trainer:
         self.run_dir = run_dir_of(cfg)
         self.ckpt_path = self.run_dir / "checkpoint.pt"
         source = self._resume_source(resume)
-        self._build(method)  # model and data first: a config that cannot run creates nothing on disk
+        self._build(method, steps=steps, new_run=source is None)  # model and data first: a config that cannot run creates nothing on disk
         self.lock = RunLock(self.run_dir).acquire() if self.info.is_main else None
         try:
             if self.info.is_main and (stale := remove_stale_temps(self.run_dir)):
@@ -185,7 +191,7 @@ class Trainer:
             self.close()
             raise
 
-    def _build(self, method: str) -> None:
+    def _build(self, method: str, *, steps: int | None, new_run: bool) -> None:
         cfg = self.cfg
         self.method_name = method
         # The data first (it draws nothing from torch's global RNG): a missing dataset fails before a big model is built.
@@ -196,7 +202,9 @@ class Trainer:
         self.ipe = self.data.batches_per_epoch // self.accum
         if self.ipe < 1:
             raise ValueError(f"one epoch has {self.data.batches_per_epoch} batches, fewer than optimization.accum_steps={self.accum}")
-        self.sched = schedules_for(cfg, self.ipe)
+        self.steps = steps if new_run else None  # a schedule scaled now, said at the start
+        self._apply_steps(steps, new_run=new_run)
+        self.sched = schedules_for(self.cfg, self.ipe)
         self.opt = build_optimizer(self.model.trainable(), fused=True)
         self.autocast, _ = bf16_autocast(self.device, use_bfloat16=cfg.meta.use_bfloat16, cpu_bfloat16=cfg.meta.cpu_bfloat16)
         self.probe = OnlineProbe(self.model.encoder.embed_dim, self.data.num_classes).to(self.device) if cfg.logging.online_probe else None
@@ -204,6 +212,22 @@ class Trainer:
         self.wall_s0, self.t_start, self.t_end, self.last_row = 0.0, None, None, None  # wall_s0: training seconds before this session
         self.bad_step = torch.zeros((), dtype=torch.long, device=self.device)  # first non-finite step, on the device
         self.bad_code = torch.zeros_like(self.bad_step)
+        self.stop = StopRequest()
+
+    def _apply_steps(self, steps: int | None, *, new_run: bool) -> None:
+        """A new run gets its schedule scaled to `steps`; a resumed one keeps the schedule it stored."""
+        if not steps:
+            return
+        o = self.cfg.optimization
+        scaled = scale_to_steps(o, steps, self.ipe)
+        if new_run and o.max_steps not in (0, steps):
+            raise ConfigError(f"--steps {steps} with optimization.max_steps {o.max_steps}: give one (--steps scales the schedule "
+                              "to its steps, max_steps stops the configured schedule early)")
+        if new_run:
+            self.cfg = dataclasses.replace(self.cfg, optimization=scaled)
+        elif scaled != o:
+            raise ConfigError(f"--steps {steps}: the run in {self.run_dir} was not scaled to {steps} steps (its config.yaml: "
+                              f"optimization.max_steps {o.max_steps}); resume it without --steps, or start a new run (logging.write_tag)")
 
     def close(self) -> None:
         """Release the run directory; the trained state stays readable."""
@@ -320,19 +344,19 @@ class Trainer:
         self._check_finite()
         weights = [t for k in self.model.checkpoint_keys for t in getattr(self.model, k).state_dict().values() if t.is_floating_point()]
         if not bool(torch.stack([t.isfinite().all() for t in weights]).all()):
-            raise RunError(f"weights are not finite after step {self.step}; {self._last_good()}")
+            raise RunError(f"weights are not finite after step {self.step}; {self.last_good_text()}")
         if self.info.is_main:
             try:
                 atomic_save(self.state(loss), self.ckpt_path)
                 self.last_good = (self.step, self.ckpt_path)  # already, should keeping the copy fail
                 keep_copy(self.ckpt_path, self.step, self.cfg.logging.keep_last)
             except OSError as e:
-                raise RunError(f"{e.filename or self.ckpt_path}: cannot write the checkpoint ({e.strerror or e}); {self._last_good()}") from None
+                raise RunError(f"{e.filename or self.ckpt_path}: cannot write the checkpoint ({e.strerror or e}); {self.last_good_text()}") from None
         self.last_good = (self.step, self.ckpt_path)
         if self.info.enabled:
             torch.distributed.barrier()
 
-    def _last_good(self) -> str:
+    def last_good_text(self) -> str:
         if self.last_good is None:
             return "no checkpoint was written"
         return f"last good checkpoint: step {self.last_good[0]} ({self.last_good[1]})"
@@ -347,7 +371,7 @@ class Trainer:
         """At a log or checkpoint boundary: stop if any step since the start was non-finite."""
         code = int(self.bad_code)
         if code:
-            raise RunError(f"{NONFINITE[code]} at step {int(self.bad_step)}; {self._last_good()}")
+            raise RunError(f"{NONFINITE[code]} at step {int(self.bad_step)}; {self.last_good_text()}")
 
     # -- one optimizer step ---------------------------------------------------------------
     def train_step(self, micro: list) -> tuple[torch.Tensor, dict]:
@@ -392,14 +416,16 @@ class Trainer:
         """Train to the schedule's end (or max_steps), then release the run directory.
 
         A non-finite loss, gradient or weight, or a failed write, stops it with a RunError
-        naming the last good checkpoint.
+        naming the last good checkpoint; SIGINT or SIGTERM, after saving the step it reached,
+        with `Interrupted`.
         """
         log = None
         try:
             if self.info.is_main:
                 log = CSVLog(self.run_dir / "log.csv", resume_step=self.step)
                 atomic_write(self.run_dir / "config.yaml", lambda f: yaml.safe_dump(self.cfg.to_dict(), f, sort_keys=False))
-            self._train(log)
+            with StopRequest(repeat_ignored=self.info.enabled) as self.stop:
+                self._train(log)
         finally:
             self.t_end = time.perf_counter()
             if log:
@@ -438,6 +464,9 @@ class Trainer:
         lines = shown and not self.console.is_terminal
         bar = progress_bar(self.console, shown and self.console.is_terminal)
         task = bar.add_task("pretrain", total=stop, completed=self.step, info="")
+        if self.info.is_main and self.step < stop:
+            for note in self._start_notes():
+                self.console.print(note, highlight=False, soft_wrap=True, markup=False)
         if lines and self.step < stop:
             self.console.print(f"pretrain {self.run_dir}: step {self.step} -> {stop} ({stop / self.ipe:.2f} epochs of {self.ipe} steps), "
                                f"{imgs_per_step} images per step on {self.device}", highlight=False, soft_wrap=True, markup=False)
@@ -472,9 +501,52 @@ class Trainer:
                         stop = self.step
                     if self.step % lg.checkpoint_every == 0 or self.step >= stop:
                         self.save(last_loss if row is None else row["loss"])
+                    if self.step < stop and (signum := self._stop_signal()):
+                        self._interrupt(signum, last_loss if row is None else row["loss"], stop)
                     t0 = time.perf_counter()
                     if self.step >= stop or self.step % self.ipe == 0:
                         break
+
+    def _start_notes(self) -> list[str]:
+        """What the run reads (with the progress lines; always when it converts channels) and,
+        always, where it stops short of its configured schedule or past it."""
+        o, s = self.cfg.optimization, self.sched
+        converted = self.data.channels != self.cfg.meta.in_chans
+        notes = [self.data.describe(in_chans=self.cfg.meta.in_chans, crop_size=self.cfg.data.crop_size)] if self.cfg.logging.progress or converted else []
+        epoch_stop, m = max(1, int(o.epochs * self.ipe)), o.max_steps
+        if self.steps:
+            notes.append(f"--steps {self.steps}: the whole schedule in {self.steps} steps: lr warm-up over {s.warmup_steps} step{'s' * (s.warmup_steps > 1)} to "
+                         f"{o.lr:g}, then cosine to {o.final_lr:g}; EMA {o.ema[0]:g} -> {o.ema[1]:g}, weight decay "
+                         f"{o.weight_decay:g} -> {o.final_weight_decay:g}, both ending at step {s.total_steps}")
+        elif m and m < min(epoch_stop, s.total_steps):
+            phase = "still in warm-up" if m < s.warmup_steps else "mid-cosine"
+            notes.append(f"optimization.max_steps={m} truncates the {s.total_steps}-step schedule: it stops {phase} at lr "
+                         f"{s.lr_at(m - 1):.3g} (peak {o.lr:g}), before the EMA and weight-decay ramps end; "
+                         f"for a whole run of {m} steps: ijepa pretrain --steps {m}")
+        elif m > epoch_stop:
+            notes.append(f"optimization.max_steps={m} is past the run's end: it trains {epoch_stop} steps (optimization.epochs "
+                         f"{o.epochs:g} x {self.ipe} steps per epoch); for a whole run of {m} steps: ijepa pretrain --steps {m}")
+        return notes
+
+    def _stop_signal(self) -> int:
+        """The signal that asked the run to stop (0: none), the same on every rank: under DDP
+        agreed at log rows (logging.log_every), not to make a GPU wait at every step."""
+        signum = self.stop.signum or 0
+        if not self.info.enabled:
+            return signum
+        if self.step % self.cfg.logging.log_every:
+            return 0
+        flag = torch.tensor(signum, device=self.device)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+        return int(flag)
+
+    def _interrupt(self, signum: int, loss: float, stop: int) -> None:
+        """Save the step reached (unless just saved; never a non-finite state) and stop."""
+        if self.last_good != (self.step, self.ckpt_path):
+            self.save(loss)
+        command = resume_command(self.cfg, self.method_name, distributed=self.info.enabled)
+        raise Interrupted(signum, f"{signal.Signals(signum).name} at step {self.step}/{stop}: saved {self.ckpt_path}; "
+                                  f"continue with: {command}")
 
     def _row(self, epoch, loss, stats, probe_acc, masks_enc, masks_pred, dt, imgs_per_step, start_time, diag, *, last: bool) -> dict | None:
         lg = self.cfg.logging
@@ -496,6 +568,8 @@ class Trainer:
         return row
 
 
-def pretrain(cfg: Config, *, method: str = "ijepa", resume: bool = False, console: Console | None = None) -> Path:
+def pretrain(
+    cfg: Config, *, method: str = "ijepa", resume: bool = False, steps: int | None = None, console: Console | None = None,
+) -> Path:
     """Train from `cfg` (or resume its run) and return the run directory."""
-    return Trainer(cfg, method=method, resume=resume, console=console).fit()
+    return Trainer(cfg, method=method, resume=resume, steps=steps, console=console).fit()

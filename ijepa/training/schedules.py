@@ -6,8 +6,11 @@ the value at step t depends on t alone.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
+
+from ijepa.training.config import OptimizationConfig
 
 
 @dataclass(frozen=True)
@@ -41,3 +44,22 @@ class Schedules:
         """Linear EMA momentum from ema[0] to ema[1]."""
         m0, m1 = self.ema
         return min(m1, m0 + step * (m1 - m0) / max(1, self.total_steps))
+
+
+def scale_to_steps(o: OptimizationConfig, steps: int, ipe: int) -> OptimizationConfig:
+    """The schedule over exactly `steps` optimizer steps, its shape kept: the same warm-up
+    fraction, then cosine lr, EMA and weight-decay ramps that end at the last step.
+
+    Whole epochs that cover the steps, the schedule squeezed into them by `ipe_scale` (as
+    `ijepa.bench.flops.budget_config`); each value raised by ulps where the trainer's float
+    product (`schedules_for`) would land just short and end the schedule a step early.
+    """
+    epochs = math.ceil(steps / ipe)
+    scale = steps / (epochs * ipe)
+    while int(scale * epochs * ipe) < steps:
+        scale = math.nextafter(scale, math.inf)
+    warmup_steps = max(1, round(steps * min(1.0, o.warmup / (o.ipe_scale * o.epochs))))
+    warmup = warmup_steps / ipe
+    while int(warmup * ipe) < warmup_steps:
+        warmup = math.nextafter(warmup, math.inf)
+    return dataclasses.replace(o, epochs=float(epochs), ipe_scale=scale, warmup=warmup, max_steps=steps)
