@@ -186,7 +186,7 @@ def test_disk_full_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypat
         real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", fills_the_disk)
-    cfg = write_tiny_yaml(tmp_path / "cfg.yaml", tmp_path, "full", optimization={"epochs": 0.375}, logging={"checkpoint_every": 2, **QUIET})  # 6 steps
+    cfg = write_tiny_yaml(tmp_path / "cfg.yaml", tmp_path, "full", optimization={"epochs": 0.375, "warmup": 0.1}, logging={"checkpoint_every": 2, **QUIET})  # 6 steps
     line = _error_line(_cli(["--config", str(cfg)]))
     ckpt = tmp_path / "full" / "checkpoint.pt"
     assert line == f"error: {ckpt}: cannot write the checkpoint (No space left on device); last good checkpoint: step 2 ({ckpt})"

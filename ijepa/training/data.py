@@ -83,10 +83,11 @@ def check_channels(spec: DataSpec, in_chans: int) -> int:
 
 
 def _leave_signals_to_main(worker_id: int) -> None:
-    """A loader worker ignores Ctrl-C and SIGTERM: the main process saves and stops the run
-    (a worker killed by them would make the loader raise mid-step)."""
+    """A loader worker ignores Ctrl-C (sent to the whole process group): the main process saves
+    and stops the run (a worker killed by it would make the loader raise mid-step). SIGTERM is
+    left alone: the loader's own shutdown terminates a worker that does not exit, and a worker
+    deaf to it hangs the run (seen: an unreadable image's error waited forever on its worker)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def build_collator(cfg: Config, method: str, *, rank: int = 0) -> MultiBlockMaskCollator:
