@@ -47,7 +47,7 @@ def test_level_zero_is_fashion_mnist_bit_for_bit(idx):
     spec = data_spec(f"fmnist-clutter:0:{idx}")
     assert spec.kind == "fashion-mnist" and spec.id == "fashion-mnist"  # one dataset, one id, one cache
     plain = FashionMNIST(idx, "val")
-    rows = clutter.split_rows(plain)
+    rows = plain.rows
     assert np.array_equal(clutter.clutter_images(plain.images[:, 0].numpy(), rows, "train", 0.0), plain.images[:, 0].numpy())
     rng = np.random.default_rng(0)
     obj = plain.images[0, 0].numpy()
@@ -68,7 +68,7 @@ def test_clutter_is_seeded_per_image_and_keeps_labels(idx):
     assert np.array_equal(build_dataset(spec, "val").images.numpy(), val.images.numpy())
     # an image is seeded by its row of the source file, so it is the same in val and trainval
     trainval = build_dataset(spec, "trainval")
-    rows = clutter.split_rows(plain)
+    rows = plain.rows
     assert np.array_equal(trainval.images.numpy()[rows], val.images.numpy())
     more = data_spec(f"fmnist-clutter:1:{idx}")
     assert build_dataset(more, "val").images.float().std() != val.images.float().std()
@@ -82,12 +82,12 @@ def test_the_generated_split_cache_keys_on_the_source_pixels(tmp_path):
     root = tmp_path / "raw"
     write_fmnist(root, n_train=12, n_val=6, gz=False)
     images = root / "t10k-images-idx3-ubyte"
-    before, stat = clutter._cache_path(str(root), "test", 0.5), images.stat()
+    before, stat = clutter._cache_path(FashionMNIST(root, "test"), 0.5), images.stat()
     raw = bytearray(images.read_bytes())
     raw[-1] ^= 0xFF
     images.write_bytes(bytes(raw))
     os.utime(images, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert images.stat().st_size == stat.st_size and clutter._cache_path(str(root), "test", 0.5) != before
+    assert images.stat().st_size == stat.st_size and clutter._cache_path(FashionMNIST(root, "test"), 0.5) != before
 
 
 def test_fragments_come_from_the_images_own_split():

@@ -222,9 +222,9 @@ def compute_fields(run: Run, measured: dict[str, Any], wall_s: float) -> dict[st
 
 def dataset_fields(data: str) -> dict[str, Any]:
     """What a curve record says of its data: `dataset` (what tables and figures group by) and its clutter level."""
-    from ijepa.data import data_spec
+    from ijepa.data.clutter import parse_level
 
-    return {"dataset": data, "dataset_level": data_spec(data).level if data.startswith("fmnist-clutter:") else
+    return {"dataset": data, "dataset_level": parse_level(data.split(":")[1]) if data.startswith("fmnist-clutter:") else
             (0.0 if data.startswith(FMNIST) else None)}
 
 

@@ -22,7 +22,6 @@ from ijepa.bench import curves
 from ijepa.bench.sweep import canonical_data, choose_best, grid_variants, run_sweep
 
 METHODS = ("ijepa", "mae")
-DEFAULT_PROBES = ("linear", "logreg", "knn", "lowshot")
 VAL_FIRST = ("linear", "logreg")  # scored on val before test (the learning curve's rule)
 
 
@@ -67,11 +66,13 @@ def _splits(probe: str) -> tuple[str, ...]:
     return ("val", "test") if probe in VAL_FIRST else ("test",)
 
 
-def curve_pieces(recipes: dict[str, curves.Recipe], *, minutes: Sequence[float], probes: Sequence[str], results_dir: Path,
+def curve_pieces(recipes: dict[str, curves.Recipe], *, methods: Sequence[str] = METHODS, minutes: Sequence[float],
+                 probes: Sequence[str], results_dir: Path,
                  folder: str, img_per_s: float | None = None, baselines: bool = True, device: str = "cpu",
                  cache_dir: Path | None = None, probe_sets: dict[str, list[str]] | None = None) -> Iterator[Piece]:
     """Every piece of the curve, in the order they run: budgets ascending, each method's
-    pretraining then its probes, then the reference lines. `probe_sets`: overrides of a
+    pretraining then its probes (of `methods` only: every recipe still sizes the budgets),
+    then the reference lines. `probe_sets`: overrides of a
     probe's recipe (small data: fewer k-NN neighbours), part of each score's identity."""
     sets = probe_sets or {}
     score = dict(results_dir=results_dir, device=device, cache_dir=cache_dir)
@@ -80,7 +81,9 @@ def curve_pieces(recipes: dict[str, curves.Recipe], *, minutes: Sequence[float],
         return lambda: curves.find_record(results_dir, kind, piece) is not None
 
     for m in sorted(minutes):
-        for run in runs_at(recipes, m, folder=folder, img_per_s=img_per_s).values():
+        for method, run in runs_at(recipes, m, folder=folder, img_per_s=img_per_s).items():
+            if method not in methods:
+                continue
             yield Piece(f"pretrain {run.name} ({m:g} I-JEPA minutes)", lambda run=run: curves.pretrain_run(run, results_dir=results_dir)[0],
                         recorded("curve.pretrain", run.identity()))
             for probe in probes:

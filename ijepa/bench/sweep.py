@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-FMNIST = "fashion-mnist"
+from ijepa.results.curves import FMNIST, record_dataset
 
 
 def canonical_data(data: str) -> str:
@@ -65,11 +65,6 @@ def data_slug(data: str) -> str:
     if data.startswith("fmnist-clutter:") and data.count(":") == 1:
         return f"clutter{data.split(':')[1]}"
     return f"{Path(data).name or 'data'}-{hashlib.sha256(data.encode()).hexdigest()[:8]}"
-
-
-def record_dataset(rec: dict[str, Any]) -> str:
-    """The dataset a record was made on (records from before datasets were named: Fashion-MNIST)."""
-    return rec.get("dataset") or FMNIST
 
 
 @torch.no_grad()

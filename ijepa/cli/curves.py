@@ -97,14 +97,15 @@ def curve(
 
     Example: ijepa bench curve --data fmnist-clutter:1 --minutes 5 --minutes 30 --dry-run
     """
-    from ijepa.bench.experiment import check_splits, choose_recipe, curve_pieces
+    from ijepa.bench.curves import PROBES
+    from ijepa.bench.experiment import METHODS, check_splits, choose_recipe, curve_pieces
     from ijepa.bench.sweep import canonical_data
 
     try:
         methods = [] if methods == ["none"] else methods
-        bad = sorted(set(methods) - {"ijepa", "mae"}) + sorted(set(probes) - {"linear", "logreg", "knn", "lowshot", "finetune"})
+        bad = sorted(set(methods) - set(METHODS)) + sorted(set(probes) - set(PROBES))
         if bad:
-            raise ValueError(f"--method/--probe {', '.join(bad)}: expected methods ijepa, mae and probes linear, logreg, knn, lowshot, finetune")
+            raise ValueError(f"--method/--probe {', '.join(bad)}: expected methods {', '.join(METHODS)} and probes {', '.join(PROBES)}")
         if not minutes or not all(m > 0 for m in minutes):  # also refuses nan
             raise ValueError(f"--minutes {minutes}: expected one or more budgets > 0")
         sets: dict[str, list[str]] = {}
@@ -116,16 +117,13 @@ def curve(
         check_splits(data)
         refs = {"ijepa": ijepa, "mae": mae}
         recipes = {m: choose_recipe(refs[m], data=data, results_dir=results, folder=sweep_folder, sweep=sweep_first and not dry_run)
-                   for m in ("ijepa", "mae")}
+                   for m in METHODS}
         recipes = {m: _with_extra(r, set_) for m, r in recipes.items()}
         console.print(f"{canonical_data(data)}: recipes chosen on val: " + ", ".join(f"{m} {r.grid}:{r.variant}" for m, r in recipes.items()),
                       highlight=False, soft_wrap=True)
-        pieces = curve_pieces({m: r for m, r in recipes.items() if m in methods or m == "ijepa"}, minutes=minutes, probes=probes,
-                              results_dir=results, folder=folder, img_per_s=img_per_s, baselines=baselines, device=device,
-                              cache_dir=Path(".cache/features"), probe_sets=sets)
+        pieces = curve_pieces(recipes, methods=methods, minutes=minutes, probes=probes, results_dir=results, folder=folder,
+                              img_per_s=img_per_s, baselines=baselines, device=device, cache_dir=Path(".cache/features"), probe_sets=sets)
         for piece in pieces:
-            if not (piece.what.startswith(("pretrain ", "score ")) and _wanted(piece.what, recipes, methods)):
-                continue
             if piece.done():
                 console.print(f"done     {piece.what}", highlight=False, soft_wrap=True)
             elif dry_run:
@@ -156,11 +154,6 @@ def _with_extra(recipe, extra: list[str]):
 
     return dataclasses.replace(recipe, extra=tuple(extra)) if extra else recipe
 
-
-def _wanted(what: str, recipes: dict, methods: list[str]) -> bool:
-    """A piece of a method asked for (runs are named method-variant-...); reference lines always."""
-    name = what.split()[1]
-    return not name.startswith(tuple(f"{m}-" for m in recipes)) or name.startswith(tuple(f"{m}-" for m in methods))
 
 
 @bench_app.command()

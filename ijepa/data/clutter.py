@@ -154,52 +154,41 @@ class FashionMNISTClutter(fashion_mnist.FashionMNIST):
 CACHE_DIR = Path(".cache/data")  # generated splits, keyed by everything they depend on
 
 
-def _cache_path(root: str, split: str, level: float) -> Path:
+def _cache_path(ds: fashion_mnist.FashionMNIST, level: float) -> Path:
     """Where a generated split is kept: keyed by the generator's version and seed, the
     background bank, the level, the split and the content of the Fashion-MNIST images it is
     made from (a digest of their pixels and labels, so an IDX file rewritten in place with
     its size and mtime kept is a new key)."""
-    ds = fashion_mnist.FashionMNIST(root, split)
     content = hashlib.sha256(ds.images.numpy().tobytes() + ds.targets.numpy().tobytes()).hexdigest()
-    key = hashlib.sha256(repr((VERSION, SEED, sources_digest(), level, split, content)).encode()).hexdigest()[:20]
-    return CACHE_DIR / f"fmnist-clutter-{level:g}-{split}-{key}.npy"
+    key = hashlib.sha256(repr((VERSION, SEED, sources_digest(), level, ds.split, content)).encode()).hexdigest()[:20]
+    return CACHE_DIR / f"fmnist-clutter-{level:g}-{ds.split}-{key}.npy"
 
 
 @lru_cache(maxsize=4)
 def cluttered(root: str, split: str, level: float) -> np.ndarray:
     """One split at one level: generated once (about 15 s for the 50,000 train images) and
-    kept on disk, read back by later processes; a cache that cannot be read is regenerated."""
-    if level == 0.0 or split == "trainval":
-        return _generate(root, split, level)
-    path = _cache_path(root, split, level)
+    kept on disk, read back by later processes; a cache that cannot be read is regenerated.
+    `trainval` is train's and val's images put back in their source rows."""
+    if split == "trainval":
+        parts = [fashion_mnist.FashionMNIST(root, part) for part in ("train", "val")]
+        out = np.empty((sum(len(ds) for ds in parts), SIDE, SIDE), dtype=np.uint8)
+        for ds in parts:
+            out[ds.rows] = cluttered(root, ds.split, level)
+        return out
+    ds = fashion_mnist.FashionMNIST(root, split)
+    if level == 0.0:
+        return _generate(ds, level)
+    path = _cache_path(ds, level)
     with contextlib.suppress(OSError, ValueError):
         return np.load(path, allow_pickle=False)
-    out = _generate(root, split, level)
+    out = _generate(ds, level)
     with contextlib.suppress(OSError):  # a read-only or full disk only costs the next process the generation
         atomic_write(path, lambda f: np.save(f, out, allow_pickle=False), binary=True)
     return out
 
 
-def _generate(root: str, split: str, level: float) -> np.ndarray:
-    if split == "trainval":
-        parts = {s: (fashion_mnist.FashionMNIST(root, s), cluttered(root, s, level)) for s in ("train", "val")}
-        n = sum(len(ds) for ds, _ in parts.values())
-        out = np.empty((n, SIDE, SIDE), dtype=np.uint8)
-        rows = fashion_mnist.val_rows(fashion_mnist.FashionMNIST(root, "trainval").targets.numpy())
-        out[rows] = parts["val"][1]
-        out[np.setdiff1d(np.arange(n), rows)] = parts["train"][1]
-        return out
-    ds = fashion_mnist.FashionMNIST(root, split)
-    return clutter_images(ds.images[:, 0].numpy(), split_rows(ds), "t10k" if split == "test" else "train", level)
-
-
-def split_rows(ds: fashion_mnist.FashionMNIST) -> np.ndarray:
-    """The rows of the split's images in their source IDX file."""
-    if ds.split == "test":
-        return np.arange(len(ds))
-    labels = fashion_mnist.read_idx(fashion_mnist._find(ds.root, "train-labels-idx1-ubyte")).astype(np.int64)
-    held = fashion_mnist.val_rows(labels)
-    return held if ds.split == "val" else np.setdiff1d(np.arange(len(labels)), held)
+def _generate(ds: fashion_mnist.FashionMNIST, level: float) -> np.ndarray:
+    return clutter_images(ds.images[:, 0].numpy(), ds.rows, "t10k" if ds.split == "test" else "train", level)
 
 
 def train_stats(root: str | Path, level: float) -> tuple[tuple[float], tuple[float]]:

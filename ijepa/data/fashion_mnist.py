@@ -106,10 +106,12 @@ class FashionMNIST(Dataset):
         labels = read_labels(_find(root, f"{stem}-labels-idx1-ubyte"))
         if len(images) != len(labels):
             raise ValueError(f"{root}: {len(images)} images but {len(labels)} labels in {stem}")
+        keep = np.arange(len(labels))
         if split in ("train", "val"):
             held = val_rows(labels)
-            keep = held if split == "val" else np.setdiff1d(np.arange(len(labels)), held)
+            keep = held if split == "val" else np.setdiff1d(keep, held)
             images, labels = images[keep], labels[keep]
+        self.rows = keep  # each image's row in its source IDX file
         self.images = torch.from_numpy(images.copy()).unsqueeze(1)
         self.targets = torch.from_numpy(labels)
         self.transform = transform

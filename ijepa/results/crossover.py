@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from ijepa.results.curves import LABELS, score_frame
+from ijepa.results.curves import LABELS, _save, score_frame
 from ijepa.results.io import RESULTS_DIR, load_records
 
 PROBES = {"linear": "VISSL grid", "logreg": "logistic regression", "knn": "k-NN", "lowshot 1%": "low-shot 1%"}
@@ -112,11 +112,7 @@ def plot_crossover(results_dir: Path | None = None, *, out: Path | None = None) 
     fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8, bbox_to_anchor=(0.5, -0.06), frameon=False)
     fig.suptitle("MAE minus I-JEPA at matched training FLOPs on fmnist-clutter (below 0: I-JEPA ahead; shaded: I-JEPA by >= 2 points)",
                  fontsize=10)
-    fig.tight_layout()
-    out = out or root / "crossover.png"
-    fig.savefig(out, dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return out
+    return _save(fig, out or root / "crossover.png", dpi=110)
 
 
 def clutter_gallery(out: Path, *, levels: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), n: int = 10) -> Path:
