@@ -4,12 +4,16 @@ The target encoder by default, as the paper evaluates (the HF and timm conversio
 official weights hold the context encoder, `encoder`). The folder gets the library's files
 and a model card (README.md) saying which encoder it is, the run's config and the eval
 numbers recorded for exactly these weights (records whose `encoder_key` is this checkpoint's
-digest and encoder). It is written beside its destination and renamed into place, so a
-failed export leaves nothing behind.
+digest and encoder). A Hugging Face folder also gets `preprocessor_config.json`, our eval
+transform as transformers' `BitImageProcessor` (short-side resize, center crop, the encoder's
+normalisation), so `AutoImageProcessor.from_pretrained(folder)` prepares images as the evals do.
+It is written beside its destination and renamed into place, so a failed export leaves
+nothing behind; folders and files get the usual modes (0777 / 0666 less the umask).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -20,7 +24,7 @@ import yaml
 
 from ijepa.atomic import atomic_write
 from ijepa.data import fashion_mnist
-from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize
 from ijepa.evals.core.encoders import file_digest
 from ijepa.models import interop
 from ijepa.models.checkpoint import checkpoint_file, encoder_from_weights, read_weights
@@ -57,10 +61,13 @@ def export_encoder(
     try:
         if fmt == "hf":
             interop.save_hf(enc, tmp)
+            processor = json.dumps(preprocessor_config(enc, mean, std), indent=2)
+            atomic_write(tmp / "preprocessor_config.json", lambda f: f.write(processor + "\n"))
         else:
             interop.save_timm(enc, tmp, mean=mean, std=std)
         card = model_card(file, ckpt, enc, fmt=fmt, which=which, out=out, mean=mean, std=std, results_dir=results_dir)
         atomic_write(tmp / "README.md", lambda f: f.write(card))
+        usual_modes(tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -80,6 +87,28 @@ def normalisation(ckpt: dict, in_chans: int) -> tuple[tuple[float, ...], tuple[f
     if in_chans == 1:  # RGB statistics, grayscale input: their mean (as the eval transforms)
         return (sum(mean) / 3,), (sum(std) / 3,)
     return mean * in_chans, std * in_chans
+
+
+def preprocessor_config(enc: VisionTransformer, mean: tuple[float, ...], std: tuple[float, ...]) -> dict[str, Any]:
+    """`eval_transform` at the encoder's native size as transformers' BitImageProcessor:
+    the short side resized (bilinear, antialiased) to `eval_resize`, a center crop to the
+    grid, [0, 1], then the normalisation. A one-channel encoder takes grayscale ("L") images."""
+    (gh, gw), p = enc.grid, enc.patch_size
+    return {
+        "image_processor_type": "BitImageProcessor", "do_resize": True, "size": {"shortest_edge": eval_resize(max(gh, gw) * p)},
+        "resample": 2, "do_center_crop": True, "crop_size": {"height": gh * p, "width": gw * p}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(mean), "image_std": list(std),
+        "do_convert_rgb": enc.in_chans == 3,
+    }
+
+
+def usual_modes(folder: Path) -> None:
+    """mkdtemp makes the folder 0700 and some writers their files 0600: give the export the
+    modes a plain `mkdir` and `open` would (0777 and 0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def recorded_evals(file: Path, which: str, results_dir: Path) -> list[dict[str, Any]]:
@@ -129,7 +158,11 @@ def model_card(
 def loaders(enc: VisionTransformer, fmt: str, out: Path) -> list[str]:
     """The documented calls that load the exported folder (both are tested)."""
     if fmt == "hf":
-        return ["from transformers import IJepaModel", f'model = IJepaModel.from_pretrained("{out}").eval()',
+        mode = "L" if enc.in_chans == 1 else "RGB"
+        return ["from PIL import Image", "from transformers import AutoImageProcessor, IJepaModel",
+                f'model = IJepaModel.from_pretrained("{out}").eval()',
+                f'processor = AutoImageProcessor.from_pretrained("{out}")  # resize, center crop, normalise as the evals do',
+                f'pixel_values = processor(Image.open("image.png").convert("{mode}"), return_tensors="pt").pixel_values',
                 "tokens = model(pixel_values).last_hidden_state  # [B, N, D]"]
     arch, args = interop.timm_args(enc)
     kw = ", ".join(f"{k}={v!r}" for k, v in args.items())
