@@ -147,9 +147,11 @@ def model_card(
     lines += ["", "## Recorded evaluations", ""]
     rows = recorded_evals(file, which, results_dir)
     if rows:
-        lines += ["| eval | dataset | metric | value | selected on | reported on | record |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['kind']} | {r['dataset']} | {r['metric']} | {r['value']:.2f} | {r['selected_on']} | "
-                  f"{r['reported_on']} | {r['record']} |" for r in rows]
+        lines += ["A `(subset)` metric was measured on part of a split: `--train-limit` / `--eval-limit` say how much.", "",
+                  "| eval | dataset | protocol | train limit | eval limit | metric | value | selected on | reported on | record |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['kind']} | {r['dataset']} | {r['protocol'] or '-'} | {r['train_limit'] or 'all'} | {r['eval_limit'] or 'all'} | "
+                  f"{r['metric']} | {r['value']:.2f} | {r['selected_on']} | {r['reported_on']} | {r['record']} |" for r in rows]
     else:
         lines += [f"No eval records of these weights under `{results_dir}/records`."]
     return "\n".join(lines) + "\n"

@@ -286,6 +286,8 @@ def test_cli_exports_our_run_with_its_config_and_records(tmp_path):
     key = f"{file_digest(run / 'checkpoint.pt')}-target_encoder"
     write_record({"kind": "eval.knn", "encoder": "one:target_encoder", "encoder_key": key, "dataset": "fashion-mnist",
                   "top1": 0.5, "selected_on": "val", "reported_on": "test"}, results_dir=tmp_path / "results")
+    write_record({"kind": "eval.knn", "encoder": "one:target_encoder", "encoder_key": key, "dataset": "fashion-mnist", "val_limit": 1000,
+                  "top1": 0.4, "selected_on": "val", "reported_on": "test"}, results_dir=tmp_path / "results")  # a quick look
     write_record({"kind": "eval.knn", "encoder": "other", "encoder_key": "0123-target_encoder", "dataset": "fashion-mnist",
                   "top1": 0.9, "selected_on": "val", "reported_on": "test"}, results_dir=tmp_path / "results")
     res = CliRunner().invoke(app, ["export", str(run), "--format", "timm", "--out", str(tmp_path / "t"),
@@ -293,7 +295,8 @@ def test_cli_exports_our_run_with_its_config_and_records(tmp_path):
     assert res.exit_code == 0, res.output
     card = (tmp_path / "t" / "README.md").read_text()
     assert "Encoder: **target_encoder**" in card and "model_name: vit_tiny" in card
-    assert "| eval.knn | fashion-mnist | top1 | 50.00 | val | test |" in card and "90.00" not in card
+    assert "| eval.knn | fashion-mnist | - | all | all | top1 | 50.00 | val | test |" in card and "90.00" not in card
+    assert "| eval.knn | fashion-mnist | - | all | 1000 | top1 (subset) | 40.00 | val | test |" in card  # never a plain top1
     with pytest.raises(ValueError, match="its config says 3 attention heads, --num-heads says 6"):
         ijepa.load_encoder(run, num_heads=6)
     assert "mean [0.286], std [0.353]" in card

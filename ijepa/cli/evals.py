@@ -211,13 +211,19 @@ def finish(rec: dict, entry, as_json: bool, results: Path) -> None:
     if as_json:
         print(json.dumps({**strict(rec), "record": str(path)}, default=str, allow_nan=False))
         return
-    table = Table(title=f"{rec['kind']}: {rec['encoder']} on {rec['dataset']}")
+    table = Table(title=f"{rec['kind']}: {rec['encoder']} on {rec['dataset']}{limits_note(rec)}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in entry.rows(rec):
         table.add_row(k, v)
     Console().print(table)
     console.print(f"record: {path}", highlight=False, soft_wrap=True)
+
+
+def limits_note(rec: dict) -> str:
+    """", on a subset (--train-limit N, --eval-limit M)" where the eval saw part of its splits."""
+    given = [f"--{opt} {rec[key]}" for opt, key in (("train-limit", "train_limit"), ("eval-limit", "val_limit")) if rec.get(key) is not None]
+    return f", on a subset ({', '.join(given)})" if given else ""
 
 
 class EvalGroup(TyperGroup):

@@ -126,10 +126,14 @@ def run(encoder: EncoderLike, spec: LinearSpec, ctx: Context) -> Record:
 
 
 def rows(rec: Record) -> list[tuple[str, str]]:
-    split = rec["reported_on"]
-    out = [("protocol", rec["protocol"]), (f"top-1 ({split})", pct(rec["top1"])), (f"top-5 ({split})", pct(rec["top5"])),
-           ("held-out train top-1", pct(rec["heldout_top1"])), ("chosen head", rec["best_head"])]
-    out += [(f"best {f} top-1 ({split})", pct(b["top1"])) for f, b in rec.get("best_by_features", {}).items()]
+    """What the command prints, each number naming its split; with a refit, which head each is
+    (the chosen one retrained on all of train, or the search's, fit on train less held-out)."""
+    split, refit = rec["reported_on"], rec.get("refit_rows")
+    chosen = f", chosen head refit on all {refit} train" if refit else ""
+    out = [("protocol", rec["protocol"]), (f"top-1 ({split}{chosen})", pct(rec["top1"])), (f"top-5 ({split}{chosen})", pct(rec["top5"])),
+           ("held-out train top-1 (picked the head)", pct(rec["heldout_top1"])), ("chosen head", rec["best_head"])]
+    before = ", before refit" if refit else ""
+    out += [(f"best {f} head: top-1 ({split}{before})", pct(b["top1"])) for f, b in rec.get("best_by_features", {}).items()]
     return out + [(f"train / {split} images", f"{rec['n_train']} / {rec[f'n_{split}']}"), ("wall time", f"{rec['wall_s']:.1f} s")]
 
 

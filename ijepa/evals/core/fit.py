@@ -192,8 +192,9 @@ def schedule(cfg: GridConfig, n: int) -> tuple[int, int, int]:
 
 
 def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: torch.device, seed: int = 0,
-               specs: list[HeadSpec] | None = None, console: Console | None = None):
-    """Train every head of `specs` (default: the grid) together; returns (groups, inputs, last-epoch losses)."""
+               specs: list[HeadSpec] | None = None, console: Console | None = None, what: str = "heads"):
+    """Train every head of `specs` (default: the grid) together; returns (groups, inputs, last-epoch losses).
+    `what` labels the progress bar (a search round and the refit are two passes)."""
     dims = {f: train.get(f).shape[1] for f in cfg.feature_sets}
     groups = _groups(cfg, cfg.specs() if specs is None else specs, dims, num_classes, device=device, seed=seed)
     feats = {f: train.get(f).to(device) for f in cfg.feature_sets}
@@ -205,7 +206,7 @@ def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: to
     total = epochs * steps_per_epoch
     g = torch.Generator().manual_seed(seed)
     losses = {}
-    with progress(console, "heads") as bar:
+    with progress(console, what) as bar:
         task = bar.add_task("", total=epochs, rate="")
         for epoch in range(epochs):
             perm = torch.randperm(n, generator=g).to(device)
@@ -242,7 +243,10 @@ def search(cfg: GridConfig, fit: Features, held: Features, *, num_classes: int, 
     its edge. Returns (trained rounds as (groups, inputs, losses, round), held-out scores, lrs)."""
     rounds, held_scores, lrs, new = [], {}, tuple(cfg.lrs), tuple(cfg.lrs)
     for r in range(cfg.extend_lrs + 1):
-        groups, inputs, losses = train_grid(cfg, fit, num_classes=num_classes, device=device, seed=seed, specs=cfg.specs(new), console=console)
+        specs = cfg.specs(new)
+        what = f"heads: search {r + 1}, {len(specs)} heads on {len(fit)} train rows ({len(held)} held out)"
+        groups, inputs, losses = train_grid(cfg, fit, num_classes=num_classes, device=device, seed=seed, specs=specs, console=console,
+                                            what=what)
         rounds.append((groups, inputs, losses, r))
         held_scores.update(evaluate(groups, inputs, held, device=device))
         best = max(held_scores, key=lambda s: held_scores[s][0])  # first of equals: grid order breaks ties
@@ -279,7 +283,8 @@ def fit_grid(
     chosen = {name: sc[best] for name, sc in everyone.items()}
     refit_rows = None
     if cfg.refit:
-        groups, inputs, _ = train_grid(cfg, train, num_classes=num_classes, device=device, seed=seed, specs=[best], console=console)
+        groups, inputs, _ = train_grid(cfg, train, num_classes=num_classes, device=device, seed=seed, specs=[best], console=console,
+                                       what=f"heads: refit of the chosen {best.name} on all {len(train)} train rows")
         chosen = {name: evaluate(groups, inputs, data, device=device)[best] for name, data in evals.items()}
         refit_rows = len(train)
     metrics = {"heldout_top1": held[best][0]}
