@@ -22,6 +22,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from ijepa.cli import USER_ERRORS, app, console, fail
+from ijepa.evals.registry import find_recipe, recipes
 
 SHARED = ("encoder", "random_init", "raw_pixels", "which", "num_heads", "patch_size", "in_chans", "depth", "config", "set_", "device", "results", "as_json", "cache_dir", "no_cache")
 COMMON_HELP = {
@@ -115,7 +116,9 @@ def _shared(entry) -> list[inspect.Parameter]:
         _opt("patch_size", int, ri["patch_size"], help="Patch size (random init)"),
         _opt("in_chans", int, ri["in_chans"], help="Input channels (random init)"),
         _opt("depth", int, 0, help="Blocks (random init; 0 = the architecture's own)"),
-        _opt("config", Path | None, None, "--config", "-c", help="Recipe YAML (keys: this command's options); options override it"),
+        _opt("config", Path | None, None, "--config", "-c",
+             help=f"Recipe YAML (keys: this command's options; options override it): a path, or a shipped recipe by name "
+                  f"({', '.join(recipes(entry.name)) or 'none yet'}; ijepa/recipes/)"),
         _opt("set_", list[str], [], "--set", metavar="KEY=VALUE", show_default=False,
              help="Override one recipe key, dotted for sections (e.g. grid.epochs=5); repeatable"),
         _opt("device", str, "auto", help="auto, cpu, cuda, cuda:N or mps"),
@@ -169,7 +172,8 @@ def resolve_spec(entry, keys: dict[str, str], kw: dict[str, Any]) -> Any:
             values = typedconfig.merge(values, typedconfig.dotted(key, flag_value(kw[name], _hint_and_default(entry.spec, key)[0])))
     if kw["which"] not in ("target_encoder", "context", "encoder"):
         raise ValueError(f"--which {kw['which']!r}: expected target_encoder or context (alias: encoder)")
-    spec = typedconfig.load(entry.spec, kw["config"], values=values, names=given_flags(keys, kw), overrides=kw["set_"])
+    recipe = None if kw["config"] is None else find_recipe(kw["config"], entry.name)
+    spec = typedconfig.load(entry.spec, recipe, values=values, names=given_flags(keys, kw), overrides=kw["set_"])
     if hasattr(spec, "data") and not spec.data:
         raise ValueError("--data is required (or `data:` in the recipe)")
     return spec

@@ -440,8 +440,8 @@ def rows(rec: Record) -> list[tuple[str, str]]:
 register(Eval(
     name="counting", spec=CountRun, run=run, rows=rows, headline="mae", unit="value", higher_is_better=False,
     summary="Train a density head on frozen features; count MAE / RMSE on val and test.",
-    example="ijepa eval counting --encoder RUN --data /data/FSC147 -c evals/counting_fsc147.yaml",
-    fixture=Fixture("fsc147.make_fsc147", (*FIXTURE_ENCODER, "-c", "evals/counting_fixture.yaml", "--max-iters", "2", "--set", "eval_every=0")),
+    example="ijepa eval counting --encoder RUN --data /data/FSC147 -c counting_fsc147",
+    fixture=Fixture("fsc147.make_fsc147", (*FIXTURE_ENCODER, "-c", "counting_fixture", "--max-iters", "2", "--set", "eval_every=0")),
     flags={"eval-limit": "max_eval_images"},
     help={"data": "FSC-147 root (images_384_VarV2/, gt_density_map_adaptive_384_VarV2/, the two JSON files) or a COCO-style one",
           "head": "exemplar (conditioned on the 3 boxes) or plain", "mode": "frozen or finetune (layer-wise lr decay)",

@@ -243,9 +243,9 @@ def rows(rec: Record) -> list[tuple[str, str]]:
 register(Eval(
     name="detection", spec=DetectionRun, run=run, rows=rows, headline="box_ap", unit="fraction",
     summary="Train Mask R-CNN on the ViTDet pyramid over the encoder; COCOeval box and mask AP on val.",
-    example="ijepa eval detection --encoder RUN --data /data/coco -c evals/detection_coco_vitb.yaml",
+    example="ijepa eval detection --encoder RUN --data /data/coco -c detection_coco_vitb",
     fixture=Fixture("coco.make_coco", (*FIXTURE_ENCODER,
-                                       "-c", "evals/detection_fixture.yaml", "--max-iters", "1", "--eval-limit", "2")),
+                                       "-c", "detection_fixture", "--max-iters", "1", "--eval-limit", "2")),
     flags={"eval-limit": "max_val_images"},
     help={"data": "COCO-layout root: annotations/instances_{train,val}2017.json + {train,val}2017/",
           "img_size": "Input size: long side, padded square (ViTDet 1024); also the random-init size",

@@ -140,7 +140,7 @@ def rows(rec: Record) -> list[tuple[str, str]]:
 register(Eval(
     name="linear", spec=LinearSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
     summary="Linear probe on cached frozen features: a grid of linear heads (or logistic regression), picked on held-out train.",
-    example="ijepa eval linear -c evals/linear_fmnist.yaml --encoder runs/fmnist_vit_tiny",
+    example="ijepa eval linear -c linear_fmnist --encoder runs/fmnist_vit_tiny",
     fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--epochs", "2", "--batch-size", "16", "--lrs", "0.1")),
     flags={"eval-limit": "val_limit", "epochs": "grid.epochs", "batch-size": "grid.batch_size", "lrs": "grid.lrs",
            "wds": "grid.wds", "feature-sets": "grid.feature_sets"},

@@ -293,7 +293,7 @@ def rows(rec: Record) -> list[tuple[str, str]]:
 register(Eval(
     name="lowshot", spec=LowshotSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
     summary="Low-shot: 1/5/10% of the labels, class-balanced seeded splits, mean ± std over seeds.",
-    example="ijepa eval lowshot -c evals/lowshot_fmnist.yaml --encoder runs/fmnist_vit_tiny",
+    example="ijepa eval lowshot -c lowshot_fmnist --encoder runs/fmnist_vit_tiny",
     fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--fractions", "0.25", "--seeds", "0,1")),
     flags={"eval-limit": "val_limit"},
     help={"fractions": "Label fractions, comma-separated", "seeds": "Split seeds; mean ± std over them",

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 Record = dict[str, Any]  # JSON-ready; `ijepa.results.schema` says what every record holds
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # shipped eval recipes (`evals/` in a clone links to them)
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,24 @@ def get(name: str) -> Eval:
     if name not in _EVALS:
         raise ValueError(f"eval {name!r}: expected one of {', '.join(names())}")
     return _EVALS[name]
+
+
+def recipes(name: str) -> list[str]:
+    """The shipped recipes of eval `name` (`ijepa/recipes/<name>_*.yaml`), by name."""
+    return sorted(p.stem for p in RECIPES.glob(f"{name}_*.yaml"))
+
+
+def find_recipe(path: str | Path, eval_name: str) -> Path:
+    """A recipe file: the path itself if it exists, else a shipped recipe by name (with or
+    without `.yaml`), so `-c linear_fmnist` works from any folder, as `-c fmnist_vit_tiny`
+    does for pretraining."""
+    path = Path(path)
+    if path.is_file() or path.parent != Path("."):
+        return path  # a path: read as given (a missing one is named by the reader)
+    shipped = RECIPES / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"{path}: recipe not found, nor a shipped recipe of {eval_name} ({', '.join(recipes(eval_name)) or 'none'})")
 
 
 def run_eval(entry: Eval, encoder: Any, spec: Any, ctx: Context) -> Record:

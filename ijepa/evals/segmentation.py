@@ -220,8 +220,8 @@ def rows(rec: Record) -> list[tuple[str, str]]:
 register(Eval(
     name="segmentation", spec=SegRun, run=run, rows=rows, headline="miou", unit="fraction",
     summary="Train a segmentation head (linear or UperNet); sliding-window mIoU / mAcc / aAcc on validation.",
-    example="ijepa eval segmentation --encoder RUN --data /data/ADEChallengeData2016 -c evals/segmentation_ade20k_vitb.yaml",
-    fixture=Fixture("ade20k.make_ade20k", (*FIXTURE_ENCODER, "-c", "evals/segmentation_fixture.yaml", "--max-iters", "2")),
+    example="ijepa eval segmentation --encoder RUN --data /data/ADEChallengeData2016 -c segmentation_ade20k_vitb",
+    fixture=Fixture("ade20k.make_ade20k", (*FIXTURE_ENCODER, "-c", "segmentation_fixture", "--max-iters", "2")),
     flags={"eval-limit": "max_eval_images"},
     help={"data": "ADEChallengeData2016 root (images/ + annotations/, training/ + validation/)", "head": "linear (DINOv2 lin.) or upernet (BEiT/MAE)",
           "num_classes": "Classes after reduce-zero-label (ADE20K: 150)", "mode": "frozen or finetune (layer-wise lr decay)",
