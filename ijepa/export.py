@@ -18,19 +18,15 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ijepa.atomic import atomic_write
-from ijepa.data import fashion_mnist
-from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD, eval_resize
-from ijepa.evals.core.encoders import file_digest
-from ijepa.models import interop
-from ijepa.models.checkpoint import checkpoint_file, encoder_from_weights, read_weights
-from ijepa.models.vit import VisionTransformer, check_choice
 from ijepa.results.io import read_records
-from ijepa.results.tables import rows_of
+
+if TYPE_CHECKING:
+    from ijepa.models.vit import VisionTransformer
 
 FORMATS = ("hf", "timm")
 ENCODERS = {
@@ -44,12 +40,17 @@ def export_encoder(
     results_dir: Path = Path("results"), num_heads: int | None = None,
 ) -> Path:
     """Write `which` encoder of `source` (run dir, checkpoint, official .pth.tar) to `out` in
-    `fmt` ("hf" or "timm") with a model card; returns `out`."""
-    check_choice("--format", fmt, FORMATS)
+    `fmt` ("hf" or "timm") with a model card; returns `out`. The options are checked before
+    torch is imported, so a wrong one answers at once."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format={fmt!r}: expected one of {', '.join(FORMATS)}")
     which = "encoder" if which == "context" else which  # the CLI's word; the card and records use the key
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")
+    from ijepa.models import interop
+    from ijepa.models.checkpoint import checkpoint_file, encoder_from_weights, read_weights
+
     file = checkpoint_file(source)
     if interop.detect_format(file) != "torch":
         raise ValueError(f"{file}: already a {interop.detect_format(file)} model; export reads our runs and official checkpoints")
@@ -79,6 +80,9 @@ def export_encoder(
 
 def normalisation(ckpt: dict, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The input normalisation the encoder was trained with, one value per input channel."""
+    from ijepa.data import fashion_mnist
+    from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
     cfg = ckpt.get("config")
     gray = isinstance(cfg, dict) and cfg.get("data", {}).get("dataset") == "fashion-mnist"
     mean, std = (fashion_mnist.MEAN, fashion_mnist.STD) if gray else (IMAGENET_MEAN, IMAGENET_STD)
@@ -93,6 +97,8 @@ def preprocessor_config(enc: VisionTransformer, mean: tuple[float, ...], std: tu
     """`eval_transform` at the encoder's native size as transformers' BitImageProcessor:
     the short side resized (bilinear, antialiased) to `eval_resize`, a center crop to the
     grid, [0, 1], then the normalisation. A one-channel encoder takes grayscale ("L") images."""
+    from ijepa.data.transforms import eval_resize
+
     (gh, gw), p = enc.grid, enc.patch_size
     return {
         "image_processor_type": "BitImageProcessor", "do_resize": True, "size": {"shortest_edge": eval_resize(max(gh, gw) * p)},
@@ -113,6 +119,9 @@ def usual_modes(folder: Path) -> None:
 
 def recorded_evals(file: Path, which: str, results_dir: Path) -> list[dict[str, Any]]:
     """Table rows of the records of exactly these weights (the evals' `encoder_key`)."""
+    from ijepa.evals.core.encoders import file_digest
+    from ijepa.results.tables import rows_of
+
     key = f"{file_digest(file)}-{which}"
     if not (results_dir / "records").is_dir():
         return []
@@ -159,6 +168,8 @@ def model_card(
 
 def loaders(enc: VisionTransformer, fmt: str, out: Path) -> list[str]:
     """The documented calls that load the exported folder (both are tested)."""
+    from ijepa.models import interop
+
     if fmt == "hf":
         mode = "L" if enc.in_chans == 1 else "RGB"
         return ["from PIL import Image", "from transformers import AutoImageProcessor, IJepaModel",

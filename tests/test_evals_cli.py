@@ -69,8 +69,36 @@ def test_eval_help_lists_every_registered_eval_without_importing_any():
             "print(sorted(m for m in sys.modules if m.startswith('ijepa.evals.') or m == 'torch'))")
     env = {**os.environ, "COLUMNS": "250", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code, "eval", "--help"], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.splitlines()[-1] == "['ijepa.evals.registry']"
+    assert out.splitlines()[-1] == "['ijepa.evals.entries', 'ijepa.evals.registry']"  # the package, none of its entries
     assert all(f"{name} " in out and summary in out for name, summary in registry.listing().items())
+
+
+def test_help_and_wrong_options_answer_before_torch_is_imported():
+    """In a fresh process: every eval's --help, an unknown option, a wrong value, a wrong --set
+    key, a missing recipe, and export's wrong --format all answer (exit 0 or 2) with torch
+    never imported, so in well under a second (they took 7-11 s when the evals' modules were
+    imported to build their commands, and the checks came after the torch imports)."""
+    import os
+    import subprocess
+    import sys
+
+    from ijepa.evals import registry
+
+    argvs = [["eval", name, "--help"] for name in registry.listing()] + [
+        ["eval", "linear", "--bogus"], ["eval", "knn", "--random-init", "vit_tiny", "--ks", "abc"],
+        ["eval", "linear", "--random-init", "vit_tiny", "--set", "grid.nope=1"], ["eval", "lowshot", "-c", "nope"],
+        ["eval", "depth", "--random-init", "vit_tiny", "--data", "x", "--taps", "a"], ["export", "x", "--format", "onnx", "--out", "y"],
+        ["--help"], ["pretrain", "--help"], ["results", "plot", "--help"], ["decoder", "train", "--help"], ["explore", "--help"],
+    ]
+    code = ("import json, sys\nfrom ijepa.cli import main\ncodes = []\n"
+            f"for argv in {argvs!r}:\n    sys.argv = ['ijepa', *argv]\n"
+            "    try:\n        main()\n    except SystemExit as e:\n        codes.append(e.code or 0)\n"
+            "print(json.dumps([codes, 'torch' in sys.modules]))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    codes, torch_imported = json.loads(out.stdout.splitlines()[-1])
+    assert codes == [0] * len(registry.listing()) + [2] * 6 + [0] * 5, out.stderr
+    assert not torch_imported
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "ijepa" / "recipes").glob("*.yaml")), ids=lambda p: p.name)

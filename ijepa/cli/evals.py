@@ -4,8 +4,10 @@ Every command has the same shared options (the encoder: `--encoder PATH` or `--r
 ARCH` with its shape; `--which`, `--device`, `-c RECIPE`, `--set key=value`, `--results`,
 `--json`), one option per field of the eval's spec (`--data`, `--seed`, `--train-limit`,
 `--eval-limit`, ...) and the eval's own aliases. Values: spec defaults <- recipe <- options
-<- `--set`, all through `ijepa.typedconfig`. Eval modules are imported only when their
-command runs; `ijepa eval --help` lists them without importing any, so both helps stay fast.
+<- `--set`, all through `ijepa.typedconfig`. Commands are built from the torch-free entries
+(`ijepa.evals.entries`), so `--help` and every error of a command line or recipe come before
+torch is imported; an eval's code is imported when it runs. `ijepa eval --help` lists the
+evals without importing even their entries.
 """
 
 from __future__ import annotations
@@ -186,12 +188,12 @@ def given_flags(keys: dict[str, str], kw: dict[str, Any]) -> dict[str, str]:
 
 
 def run_command(entry, keys: dict[str, str], kw: dict[str, Any]) -> dict:
+    spec = resolve_spec(entry, keys, kw)  # first: a wrong option or recipe key costs no torch import
     from ijepa.devices import resolve_device
     from ijepa.evals.core.encoders import EncoderSpec
     from ijepa.evals.registry import Context, run_eval
     from ijepa.typedconfig import OptionError
 
-    spec = resolve_spec(entry, keys, kw)
     img = getattr(spec, "img_size", None) or entry.random_init.get("img_size", 224)
     encoder = EncoderSpec(encoder=kw["encoder"], random_init=kw["random_init"], raw_pixels=kw["raw_pixels"], which="target_encoder" if kw["which"] == "target_encoder" else "encoder",
                           img_size=img, patch_size=kw["patch_size"], in_chans=kw["in_chans"], depth=kw["depth"], num_heads=kw["num_heads"])
@@ -259,23 +261,7 @@ class EvalGroup(TyperGroup):
             entry = registry.get(name)
         except ValueError:  # not an eval: click says "No such command"
             return None
-        except ImportError as e:
-            return _missing(name, e)
         return build_command(entry)  # a broken entry (e.g. an option clash) is a bug: it raises
-
-
-def _missing(name: str, e: ImportError) -> Any:
-    """A command that says which package the eval needs (dense evals: an optional extra)."""
-    from ijepa.extras import MissingExtra
-
-    one = typer.Typer()
-    what = str(e) if isinstance(e, MissingExtra) else f"ijepa eval {name} needs the package {e.name or e}: pip install 'ijepa[dense]'"
-
-    @one.command(name, help=f"(unavailable: {what})", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def callback() -> None:
-        fail(ValueError(what))
-
-    return typer.main.get_command(one)
 
 
 eval_app = typer.Typer(cls=EvalGroup, help="Evaluate a frozen (or fine-tuned) encoder.", no_args_is_help=True)

@@ -44,11 +44,11 @@ from ijepa.atomic import atomic_write
 from ijepa.data import DataSpec, build_dataset, clutter, eval_transform
 from ijepa.data.files import open_image, read_bytes
 from ijepa.data.loader import worker_errors
+from ijepa.evals.core.config import FEATURE_SETS
 from ijepa.models.vit import VisionTransformer
 
 CACHE_DIR = Path(".cache/features")
 STALE_TEMP_S = 600.0  # a cache temp file untouched this long belongs to a killed eval
-FEATURE_SETS = ("lastPOOL", "concatPOOL4")
 N_LAYERS = 4
 
 

@@ -9,7 +9,6 @@ the paper's RandAugment is not applied.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from rich.console import Console
@@ -17,24 +16,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ijepa.data import DataSpec, PretrainViews, build_dataset
+from ijepa.evals.core.config import FinetuneConfig
 from ijepa.evals.core.features import split_batches
 from ijepa.evals.core.heads import topk_correct
 from ijepa.evals.core.train import ENCODER_GROUPS, DenseTrainConfig, layer_decay_groups, train_dense
 from ijepa.models.vit import VisionTransformer
-from ijepa.typedconfig import COUNT, NON_NEGATIVE, POSITIVE, Range, checked
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    epochs: int = checked(50, COUNT)
-    batch_size: int = checked(64, COUNT)
-    lr: float = checked(1e-3, POSITIVE)
-    weight_decay: float = checked(0.05, NON_NEGATIVE)
-    layer_decay: float = checked(0.75, Range(gt=0, le=1))
-    label_smoothing: float = checked(0.1, Range(ge=0, lt=1))
-    warmup_epochs: int = checked(5, NON_NEGATIVE)
-    crop_scale: tuple[float, float] = checked((0.3, 1.0), Range(gt=0, le=1))
-    horizontal_flip: bool = True
 
 
 class Classifier(nn.Module):
