@@ -94,7 +94,7 @@ def test_linear_rows_and_passes_say_which_head_and_split(capsys):
     from ijepa.cli.evals import limits_note
     from ijepa.evals.core.features import Features
     from ijepa.evals.core.fit import GridConfig, fit_grid
-    from ijepa.evals.linear import rows
+    from ijepa.evals.entries.linear import rows
 
     rec = {"protocol": "linear-grid", "reported_on": "test", "top1": 0.799, "top5": 0.99, "heldout_top1": 0.81,
            "best_head": "concatPOOL4/bn/lr0.1/wd0", "best_by_features": {"concatPOOL4": {"top1": 0.796}}, "refit_rows": 50000,
