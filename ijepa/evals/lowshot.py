@@ -38,6 +38,7 @@ from ijepa.evals.core.fit import (
 from ijepa.evals.core.logreg import LogReg, fit_lbfgs, solver_name, topk
 from ijepa.evals.core.setup import (
     EncoderLike,
+    check_img_size,
     frozen_splits,
     resolve_encoder,
     spec_kwargs,
@@ -216,7 +217,9 @@ def run_lowshot(
     dev = torch.device(device)
     if protocol == "finetune":
         enc, name, key = resolve_encoder(encoder)
-        info = {"encoder": name, "encoder_key": key, **spec.fields(), "num_classes": num_classes, "depth": enc.depth, "width": enc.embed_dim, "num_heads": enc.num_heads,
+        check_img_size(img_size, enc.patch_size)
+        info = {"encoder": name, "encoder_key": key, **spec.fields(), "num_classes": num_classes, "img_size": img_size or enc.img_size,
+                "patch_size": enc.patch_size, "depth": enc.depth, "width": enc.embed_dim, "num_heads": enc.num_heads,
                 "selected_on": "none (fixed recipe)", "reported_on": spec.report_split}
         cfg = finetune_cfg or FinetuneConfig()
 
@@ -224,7 +227,7 @@ def run_lowshot(
 
         def score(rows: torch.Tensor, seed: int) -> dict:
             top1, top5 = finetune(enc, spec, rows, num_classes=num_classes, cfg=cfg, device=dev, seed=seed,
-                                  val_rows=val_rows, workers=workers, console=console)
+                                  val_rows=val_rows, img_size=img_size, workers=workers, console=console)
             return {"top1": top1, "top5": top5}
         settings = {"finetune": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}}
     else:
