@@ -4,29 +4,29 @@ The target encoder by default, as the paper evaluates (the HF and timm conversio
 official weights hold the context encoder, `encoder`). The folder gets the library's files
 and a model card (README.md) saying which encoder it is, the run's config and the eval
 numbers recorded for exactly these weights (records whose `encoder_key` is this checkpoint's
-digest and encoder). It is written beside its destination and renamed into place, so a
-failed export leaves nothing behind.
+digest and encoder). A Hugging Face folder also gets `preprocessor_config.json`, our eval
+transform as transformers' `BitImageProcessor` (short-side resize, center crop, the encoder's
+normalisation), so `AutoImageProcessor.from_pretrained(folder)` prepares images as the evals do.
+It is written beside its destination and renamed into place, so a failed export leaves
+nothing behind; folders and files get the usual modes (0777 / 0666 less the umask).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from ijepa.atomic import atomic_write
-from ijepa.data import fashion_mnist
-from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-from ijepa.evals.core.encoders import file_digest
-from ijepa.models import interop
-from ijepa.models.checkpoint import checkpoint_file, encoder_from_weights, read_weights
-from ijepa.models.vit import VisionTransformer, check_choice
 from ijepa.results.io import read_records
-from ijepa.results.tables import rows_of
+
+if TYPE_CHECKING:
+    from ijepa.models.vit import VisionTransformer
 
 FORMATS = ("hf", "timm")
 ENCODERS = {
@@ -40,12 +40,17 @@ def export_encoder(
     results_dir: Path = Path("results"), num_heads: int | None = None,
 ) -> Path:
     """Write `which` encoder of `source` (run dir, checkpoint, official .pth.tar) to `out` in
-    `fmt` ("hf" or "timm") with a model card; returns `out`."""
-    check_choice("--format", fmt, FORMATS)
+    `fmt` ("hf" or "timm") with a model card; returns `out`. The options are checked before
+    torch is imported, so a wrong one answers at once."""
+    if fmt not in FORMATS:
+        raise ValueError(f"--format={fmt!r}: expected one of {', '.join(FORMATS)}")
     which = "encoder" if which == "context" else which  # the CLI's word; the card and records use the key
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")
+    from ijepa.models import interop
+    from ijepa.models.checkpoint import checkpoint_file, encoder_from_weights, read_weights
+
     file = checkpoint_file(source)
     if interop.detect_format(file) != "torch":
         raise ValueError(f"{file}: already a {interop.detect_format(file)} model; export reads our runs and official checkpoints")
@@ -57,10 +62,13 @@ def export_encoder(
     try:
         if fmt == "hf":
             interop.save_hf(enc, tmp)
+            processor = json.dumps(preprocessor_config(enc, mean, std), indent=2)
+            atomic_write(tmp / "preprocessor_config.json", lambda f: f.write(processor + "\n"))
         else:
             interop.save_timm(enc, tmp, mean=mean, std=std)
         card = model_card(file, ckpt, enc, fmt=fmt, which=which, out=out, mean=mean, std=std, results_dir=results_dir)
         atomic_write(tmp / "README.md", lambda f: f.write(card))
+        usual_modes(tmp)
         if out.exists():
             out.rmdir()
         os.replace(tmp, out)
@@ -72,6 +80,9 @@ def export_encoder(
 
 def normalisation(ckpt: dict, in_chans: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The input normalisation the encoder was trained with, one value per input channel."""
+    from ijepa.data import fashion_mnist
+    from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
     cfg = ckpt.get("config")
     gray = isinstance(cfg, dict) and cfg.get("data", {}).get("dataset") == "fashion-mnist"
     mean, std = (fashion_mnist.MEAN, fashion_mnist.STD) if gray else (IMAGENET_MEAN, IMAGENET_STD)
@@ -82,8 +93,35 @@ def normalisation(ckpt: dict, in_chans: int) -> tuple[tuple[float, ...], tuple[f
     return mean * in_chans, std * in_chans
 
 
+def preprocessor_config(enc: VisionTransformer, mean: tuple[float, ...], std: tuple[float, ...]) -> dict[str, Any]:
+    """`eval_transform` at the encoder's native size as transformers' BitImageProcessor:
+    the short side resized (bilinear, antialiased) to `eval_resize`, a center crop to the
+    grid, [0, 1], then the normalisation. A one-channel encoder takes grayscale ("L") images."""
+    from ijepa.data.transforms import eval_resize
+
+    (gh, gw), p = enc.grid, enc.patch_size
+    return {
+        "image_processor_type": "BitImageProcessor", "do_resize": True, "size": {"shortest_edge": eval_resize(max(gh, gw) * p)},
+        "resample": 2, "do_center_crop": True, "crop_size": {"height": gh * p, "width": gw * p}, "do_rescale": True,
+        "rescale_factor": 1 / 255, "do_normalize": True, "image_mean": list(mean), "image_std": list(std),
+        "do_convert_rgb": enc.in_chans == 3,
+    }
+
+
+def usual_modes(folder: Path) -> None:
+    """mkdtemp makes the folder 0700 and some writers their files 0600: give the export the
+    modes a plain `mkdir` and `open` would (0777 and 0666 less the umask)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [folder, *folder.rglob("*")]:
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
+
+
 def recorded_evals(file: Path, which: str, results_dir: Path) -> list[dict[str, Any]]:
     """Table rows of the records of exactly these weights (the evals' `encoder_key`)."""
+    from ijepa.evals.core.encoders import file_digest
+    from ijepa.results.tables import rows_of
+
     key = f"{file_digest(file)}-{which}"
     if not (results_dir / "records").is_dir():
         return []
@@ -118,9 +156,11 @@ def model_card(
     lines += ["", "## Recorded evaluations", ""]
     rows = recorded_evals(file, which, results_dir)
     if rows:
-        lines += ["| eval | dataset | metric | value | selected on | reported on | record |", "|---|---|---|---|---|---|---|"]
-        lines += [f"| {r['kind']} | {r['dataset']} | {r['metric']} | {r['value']:.2f} | {r['selected_on']} | "
-                  f"{r['reported_on']} | {r['record']} |" for r in rows]
+        lines += ["A `(subset)` metric was measured on part of a split: `--train-limit` / `--eval-limit` say how much.", "",
+                  "| eval | dataset | protocol | train limit | eval limit | metric | value | selected on | reported on | record |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['kind']} | {r['dataset']} | {r['protocol'] or '-'} | {r['train_limit'] or 'all'} | {r['eval_limit'] or 'all'} | "
+                  f"{r['metric']} | {r['value']:.2f} | {r['selected_on']} | {r['reported_on']} | {r['record']} |" for r in rows]
     else:
         lines += [f"No eval records of these weights under `{results_dir}/records`."]
     return "\n".join(lines) + "\n"
@@ -128,8 +168,14 @@ def model_card(
 
 def loaders(enc: VisionTransformer, fmt: str, out: Path) -> list[str]:
     """The documented calls that load the exported folder (both are tested)."""
+    from ijepa.models import interop
+
     if fmt == "hf":
-        return ["from transformers import IJepaModel", f'model = IJepaModel.from_pretrained("{out}").eval()',
+        mode = "L" if enc.in_chans == 1 else "RGB"
+        return ["from PIL import Image", "from transformers import AutoImageProcessor, IJepaModel",
+                f'model = IJepaModel.from_pretrained("{out}").eval()',
+                f'processor = AutoImageProcessor.from_pretrained("{out}")  # resize, center crop, normalise as the evals do',
+                f'pixel_values = processor(Image.open("image.png").convert("{mode}"), return_tensors="pt").pixel_values',
                 "tokens = model(pixel_values).last_hidden_state  # [B, N, D]"]
     arch, args = interop.timm_args(enc)
     kw = ", ".join(f"{k}={v!r}" for k, v in args.items())

@@ -219,7 +219,7 @@ def test_official_style_baseline_computes_the_same_step():
 
 def test_results_plot_joins_compute_and_linear_records(tmp_path):
     from ijepa.results.io import write_record
-    from ijepa.results.plots import compute_points, plot_compute
+    from ijepa.results.plots import Setting, compute_panels, plot_compute
 
     for run, method, flops, top1 in (("a", "ijepa", 1e12, 0.7), ("b", "mae", 1e12, 0.6), ("c", "mae", 2e12, None)):
         write_record({"kind": "pretrain.compute", "encoder": run, "run": run, "method": method,
@@ -231,9 +231,10 @@ def test_results_plot_joins_compute_and_linear_records(tmp_path):
         write_record({"kind": "eval.linear", "encoder": f"random:vit_tiny-{ds}", "dataset": ds, "top1": 0.5}, results_dir=tmp_path)
     from ijepa.results.io import read_records
 
-    points, randoms = compute_points(read_records(tmp_path))
-    assert sorted((p["run"], p["method"], p["gflops"], p["top1"]) for p in points) == [("a", "ijepa", 1000.0, 70.0), ("b", "mae", 1000.0, 60.0)]
-    assert [r["dataset"] for r in randoms] == ["fashion-mnist"]
+    (setting, panel), = compute_panels(read_records(tmp_path)).items()
+    assert setting == Setting("fashion-mnist", "linear-grid", "all images", "test")
+    assert sorted((p["run"], p["method"], p["gflops"], p["top1"]) for p in panel.points) == [("a", "ijepa", 1000.0, 70.0), ("b", "mae", 1000.0, 60.0)]
+    assert panel.floors == [50.0]  # the imagefolder random init stands under no Fashion-MNIST line
     out = plot_compute(tmp_path)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="no pretrain.compute"):

@@ -19,7 +19,7 @@ SHAPE_SPEC = EncoderSpec(random_init="vit_tiny", depth=1, img_size=32, patch_siz
 SHAPE = ["--random-init", "vit_tiny", "--depth", "1", "--patch-size", "8", "--in-chans", "3", "--device", "cpu"]
 
 
-EVALS = Path(__file__).resolve().parents[1] / "evals"
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def cli(args: list[str]):
@@ -44,8 +44,7 @@ def test_every_registered_eval_runs_its_fixture_through_the_cli(entry, tmp_path,
     monkeypatch.chdir(tmp_path)
     module, fn = entry.fixture.make.rsplit(".", 1)
     root = getattr(importlib.import_module(f"fixtures.{module}"), fn)(tmp_path / "data")
-    args = [str(EVALS.parent / a) if a.startswith("evals/") else a for a in entry.fixture.args]
-    res = cli(["eval", entry.name, *args, "--data", str(root), "--results", str(tmp_path / "results"), "--json"])
+    res = cli(["eval", entry.name, *entry.fixture.args, "--data", str(root), "--results", str(tmp_path / "results"), "--json"])
     assert res.exit_code == 0, res.output
     rec = json.loads(res.stdout.splitlines()[-1])
     assert rec["kind"] == entry.kind and rec["headline"] == entry.headline and rec["unit"] == entry.unit
@@ -68,21 +67,70 @@ def test_eval_help_lists_every_registered_eval_without_importing_any():
     assert registry.listing() == {n: registry.get(n).summary for n in registry.names()}
     code = ("import sys\nfrom ijepa.cli import main\ntry:\n    main()\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in sys.modules if m.startswith('ijepa.evals.') or m == 'torch'))")
-    env = {**os.environ, "COLUMNS": "250", "PYTHONPATH": os.pathsep.join([str(EVALS.parent), os.environ.get("PYTHONPATH", "")])}
+    env = {**os.environ, "COLUMNS": "250", "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code, "eval", "--help"], capture_output=True, text=True, env=env, check=True).stdout
-    assert out.splitlines()[-1] == "['ijepa.evals.registry']"
+    assert out.splitlines()[-1] == "['ijepa.evals.entries', 'ijepa.evals.registry']"  # the package, none of its entries
     assert all(f"{name} " in out and summary in out for name, summary in registry.listing().items())
 
 
-@pytest.mark.parametrize("path", sorted(EVALS.glob("*.yaml")), ids=lambda p: p.name)
+def test_help_and_wrong_options_answer_before_torch_is_imported():
+    """In a fresh process: every eval's --help, an unknown option, a wrong value, a wrong --set
+    key, a missing recipe, and export's wrong --format all answer (exit 0 or 2) with torch
+    never imported, so in well under a second (they took 7-11 s when the evals' modules were
+    imported to build their commands, and the checks came after the torch imports)."""
+    import os
+    import subprocess
+    import sys
+
+    from ijepa.evals import registry
+
+    argvs = [["eval", name, "--help"] for name in registry.listing()] + [
+        ["eval", "linear", "--bogus"], ["eval", "knn", "--random-init", "vit_tiny", "--ks", "abc"],
+        ["eval", "linear", "--random-init", "vit_tiny", "--set", "grid.nope=1"], ["eval", "lowshot", "-c", "nope"],
+        ["eval", "depth", "--random-init", "vit_tiny", "--data", "x", "--taps", "a"], ["export", "x", "--format", "onnx", "--out", "y"],
+        ["--help"], ["pretrain", "--help"], ["results", "plot", "--help"], ["decoder", "train", "--help"], ["explore", "--help"],
+    ]
+    code = ("import json, sys\nfrom ijepa.cli import main\ncodes = []\n"
+            f"for argv in {argvs!r}:\n    sys.argv = ['ijepa', *argv]\n"
+            "    try:\n        main()\n    except SystemExit as e:\n        codes.append(e.code or 0)\n"
+            "print(json.dumps([codes, 'torch' in sys.modules]))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    codes, torch_imported = json.loads(out.stdout.splitlines()[-1])
+    assert codes == [0] * len(registry.listing()) + [2] * 6 + [0] * 5, out.stderr
+    assert not torch_imported
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "ijepa" / "recipes").glob("*.yaml")), ids=lambda p: p.name)
 def test_every_shipped_recipe_loads(path):
-    """Every recipe in evals/ is a valid spec of the eval its name starts with."""
+    """Every recipe in ijepa/recipes/ is a valid spec of the eval its name starts with."""
     from ijepa.evals import registry
     from ijepa.typedconfig import load
 
     entry = registry.get(path.stem.split("_")[0])
     spec = load(entry.spec, path)
     assert isinstance(spec, entry.spec)
+
+
+def test_recipes_are_shipped_by_name_like_configs(tmp_path, monkeypatch):
+    """`-c linear_fmnist` (the help's own example) from a folder outside the clone: recipes are
+    package data, found by name; the clone's `evals/NAME.yaml` paths lead to the same files."""
+    import tomllib
+
+    from ijepa.evals.registry import RECIPES, find_recipe
+
+    monkeypatch.chdir(tmp_path)
+    missing = str(tmp_path / "missing")
+    res = cli(["eval", "linear", "-c", "linear_fmnist", *SHAPE, "--data", missing, "--results", str(tmp_path)])
+    assert res.exit_code == 2 and "recipe not found" not in res.output and missing in res.output, res.output
+    res = cli(["eval", "linear", "-c", "linear_fmnis", *SHAPE])
+    assert res.exit_code == 2 and "linear_fmnis: recipe not found, nor a shipped recipe of linear (linear_fmnist, " in res.output
+    (tmp_path / "linear_fmnist.yaml").write_text("seed: 1\n")
+    assert find_recipe("linear_fmnist.yaml", "linear") == Path("linear_fmnist.yaml")  # a file of the folder first
+    shipped = sorted(RECIPES.glob("*.yaml"))
+    assert shipped and all((ROOT / "evals" / p.name).resolve() == p.resolve() for p in shipped)
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["ijepa"]
+    assert "recipes/*.yaml" in package_data
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ from ijepa.evals.lowshot import (
     write_subset,
 )
 from ijepa.models.registry import create_encoder
+from ijepa.typedconfig import OptionError
 
 RGB = EncoderSpec(random_init="vit_tiny", depth=1, img_size=32, patch_size=8, in_chans=3)
 
@@ -87,6 +88,17 @@ def test_finetune_protocol_trains_with_layer_decay(tree):
     assert rec["protocol"] == "finetune" and 0 <= rec["top1"] <= 1 and rec["finetune"]["layer_decay"] == 0.75
 
 
+def test_finetune_protocol_trains_and_scores_at_img_size(tree, monkeypatch):
+    sides = set()
+    forward = Classifier.forward
+    monkeypatch.setattr(Classifier, "forward", lambda self, x: sides.add(x.shape[-1]) or forward(self, x))
+    cfg = FinetuneConfig(epochs=1, batch_size=8, warmup_epochs=0)
+    rec = run_lowshot(RGB, data=str(tree), fractions=(0.5,), seeds=(0,), protocol="finetune", img_size=16, finetune_cfg=cfg)
+    assert sides == {16} and rec["img_size"] == 16  # the fine-tuning crops and the scored images (was: the encoder's 32)
+    with pytest.raises(OptionError, match="img_size is 12"):
+        run_lowshot(RGB, data=str(tree), fractions=(0.5,), seeds=(0,), protocol="finetune", img_size=12, finetune_cfg=cfg)
+
+
 def test_knn_votes_are_the_dino_weighted_sum():
     bank = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
     labels = torch.tensor([0, 1, 1])
@@ -106,7 +118,7 @@ def test_run_knn_on_imagefolder(tmp_path, tree):
     module = build_encoder(RGB)[0]  # an in-memory encoder (e.g. mid-training) is keyed by its weights
     again = run_knn(module, data=str(tree), ks=(1, 5), cache_dir=tmp_path)
     assert again["encoder"].startswith("module-") and again["scores"] == rec["scores"]
-    assert len(list(tmp_path.glob("*.pt"))) == 4  # its own cache entries, beside the spec's
+    assert len(list(tmp_path.glob("*.pt"))) == 2  # the same weights: the spec's cache entries serve it
 
 
 @pytest.mark.skipif(not (DEFAULT_ROOT / "train-labels-idx1-ubyte.gz").exists(), reason="Debian's Fashion-MNIST not installed")

@@ -299,6 +299,17 @@ def test_static_export(tmp_path, explorer):
     assert "const STATIC = {" in html.read_text()
 
 
+def test_the_figure_caption_names_the_draw_its_rows_share():
+    """A seed fixes the masks: rows of the first draw share them, and the caption says so
+    (the README called them "one mask draw each"); labels are drawn with real word spaces."""
+    from ijepa.explore.export import figure_caption, label_font
+
+    assert figure_caption([{"seed": 0}] * 4).startswith("one mask draw (seed 0), the same for every row")
+    assert figure_caption([{"seed": 0}, {"seed": 1}]).startswith("mask draws (seeds 0, 1)")
+    font = label_font()
+    assert font.getlength(" ") >= 0.25 * font.size  # Pillow's default: 2 px, "(a) contextseen"
+
+
 def test_cli_export_and_errors(tmp_path):
     from ijepa.cli import app
     from ijepa.cli import explore as _registers  # noqa: F401
@@ -461,6 +472,7 @@ def test_without_a_decoder_the_page_says_how_to_train_one(explorer, decoded_expl
     torch.save(torch.load(root / "run" / "checkpoint.pt", weights_only=True), run2 / "checkpoint.pt")
     decoder, note = find_decoder(bare, run2, None)
     assert decoder is None and f"ijepa decoder train {run2}" in note
+    assert "reload" not in note  # the explorer reads the decoder when it starts; a static export cannot reload at all
     moved = load_explore_model(write_tiny_run(tmp_path / "moved", shift=0.2))  # the run trained on: another encoder
     decoder, note = find_decoder(moved, root / "run", None)
     assert decoder is None and "decoder trained for" in note
@@ -532,7 +544,7 @@ def test_static_export_carries_the_decoded_panels(decoded_explorer, tmp_path):
     assert all((tmp_path / "site" / rel).is_file() for rel in draw["png"].values())
     assert {n["id"] for n in draw["neighbours"]} <= set(manifest["thumbs"])
     with Image.open(tmp_path / "site" / "figure.png") as fig:  # one row per exported image, seven panels
-        assert fig.size == (7 * 262 - 6, 22 + 262 * len(manifest["samples"]) - 6)
+        assert fig.size == (7 * 262 - 6, 44 + 262 * len(manifest["samples"]) - 6)  # a caption line above the panel names
 
 
 def test_a_fashion_mnist_model_searches_a_val_gallery():

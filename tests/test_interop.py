@@ -120,16 +120,59 @@ def test_hf_to_ours(tmp_path, cls, kw):
         features_equal(IJepaModel.from_pretrained(tmp_path / "again")(x).last_hidden_state, ours(x))
 
 
-def test_an_eval_scores_hf_and_timm_folders_as_the_official_checkpoint(tmp_path):
+def test_an_eval_scores_hf_and_timm_folders_as_the_official_checkpoint(tmp_path, monkeypatch):
+    """The same scores, and from the same cache entries: the cache keys on the weights, not on
+    the file that holds them, so re-scoring an exported copy extracts nothing."""
+    from ijepa.evals.core import features
+
     official(tmp_path / "jepa.pth.tar")
     tree = write_imagefolder(tmp_path / "data")
     kw = dict(data=str(tree), ks=(1, 5), cache_dir=tmp_path / "cache")
     want = run_knn(EncoderSpec(encoder=str(tmp_path / "jepa.pth.tar"), which="encoder"), **kw)
+    cached = sorted((tmp_path / "cache").glob("*.pt"))
+    monkeypatch.setattr(features, "pooled", lambda *a: pytest.fail("an exported copy re-extracted its features"))
     for fmt in ("hf", "timm"):  # the context encoder, as the public HF/timm conversions hold
         out = export_encoder(tmp_path / "jepa.pth.tar", fmt=fmt, out=tmp_path / fmt, which="encoder", results_dir=tmp_path)
         got = run_knn(EncoderSpec(encoder=str(out)), **kw)
         assert got["scores"] == want["scores"] and got["top1"] == want["top1"]
-        assert got["encoder_key"] != want["encoder_key"]  # its own cache entry: the features were recomputed
+        assert got["encoder_key"] != want["encoder_key"]  # the records still name the file scored
+    assert sorted((tmp_path / "cache").glob("*.pt")) == cached
+
+
+@pytest.mark.parametrize("in_chans", [1, 3])
+def test_hf_export_prepares_images_as_our_evals_and_has_usual_modes(tmp_path, monkeypatch, in_chans):
+    """`AutoImageProcessor.from_pretrained(folder)` works offline and gives our eval transform's
+    pixels; the folder and its files are 0755 / 0644 under umask 022 (they were 0700 / 0600)."""
+    import os
+
+    import numpy as np
+    from PIL import Image
+    from transformers import AutoImageProcessor
+
+    from ijepa.data import eval_transform
+    from ijepa.export import normalisation
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    official(tmp_path / "jepa.pth.tar", in_chans=in_chans)
+    old = os.umask(0o022)
+    try:
+        out = export_encoder(tmp_path / "jepa.pth.tar", fmt="hf", out=tmp_path / "hf", results_dir=tmp_path)
+    finally:
+        os.umask(old)
+    assert oct(out.stat().st_mode & 0o777) == "0o755"
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in out.iterdir()} == dict.fromkeys(
+        ["README.md", "config.json", "model.safetensors", "preprocessor_config.json"], "0o644")
+    processor = AutoImageProcessor.from_pretrained(out)
+    mean, std = normalisation({}, in_chans)
+    ours = eval_transform(32, in_chans=in_chans, mean=mean, std=std)
+    rng = np.random.default_rng(0)
+    for shape in ((28, 28), (40, 56)):  # upsampled; downsampled and center-cropped
+        image = Image.fromarray(rng.integers(0, 256, (*shape, 3), dtype=np.uint8)).convert("L" if in_chans == 1 else "RGB")
+        pixels = processor(image, return_tensors="pt").pixel_values
+        torch.testing.assert_close(pixels[0], ours(image), atol=1e-5, rtol=0)
+    with torch.no_grad():
+        assert IJepaModel.from_pretrained(out)(pixels).last_hidden_state.shape == (1, 16, 192)
+    assert "AutoImageProcessor.from_pretrained" in (out / "README.md").read_text()
 
 
 def test_hf_weights_missing_are_refused_not_random(tmp_path):
@@ -243,6 +286,8 @@ def test_cli_exports_our_run_with_its_config_and_records(tmp_path):
     key = f"{file_digest(run / 'checkpoint.pt')}-target_encoder"
     write_record({"kind": "eval.knn", "encoder": "one:target_encoder", "encoder_key": key, "dataset": "fashion-mnist",
                   "top1": 0.5, "selected_on": "val", "reported_on": "test"}, results_dir=tmp_path / "results")
+    write_record({"kind": "eval.knn", "encoder": "one:target_encoder", "encoder_key": key, "dataset": "fashion-mnist", "val_limit": 1000,
+                  "top1": 0.4, "selected_on": "val", "reported_on": "test"}, results_dir=tmp_path / "results")  # a quick look
     write_record({"kind": "eval.knn", "encoder": "other", "encoder_key": "0123-target_encoder", "dataset": "fashion-mnist",
                   "top1": 0.9, "selected_on": "val", "reported_on": "test"}, results_dir=tmp_path / "results")
     res = CliRunner().invoke(app, ["export", str(run), "--format", "timm", "--out", str(tmp_path / "t"),
@@ -250,7 +295,8 @@ def test_cli_exports_our_run_with_its_config_and_records(tmp_path):
     assert res.exit_code == 0, res.output
     card = (tmp_path / "t" / "README.md").read_text()
     assert "Encoder: **target_encoder**" in card and "model_name: vit_tiny" in card
-    assert "| eval.knn | fashion-mnist | top1 | 50.00 | val | test |" in card and "90.00" not in card
+    assert "| eval.knn | fashion-mnist | - | all | all | top1 | 50.00 | val | test |" in card and "90.00" not in card
+    assert "| eval.knn | fashion-mnist | - | all | 1000 | top1 (subset) | 40.00 | val | test |" in card  # never a plain top1
     with pytest.raises(ValueError, match="its config says 3 attention heads, --num-heads says 6"):
         ijepa.load_encoder(run, num_heads=6)
     assert "mean [0.286], std [0.353]" in card

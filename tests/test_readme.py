@@ -214,3 +214,22 @@ def test_every_eval_help_shows_each_option_with_its_default():
         assert out.exit_code == 0, out.output
         shown = out.output.count("[default:")
         assert shown >= len(spec_options(registry.get(name))), f"ijepa eval {name} --help: {shown} defaults shown"
+
+
+def test_the_python_api_example_runs_as_written(tmp_path, monkeypatch):
+    """The README's Python block, executed as it stands, on a run at its path and two images of
+    a user's (it once used `images` without defining them or showing their preprocessing)."""
+    import numpy as np
+    from fixtures.decoder import write_tiny_run
+    from PIL import Image
+
+    block = re.search(r"### Python API\n\n```python\n(.*?)```", README, re.S).group(1)
+    write_tiny_run(tmp_path / "runs" / "fmnist_vit_tiny")
+    rng = np.random.default_rng(0)
+    for name in ("shirt.png", "boot.png"):
+        Image.fromarray(rng.integers(0, 256, (28, 28, 3), dtype=np.uint8)).save(tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(block, "README.md (Python API)", "exec"), scope)
+    assert tuple(scope["images"].shape) == (2, 1, 32, 32) and tuple(scope["tokens"].shape) == (2, 64, 192)
+    assert len(scope["feats"]) == 2  # the tiny run has 2 blocks

@@ -52,7 +52,7 @@ def main() -> None:
         importlib.import_module(f"{__name__}.{mod.name}")
     try:
         app(prog_name="ijepa")
-    except MissingExtra as e:  # raised by a dense eval's import, before its command catches errors
+    except MissingExtra as e:  # raised by importing a dense eval's code when it runs, outside the errors its command catches
         console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
 

@@ -4,8 +4,10 @@ Every command has the same shared options (the encoder: `--encoder PATH` or `--r
 ARCH` with its shape; `--which`, `--device`, `-c RECIPE`, `--set key=value`, `--results`,
 `--json`), one option per field of the eval's spec (`--data`, `--seed`, `--train-limit`,
 `--eval-limit`, ...) and the eval's own aliases. Values: spec defaults <- recipe <- options
-<- `--set`, all through `ijepa.typedconfig`. Eval modules are imported only when their
-command runs; `ijepa eval --help` lists them without importing any, so both helps stay fast.
+<- `--set`, all through `ijepa.typedconfig`. Commands are built from the torch-free entries
+(`ijepa.evals.entries`), so `--help` and every error of a command line or recipe come before
+torch is imported; an eval's code is imported when it runs. `ijepa eval --help` lists the
+evals without importing even their entries.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from rich.markup import escape
 from typer.core import TyperCommand, TyperGroup
 
 from ijepa.cli import USER_ERRORS, app, console, fail
+from ijepa.evals.registry import find_recipe, recipes
 
 SHARED = ("encoder", "random_init", "raw_pixels", "which", "num_heads", "patch_size", "in_chans", "depth", "config", "set_", "device", "results", "as_json", "cache_dir", "no_cache")
 COMMON_HELP = {
@@ -115,7 +118,9 @@ def _shared(entry) -> list[inspect.Parameter]:
         _opt("patch_size", int, ri["patch_size"], help="Patch size (random init)"),
         _opt("in_chans", int, ri["in_chans"], help="Input channels (random init)"),
         _opt("depth", int, 0, help="Blocks (random init; 0 = the architecture's own)"),
-        _opt("config", Path | None, None, "--config", "-c", help="Recipe YAML (keys: this command's options); options override it"),
+        _opt("config", Path | None, None, "--config", "-c",
+             help=f"Recipe YAML (keys: this command's options; options override it): a path, or a shipped recipe by name "
+                  f"({', '.join(recipes(entry.name)) or 'none yet'}; ijepa/recipes/)"),
         _opt("set_", list[str], [], "--set", metavar="KEY=VALUE", show_default=False,
              help="Override one recipe key, dotted for sections (e.g. grid.epochs=5); repeatable"),
         _opt("device", str, "auto", help="auto, cpu, cuda, cuda:N or mps"),
@@ -169,7 +174,8 @@ def resolve_spec(entry, keys: dict[str, str], kw: dict[str, Any]) -> Any:
             values = typedconfig.merge(values, typedconfig.dotted(key, flag_value(kw[name], _hint_and_default(entry.spec, key)[0])))
     if kw["which"] not in ("target_encoder", "context", "encoder"):
         raise ValueError(f"--which {kw['which']!r}: expected target_encoder or context (alias: encoder)")
-    spec = typedconfig.load(entry.spec, kw["config"], values=values, names=given_flags(keys, kw), overrides=kw["set_"])
+    recipe = None if kw["config"] is None else find_recipe(kw["config"], entry.name)
+    spec = typedconfig.load(entry.spec, recipe, values=values, names=given_flags(keys, kw), overrides=kw["set_"])
     if hasattr(spec, "data") and not spec.data:
         raise ValueError("--data is required (or `data:` in the recipe)")
     return spec
@@ -182,12 +188,12 @@ def given_flags(keys: dict[str, str], kw: dict[str, Any]) -> dict[str, str]:
 
 
 def run_command(entry, keys: dict[str, str], kw: dict[str, Any]) -> dict:
+    spec = resolve_spec(entry, keys, kw)  # first: a wrong option or recipe key costs no torch import
     from ijepa.devices import resolve_device
     from ijepa.evals.core.encoders import EncoderSpec
     from ijepa.evals.registry import Context, run_eval
     from ijepa.typedconfig import OptionError
 
-    spec = resolve_spec(entry, keys, kw)
     img = getattr(spec, "img_size", None) or entry.random_init.get("img_size", 224)
     encoder = EncoderSpec(encoder=kw["encoder"], random_init=kw["random_init"], raw_pixels=kw["raw_pixels"], which="target_encoder" if kw["which"] == "target_encoder" else "encoder",
                           img_size=img, patch_size=kw["patch_size"], in_chans=kw["in_chans"], depth=kw["depth"], num_heads=kw["num_heads"])
@@ -211,13 +217,19 @@ def finish(rec: dict, entry, as_json: bool, results: Path) -> None:
     if as_json:
         print(json.dumps({**strict(rec), "record": str(path)}, default=str, allow_nan=False))
         return
-    table = Table(title=f"{rec['kind']}: {rec['encoder']} on {rec['dataset']}")
+    table = Table(title=f"{rec['kind']}: {rec['encoder']} on {rec['dataset']}{limits_note(rec)}")
     table.add_column("metric")
     table.add_column("value", justify="right")
     for k, v in entry.rows(rec):
         table.add_row(k, v)
     Console().print(table)
     console.print(f"record: {path}", highlight=False, soft_wrap=True)
+
+
+def limits_note(rec: dict) -> str:
+    """", on a subset (--train-limit N, --eval-limit M)" where the eval saw part of its splits."""
+    given = [f"--{opt} {rec[key]}" for opt, key in (("train-limit", "train_limit"), ("eval-limit", "val_limit")) if rec.get(key) is not None]
+    return f", on a subset ({', '.join(given)})" if given else ""
 
 
 class EvalGroup(TyperGroup):
@@ -249,23 +261,7 @@ class EvalGroup(TyperGroup):
             entry = registry.get(name)
         except ValueError:  # not an eval: click says "No such command"
             return None
-        except ImportError as e:
-            return _missing(name, e)
         return build_command(entry)  # a broken entry (e.g. an option clash) is a bug: it raises
-
-
-def _missing(name: str, e: ImportError) -> Any:
-    """A command that says which package the eval needs (dense evals: an optional extra)."""
-    from ijepa.extras import MissingExtra
-
-    one = typer.Typer()
-    what = str(e) if isinstance(e, MissingExtra) else f"ijepa eval {name} needs the package {e.name or e}: pip install 'ijepa[dense]'"
-
-    @one.command(name, help=f"(unavailable: {what})", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-    def callback() -> None:
-        fail(ValueError(what))
-
-    return typer.main.get_command(one)
 
 
 eval_app = typer.Typer(cls=EvalGroup, help="Evaluate a frozen (or fine-tuned) encoder.", no_args_is_help=True)

@@ -43,7 +43,8 @@ def plot(
     results_dir: Annotated[Path | None, typer.Option("--results", help="Results folder holding records/ (default: the one given to `ijepa results`, else results)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="PNG to write (default: <results>/compute_vs_accuracy.png)")] = None,
 ) -> None:
-    """Plot I-JEPA and MAE runs (pretrain.compute + eval.linear records), random init as the floor.
+    """Plot I-JEPA and MAE runs (pretrain.compute + eval.linear records), random init as the floor:
+    a row of panels per dataset, probe, subset and reported split, never one line across them.
 
     Example: ijepa results plot --out compute_vs_accuracy.png
     """

@@ -77,14 +77,19 @@ class PretrainViews(Dataset):
         return (img.float() / 255 - self.mean) / self.std, label
 
 
+def eval_resize(size: int, resize_ratio: float = 256 / 224) -> int:
+    """The short side `eval_transform` resizes to before its center crop of `size`: the crop
+    itself for small images, `size` x 256/224 for large ones (the ImageNet convention)."""
+    return size if size <= 64 else int(round(size * resize_ratio))
+
+
 def eval_transform(
     size: int, *, in_chans: int = 3, mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD, resize_ratio: float = 256 / 224,
 ) -> v2.Compose:
     """Resize (by 256/224 for large images) + center crop + normalize."""
     pre, mean, std = _channels(in_chans, mean, std)
-    resize = size if size <= 64 else int(round(size * resize_ratio))
     return v2.Compose([
-        v2.ToImage(), *pre, v2.Resize(resize, antialias=True), v2.CenterCrop(size),
+        v2.ToImage(), *pre, v2.Resize(eval_resize(size, resize_ratio), antialias=True), v2.CenterCrop(size),
         v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
     ])

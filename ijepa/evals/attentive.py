@@ -14,7 +14,7 @@ report split.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from itertools import product
 
 import torch
@@ -26,15 +26,12 @@ from ijepa.evals.core.features import CACHE_DIR, Tokens, extract_tokens
 from ijepa.evals.core.fit import holdout_split
 from ijepa.evals.core.heads import topk_correct
 from ijepa.evals.core.setup import (
-    FIXTURE_ENCODER,
-    SMALL_RANDOM_INIT,
     EncoderLike,
-    FrozenSpec,
     frozen_splits,
 )
 from ijepa.evals.core.train import DenseTrainConfig, train_dense
-from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
-from ijepa.typedconfig import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, checked
+from ijepa.evals.entries.attentive import AttentiveSpec
+from ijepa.evals.registry import Context, Record
 
 
 class AttentiveProbe(nn.Module):
@@ -56,19 +53,6 @@ class AttentiveProbe(nn.Module):
         q = q + self.attn(q, kv, kv, need_weights=False)[0]
         q = q + self.mlp(self.norm2(q))
         return self.head(q[:, 0])
-
-
-@dataclass(frozen=True)
-class AttentiveSpec(FrozenSpec):
-    """`ijepa eval attentive` options and recipe keys (`evals/attentive_fmnist.yaml`)."""
-
-    lrs: tuple[float, ...] = checked((1e-3, 3e-3), POSITIVE)
-    wds: tuple[float, ...] = checked((0.01, 0.1), NON_NEGATIVE)
-    epochs: int = checked(20, COUNT)
-    warmup_epochs: int = checked(1, NON_NEGATIVE)
-    batch_size: int = checked(256, COUNT)
-    heldout: float = checked(0.1, FRACTION)  # fraction of train that picks (lr, wd)
-    probe_heads: int = checked(0, NON_NEGATIVE)  # the probe's attention heads; 0 = width / 64 (at least 1)
 
 
 def train_probes(train: Tokens, settings: list[tuple[float, float]], *, num_classes: int, spec: AttentiveSpec,
@@ -135,22 +119,3 @@ def run_attentive(encoder: EncoderLike, spec: AttentiveSpec, *, device: torch.de
 
 def run(encoder: EncoderLike, spec: AttentiveSpec, ctx: Context) -> Record:
     return run_attentive(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
-
-
-def rows(rec: Record) -> list[tuple[str, str]]:
-    split = rec["reported_on"]
-    return [(f"top-1 ({split})", pct(rec["top1"])), (f"top-5 ({split})", pct(rec["top5"])),
-            ("held-out train top-1", pct(rec["heldout_top1"])), ("chosen probe", rec["best_head"]),
-            (f"train / {split} images", f"{rec['n_train']} / {rec[f'n_{split}']}"), ("wall time", f"{rec['wall_s']:.1f} s")]
-
-
-register(Eval(
-    name="attentive", spec=AttentiveSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
-    summary="Attentive probe (V-JEPA): a query token cross-attends to cached patch tokens; (lr, wd) picked on held-out train.",
-    example="ijepa eval attentive -c evals/attentive_fmnist.yaml --encoder runs/fmnist_vit_tiny",
-    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--epochs", "2", "--batch-size", "8", "--lrs", "1e-3,1e-2", "--wds", "0.01")),
-    flags={"eval-limit": "val_limit"},
-    help={"lrs": "Probe learning rates (AdamW), comma-separated", "wds": "Probe weight decays, comma-separated",
-          "epochs": "Probe-training epochs", "batch_size": "Probe-training batch size", "heldout": "Fraction of train that picks (lr, wd)"},
-    random_init=SMALL_RANDOM_INIT,
-))

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import dataclass
 from numbers import Real
 from pathlib import Path
 from typing import Any
@@ -51,34 +50,20 @@ from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.core.train import head_param_groups, train_dense
 from ijepa.evals.dense.data import normalize, random_scale_crop, read_rgb, resize, short_side_size
 from ijepa.evals.dense.setup import (
-    FIXTURE_ENCODER,
-    DenseRun,
     base_record,
     dense_backbone,
     eval_items,
     item_rng,
     train_loader,
 )
-from ijepa.evals.registry import Context, Eval, Fixture, Record, register
-from ijepa.typedconfig import COUNT, NON_NEGATIVE, POSITIVE, checked
+from ijepa.evals.entries.counting import CountRun
+from ijepa.evals.registry import Context, Record
 
 IMAGES, DENSITY = "images_384_VarV2", "gt_density_map_adaptive_384_VarV2"
 ANNOTATIONS, SPLITS = "annotation_FSC147_384.json", "Train_Test_Val_FSC_147.json"
 COCO_IMAGES, COCO_ANNOTATIONS = "images", "annotations/instances_{split}.json"
 HEADS = ("exemplar", "plain")
 SIGMA_PER_SIDE = 0.25  # COCO-style data: density sigma / mean exemplar side
-
-
-@dataclass(frozen=True)
-class CountRun(DenseRun):
-    img_size: int = checked(384, COUNT)  # short side (FSC-147 images are 384 high); train crops are square
-    head: str = "exemplar"  # or "plain": no exemplar conditioning
-    taps: tuple[int, ...] | None = (-1,)
-    exemplar_size: int = checked(64, COUNT)  # exemplars are resized to this square before encoding
-    channels: int = checked(128, COUNT)
-    up_steps: int = checked(2, NON_NEGATIVE)  # density grid = patch grid x 2**up_steps
-    density_scale: float = checked(100.0, POSITIVE)  # the head regresses per-pixel density x this (CounTR: 60)
-    scale_range: tuple[float, float] = checked((1.0, 1.0), POSITIVE)
 
 
 def exemplar_boxes(entry: dict, name: str) -> torch.Tensor:
@@ -429,21 +414,3 @@ def run_counting(spec: EncoderSpec, run: CountRun, *, device: torch.device, cons
 
 def run(encoder: EncoderSpec, spec: CountRun, ctx: Context) -> Record:
     return run_counting(encoder, spec, device=ctx.device, console=ctx.console)
-
-
-def rows(rec: Record) -> list[tuple[str, str]]:
-    return [("test MAE / RMSE", f"{rec['mae']:.2f} / {rec['rmse']:.2f}"), ("val MAE / RMSE", f"{rec['val_mae']:.2f} / {rec['val_rmse']:.2f}"),
-            ("mean-count baseline (test MAE / RMSE)", f"{rec['baseline_test_mae']:.2f} / {rec['baseline_test_rmse']:.2f}"),
-            ("head / backbone", f"{rec['head']} / {rec['mode']}"), ("train / val / test images", f"{rec['n_train']} / {rec['n_val']} / {rec['n_test']}")]
-
-
-register(Eval(
-    name="counting", spec=CountRun, run=run, rows=rows, headline="mae", unit="value", higher_is_better=False,
-    summary="Train a density head on frozen features; count MAE / RMSE on val and test.",
-    example="ijepa eval counting --encoder RUN --data /data/FSC147 -c evals/counting_fsc147.yaml",
-    fixture=Fixture("fsc147.make_fsc147", (*FIXTURE_ENCODER, "-c", "evals/counting_fixture.yaml", "--max-iters", "2", "--set", "eval_every=0")),
-    flags={"eval-limit": "max_eval_images"},
-    help={"data": "FSC-147 root (images_384_VarV2/, gt_density_map_adaptive_384_VarV2/, the two JSON files) or a COCO-style one",
-          "head": "exemplar (conditioned on the 3 boxes) or plain", "mode": "frozen or finetune (layer-wise lr decay)",
-          "img_size": "Short side (and the random-init size); train crops are square"},
-))

@@ -16,7 +16,6 @@ Two layouts:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -40,17 +39,15 @@ from ijepa.evals.dense.data import (
 )
 from ijepa.evals.dense.heads import DenseModel, DPTHead, LinearHead, upsample
 from ijepa.evals.dense.setup import (
-    FIXTURE_ENCODER,
-    DenseRun,
     base_record,
     dense_backbone,
     eval_items,
     item_rng,
     train_loader,
 )
-from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
+from ijepa.evals.entries.depth import DepthRun
+from ijepa.evals.registry import Context, Record
 from ijepa.extras import missing_extra
-from ijepa.typedconfig import COUNT, POSITIVE, OptionError, checked
 
 HEADS = ("lin1", "lin4", "dpt")
 LISTS = {
@@ -62,22 +59,6 @@ LISTS = {
 LIST_BASES = {"train": ("", "sync"), "test": ("", "official_splits/test")}
 EIGEN_CROP = (45, 471, 41, 601)  # rows, cols of the 480 x 640 NYU frame
 METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10", "d1", "d2", "d3")
-
-
-@dataclass(frozen=True)
-class DepthRun(DenseRun):
-    head: str = "lin1"
-    min_depth: float = checked(1e-3, POSITIVE)
-    max_depth: float = checked(10.0, POSITIVE)
-    bins: int = checked(256, COUNT)
-    eigen_crop: bool = True
-    depth_scale: float = checked(1000.0, POSITIVE)  # PNG units per metre
-    channels: int = checked(256, COUNT)  # DPT fusion width
-
-    def validate(self) -> None:
-        """Across fields, once the recipe, options and `--set` are all in."""
-        if self.max_depth <= self.min_depth:
-            raise OptionError("max_depth", self.max_depth, f"a depth above min_depth {self.min_depth:g}")
 
 
 def list_base(root: Path, split: str, found: Path, first_rgb: str) -> Path:
@@ -331,21 +312,3 @@ def run_depth(spec: EncoderSpec, run: DepthRun, *, device: torch.device, console
 
 def run(encoder: EncoderSpec, spec: DepthRun, ctx: Context) -> Record:
     return run_depth(encoder, spec, device=ctx.device, console=ctx.console)
-
-
-def rows(rec: Record) -> list[tuple[str, str]]:
-    out = [(f"{k} (test)", f"{rec[k]:.4f}") for k in ("abs_rel", "sq_rel", "rmse", "rmse_log", "log10")]
-    out += [(f"delta<1.25^{i} (test)", pct(rec[f"d{i}"])) for i in (1, 2, 3)]
-    return out + [("head / backbone", f"{rec['head']} / {rec['mode']}"), ("train / test images", f"{rec['n_train']} / {rec['n_test']}")]
-
-
-register(Eval(
-    name="depth", spec=DepthRun, run=run, rows=rows, headline="abs_rel", unit="value", higher_is_better=False,
-    summary="Train a depth head; AbsRel, RMSE, delta<1.25^k ... on the Eigen crop of the test split.",
-    example="ijepa eval depth --encoder RUN --data /data/nyu -c evals/depth_nyu.yaml",
-    fixture=Fixture("nyu.make_nyu_list", (*FIXTURE_ENCODER, "-c", "evals/depth_fixture.yaml", "--max-iters", "2")),
-    flags={"eval-limit": "max_eval_images"},
-    help={"data": "NYU root with nyu_{train,test}.txt file lists, or nyu_depth_v2_labeled.mat (splits.mat beside it)",
-          "head": "lin1, lin4 (DINOv2 linear, 256 bins) or dpt", "max_depth": "Depth cap in metres (NYU: 10)",
-          "mode": "frozen or finetune (layer-wise lr decay)", "img_size": "Train crop / eval short side (and the random-init size)"},
-))

@@ -7,7 +7,6 @@ every (feature set, k) score on val is recorded too.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,17 +17,12 @@ from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features
 from ijepa.evals.core.fit import holdout_split
 from ijepa.evals.core.heads import topk_correct
 from ijepa.evals.core.setup import (
-    FIXTURE_ENCODER,
-    SMALL_RANDOM_INIT,
     EncoderLike,
-    FrozenSpec,
     frozen_splits,
     spec_kwargs,
 )
-from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
-from ijepa.typedconfig import COUNT, FRACTION, POSITIVE, checked
-
-KS = (10, 20, 100, 200)
+from ijepa.evals.entries.knn import KS, KnnSpec
+from ijepa.evals.registry import Context, Record
 
 
 @torch.no_grad()
@@ -106,35 +100,5 @@ def run_knn(
     }
 
 
-@dataclass(frozen=True)
-class KnnSpec(FrozenSpec):
-    """`ijepa eval knn` options and recipe keys."""
-
-    ks: tuple[int, ...] = checked(KS, COUNT)
-    temperature: float = checked(0.07, POSITIVE)
-    feature_sets: tuple[str, ...] = FEATURE_SETS
-    heldout: float = checked(0.1, FRACTION)
-
-
 def run(encoder: EncoderLike, spec: KnnSpec, ctx: Context) -> Record:
     return run_knn(encoder, **spec_kwargs(spec), device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
-
-
-def rows(rec: Record) -> list[tuple[str, str]]:
-    split = rec["reported_on"]
-    out = [(f"top-1 ({split})", pct(rec["top1"])), (f"top-5 ({split})", pct(rec["top5"])),
-           ("held-out train top-1", pct(rec["heldout_top1"])), ("chosen", f"{rec['best_features']}, k={rec['best_k']}")]
-    out += [(f"{r['features']} k={r['k']} ({split})", pct(r[f"{split}_top1"])) for r in rec["scores"]]
-    return out + [(f"train / {split} images", f"{rec['n_train']} / {rec[f'n_{split}']}")]
-
-
-register(Eval(
-    name="knn", spec=KnnSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
-    summary="Weighted k-NN (DINO) on L2-normalised frozen features; (features, k) picked on held-out train.",
-    example="ijepa eval knn --encoder runs/fmnist_vit_tiny --ks 10,20",
-    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--ks", "1,3")),
-    flags={"eval-limit": "val_limit"},
-    help={"ks": "Neighbour counts, comma-separated", "temperature": "Softmax temperature of the votes",
-          "heldout": "Fraction of train that picks (features, k)"},
-    random_init=SMALL_RANDOM_INIT,
-))

@@ -15,9 +15,8 @@ Two protocols:
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 from pathlib import Path
-from typing import Literal
 
 import torch
 from rich.console import Console
@@ -26,15 +25,12 @@ from ijepa.evals.core.features import CACHE_DIR
 from ijepa.evals.core.fit import GridConfig, fit_grid
 from ijepa.evals.core.logreg import fit_logreg
 from ijepa.evals.core.setup import (
-    FIXTURE_ENCODER,
-    SMALL_RANDOM_INIT,
     EncoderLike,
-    FrozenSpec,
     frozen_splits,
     spec_kwargs,
 )
-from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
-from ijepa.typedconfig import POSITIVE, checked
+from ijepa.evals.entries.linear import LinearSpec
+from ijepa.evals.registry import Context, Record
 
 GRID_KEYS = {f.name for f in fields(GridConfig)}
 PROTOCOLS = ("grid", "logreg")
@@ -110,40 +106,6 @@ def best_by(rows: list[dict], key: str, split: str) -> dict[str, dict]:
     return {k: {"head": r["head"], "heldout_top1": r["heldout_top1"], "top1": r[f"{split}_top1"], "top5": r[f"{split}_top5"]} for k, r in out.items()}
 
 
-@dataclass(frozen=True)
-class LinearSpec(FrozenSpec):
-    """`ijepa eval linear` options and recipe keys (`evals/linear_*.yaml`)."""
-
-    protocol: Literal["grid", "logreg"] = "grid"
-    cs: tuple[float, ...] = checked((1.0,), POSITIVE)
-    eval_split: str | None = None  # None: the dataset's report split (test for Fashion-MNIST)
-    grid: GridConfig = field(default_factory=GridConfig)
-
-
 def run(encoder: EncoderLike, spec: LinearSpec, ctx: Context) -> Record:
     return run_linear(encoder, grid=spec.grid, **spec_kwargs(spec, exclude=("grid",)), device=ctx.device, cache_dir=ctx.cache_dir,
                       console=ctx.console)
-
-
-def rows(rec: Record) -> list[tuple[str, str]]:
-    split = rec["reported_on"]
-    out = [("protocol", rec["protocol"]), (f"top-1 ({split})", pct(rec["top1"])), (f"top-5 ({split})", pct(rec["top5"])),
-           ("held-out train top-1", pct(rec["heldout_top1"])), ("chosen head", rec["best_head"])]
-    out += [(f"best {f} top-1 ({split})", pct(b["top1"])) for f, b in rec.get("best_by_features", {}).items()]
-    return out + [(f"train / {split} images", f"{rec['n_train']} / {rec[f'n_{split}']}"), ("wall time", f"{rec['wall_s']:.1f} s")]
-
-
-register(Eval(
-    name="linear", spec=LinearSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
-    summary="Linear probe on cached frozen features: a grid of linear heads (or logistic regression), picked on held-out train.",
-    example="ijepa eval linear -c evals/linear_fmnist.yaml --encoder runs/fmnist_vit_tiny",
-    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--epochs", "2", "--batch-size", "16", "--lrs", "0.1")),
-    flags={"eval-limit": "val_limit", "epochs": "grid.epochs", "batch-size": "grid.batch_size", "lrs": "grid.lrs",
-           "wds": "grid.wds", "feature-sets": "grid.feature_sets"},
-    help={"protocol": "grid (SGD/LARS linear heads) or logreg (logistic regression, torch L-BFGS)",
-          "cs": "logreg: candidate C values, comma-separated",
-          "eval_split": "Split to score (default: the dataset's report split, test for Fashion-MNIST; val to choose recipes)", "grid.epochs": "Head-training epochs",
-          "grid.batch_size": "Head-training batch size", "grid.lrs": "Head learning rates, comma-separated",
-          "grid.wds": "Head weight decays, comma-separated"},
-    random_init=SMALL_RANDOM_INIT,
-))

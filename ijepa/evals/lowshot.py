@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
@@ -30,7 +29,6 @@ from ijepa.data.imagefolder import image_folder
 from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features, split_labels
 from ijepa.evals.core.finetune import FinetuneConfig, finetune
 from ijepa.evals.core.fit import (
-    ROWS,
     GridConfig,
     check_classes,
     check_limit,
@@ -39,19 +37,16 @@ from ijepa.evals.core.fit import (
 )
 from ijepa.evals.core.logreg import LogReg, fit_lbfgs, solver_name, topk
 from ijepa.evals.core.setup import (
-    FIXTURE_ENCODER,
-    SMALL_RANDOM_INIT,
     EncoderLike,
-    FrozenData,
+    check_img_size,
     frozen_splits,
     resolve_encoder,
     spec_kwargs,
 )
-from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
+from ijepa.evals.entries.lowshot import FRACTIONS, LowshotSpec
+from ijepa.evals.registry import Context, Record
 from ijepa.results.io import atomic_write_text
-from ijepa.typedconfig import Range, checked
 
-FRACTIONS = (0.01, 0.05, 0.1)
 PROTOCOLS = ("logreg", "heads", "finetune")
 CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 TOL = 1e-3  # max |gradient| of the mean objective every low-shot fit runs to (as before, now reached)
@@ -222,7 +217,9 @@ def run_lowshot(
     dev = torch.device(device)
     if protocol == "finetune":
         enc, name, key = resolve_encoder(encoder)
-        info = {"encoder": name, "encoder_key": key, **spec.fields(), "num_classes": num_classes, "depth": enc.depth, "width": enc.embed_dim, "num_heads": enc.num_heads,
+        check_img_size(img_size, enc.patch_size)
+        info = {"encoder": name, "encoder_key": key, **spec.fields(), "num_classes": num_classes, "img_size": img_size or enc.img_size,
+                "patch_size": enc.patch_size, "depth": enc.depth, "width": enc.embed_dim, "num_heads": enc.num_heads,
                 "selected_on": "none (fixed recipe)", "reported_on": spec.report_split}
         cfg = finetune_cfg or FinetuneConfig()
 
@@ -230,7 +227,7 @@ def run_lowshot(
 
         def score(rows: torch.Tensor, seed: int) -> dict:
             top1, top5 = finetune(enc, spec, rows, num_classes=num_classes, cfg=cfg, device=dev, seed=seed,
-                                  val_rows=val_rows, workers=workers, console=console)
+                                  val_rows=val_rows, img_size=img_size, workers=workers, console=console)
             return {"top1": top1, "top5": top5}
         settings = {"finetune": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}}
     else:
@@ -259,47 +256,6 @@ def run_lowshot(
     }
 
 
-@dataclass(frozen=True)
-class LowshotSpec(FrozenData):
-    """`ijepa eval lowshot` options and recipe keys (`evals/lowshot_fmnist.yaml`)."""
-
-    train_limit: int | float | None = checked(None, ROWS)  # the stratified subset of train the splits are drawn from
-    fractions: tuple[float, ...] = checked(FRACTIONS, Range(gt=0, le=1))
-    seeds: tuple[int, ...] = (0, 1, 2)
-    protocol: Literal["logreg", "heads", "finetune"] = "logreg"
-    feature_sets: tuple[str, ...] = FEATURE_SETS
-    subset_dir: Path | None = None
-    write_splits: Path | None = None
-    grid: GridConfig = field(default_factory=GridConfig)  # protocol heads
-    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # protocol finetune
-
-
 def run(encoder: EncoderLike, spec: LowshotSpec, ctx: Context) -> Record:
     return run_lowshot(encoder, **spec_kwargs(spec, exclude=("grid", "finetune")), grid=spec.grid, finetune_cfg=spec.finetune,
                        device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
-
-
-def _pool(rec: Record) -> str:
-    return "train" if rec.get("train_limit") is None else f"the {rec['n_train_pool']}-image train subset"
-
-
-def rows(rec: Record) -> list[tuple[str, str]]:
-    out = [(f"{float(f):.0%} labels ({r['seeds'][0]['n_labelled']} img, {r.get('labelled_fraction', float(f)):.1%} of {_pool(rec)})",
-            f"{pct(r['top1'])} ± {100 * r['top1_std']:.2f}") for f, r in rec["fractions"].items()]
-    return out + [("reported on", rec["reported_on"]), ("protocol", rec["protocol"]), ("seeds", ",".join(map(str, rec["seeds"]))),
-                  ("wall time", f"{rec['wall_s']:.1f} s")]
-
-
-register(Eval(
-    name="lowshot", spec=LowshotSpec, run=run, rows=rows, headline="top1", unit="fraction", cached=True,
-    summary="Low-shot: 1/5/10% of the labels, class-balanced seeded splits, mean ± std over seeds.",
-    example="ijepa eval lowshot -c evals/lowshot_fmnist.yaml --encoder runs/fmnist_vit_tiny",
-    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--fractions", "0.25", "--seeds", "0,1")),
-    flags={"eval-limit": "val_limit"},
-    help={"fractions": "Label fractions, comma-separated", "seeds": "Split seeds; mean ± std over them",
-          "protocol": "logreg (logistic regression, C by CV), heads (the linear grid) or finetune",
-          "subset_dir": "Folder of subset files (1percent.txt, 10percent-seed0.txt, ...) to use instead of drawing",
-          "write_splits": "Write the splits used to this folder",
-          "train_limit": "Seeded stratified subset of train the 1/5/10% splits are drawn from: N images, or a fraction if < 1"},
-    random_init=SMALL_RANDOM_INIT,
-))

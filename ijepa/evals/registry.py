@@ -1,12 +1,13 @@
 """The eval registry: one contract every eval honours, so the CLI, the tables and the tests
 are generated from it (timm's `@register_model`, for evals).
 
-An eval is one module `ijepa/evals/<name>.py` that calls `register(Eval(...))` with its name
-(the module's), a typed spec (a dataclass: its fields are the recipe keys and the command's
-options), its headline metric and unit, the rows it prints, a tiny fixture, and
-`run(encoder, spec, ctx) -> record`. Nothing else needs editing: `ijepa eval <name>` and the
-registry-parametrized tests find it. This module stays light (no torch) so `ijepa --help`
-does not pay for the evals.
+An eval is two modules. Its entry, `ijepa/evals/entries/<name>.py`, calls `register(Eval(...))`
+with its name (the module's), a typed spec (a dataclass: its fields are the recipe keys and the
+command's options), its headline metric and unit, the rows it prints, a tiny fixture, and
+where `run(encoder, spec, ctx) -> record` lives ("ijepa.evals.<name>:run", the module with the
+torch code). Entries import no torch, so `ijepa eval <name> --help` and every check of a
+command line and its recipe answer at once; the code is imported when the eval runs. Nothing
+else needs editing: `ijepa eval <name>` and the registry-parametrized tests find it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 Record = dict[str, Any]  # JSON-ready; `ijepa.results.schema` says what every record holds
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # shipped eval recipes (`evals/` in a clone links to them)
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class Fixture:
 class Eval:
     name: str
     spec: type  # dataclass; fields = recipe keys = options
-    run: Callable[[Any, Any, Context], Record]  # (EncoderSpec, spec, ctx) -> record
+    run: str  # "module:function" of run(EncoderSpec, spec, ctx) -> record, imported when the eval runs
     summary: str  # one line: what it measures and how
     example: str  # one command line, shown in the help
     headline: str  # record key of the number a table shows first
@@ -73,27 +75,23 @@ def register(entry: Eval) -> Eval:
 
 
 def _modules() -> list[str]:
-    import ijepa.evals as pkg
+    import ijepa.evals.entries as pkg
 
-    return [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.ispkg and m.name != "registry"]
+    return [m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.ispkg]
 
 
 def names() -> list[str]:
-    """Every eval's name, from the modules of `ijepa.evals` (a module that fails to import is
-    left out here; `get` names its error)."""
+    """Every eval's name, from the entries in `ijepa.evals.entries`."""
     for mod in _modules():
-        try:
-            importlib.import_module(f"ijepa.evals.{mod}")
-        except ImportError:
-            continue
+        importlib.import_module(f"ijepa.evals.entries.{mod}")
     return sorted(_EVALS)
 
 
 def listing() -> dict[str, str]:
     """Every eval's name -> one-line summary, read from the literal `register(Eval(name=...,
-    summary=...))` of each module's source (ast: nothing is imported, so listing the
-    commands costs no torch). `names()`/`get` stay the truth; a test keeps the two equal."""
-    import ijepa.evals as pkg
+    summary=...))` of each entry's source (ast: nothing is imported, so listing the commands
+    costs nothing). `names()`/`get` stay the truth; a test keeps the two equal."""
+    import ijepa.evals.entries as pkg
 
     out = {}
     for mod in _modules():
@@ -106,17 +104,37 @@ def listing() -> dict[str, str]:
 
 
 def get(name: str) -> Eval:
-    """The eval called `name` (its module `ijepa.evals.<name>` is imported on first use)."""
+    """The eval called `name` (its entry `ijepa.evals.entries.<name>` is imported on first use)."""
     if name not in _EVALS and name in _modules():
-        importlib.import_module(f"ijepa.evals.{name}")
+        importlib.import_module(f"ijepa.evals.entries.{name}")
     if name not in _EVALS:
         raise ValueError(f"eval {name!r}: expected one of {', '.join(names())}")
     return _EVALS[name]
 
 
+def recipes(name: str) -> list[str]:
+    """The shipped recipes of eval `name` (`ijepa/recipes/<name>_*.yaml`), by name."""
+    return sorted(p.stem for p in RECIPES.glob(f"{name}_*.yaml"))
+
+
+def find_recipe(path: str | Path, eval_name: str) -> Path:
+    """A recipe file: the path itself if it exists, else a shipped recipe by name (with or
+    without `.yaml`), so `-c linear_fmnist` works from any folder, as `-c fmnist_vit_tiny`
+    does for pretraining."""
+    path = Path(path)
+    if path.is_file() or path.parent != Path("."):
+        return path  # a path: read as given (a missing one is named by the reader)
+    shipped = RECIPES / (path.name if path.suffix == ".yaml" else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    raise FileNotFoundError(f"{path}: recipe not found, nor a shipped recipe of {eval_name} ({', '.join(recipes(eval_name)) or 'none'})")
+
+
 def run_eval(entry: Eval, encoder: Any, spec: Any, ctx: Context) -> Record:
-    """Run an eval and stamp what the tables read (kind, headline, unit) on its record."""
-    rec = entry.run(encoder, spec, ctx)
+    """Run an eval (importing its code now) and stamp what the tables read (kind, headline,
+    unit) on its record."""
+    module, function = entry.run.split(":")
+    rec = getattr(importlib.import_module(module), function)(encoder, spec, ctx)
     return {**rec, "kind": entry.kind, "headline": entry.headline, "unit": entry.unit}
 
 

@@ -9,7 +9,6 @@ other id moves down by one, giving 150 classes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,30 +33,19 @@ from ijepa.evals.dense.data import (
 )
 from ijepa.evals.dense.heads import DenseModel, LinearHead, UperNetHead
 from ijepa.evals.dense.setup import (
-    FIXTURE_ENCODER,
-    DenseRun,
     base_record,
     dense_backbone,
     eval_items,
     item_rng,
     train_loader,
 )
-from ijepa.evals.registry import Context, Eval, Fixture, Record, pct, register
-from ijepa.typedconfig import COUNT, POSITIVE, checked
+from ijepa.evals.entries.segmentation import SegRun
+from ijepa.evals.registry import Context, Record
 
 IGNORE = 255
 SPLITS = {"train": "training", "val": "validation"}
 HEADS = ("linear", "upernet")
 IMAGE_EXTS = (".jpg", ".jpeg", ".png")
-
-
-@dataclass(frozen=True)
-class SegRun(DenseRun):
-    num_classes: int = checked(150, COUNT)
-    reduce_zero_label: bool = True
-    scale_range: tuple[float, float] = checked((0.5, 2.0), POSITIVE)  # mmseg's ratio_range
-    stride: int | None = checked(None, COUNT)  # sliding window stride; None = 2/3 of the crop (341 for 512)
-    channels: int = checked(512, COUNT)  # UperNet width
 
 
 def reduce_zero_label(label: torch.Tensor) -> torch.Tensor:
@@ -210,20 +198,3 @@ def run_segmentation(spec: EncoderSpec, run: SegRun, *, device: torch.device, co
 
 def run(encoder: EncoderSpec, spec: SegRun, ctx: Context) -> Record:
     return run_segmentation(encoder, spec, device=ctx.device, console=ctx.console)
-
-
-def rows(rec: Record) -> list[tuple[str, str]]:
-    return [("mIoU (val)", pct(rec["miou"])), ("mAcc (val)", pct(rec["macc"])), ("aAcc (val)", pct(rec["aacc"])),
-            ("head / backbone", f"{rec['head']} / {rec['mode']}"), ("train / val images", f"{rec['n_train']} / {rec['n_val']}")]
-
-
-register(Eval(
-    name="segmentation", spec=SegRun, run=run, rows=rows, headline="miou", unit="fraction",
-    summary="Train a segmentation head (linear or UperNet); sliding-window mIoU / mAcc / aAcc on validation.",
-    example="ijepa eval segmentation --encoder RUN --data /data/ADEChallengeData2016 -c evals/segmentation_ade20k_vitb.yaml",
-    fixture=Fixture("ade20k.make_ade20k", (*FIXTURE_ENCODER, "-c", "evals/segmentation_fixture.yaml", "--max-iters", "2")),
-    flags={"eval-limit": "max_eval_images"},
-    help={"data": "ADEChallengeData2016 root (images/ + annotations/, training/ + validation/)", "head": "linear (DINOv2 lin.) or upernet (BEiT/MAE)",
-          "num_classes": "Classes after reduce-zero-label (ADE20K: 150)", "mode": "frozen or finetune (layer-wise lr decay)",
-          "taps": "Blocks to tap, comma-separated (default: 4 evenly spaced, last included)", "img_size": "Train crop / eval short side (and the random-init size)"},
-))

@@ -2,7 +2,8 @@
 
 Each exported image carries `draws` pre-sampled mask draws (seeds 0..draws-1) at the
 checkpoint's mask settings; the page cycles through them on a click. `figure.png` puts the
-first draw of the first images side by side, panel by panel (the README's picture).
+first draw of the first images side by side, panel by panel (the README's picture); a draw
+is a seed, so every row of the figure shows the same masks, and its caption says so.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import io
 import json
 from pathlib import Path
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 from rich.console import Console
 from rich.progress import track
 
@@ -83,16 +84,35 @@ FIGURE_COLUMNS = {"image": "image", "mask": "context + targets", "context": "(a)
                   "decoded_pred": "(c) predictions decoded", "sampled_pred": "(c) 4 diffusion samples", "mae": "(d) MAE pixels"}
 
 
+def figure_caption(firsts: list[dict]) -> str:
+    """The figure's first line: which mask draw each row shows (a seed fixes the masks, so
+    rows of one seed share them)."""
+    seeds = sorted({d["seed"] for d in firsts})
+    if len(seeds) == 1:
+        return f"one mask draw (seed {seeds[0]}), the same for every row: context blue, target blocks orange and pink"
+    return f"mask draws (seeds {', '.join(map(str, seeds))}): context blue, target blocks orange and pink"
+
+
+def label_font(size: int = 14) -> ImageFont.FreeTypeFont:
+    """DejaVu Sans, shipped with matplotlib: Pillow's default font draws spaces 2 px wide, so
+    "(a) context seen" read as "(a) contextseen"."""
+    import matplotlib
+
+    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+
+
 def figure(out: Path, samples: dict[str, list[dict]], rows: int = 4) -> bytes:
     """One PNG for a README: the first draw of the first `rows` images, a column per panel
-    (only the panels this export has: no decoder, no decoded columns)."""
+    (only the panels this export has: no decoder, no decoded columns), under a caption naming the draw."""
     firsts = [ds[0] for ds in list(samples.values())[:rows]]
     cols = [k for k in FIGURE_COLUMNS if all(k in d["png"] for d in firsts)]
-    size, gap, head = 256, 6, 22
+    size, gap, line = 256, 6, 22
+    head = 2 * line
     sheet = Image.new("RGB", (len(cols) * (size + gap) - gap, head + len(firsts) * (size + gap) - gap), (21, 23, 28))
-    draw = ImageDraw.Draw(sheet)
+    draw, font = ImageDraw.Draw(sheet), label_font()
+    draw.text((4, 3), figure_caption(firsts), fill=(232, 232, 232), font=font)
     for c, key in enumerate(cols):
-        draw.text((c * (size + gap) + 4, 4), FIGURE_COLUMNS[key], fill=(232, 232, 232))
+        draw.text((c * (size + gap) + 4, line + 3), FIGURE_COLUMNS[key], fill=(232, 232, 232), font=font)
         for r, d in enumerate(firsts):
             with Image.open(out / d["png"][key]) as im:
                 sheet.paste(im.convert("RGB").resize((size, size), Image.NEAREST), (c * (size + gap), head + r * (size + gap)))

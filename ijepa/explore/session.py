@@ -289,7 +289,7 @@ def find_decoder(model: ExploreModel, checkpoint: str | Path | None, decoder: st
                       "shows the baseline decoder of a run started from this recipe.")
     found = decoder_dir(checkpoint) / "checkpoint.pt"
     if not found.is_file():
-        return None, f"No decoder for this run yet: `ijepa decoder train {checkpoint}` trains one, then reload this page."
+        return None, f"No decoder for this run yet: `ijepa decoder train {checkpoint}` trains one; `ijepa explore` run again shows it."
     try:
         return load_decoder(found, wanted), ""
     except ValueError as e:

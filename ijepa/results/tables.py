@@ -1,10 +1,13 @@
 """`results/README.md` and `results/summary.csv`, regenerated from the JSON records.
 
-Our runs are grouped by eval kind; beside each classification group stand the paper's
-reference numbers, every row labelled with the table it comes from. The README keeps the
-latest run per setting (kind, encoder, checkpoint, dataset, protocol, train and eval
-subsets, splits), so different settings never share a cell; the CSV keeps every run. Each
-record's headline and unit come from its schema (`ijepa.results.schema`), never a guess.
+Our runs are grouped by eval kind, then by dataset (a heading each); under them, under a
+heading of their own, stand the paper's reference numbers (ImageNet-1k and transfer datasets),
+every row labelled with the table it comes from. The README keeps the latest run per setting
+(kind, dataset, protocol, train and eval limits, encoder, checkpoint, splits), so different
+settings never share a cell; a number measured on part of a split (`--train-limit`,
+`--eval-limit`) is a metric of its own ("top1 (subset)"), never a plain "top1". The CSV keeps
+every run. Each record's headline and unit come from its schema (`ijepa.results.schema`),
+never a guess.
 """
 
 from __future__ import annotations
@@ -36,7 +39,8 @@ REFERENCE: list[tuple[str, str, str, str, int | None, str, str, float]] = [
       for d, v in zip(("cifar100", "places205", "inat18"), vals, strict=True)],
 ]
 TITLES = {"eval.linear": "Linear probe", "eval.lowshot": "Low-shot", "eval.knn": "k-NN", "curve.score": "Learning and compute curves"}
-KEYS = ["encoder", "checkpoint", "dataset", "protocol", "subset", "eval_subset", "selected_on", "reported_on"]
+KEYS = ["dataset", "protocol", "train_limit", "eval_limit", "encoder", "checkpoint", "selected_on", "reported_on"]
+FMNIST = "fashion-mnist"  # what every record measured before records named their dataset
 
 
 def checkpoint_of(rec: dict[str, Any]) -> str | None:
@@ -54,6 +58,19 @@ def eval_subset_of(rec: dict[str, Any]) -> Any:
     return rec.get("val_limit") or cfg.get("max_eval_images") or cfg.get("max_val_images") or None
 
 
+def dataset_of(rec: dict[str, Any]) -> str:
+    """The data a number was measured on, as tables and plots group by it: Fashion-MNIST for
+    evals older than the `dataset` key; a family's `dataset_level` is part of it."""
+    name = rec.get("dataset") or (FMNIST if str(rec.get("kind", "")).startswith("eval.") else "dataset not recorded")
+    level = rec.get("dataset_level")
+    return str(name) if level is None else f"{name} (level {level:g})"
+
+
+def limited(rec: dict[str, Any]) -> bool:
+    """Whether the eval saw only part of its train or evaluation split (`--train-limit`, `--eval-limit`)."""
+    return rec.get("train_limit") is not None or eval_subset_of(rec) is not None
+
+
 def detail_of(rec: dict[str, Any]) -> str | None:
     if rec.get("best_head"):
         return rec["best_head"]
@@ -67,19 +84,21 @@ def detail_of(rec: dict[str, Any]) -> str | None:
 def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
     """Long-format rows of one (schema-valid) record: one per metric worth a table cell."""
     base = {"source": "ours", "kind": rec["kind"], "encoder": rec.get("encoder"), "checkpoint": checkpoint_of(rec),
-            "dataset": rec.get("dataset"), "protocol": rec.get("protocol"), "subset": rec.get("train_limit"),
-            "eval_subset": eval_subset_of(rec), "selected_on": rec.get("selected_on"), "reported_on": rec.get("reported_on"),
+            "dataset": dataset_of(rec), "protocol": rec.get("protocol"), "train_limit": rec.get("train_limit"),
+            "eval_limit": eval_subset_of(rec), "selected_on": rec.get("selected_on"), "reported_on": rec.get("reported_on"),
             "created": rec.get("created"), "git_commit": rec.get("git_commit"), "record": rec.get("_path")}
+    mark = " (subset)" if limited(rec) else ""
     if base["kind"] == "eval.lowshot":
         ordered = sorted(rec["fractions"].items(), key=lambda fr: float(fr[0]))
-        return [{**base, "metric": f"top1@{float(f):.0%}", "value": 100 * r["top1"], "std": 100 * r["top1_std"],
+        return [{**base, "metric": f"top1@{float(f):.0%}{mark}", "value": 100 * r["top1"], "std": 100 * r["top1_std"],
                  "n_seeds": len(r["seeds"]), "detail": f"{r['seeds'][0]['n_labelled']} labelled"} for f, r in ordered]
     head = headline(rec)
     if head is None:
         return []
-    out = [{**base, "metric": head.key, "value": head.shown, "detail": detail_of(rec)}]
+    out = [{**base, "metric": head.key + mark, "value": head.shown, "detail": detail_of(rec)}]
+    refit = " before refit" if rec.get("refit_rows") else ""  # the search's head, fit on train less held-out
     for f, b in (rec.get("best_by_features") or {}).items():
-        out.append({**base, "metric": f"top1[{f}]", "value": 100 * b["top1"], "detail": b["head"]})
+        out.append({**base, "metric": f"top1[{f}{refit}]{mark}", "value": 100 * b["top1"], "detail": b["head"]})
     return out
 
 
@@ -147,10 +166,13 @@ def render_markdown(summary: pd.DataFrame, records: list[dict[str, Any]] | None 
     ref = summary[summary["source"] != "ours"]
     kinds = list(TITLES) + sorted(set(ours["kind"].dropna()) - set(TITLES)) if len(ours) else list(TITLES)
     out = ["# Results", "", "Generated by `ijepa results` from `results/records/**/*.json` (do not edit by hand);",
-           "`summary.csv` holds every run. Fractions (accuracy, mIoU, AP) in %; ours are on the dataset named in each row,",
+           "`summary.csv` holds every run. Fractions (accuracy, mIoU, AP) in %; ours are on the dataset named in each heading,",
            "the paper's are ImageNet-1k and transfer datasets: not comparable row for row.",
            "`selected_on` is the split every choice (head, lr, C, k, features, recipe) was made on;",
-           "`reported_on` the split of the number shown.", ""]
+           "`reported_on` the split of the number shown. `train_limit` / `eval_limit`: the eval saw that part of its",
+           "train / evaluation split only (`--train-limit`, `--eval-limit`), and its metrics say `(subset)`.",
+           "`top1[F before refit]`: the best head on features F as the search trained it (train less its held-out",
+           "part); the headline `top1` is the chosen head retrained on all of train.", ""]
     for kind in kinds:
         mine, theirs = ours[ours["kind"] == kind], ref[ref["kind"] == kind]
         if mine.empty and theirs.empty:
@@ -159,12 +181,25 @@ def render_markdown(summary: pd.DataFrame, records: list[dict[str, Any]] | None 
         if kind in own:
             out += [own[kind](records), ""]
             continue
-        out += [markdown_table(ours_table(mine)) if not mine.empty else "_No runs of ours yet._", ""]
+        out += ours_sections(mine)
         if not theirs.empty:
             show = theirs[["encoder", "pretrain_epochs", "dataset", "metric", "value", "source"]].copy()
             show["pretrain_epochs"] = show["pretrain_epochs"].map(lambda e: "" if pd.isna(e) else int(e))
-            out += ["Paper reference:", "", markdown_table(show), ""]
+            out += ["### Paper reference (ImageNet-1k and transfer datasets: not comparable with the rows above)", "",
+                    markdown_table(show), ""]
     return "\n".join(out)
+
+
+def ours_sections(mine: pd.DataFrame) -> list[str]:
+    """Our rows of one kind, a heading and a table per dataset (one dataset's rows never
+    sit in another's table, nor beside the paper's)."""
+    if mine.empty:
+        return ["_No runs of ours yet._", ""]
+    out = []
+    for dataset, rows in mine.groupby("dataset", sort=True):
+        table = ours_table(rows).drop(columns="dataset")
+        out += [f"### Ours: {dataset}", "", markdown_table(table), ""]
+    return out
 
 
 def write_tables(results_dir: Path | None = None) -> tuple[Path, Path, list[tuple[str, str]]]:

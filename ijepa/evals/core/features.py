@@ -44,11 +44,11 @@ from ijepa.atomic import atomic_write
 from ijepa.data import DataSpec, build_dataset, clutter, eval_transform
 from ijepa.data.files import open_image, read_bytes
 from ijepa.data.loader import worker_errors
+from ijepa.evals.core.config import FEATURE_SETS
 from ijepa.models.vit import VisionTransformer
 
 CACHE_DIR = Path(".cache/features")
 STALE_TEMP_S = 600.0  # a cache temp file untouched this long belongs to a killed eval
-FEATURE_SETS = ("lastPOOL", "concatPOOL4")
 N_LAYERS = 4
 
 
@@ -184,6 +184,15 @@ def weights_digest(encoder: torch.nn.Module) -> str:
         h.update(f"{k}:{v.dtype}:{tuple(v.shape)}".encode())
         h.update(v.view(-1).view(torch.uint8).numpy().data if v.numel() else b"")
     return h.hexdigest()[:24]
+
+
+def forward_settings(encoder: VisionTransformer) -> dict[str, object]:
+    """What the features depend on besides the weights and the input: settings no tensor of
+    the state dict holds (heads split the width; the position table at other grids; the
+    LayerNorm's eps). With `weights_digest` they key the cache, and the file the weights came
+    from does not: an exported or moved copy of a checkpoint reuses its features."""
+    return {"grid": list(encoder.grid), "patch": encoder.patch_size, "heads": encoder.num_heads,
+            "pos_embed": encoder.pos_embed_mode, "eps": encoder.norm.eps}
 
 
 def remove_stale_temps(cache_dir: Path, older_than_s: float = STALE_TEMP_S) -> list[Path]:
@@ -355,7 +364,7 @@ def _extract(
     size = img_size or encoder.img_size
     data = split_batches(spec, split, size=size, in_chans=encoder.in_chans, indices=indices, batch_size=batch_size, workers=workers, console=console)
     rows = None if indices is None else hashlib.sha256(indices.numpy().tobytes()).hexdigest()[:16]
-    base = cache_key(encoder=encoder_key, weights=weights_digest(encoder), data=spec.id, split=split, transform=data.transform,
+    base = cache_key(weights=weights_digest(encoder), forward=forward_settings(encoder), data=spec.id, split=split, transform=data.transform,
                      layers=layers, pool=pool, rows=rows)
     cache_dir = None if cache_dir is None else Path(cache_dir)
     if (hit := _lookup(cache_dir, base, data)) is not None:
@@ -371,7 +380,8 @@ def _extract(
     out = torch.cat(chunks) if chunks else torch.zeros(0, encoder.embed_dim, dtype=torch.float16)
     if cache_dir is not None:
         key = f"{base}-{data.content()}"  # the content of the bytes just decoded
-        _save(cache_dir / f"{key}.pt", {"concat": out, "labels": data.labels, "width": encoder.embed_dim, "key": key}, console)
+        _save(cache_dir / f"{key}.pt", {"concat": out, "labels": data.labels, "width": encoder.embed_dim, "key": key,
+                                        "encoder_key": encoder_key}, console)
     return out, data.labels, data.transform
 
 
@@ -383,10 +393,12 @@ def extract_features(
 ) -> Features:
     """Pooled frozen features of `split` (optionally the rows `indices`), from cache if present.
 
-    The cache key covers the encoder's key (checkpoint digest or random-init recipe), a
-    digest of all its weights (`weights_digest`), the dataset id, the split, the transform,
-    the data's content (a digest of its bytes, `SplitData.content`), the pooled layers and the
-    chosen rows.
+    The cache key covers a digest of all the encoder's weights (`weights_digest`) and its
+    `forward_settings`, the dataset id, the split, the transform, the data's content (a
+    digest of its bytes, `SplitData.content`), the pooled layers and the chosen rows.
+    `encoder_key` (the records' id of the encoder: checkpoint digest or random-init recipe)
+    is stored beside the features, not keyed on: the same weights from another file are the
+    same features.
     """
     concat, labels, transform = _extract(encoder, encoder_key, spec, split, forward=pooled, layers=f"last{N_LAYERS}", pool="avg", device=device,
                               img_size=img_size, indices=indices, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)

@@ -9,7 +9,6 @@ the paper's RandAugment is not applied.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 from rich.console import Console
@@ -17,24 +16,11 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ijepa.data import DataSpec, PretrainViews, build_dataset
+from ijepa.evals.core.config import FinetuneConfig
 from ijepa.evals.core.features import split_batches
 from ijepa.evals.core.heads import topk_correct
 from ijepa.evals.core.train import ENCODER_GROUPS, DenseTrainConfig, layer_decay_groups, train_dense
 from ijepa.models.vit import VisionTransformer
-from ijepa.typedconfig import COUNT, NON_NEGATIVE, POSITIVE, Range, checked
-
-
-@dataclass(frozen=True)
-class FinetuneConfig:
-    epochs: int = checked(50, COUNT)
-    batch_size: int = checked(64, COUNT)
-    lr: float = checked(1e-3, POSITIVE)
-    weight_decay: float = checked(0.05, NON_NEGATIVE)
-    layer_decay: float = checked(0.75, Range(gt=0, le=1))
-    label_smoothing: float = checked(0.1, Range(ge=0, lt=1))
-    warmup_epochs: int = checked(5, NON_NEGATIVE)
-    crop_scale: tuple[float, float] = checked((0.3, 1.0), Range(gt=0, le=1))
-    horizontal_flip: bool = True
 
 
 class Classifier(nn.Module):
@@ -68,14 +54,16 @@ class EpochLoader:
 def finetune(
     encoder: VisionTransformer, spec: DataSpec, rows: torch.Tensor, *, num_classes: int,
     cfg: FinetuneConfig, device: torch.device, seed: int = 0, val_rows: torch.Tensor | None = None,
-    workers: int = 0, console: Console | None = None,
+    img_size: int | None = None, workers: int = 0, console: Console | None = None,
 ) -> tuple[float, float]:
     """Fine-tune a copy of `encoder` on train rows `rows` through the one supervised loop;
-    (top-1, top-5) on the report split."""
+    (top-1, top-5) on the report split. Crops and the scored images are `img_size` (default:
+    the encoder's), the frozen position table resampled to that grid as every eval does."""
+    size = img_size or encoder.img_size
     torch.manual_seed(seed)
     model = Classifier(copy.deepcopy(encoder).requires_grad_(True), num_classes).to(device)
     model.encoder.pos_embed.requires_grad_(False)
-    views = PretrainViews(Subset(build_dataset(spec, "train"), rows.tolist()), encoder.img_size, crop_scale=cfg.crop_scale,
+    views = PretrainViews(Subset(build_dataset(spec, "train"), rows.tolist()), size, crop_scale=cfg.crop_scale,
                           in_chans=encoder.in_chans, mean=spec.mean, std=spec.std, horizontal_flip=cfg.horizontal_flip, seed=seed)
     loader = DataLoader(views, batch_size=min(cfg.batch_size, len(rows)), shuffle=True, drop_last=len(rows) > cfg.batch_size,
                         num_workers=workers, generator=torch.Generator().manual_seed(seed))
@@ -85,18 +73,18 @@ def finetune(
                                  warmup_iters=cfg.warmup_epochs * len(loader))
     train_dense(model, EpochLoader(loader, views), lambda m, b: ce(m(b[0].to(device)), b[1].to(device)), param_groups=groups,
                 cfg=train_cfg, device=device, console=console, desc="finetune")
-    return evaluate_classifier(model, spec, device=device, rows=val_rows, workers=workers)
+    return evaluate_classifier(model, spec, device=device, rows=val_rows, img_size=size, workers=workers)
 
 
 @torch.inference_mode()
 def evaluate_classifier(
     model: Classifier, spec: DataSpec, *, device: torch.device, rows: torch.Tensor | None = None,
-    workers: int = 0, batch_size: int = 256,
+    img_size: int | None = None, workers: int = 0, batch_size: int = 256,
 ) -> tuple[float, float]:
     """(top-1, top-5) on the dataset's report split (or its `rows`)."""
     model.eval()
     enc = model.encoder
-    data = split_batches(spec, spec.report_split, size=enc.img_size, in_chans=enc.in_chans, indices=rows, batch_size=batch_size, workers=workers)
+    data = split_batches(spec, spec.report_split, size=img_size or enc.img_size, in_chans=enc.in_chans, indices=rows, batch_size=batch_size, workers=workers)
     n, top1, top5 = len(data.labels), 0, 0
     for i, x in enumerate(data.batches):
         y = data.labels[i * batch_size : (i + 1) * batch_size].to(device)

@@ -14,64 +14,20 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from itertools import product
-from typing import Literal
 
 import torch
 from rich.console import Console
 
-from ijepa.evals.core.features import FEATURE_SETS, Features, progress
+from ijepa.evals.core.config import ROWS, GridConfig
+from ijepa.evals.core.features import Features, progress
 from ijepa.evals.core.heads import (
-    NORMS,
-    OPTIMIZERS,
     FeatureNorm,
     HeadGroup,
     HeadSpec,
     Standardize,
     topk_correct,
 )
-from ijepa.evals.core.train import warmup_cosine
-from ijepa.typedconfig import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, OptionError, Range, checked
-
-SCHEDULES = ("cosine", "step")
-
-
-@dataclass(frozen=True)
-class GridConfig:
-    feature_sets: tuple[str, ...] = FEATURE_SETS
-    norms: tuple[str, ...] = NORMS
-    lrs: tuple[float, ...] = checked((0.001, 0.003, 0.01, 0.03, 0.1, 0.3), POSITIVE)
-    wds: tuple[float, ...] = checked((0.0, 5e-4), NON_NEGATIVE)
-    epochs: int = checked(30, COUNT)
-    min_steps: int = checked(1000, NON_NEGATIVE)  # small (low-shot) sets get more epochs, not too few updates
-    batch_size: int = checked(256, COUNT)
-    momentum: float = checked(0.9, Range(ge=0, lt=1))
-    heldout: float = checked(0.1, FRACTION)  # fraction of train used to pick the head
-    optimizer: Literal["sgd", "lars"] = "sgd"  # "lars": timm's Lars, the paper's ImageNet protocol
-    lr_base_batch: int = checked(0, NON_NEGATIVE)  # lrs are for this batch size, scaled linearly to batch_size (VISSL); 0: as given
-    schedule: Literal["cosine", "step"] = "cosine"  # "step": lr / 10 every `step_epochs` (the paper's ImageNet recipe)
-    step_epochs: int = checked(15, COUNT)
-    standardize: bool = True  # linear heads see train-standardised features ...
-    whiten: float = checked(0.01, NON_NEGATIVE)  # ... PCA-whitened, eigenvalues floored here (0: per-feature only); see heads.Standardize
-    extend_lrs: int = checked(3, NON_NEGATIVE)  # rounds of growing the lr grid past its edge while the best head sits there
-    refit: bool = True  # retrain the chosen head on all of train before scoring it
-
-    def specs(self, lrs: tuple[float, ...] | None = None) -> list[HeadSpec]:
-        for n in self.norms:
-            if n not in NORMS:
-                raise ValueError(f"head norm {n!r}: expected one of {', '.join(NORMS)}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"head optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"lr schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
-        lrs = self.lrs if lrs is None else lrs
-        return [HeadSpec(f, n, lr, wd) for f, n, lr, wd in product(self.feature_sets, self.norms, lrs, self.wds)]
-
-    def lr_factor(self, step: int, total: int, epoch: int) -> float:
-        """Schedule x linear batch scaling: what multiplies each head's lr at `step`."""
-        scale = self.batch_size / self.lr_base_batch if self.lr_base_batch else 1.0
-        if self.schedule == "step":
-            return scale * 0.1 ** (epoch // max(self.step_epochs, 1))
-        return scale * warmup_cosine(step, total)
+from ijepa.typedconfig import OptionError
 
 
 @dataclass
@@ -82,19 +38,6 @@ class GridResult:
     lrs: tuple[float, ...] = ()  # the lr grid searched, grown past its edges
     refit_rows: int | None = None  # rows the reported head was retrained on (None: not retrained)
     steps: int = 0  # SGD steps of each head of the search
-
-
-class Rows:
-    """A row limit (`--train-limit`, `--eval-limit`): a count >= 1, or a fraction in (0, 1)."""
-
-    def ok(self, n: object) -> bool:
-        return not isinstance(n, bool) and isinstance(n, (int, float)) and n > 0 and not (isinstance(n, float) and n >= 1 and n != int(n))
-
-    def __str__(self) -> str:
-        return "a number of rows >= 1 or a fraction in (0, 1)"
-
-
-ROWS = Rows()
 
 
 def check_limit(name: str, n: int | float | None) -> None:
@@ -192,8 +135,9 @@ def schedule(cfg: GridConfig, n: int) -> tuple[int, int, int]:
 
 
 def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: torch.device, seed: int = 0,
-               specs: list[HeadSpec] | None = None, console: Console | None = None):
-    """Train every head of `specs` (default: the grid) together; returns (groups, inputs, last-epoch losses)."""
+               specs: list[HeadSpec] | None = None, console: Console | None = None, what: str = "heads"):
+    """Train every head of `specs` (default: the grid) together; returns (groups, inputs, last-epoch losses).
+    `what` labels the progress bar (a search round and the refit are two passes)."""
     dims = {f: train.get(f).shape[1] for f in cfg.feature_sets}
     groups = _groups(cfg, cfg.specs() if specs is None else specs, dims, num_classes, device=device, seed=seed)
     feats = {f: train.get(f).to(device) for f in cfg.feature_sets}
@@ -205,7 +149,7 @@ def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: to
     total = epochs * steps_per_epoch
     g = torch.Generator().manual_seed(seed)
     losses = {}
-    with progress(console, "heads") as bar:
+    with progress(console, what) as bar:
         task = bar.add_task("", total=epochs, rate="")
         for epoch in range(epochs):
             perm = torch.randperm(n, generator=g).to(device)
@@ -242,7 +186,10 @@ def search(cfg: GridConfig, fit: Features, held: Features, *, num_classes: int, 
     its edge. Returns (trained rounds as (groups, inputs, losses, round), held-out scores, lrs)."""
     rounds, held_scores, lrs, new = [], {}, tuple(cfg.lrs), tuple(cfg.lrs)
     for r in range(cfg.extend_lrs + 1):
-        groups, inputs, losses = train_grid(cfg, fit, num_classes=num_classes, device=device, seed=seed, specs=cfg.specs(new), console=console)
+        specs = cfg.specs(new)
+        what = f"heads: search {r + 1}, {len(specs)} heads on {len(fit)} train rows ({len(held)} held out)"
+        groups, inputs, losses = train_grid(cfg, fit, num_classes=num_classes, device=device, seed=seed, specs=specs, console=console,
+                                            what=what)
         rounds.append((groups, inputs, losses, r))
         held_scores.update(evaluate(groups, inputs, held, device=device))
         best = max(held_scores, key=lambda s: held_scores[s][0])  # first of equals: grid order breaks ties
@@ -279,7 +226,8 @@ def fit_grid(
     chosen = {name: sc[best] for name, sc in everyone.items()}
     refit_rows = None
     if cfg.refit:
-        groups, inputs, _ = train_grid(cfg, train, num_classes=num_classes, device=device, seed=seed, specs=[best], console=console)
+        groups, inputs, _ = train_grid(cfg, train, num_classes=num_classes, device=device, seed=seed, specs=[best], console=console,
+                                       what=f"heads: refit of the chosen {best.name} on all {len(train)} train rows")
         chosen = {name: evaluate(groups, inputs, data, device=device)[best] for name, data in evals.items()}
         refit_rows = len(train)
     metrics = {"heldout_top1": held[best][0]}

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-NORMS = ("linear", "bn")  # "bn": BatchNorm1d(affine=False) + linear (MAE/VISSL)
-OPTIMIZERS = ("sgd", "lars")
+from ijepa.evals.core.config import OPTIMIZERS
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -22,34 +22,11 @@ from ijepa.evals.core.features import (
     pixel_features,
     split_labels,
 )
-from ijepa.evals.core.fit import ROWS, check_classes, check_limit, stratified_sample
+from ijepa.evals.core.fit import check_classes, check_limit, stratified_sample
 from ijepa.models.vit import VisionTransformer
-from ijepa.typedconfig import COUNT, NON_NEGATIVE, OptionError, checked
+from ijepa.typedconfig import OptionError
 
 EncoderLike = EncoderSpec | str | Path | VisionTransformer
-# A random-init encoder for the small classification data (Fashion-MNIST: 32 px, grey, patch 4)
-SMALL_RANDOM_INIT = {"img_size": 32, "patch_size": 4, "in_chans": 1}
-# The encoder of the classification fixtures (tests/fixtures/imagefolder.py: RGB 32 px)
-FIXTURE_ENCODER = ("--random-init", "vit_tiny", "--depth", "1", "--patch-size", "8", "--in-chans", "3", "--device", "cpu")
-
-
-@dataclass(frozen=True)
-class FrozenData:
-    """Spec fields of every eval on frozen features: which data, and how it is read."""
-
-    data: str = "fashion-mnist"
-    val_limit: int | float | None = checked(None, ROWS)  # the evaluation split's limit (`--eval-limit`)
-    img_size: int | None = checked(None, COUNT)  # None: the encoder's own (a multiple of its patch size)
-    feature_batch_size: int = checked(256, COUNT)
-    workers: int = checked(0, NON_NEGATIVE)
-
-
-@dataclass(frozen=True)
-class FrozenSpec(FrozenData):
-    """... plus a seeded train subset (and the seed of every choice made on it)."""
-
-    train_limit: int | float | None = checked(None, ROWS)  # at least an image of each class (`check_classes`)
-    seed: int = 0
 
 
 def spec_kwargs(spec: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:

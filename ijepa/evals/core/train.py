@@ -9,42 +9,18 @@ iterations and at the end.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from rich.console import Console
 from torch import nn
 
+from ijepa.evals.core.config import DenseTrainConfig, warmup_cosine
 from ijepa.evals.core.features import progress
 
 Batch = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class DenseTrainConfig:
-    max_iters: int = 1000
-    lr: float = 1e-3  # head lr; the encoder's groups get lr * their lr_scale
-    weight_decay: float = 0.01
-    warmup_iters: int = 0
-    min_lr: float = 0.0
-    layer_decay: float = 1.0
-    grad_clip: float = 0.0  # 0 = off
-    eval_every: int = 0  # 0 = only at the end
-    progress: bool = True
-
-
-def warmup_cosine(step: int, total: int, warmup: int = 0) -> float:
-    """The schedule every eval head uses, as a factor in [0, 1]: linear warm-up from 0 over
-    `warmup` steps, then half a cosine to 0 at `total`. (A factor, not timm's scheduler
-    objects: heads of one grid share it while each group keeps its own `lr_scale`.)"""
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 def lr_at(cfg: DenseTrainConfig, it: int) -> float:

@@ -1,0 +1,52 @@
+"""`ijepa eval linear`: the linear probe's options (`LinearSpec`), what it prints, its registry entry.
+
+Torch-free, so the command's help and a wrong option or recipe key answer before torch is
+imported; `run` names the code that runs it (`ijepa.evals.linear`), imported only then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ijepa.evals.core.config import FIXTURE_ENCODER, SMALL_RANDOM_INIT, FrozenSpec, GridConfig
+from ijepa.evals.registry import Eval, Fixture, Record, pct, register
+from ijepa.typedconfig import POSITIVE, checked
+
+
+@dataclass(frozen=True)
+class LinearSpec(FrozenSpec):
+    """`ijepa eval linear` options and recipe keys (`evals/linear_*.yaml`)."""
+
+    protocol: Literal["grid", "logreg"] = "grid"
+    cs: tuple[float, ...] = checked((1.0,), POSITIVE)
+    eval_split: str | None = None  # None: the dataset's report split (test for Fashion-MNIST)
+    grid: GridConfig = field(default_factory=GridConfig)
+
+
+def rows(rec: Record) -> list[tuple[str, str]]:
+    """What the command prints, each number naming its split; with a refit, which head each is
+    (the chosen one retrained on all of train, or the search's, fit on train less held-out)."""
+    split, refit = rec["reported_on"], rec.get("refit_rows")
+    chosen = f", chosen head refit on all {refit} train" if refit else ""
+    out = [("protocol", rec["protocol"]), (f"top-1 ({split}{chosen})", pct(rec["top1"])), (f"top-5 ({split}{chosen})", pct(rec["top5"])),
+           ("held-out train top-1 (picked the head)", pct(rec["heldout_top1"])), ("chosen head", rec["best_head"])]
+    before = ", before refit" if refit else ""
+    out += [(f"best {f} head: top-1 ({split}{before})", pct(b["top1"])) for f, b in rec.get("best_by_features", {}).items()]
+    return out + [(f"train / {split} images", f"{rec['n_train']} / {rec[f'n_{split}']}"), ("wall time", f"{rec['wall_s']:.1f} s")]
+
+
+register(Eval(
+    name="linear", spec=LinearSpec, run="ijepa.evals.linear:run", rows=rows, headline="top1", unit="fraction", cached=True,
+    summary="Linear probe on cached frozen features: a grid of linear heads (or logistic regression), picked on held-out train.",
+    example="ijepa eval linear -c linear_fmnist --encoder runs/fmnist_vit_tiny",
+    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--epochs", "2", "--batch-size", "16", "--lrs", "0.1")),
+    flags={"eval-limit": "val_limit", "epochs": "grid.epochs", "batch-size": "grid.batch_size", "lrs": "grid.lrs",
+           "wds": "grid.wds", "feature-sets": "grid.feature_sets"},
+    help={"protocol": "grid (SGD/LARS linear heads) or logreg (logistic regression, torch L-BFGS)",
+          "cs": "logreg: candidate C values, comma-separated",
+          "eval_split": "Split to score (default: the dataset's report split, test for Fashion-MNIST; val to choose recipes)", "grid.epochs": "Head-training epochs",
+          "grid.batch_size": "Head-training batch size", "grid.lrs": "Head learning rates, comma-separated",
+          "grid.wds": "Head weight decays, comma-separated"},
+    random_init=SMALL_RANDOM_INIT,
+))

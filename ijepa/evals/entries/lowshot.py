@@ -1,0 +1,66 @@
+"""`ijepa eval lowshot`: the low-shot eval's options (`LowshotSpec`), what it prints, its registry entry.
+
+Torch-free, so the command's help and a wrong option or recipe key answer before torch is
+imported; `run` names the code that runs it (`ijepa.evals.lowshot`), imported only then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from ijepa.evals.core.config import (
+    FEATURE_SETS,
+    FIXTURE_ENCODER,
+    ROWS,
+    SMALL_RANDOM_INIT,
+    FinetuneConfig,
+    FrozenData,
+    GridConfig,
+)
+from ijepa.evals.registry import Eval, Fixture, Record, pct, register
+from ijepa.typedconfig import Range, checked
+
+FRACTIONS = (0.01, 0.05, 0.1)
+
+
+@dataclass(frozen=True)
+class LowshotSpec(FrozenData):
+    """`ijepa eval lowshot` options and recipe keys (`evals/lowshot_fmnist.yaml`)."""
+
+    train_limit: int | float | None = checked(None, ROWS)  # the stratified subset of train the splits are drawn from
+    fractions: tuple[float, ...] = checked(FRACTIONS, Range(gt=0, le=1))
+    seeds: tuple[int, ...] = (0, 1, 2)
+    protocol: Literal["logreg", "heads", "finetune"] = "logreg"
+    feature_sets: tuple[str, ...] = FEATURE_SETS
+    subset_dir: Path | None = None
+    write_splits: Path | None = None
+    grid: GridConfig = field(default_factory=GridConfig)  # protocol heads
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)  # protocol finetune
+
+
+def _pool(rec: Record) -> str:
+    return "train" if rec.get("train_limit") is None else f"the {rec['n_train_pool']}-image train subset"
+
+
+def rows(rec: Record) -> list[tuple[str, str]]:
+    out = [(f"{float(f):.0%} labels ({r['seeds'][0]['n_labelled']} img, {r.get('labelled_fraction', float(f)):.1%} of {_pool(rec)})",
+            f"{pct(r['top1'])} ± {100 * r['top1_std']:.2f}") for f, r in rec["fractions"].items()]
+    return out + [("reported on", rec["reported_on"]), ("protocol", rec["protocol"]), ("seeds", ",".join(map(str, rec["seeds"]))),
+                  ("wall time", f"{rec['wall_s']:.1f} s")]
+
+
+register(Eval(
+    name="lowshot", spec=LowshotSpec, run="ijepa.evals.lowshot:run", rows=rows, headline="top1", unit="fraction", cached=True,
+    summary="Low-shot: 1/5/10% of the labels, class-balanced seeded splits, mean ± std over seeds.",
+    example="ijepa eval lowshot -c lowshot_fmnist --encoder runs/fmnist_vit_tiny",
+    fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--fractions", "0.25", "--seeds", "0,1")),
+    flags={"eval-limit": "val_limit"},
+    help={"fractions": "Label fractions, comma-separated", "seeds": "Split seeds; mean ± std over them",
+          "protocol": "logreg (logistic regression, C by CV), heads (the linear grid) or finetune",
+          "subset_dir": "Folder of subset files (1percent.txt, 10percent-seed0.txt, ...) to use instead of drawing",
+          "write_splits": "Write the splits used to this folder",
+          "train_limit": "Seeded stratified subset of train the 1/5/10% splits are drawn from: N images, or a fraction if < 1"},
+    random_init=SMALL_RANDOM_INIT,
+))
