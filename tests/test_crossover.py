@@ -226,6 +226,9 @@ def test_bench_curve_refuses_a_folder_without_test_and_bad_options(tmp_path):
     assert out.returncode == 2 and "--minutes" in out.stderr
     out = subprocess.run([IJEPA, "bench", "curve", "--probe", "nope", "--dry-run"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "nope" in out.stderr
+    out = subprocess.run([IJEPA, "bench", "curve", "--ijepa", "benchmarks/sweeps/fmnist_mae_round3.yaml:m3_lr1e-3_dec1", "--dry-run"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "a mae recipe, not ijepa" in out.stderr
 
 
 def _score(results: Path, method: str, level: float | None, minutes: float | None, metric: str, value: float,
