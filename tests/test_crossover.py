@@ -177,8 +177,8 @@ def test_the_committed_fashion_mnist_curve_is_found_again_by_the_new_command():
                           "--mae", "benchmarks/sweeps/fmnist_mae_round3.yaml:m3_lr1e-3_dec1", "--dry-run"],
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
-    assert "done     pretrain ijepa-r8_combo-469 (5 I-JEPA minutes)" in out.stderr
-    assert "done     pretrain mae-m3_lr1e-3_dec1-7513 (30 I-JEPA minutes)" in out.stderr
+    assert "done     pretrain ijepa-r8_combo-469 (5 I-JEPA minutes = 0.0277 PFLOPs, 469 steps)" in out.stderr
+    assert "done     pretrain mae-m3_lr1e-3_dec1-7513 (30 I-JEPA minutes = 0.1661 PFLOPs, 7513 steps)" in out.stderr
     assert "done     score raw-pixels lowshot on test" in out.stderr
 
 
@@ -226,14 +226,19 @@ def test_bench_curve_refuses_a_folder_without_test_and_bad_options(tmp_path):
     assert out.returncode == 2 and "--minutes" in out.stderr
     out = subprocess.run([IJEPA, "bench", "curve", "--probe", "nope", "--dry-run"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "nope" in out.stderr
+    out = subprocess.run([IJEPA, "bench", "curve", "--ijepa", "benchmarks/sweeps/fmnist_mae_round3.yaml:m3_lr1e-3_dec1", "--dry-run"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "a mae recipe, not ijepa" in out.stderr
 
 
 def _score(results: Path, method: str, level: float | None, minutes: float | None, metric: str, value: float,
-           extra: tuple[str, ...] = ()) -> None:
+           extra: tuple[str, ...] = (), pflops: float = 0.001, variant: str | None = None) -> None:
     dataset = None if level in (None, 0.0) else f"fmnist-clutter:{level:g}"
-    write_record({"kind": "curve.score", "encoder": f"{method}-{level}-{minutes}", "method": method, "piece": {"m": method, "x": [level, minutes, metric, list(extra)]}, "steps": 10, "images_seen": 10,
-                  "pretrain_flops": 1e12, "wall_minutes": 1.0, "budget_minutes": minutes, "budget_pflops": 0.001,
-                  "recipe": {"variant": f"{method}_r", "extra": list(extra)}, "split": "test", "probe_sets": [], "top1": value,
+    variant = variant or f"{method}_r"
+    write_record({"kind": "curve.score", "encoder": f"{variant}-{level}-{minutes}-{pflops}", "method": method,
+                  "piece": {"m": method, "x": [level, minutes, metric, list(extra), variant]}, "steps": 10, "images_seen": 10,
+                  "pretrain_flops": pflops * 1e15, "wall_minutes": 1.0, "budget_minutes": minutes, "budget_pflops": pflops,
+                  "recipe": {"variant": variant, "extra": list(extra)}, "split": "test", "probe_sets": [], "top1": value,
                   "metrics": {metric: value}, "metrics_std": {}, "selected_on": "val", "reported_on": "test",
                   **({"dataset": dataset, "dataset_level": level} if dataset else {})}, results_dir=results)
 
@@ -256,6 +261,20 @@ def test_the_crossover_table_gaps_and_the_moonshot_rule(tmp_path):
     assert "-5.00" in crossover_markdown(load_records(results)[0])
     assert plot_crossover(results).is_file()
     json.dumps(f.to_dict())  # plain values
+
+
+def test_a_level_with_runs_of_two_recipes_pairs_each_by_its_budget(tmp_path):
+    """Fashion-MNIST keeps the headline curve's runs (an older I-JEPA recipe, MAE sized to its
+    minutes) beside the crossover rule's: the latest I-JEPA recipe is paired with the MAE run
+    of ITS FLOPs budget, never with the newest MAE run of the same minutes."""
+    results = tmp_path / "results"
+    _score(results, "ijepa", 0.0, 5, "linear", 0.80, pflops=0.0277, variant="old")
+    _score(results, "mae", 0.0, 5, "linear", 0.85, pflops=0.0277)
+    _score(results, "ijepa", 0.0, 5, "linear", 0.82, pflops=0.0250, variant="new")
+    assert crossover_frame(load_records(results)[0]).empty  # the new recipe's MAE partner is not measured yet
+    _score(results, "mae", 0.0, 5, "linear", 0.86, pflops=0.0250)
+    row = crossover_frame(load_records(results)[0]).iloc[0]
+    assert (row["ijepa_recipe"], row["pflops"], row["gap"]) == ("new", pytest.approx(0.025), pytest.approx(4.0))
 
 
 def test_crossover_from_no_records_is_one_error(tmp_path):

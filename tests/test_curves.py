@@ -1,19 +1,18 @@
-"""Learning and compute curves (`ijepa.bench.curves`, benchmarks/compute_curve.py, learning_curve.py):
+"""Learning and compute curves (`ijepa.bench.curves`, `ijepa bench curve`):
 budgets matched in measured FLOPs, pieces skipped when their record exists, provenance, and the
 table and figures drawn from records. Tiny runs on a Fashion-MNIST subset, never the real budgets."""
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 import yaml
 
 from ijepa.bench import curves
+from ijepa.bench.experiment import coverage
 from ijepa.results.curves import curve_table, matched_pairs, plot_compute_curve, plot_learning_curve
 from ijepa.results.io import load_records, write_record
 from ijepa.results.tables import write_tables
@@ -168,27 +167,6 @@ def test_scoring_a_run_never_pretrained_is_an_error(runs):
         curves.pretrained(other, runs["results"])
 
 
-def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def test_compute_curve_cli_runs_one_piece_and_skips_it_next_time(runs, monkeypatch, capsys):
-    cli = _module("compute_curve")
-    args = ["compute_curve.py", "pretrain", "--method", "mae", "--recipe", f"{runs['grid']}:ma", "--budget-minutes", "0.2",
-            "--ijepa-recipe", f"{runs['grid']}:ij", "--img-per-s", "16", "--results", str(runs["results"]),
-            "--runs", str(runs["tmp"] / "runs"), *sum((["--set", s] for s in TINY), [])]
-    monkeypatch.setattr(sys, "argv", args)
-    cli.main()
-    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert out["skipped (record exists)"]["encoder"] == runs["recs"]["mae"]["encoder"]
-    monkeypatch.setattr(sys, "argv", [*args[:3], "ijepa", *args[4:]])
-    with pytest.raises(SystemExit, match="a mae variant, not ijepa"):
-        cli.main()
-
-
 # -- figures and table from synthetic records ------------------------------------------------
 
 def synthetic(results: Path, *, mae_flops_off: float = 0.0) -> None:
@@ -259,14 +237,14 @@ def test_compute_curve_legends_list_every_line_and_cover_no_axes(tmp_path, monke
         assert not any(box.overlaps(panel) for panel in panels), upper.get_title()
 
 
-def test_compute_curve_plot_command_says_what_the_curve_covers(tmp_path, monkeypatch, capsys):
+def test_coverage_says_what_the_curve_covers(tmp_path):
+    """What `ijepa bench curve` prints after its figures: the matched budgets, their span, the
+    largest in I-JEPA minutes and the worst FLOPs mismatch of a pair."""
     synthetic(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["compute_curve.py", "plot", "--results", str(tmp_path)])
-    _module("compute_curve").main()
-    cover = json.loads(capsys.readouterr().out.strip().splitlines()[0])
+    recipes = {"ijepa": SimpleNamespace(variant="ij"), "mae": SimpleNamespace(variant="ma")}
+    cover = coverage(tmp_path, recipes, "fashion-mnist")
     assert cover["recipes"] == {"ijepa": "ij", "mae": "ma"} and cover["matched_budgets_pflops"] == [0.05, 0.1, 0.4]
     assert cover["span"] == pytest.approx(8) and cover["largest_in_ijepa_minutes"] == 20 and cover["max_flops_rel_diff"] == 0
-    assert (tmp_path / "compute_curve.png").exists() and "## Learning and compute curves" in (tmp_path / "README.md").read_text()
 
 
 def test_compute_plot_refuses_budgets_not_matched(tmp_path):

@@ -34,9 +34,16 @@ class Piece:
     done: Callable[[], bool]
 
 
-def choose_recipe(ref: str, *, data: str, results_dir: Path, folder: str, sweep: bool) -> curves.Recipe:
-    """`GRID.yaml:VARIANT` as given, or `GRID.yaml`: its candidates on `data` (swept first when
-    `sweep`, on val only) and the `best` rule's pick."""
+def choose_recipe(ref: str, *, method: str, data: str, results_dir: Path, folder: str, sweep: bool) -> curves.Recipe:
+    """`method`'s recipe: `GRID.yaml:VARIANT` as given, or `GRID.yaml`: its candidates on `data`
+    (swept first when `sweep`, on val only) and the `best` rule's pick."""
+    recipe = _choose(ref, data=data, results_dir=results_dir, folder=folder, sweep=sweep)
+    if recipe.method != method:
+        raise ValueError(f"--{method} {ref}: a {recipe.method} recipe, not {method}")
+    return recipe
+
+
+def _choose(ref: str, *, data: str, results_dir: Path, folder: str, sweep: bool) -> curves.Recipe:
     if not ref.endswith((".yaml", ".yml")):
         return curves.read_recipe(ref, results_dir=results_dir, data=data)
     variants = grid_variants(ref, data=data)
@@ -84,7 +91,7 @@ def curve_pieces(recipes: dict[str, curves.Recipe], *, methods: Sequence[str] = 
         for method, run in runs_at(recipes, m, folder=folder, img_per_s=img_per_s).items():
             if method not in methods:
                 continue
-            yield Piece(f"pretrain {run.name} ({m:g} I-JEPA minutes)", lambda run=run: curves.pretrain_run(run, results_dir=results_dir)[0],
+            yield Piece(f"pretrain {run.name} ({m:g} I-JEPA minutes = {run.budget_flops / 1e15:.4f} PFLOPs, {run.steps} steps)", lambda run=run: curves.pretrain_run(run, results_dir=results_dir)[0],
                         recorded("curve.pretrain", run.identity()))
             for probe in probes:
                 for split in _splits(probe):
@@ -119,3 +126,20 @@ def check_splits(data: str) -> None:
     if spec.report_split != "test":
         raise ValueError(f"{spec.root}: no test/ split; `ijepa bench curve` chooses recipes on val/ and reports on test/, "
                          "so it needs train/, val/ and test/ class folders")
+
+
+def coverage(results_dir: Path, recipes: dict[str, curves.Recipe], data: str) -> dict[str, Any]:
+    """What a compute curve covers: the matched budgets (PFLOPs) of the two recipes on `data`,
+    their span, the largest in I-JEPA minutes, and the largest FLOPs mismatch of a pair."""
+    from ijepa.results.curves import matched_pairs
+    from ijepa.results.io import load_records
+
+    records = load_records(results_dir)[0]
+    pairs = matched_pairs(records, {m: r.variant for m, r in recipes.items()}, canonical_data(data), extra="")
+    budgets = sorted(p["budget_pflops"] for p in pairs)
+    minutes = {round(r["budget_pflops"], 9): r.get("budget_minutes") for r in records if r.get("kind") == "curve.pretrain"
+               and r.get("method") == "ijepa" and (r.get("recipe") or {}).get("variant") == recipes["ijepa"].variant}
+    return {"recipes": {m: r.variant for m, r in recipes.items()}, "matched_budgets_pflops": budgets,
+            "span": budgets[-1] / budgets[0] if budgets else None,
+            "largest_in_ijepa_minutes": minutes.get(budgets[-1]) if budgets else None,
+            "max_flops_rel_diff": max((p["rel_diff"] for p in pairs), default=None)}

@@ -93,12 +93,14 @@ def curve(
         ijepa bench curve --data ~/my_images --minutes 5 --minutes 20 --dry-run
         ijepa bench curve --data ~/my_images --minutes 5 --minutes 20
 
-    The crossover experiment's most cluttered level, its pieces done and to do:
+    Fashion-MNIST's committed curve (its pieces are found done; redraws the figures):
+
+        ijepa bench curve --ijepa benchmarks/sweeps/fmnist_round8.yaml:r8_combo --mae benchmarks/sweeps/fmnist_mae_round3.yaml:m3_lr1e-3_dec1 --minutes 5 --minutes 15 --minutes 30 --minutes 60
 
     Example: ijepa bench curve --data fmnist-clutter:1 --minutes 5 --minutes 30 --dry-run
     """
     from ijepa.bench.curves import PROBES
-    from ijepa.bench.experiment import METHODS, check_splits, choose_recipe, curve_pieces
+    from ijepa.bench.experiment import METHODS, check_splits, choose_recipe, coverage, curve_pieces
     from ijepa.bench.sweep import canonical_data
 
     try:
@@ -116,7 +118,7 @@ def curve(
             sets.setdefault(probe, []).append(override)
         check_splits(data)
         refs = {"ijepa": ijepa, "mae": mae}
-        recipes = {m: choose_recipe(refs[m], data=data, results_dir=results, folder=sweep_folder, sweep=sweep_first and not dry_run)
+        recipes = {m: choose_recipe(refs[m], method=m, data=data, results_dir=results, folder=sweep_folder, sweep=sweep_first and not dry_run)
                    for m in METHODS}
         recipes = {m: _with_extra(r, set_) for m, r in recipes.items()}
         console.print(f"{canonical_data(data)}: recipes chosen on val: " + ", ".join(f"{m} {r.grid}:{r.variant}" for m, r in recipes.items()),
@@ -134,19 +136,22 @@ def curve(
                 print(json.dumps({"piece": piece.what, "encoder": rec.get("encoder"), "split": rec.get("split"),
                                   "metrics": rec.get("metrics"), "pretrain_pflops": rec.get("pretrain_pflops")}))
         if plot and not dry_run and len(methods) == 2 and not set_:
-            out = _plot(recipes, data, results)
-            console.print(f"wrote {out}", highlight=False)
+            for out in _plot(recipes, data, results):
+                console.print(f"wrote {out}", highlight=False)
+            print(json.dumps(coverage(results, recipes, data)))
     except USER_ERRORS as e:
         fail(e)
 
 
-def _plot(recipes: dict, data: str, results: Path) -> Path:
+def _plot(recipes: dict, data: str, results: Path) -> list[Path]:
+    """The compute curve of `data` (and, on Fashion-MNIST, the I-JEPA recipe's learning curve)."""
     from ijepa.bench.sweep import FMNIST, canonical_data, data_slug
-    from ijepa.results.curves import plot_compute_curve
+    from ijepa.results.curves import plot_compute_curve, plot_learning_curve
 
     data = canonical_data(data)
     name = "compute_curve.png" if data == FMNIST else f"compute_curve-{data_slug(data)}.png"
-    return plot_compute_curve(results, recipes={m: r.variant for m, r in recipes.items()}, out=results / name, dataset=data)
+    outs = [plot_compute_curve(results, recipes={m: r.variant for m, r in recipes.items()}, out=results / name, dataset=data)]
+    return outs + ([plot_learning_curve(results, recipe=recipes["ijepa"].variant)] if data == FMNIST else [])
 
 
 def _with_extra(recipe, extra: list[str]):

@@ -34,10 +34,9 @@ def crossover_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     runs = df[df["method"].isin(["ijepa", "mae"])].dropna(subset=["budget_minutes"])
     rows = []
     for (level, minutes, extra, metric), g in runs.groupby(["level", "budget_minutes", "extra", "metric"]):
-        last = g.sort_values("created").groupby("method").last()
-        if not {"ijepa", "mae"} <= set(last.index):
+        if (pair := _matched(g)) is None:
             continue
-        ij, ma = last.loc["ijepa"], last.loc["mae"]
+        ij, ma = pair
         spread = [s for s in (ij["std"], ma["std"]) if s is not None and pd.notna(s)]
         ref = refs.loc[(level, metric)] if (level, metric) in refs.index else pd.Series(dtype=float)
         rows.append({"level": level, "budget_minutes": minutes, "extra": extra, "probe": metric, "ijepa": ij["value"], "mae": ma["value"],
@@ -48,6 +47,20 @@ def crossover_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
         return pd.DataFrame()
     out = pd.DataFrame(rows).assign(_p=lambda d: d["probe"].map(list(PROBES).index))
     return out.sort_values(["extra", "budget_minutes", "level", "_p"]).drop(columns="_p").reset_index(drop=True)
+
+
+def _matched(g: pd.DataFrame) -> tuple[pd.Series, pd.Series] | None:
+    """The latest I-JEPA score of a cell and the latest MAE score at the same FLOPs budget. A
+    level keeps the runs of every recipe it ever had (Fashion-MNIST: the headline curve's
+    r8_combo beside the crossover rule's choice), so a pair is made by budget, never by age
+    alone: an MAE run sized for another I-JEPA recipe's minutes is not its match."""
+    g = g.sort_values("created")
+    ij = g[g["method"] == "ijepa"]
+    if ij.empty:
+        return None
+    ij = ij.iloc[-1]
+    ma = g[(g["method"] == "mae") & ((g["budget_pflops"] / ij["budget_pflops"] - 1).abs() < 1e-6)]
+    return None if ma.empty else (ij, ma.iloc[-1])
 
 
 def moonshot(frame: pd.DataFrame) -> pd.DataFrame:
