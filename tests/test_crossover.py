@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from ijepa.bench import curves
+from ijepa.bench.experiment import choose_recipe, runs_at
 from ijepa.bench.grids import read_grid
 from ijepa.bench.sweep import (
     canonical_data,
@@ -216,6 +217,28 @@ def test_bench_curve_runs_the_whole_curve_on_an_image_folder_as_its_help_says(tm
     assert (tmp_path / "results" / f"compute_curve-{data_slug(str(folder))}.png").is_file()
     again = subprocess.run([*cmd, "--dry-run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "to do" not in again.stderr and again.stderr.count("done ") == len(scores) + 2
+
+
+def test_a_pretraining_config_is_a_recipe_as_it_stands_and_says_it_was_not_chosen_on_val(tmp_path):
+    """`--ijepa my.yaml --mae my_mae.yaml`: configs run as given at matched FLOPs; their records
+    say `selected_on: none (a given config)` (a grid variant's say val)."""
+    tiny = {"meta": {"depth": 1, "pred_depth": 1, "pred_emb_dim": 48, "dec_depth": 1, "dec_emb_dim": 32, "device": "cpu"},
+            "data": {"batch_size": 8, "crop_size": 16, "num_workers": 0}, "mask": {"min_keep": 1}, "logging": {"progress": False}}
+    base = yaml.safe_load(curves.find_config("fmnist_vit_tiny").read_text())
+    for optim, name in (({"epochs": 4, "warmup": 1}, "ij"), ({"epochs": 1, "warmup": 0}, "ma")):
+        cfg = {k: {**base.get(k, {}), **tiny.get(k, {})} for k in base}
+        (tmp_path / f"{name}.yaml").write_text(yaml.safe_dump({**cfg, "optimization": {**cfg["optimization"], **optim}}))
+    assert curves.is_config(str(tmp_path / "ij.yaml")) and curves.is_config("fmnist_vit_tiny")
+    assert not curves.is_config("benchmarks/sweeps/crossover_ijepa.yaml") and not curves.is_config("benchmarks/sweeps/crossover_ijepa.yaml:xc_pred4")
+    kw = dict(data="fashion-mnist", results_dir=tmp_path / "results", folder=str(tmp_path / "sweep"), sweep=False)
+    recipes = {m: choose_recipe(str(tmp_path / f"{m[:2]}.yaml"), method=m, **kw) for m in ("ijepa", "mae")}
+    assert [(r.variant, r.method, r.selected_on) for r in recipes.values()] == [("ij", "ijepa", "none (a given config)"),
+                                                                               ("ma", "mae", "none (a given config)")]
+    assert recipes["ijepa"].warmup_fraction == pytest.approx(0.25) and recipes["mae"].config().meta.dec_depth == 1
+    runs = runs_at(recipes, 1, folder=str(tmp_path / "runs"), img_per_s=None)
+    assert runs["ijepa"].steps > 0 and runs["mae"].budget_flops == runs["ijepa"].budget_flops
+    assert curves.recipe_selected_on({"recipe": recipes["mae"].provenance()}) == "none (a given config)"
+    assert curves.recipe_selected_on({"recipe": {"val": {"record": "x.json"}}}) == "val" and curves.recipe_selected_on({}) is None
 
 
 def test_bench_curve_refuses_a_folder_without_test_and_bad_options(tmp_path):

@@ -23,13 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
 from ijepa.bench.flops import budget_config, mean_step_flops, pretrain_compute
 from ijepa.bench.grids import read_grid
 from ijepa.bench.sweep import FMNIST, canonical_data, data_overrides, data_slug, record_dataset
 from ijepa.evals.core.features import CACHE_DIR
 from ijepa.results.io import read_records, write_record
-from ijepa.training.config import Config, load_config
+from ijepa.training.config import Config, ConfigError, find_config, load_config
 
 N_TRAIN = 50_000  # the Fashion-MNIST train split (val is held out of the official 60k)
 DEFAULT_MINUTES = 15  # the budget the packaged recipe is sized to
@@ -79,6 +80,11 @@ class Recipe:
                 "applied": list(self.applied), "extra": list(self.extra), "warmup_fraction": self.warmup_fraction, "val": self.val,
                 "data": self.data}
 
+    @property
+    def selected_on(self) -> str:
+        """A sweep variant was chosen on val; a config given as it stands was chosen by its user."""
+        return "val" if self.val else "none (a given config)"
+
     def config(self, *sets: str) -> Config:
         return load_config(self.base, [*self.applied, *data_overrides(self.data), *self.extra, *sets])
 
@@ -119,6 +125,27 @@ def read_recipe(ref: str, *, results_dir: Path, extra: Sequence[str] = (), data:
                   overrides=tuple(overrides), applied=tuple(o for o in sets if not o.startswith(SIZING)),
                   warmup_fraction=min(1.0, shape.warmup / (shape.ipe_scale * shape.epochs)),
                   val=val_record(variant, overrides, results_dir, f"{path}:{variant}", data), extra=tuple(extra), data=data)
+
+
+def is_config(ref: str) -> bool:
+    """Whether `ref` names a pretraining config (a file of sections, or a shipped config's name)
+    rather than a sweep grid (variant names -> lists of overrides)."""
+    if ":" in ref:
+        return False
+    try:
+        raw = yaml.safe_load(find_config(ref).read_text(encoding="utf-8"))
+    except (ConfigError, OSError, yaml.YAMLError):
+        return False
+    return isinstance(raw, dict) and bool(raw) and all(isinstance(v, dict) for v in raw.values())
+
+
+def config_recipe(ref: str, *, method: str, extra: Sequence[str] = (), data: str = FMNIST) -> Recipe:
+    """A pretraining config as a recipe, as it stands (not chosen on val: its records say so);
+    every budget keeps its warm-up as the same fraction of the run."""
+    path = find_config(ref)
+    o = load_config(path).optimization
+    return Recipe(grid=str(path), base=str(path), variant=path.stem, method=method, overrides=(), applied=(),
+                  warmup_fraction=min(1.0, o.warmup / (o.ipe_scale * o.epochs)), val={}, extra=tuple(extra), data=canonical_data(data))
 
 
 def reference_img_per_s() -> float:
@@ -244,7 +271,7 @@ def pretrain_run(run: Run, *, results_dir: Path) -> tuple[dict[str, Any], bool]:
     if measured["steps"] != run.steps:
         raise ValueError(f"{run_dir}: the checkpoint is at step {measured['steps']}, the budget asks for {run.steps}")
     rec = {"kind": "curve.pretrain", "encoder": run.name, "piece": piece, **compute_fields(run, measured, measured["pretrain_wall_s"]),
-           "target_digest": target_digest(run_dir), "selected_on": "val", "reported_on": "none (no data split)"}
+           "target_digest": target_digest(run_dir), "selected_on": run.recipe.selected_on, "reported_on": "none (no data split)"}
     check_match(rec, run.budget_flops)
     write_record(rec, results_dir=results_dir)
     return rec, False
@@ -341,6 +368,13 @@ def pretrained(run: Run, results_dir: Path) -> dict[str, Any]:
     return rec
 
 
+def recipe_selected_on(fields: dict[str, Any]) -> str | None:
+    """Where a pretrained run's recipe was chosen (None: a reference line, no recipe)."""
+    if "recipe" not in fields:
+        return None
+    return "val" if fields["recipe"].get("val") else "none (a given config)"
+
+
 def score(fields: dict[str, Any], probe: str, *, split: str, results_dir: Path, sets: Sequence[str] = (),
           device: str = "cpu", cache_dir: Path | None = CACHE_DIR, val_first: bool = False) -> tuple[dict[str, Any], bool]:
     """(the `curve.score` record of one probe of a run on one split, whether it was already there).
@@ -365,7 +399,7 @@ def score(fields: dict[str, Any], probe: str, *, split: str, results_dir: Path, 
                                                          "versions", "selected_on", "reported_on", "encoder")}
     out = {"kind": "curve.score", "encoder": fields.get("encoder", rec["encoder"]), "piece": piece, **keep, "probe": probe, "split": split,
            "probe_sets": list(sets), "top1": rec["top1"], "metrics": metrics, "metrics_std": stds,
-           "selected_on": "val" if "recipe" in fields else rec["selected_on"], "head_selected_on": rec["selected_on"],
+           "selected_on": recipe_selected_on(fields) or rec["selected_on"], "head_selected_on": rec["selected_on"],
            "reported_on": split, "eval": rec}
     write_record(out, results_dir=results_dir)
     return out, False

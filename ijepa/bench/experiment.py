@@ -35,8 +35,11 @@ class Piece:
 
 
 def choose_recipe(ref: str, *, method: str, data: str, results_dir: Path, folder: str, sweep: bool) -> curves.Recipe:
-    """`method`'s recipe: `GRID.yaml:VARIANT` as given, or `GRID.yaml`: its candidates on `data`
-    (swept first when `sweep`, on val only) and the `best` rule's pick."""
+    """`method`'s recipe: a pretraining config as it stands (a file or a shipped name: records
+    say it was not chosen on val), `GRID.yaml:VARIANT` as given, or `GRID.yaml`: its candidates
+    on `data` (swept first when `sweep`, on val only) and the `best` rule's pick."""
+    if curves.is_config(ref):
+        return curves.config_recipe(ref, method=method, data=data)
     recipe = _choose(ref, data=data, results_dir=results_dir, folder=folder, sweep=sweep)
     if recipe.method != method:
         raise ValueError(f"--{method} {ref}: a {recipe.method} recipe, not {method}")

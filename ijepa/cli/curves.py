@@ -61,8 +61,9 @@ def sweep(
 def curve(
     data: str = DATA,
     ijepa: str = typer.Option("benchmarks/sweeps/crossover_ijepa.yaml", help="I-JEPA recipe: GRID.yaml:VARIANT (chosen on val "
-                              "already), or GRID.yaml: its variants are swept on val of --data and the best is chosen"),
-    mae: str = typer.Option("benchmarks/sweeps/crossover_mae.yaml", help="MAE recipe, as --ijepa"),
+                              "already), GRID.yaml (its variants are swept on val of --data and the best is chosen), or a "
+                              "pretraining config (a file or a shipped name, run as it stands; records say selected_on: none)"),
+    mae: str = typer.Option("benchmarks/sweeps/crossover_mae.yaml", help="MAE recipe, as --ijepa (a config: one with MAE's meta.dec_*)"),
     minutes: list[float] = typer.Option([5.0, 30.0], "--minutes", help="Budgets, in minutes of the I-JEPA recipe at the reference "
                                         "img/s (MAE: the same training FLOPs); repeatable"),
     probes: list[str] = typer.Option(list(("linear", "logreg", "knn", "lowshot")), "--probe",
