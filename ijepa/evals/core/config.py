@@ -9,12 +9,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import product
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 from ijepa.typedconfig import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, Range, checked
-
-if TYPE_CHECKING:
-    from ijepa.evals.core.heads import HeadSpec
 
 FEATURE_SETS = ("lastPOOL", "concatPOOL4")
 NORMS = ("linear", "bn")  # "bn": BatchNorm1d(affine=False) + linear (MAE/VISSL)
@@ -71,6 +68,21 @@ class FrozenSpec(FrozenData):
 
 
 @dataclass(frozen=True)
+class HeadSpec:
+    """One head of the grid: its input (feature set, norm), lr and weight decay; a plain value,
+    so the grid (`GridConfig.specs`) makes them without importing torch."""
+
+    features: str
+    norm: str
+    lr: float
+    wd: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.features}/{self.norm}/lr{self.lr:g}/wd{self.wd:g}"
+
+
+@dataclass(frozen=True)
 class GridConfig:
     feature_sets: tuple[str, ...] = FEATURE_SETS
     norms: tuple[str, ...] = NORMS
@@ -91,8 +103,6 @@ class GridConfig:
     refit: bool = True  # retrain the chosen head on all of train before scoring it
 
     def specs(self, lrs: tuple[float, ...] | None = None) -> list[HeadSpec]:
-        from ijepa.evals.core.heads import HeadSpec
-
         for n in self.norms:
             if n not in NORMS:
                 raise ValueError(f"head norm {n!r}: expected one of {', '.join(NORMS)}")
