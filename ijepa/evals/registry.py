@@ -63,6 +63,14 @@ class Eval:
     def kind(self) -> str:
         return f"eval.{self.name}"
 
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Option -> dotted spec key of every option named otherwise than its field: `eval-limit`
+        for the spec's evaluation-split limit (its `EVAL_LIMIT`, declared once per spec family),
+        then the eval's own `flags`."""
+        limit = getattr(self.spec, "EVAL_LIMIT", None)
+        return ({"eval-limit": limit} if limit else {}) | self.flags
+
 
 _EVALS: dict[str, Eval] = {}
 

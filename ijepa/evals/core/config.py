@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from itertools import product
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ijepa.typedconfig import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, Range, checked
 
@@ -52,6 +52,7 @@ def warmup_cosine(step: int, total: int, warmup: int = 0) -> float:
 class FrozenData:
     """Spec fields of every eval on frozen features: which data, and how it is read."""
 
+    EVAL_LIMIT: ClassVar[str] = "val_limit"  # the field `--eval-limit` sets
     data: str = "fashion-mnist"
     val_limit: int | float | None = checked(None, ROWS)  # the evaluation split's limit (`--eval-limit`)
     img_size: int | None = checked(None, COUNT)  # None: the encoder's own (a multiple of its patch size)
@@ -151,6 +152,7 @@ class DenseTrainConfig:
 class DenseRun:
     """Fields shared by segmentation, depth and counting (each task subclasses it)."""
 
+    EVAL_LIMIT: ClassVar[str] = "max_eval_images"  # the field `--eval-limit` sets
     data: str = ""
     img_size: int = checked(512, COUNT)  # train crop side (a multiple of the patch size); eval resizes the short side to it
     batch_size: int = checked(16, COUNT)

@@ -41,7 +41,7 @@ register(Eval(
     summary="Linear probe on cached frozen features: a grid of linear heads (or logistic regression), picked on held-out train.",
     example="ijepa eval linear -c linear_fmnist --encoder runs/fmnist_vit_tiny",
     fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--epochs", "2", "--batch-size", "16", "--lrs", "0.1")),
-    flags={"eval-limit": "val_limit", "epochs": "grid.epochs", "batch-size": "grid.batch_size", "lrs": "grid.lrs",
+    flags={"epochs": "grid.epochs", "batch-size": "grid.batch_size", "lrs": "grid.lrs",
            "wds": "grid.wds", "feature-sets": "grid.feature_sets"},
     help={"protocol": "grid (SGD/LARS linear heads) or logreg (logistic regression, torch L-BFGS)",
           "cs": "logreg: candidate C values, comma-separated",

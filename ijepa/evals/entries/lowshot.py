@@ -56,7 +56,6 @@ register(Eval(
     summary="Low-shot: 1/5/10% of the labels, class-balanced seeded splits, mean ± std over seeds.",
     example="ijepa eval lowshot -c lowshot_fmnist --encoder runs/fmnist_vit_tiny",
     fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--fractions", "0.25", "--seeds", "0,1")),
-    flags={"eval-limit": "val_limit"},
     help={"fractions": "Label fractions, comma-separated", "seeds": "Split seeds; mean ± std over them",
           "protocol": "logreg (logistic regression, C by CV), heads (the linear grid) or finetune",
           "subset_dir": "Folder of subset files (1percent.txt, 10percent-seed0.txt, ...) to use instead of drawing",
