@@ -29,7 +29,7 @@ from pathlib import Path
 from ijepa.bench import curves
 from ijepa.results.curves import dataset_frame, matched_pairs, pick_recipe, plot_compute_curve
 from ijepa.results.io import load_records
-from ijepa.results.tables import write_tables
+from ijepa.results.readme import write_tables
 
 METHODS = ("ijepa", "mae")
 

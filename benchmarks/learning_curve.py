@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ijepa.bench import curves
 from ijepa.results.curves import plot_learning_curve
-from ijepa.results.tables import write_tables
+from ijepa.results.readme import write_tables
 
 PROBES = ("linear", "logreg")
 
