@@ -16,26 +16,12 @@ from typing import Any
 
 import pandas as pd
 
+from ijepa.evals import registry
+from ijepa.evals.registry import Cell
 from ijepa.results.render import cell, markdown_table
 from ijepa.results.schema import headline
 
-PAPER = "I-JEPA paper (arXiv 2301.08243)"
-# (eval kind, table, method, arch, pretrain epochs, dataset, metric, value %)
-REFERENCE: list[tuple[str, str, str, str, int | None, str, str, float]] = [
-    *[("eval.linear", "Table 1", m, a, e, "imagenet-1k", "top1", v) for m, a, e, v in [
-        ("I-JEPA", "ViT-B/16", 600, 72.9), ("I-JEPA", "ViT-L/16", 600, 77.5), ("I-JEPA", "ViT-H/14", 300, 79.3),
-        ("I-JEPA", "ViT-H/16-448", 300, 81.1), ("MAE", "ViT-B/16", None, 68.0), ("MAE", "ViT-L/16", None, 76.0),
-        ("MAE", "ViT-H/14", None, 77.2), ("CAE", "ViT-B/16", None, 70.4), ("CAE", "ViT-L/16", None, 78.1),
-        ("data2vec", "ViT-L/16", None, 77.3), ("DINO", "ViT-B/8", None, 80.1), ("iBOT", "ViT-L/16", None, 81.0)]],
-    *[("eval.lowshot", "Table 2", m, a, None, "imagenet-1k (1% labels)", "top1", v) for m, a, v in [
-        ("I-JEPA", "ViT-L/16", 69.4), ("I-JEPA", "ViT-H/14", 73.3), ("I-JEPA", "ViT-H/16-448", 77.3),
-        ("MAE", "ViT-L/16", 67.1), ("MAE", "ViT-H/14", 71.5), ("data2vec", "ViT-L/16", 73.3),
-        ("iBOT", "ViT-B/16", 69.7), ("DINO", "ViT-B/8", 70.0), ("MSN", "ViT-B/4", 75.7)]],
-    *[("eval.linear", "Table 3", m, a, None, d, "top1", v) for m, a, vals in [
-        ("I-JEPA", "ViT-H/14", (87.5, 58.4, 47.6)), ("MAE", "ViT-H/14", (77.3, 55.0, 32.9)),
-        ("DINO", "ViT-B/8", (84.9, 57.9, 55.9)), ("iBOT", "ViT-L/16", (88.3, 60.4, 57.3))]
-      for d, v in zip(("cifar100", "places205", "inat18"), vals, strict=True)],
-]
+PAPER = "I-JEPA paper (arXiv 2301.08243)"  # every eval's `paper` rows come from it
 KEYS = ["dataset", "protocol", "train_limit", "eval_limit", "encoder", "checkpoint", "selected_on", "reported_on"]
 FMNIST = "fashion-mnist"  # what every record measured before records named their dataset
 
@@ -78,30 +64,40 @@ def detail_of(rec: dict[str, Any]) -> str | None:
     return None
 
 
+def cells_of(rec: dict[str, Any]) -> list[Cell]:
+    """The table cells of one (schema-valid) record: its eval's own (`Eval.cells`), else the
+    headline with what was chosen, and the best head of each feature set where recorded."""
+    entry = registry.of_kind(rec["kind"])
+    if entry is not None and entry.cells is not None:
+        return entry.cells(rec)
+    head = headline(rec)
+    if head is None:
+        return []
+    refit = " before refit" if rec.get("refit_rows") else ""  # the search's head, fit on train less held-out
+    return [Cell(head.key, head.shown, detail_of(rec)),
+            *[Cell(f"top1[{f}{refit}]", 100 * b["top1"], b["head"]) for f, b in (rec.get("best_by_features") or {}).items()]]
+
+
 def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Long-format rows of one (schema-valid) record: one per metric worth a table cell."""
+    """Long-format rows of one (schema-valid) record: one per table cell."""
     base = {"source": "ours", "kind": rec["kind"], "encoder": rec.get("encoder"), "checkpoint": checkpoint_of(rec),
             "dataset": dataset_of(rec), "protocol": rec.get("protocol"), "train_limit": rec.get("train_limit"),
             "eval_limit": eval_subset_of(rec), "selected_on": rec.get("selected_on"), "reported_on": rec.get("reported_on"),
             "created": rec.get("created"), "git_commit": rec.get("git_commit"), "record": rec.get("_path")}
     mark = " (subset)" if limited(rec) else ""
-    if base["kind"] == "eval.lowshot":
-        ordered = sorted(rec["fractions"].items(), key=lambda fr: float(fr[0]))
-        return [{**base, "metric": f"top1@{float(f):.0%}{mark}", "value": 100 * r["top1"], "std": 100 * r["top1_std"],
-                 "n_seeds": len(r["seeds"]), "detail": f"{r['seeds'][0]['n_labelled']} labelled"} for f, r in ordered]
-    head = headline(rec)
-    if head is None:
-        return []
-    out = [{**base, "metric": head.key + mark, "value": head.shown, "detail": detail_of(rec)}]
-    refit = " before refit" if rec.get("refit_rows") else ""  # the search's head, fit on train less held-out
-    for f, b in (rec.get("best_by_features") or {}).items():
-        out.append({**base, "metric": f"top1[{f}{refit}]{mark}", "value": 100 * b["top1"], "detail": b["head"]})
-    return out
+    return [{**base, **_row(c, mark)} for c in cells_of(rec)]
+
+
+def _row(c: Cell, mark: str) -> dict[str, Any]:
+    spread = {} if c.std is None else {"std": c.std, "n_seeds": c.n_seeds}
+    return {"metric": c.metric + mark, "value": c.value, **spread, "detail": c.detail}
 
 
 def reference_frame() -> pd.DataFrame:
+    """Every eval's `paper` rows, table by table."""
     cols = ["kind", "table", "method", "arch", "pretrain_epochs", "dataset", "metric", "value"]
-    df = pd.DataFrame(REFERENCE, columns=cols)
+    rows = [(e.kind, *row) for e in registry.evals() for row in e.paper]
+    df = pd.DataFrame(sorted(rows, key=lambda r: r[1]), columns=cols)
     df["source"] = PAPER + ", " + df["table"]
     return df
 

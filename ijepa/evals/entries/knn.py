@@ -41,4 +41,5 @@ register(Eval(
     help={"ks": "Neighbour counts, comma-separated", "temperature": "Softmax temperature of the votes",
           "heldout": "Fraction of train that picks (features, k)"},
     random_init=SMALL_RANDOM_INIT,
+    title="k-NN", order=3,
 ))
