@@ -546,7 +546,7 @@ def test_results_tables_and_plot_on_a_read_only_folder_are_one_line():
     import matplotlib.pyplot  # noqa: F401  (imported before the privileges drop: nobody cannot read every module file)
 
     import ijepa.results.plots  # noqa: F401
-    import ijepa.results.tables  # noqa: F401
+    import ijepa.results.readme  # noqa: F401
 
     folder = Path(tempfile.mkdtemp(prefix="ijepa-ro-"))  # under /tmp, traversable by nobody
     try:

@@ -88,12 +88,12 @@ def flag_value(raw: str, hint: Any) -> Any:
 def spec_options(entry) -> dict[str, str]:
     """Option parameter name -> dotted spec key: every scalar field, then the eval's aliases
     (an alias replaces the field's own option: one name for one thing)."""
-    aliased = set(entry.flags.values())
+    aliased = set(entry.aliases.values())
     out = {}
     for f in dataclasses.fields(entry.spec):
         if f.init and f.name not in aliased and not dataclasses.is_dataclass(get_type_hints(entry.spec)[f.name]):
             out[f.name] = f.name
-    out.update({a.replace("-", "_"): key for a, key in entry.flags.items()})
+    out.update({a.replace("-", "_"): key for a, key in entry.aliases.items()})
     clash = set(out) & set(SHARED)
     if clash:
         raise ValueError(f"eval {entry.name}: spec option(s) {', '.join(sorted(clash))} clash with the shared options")

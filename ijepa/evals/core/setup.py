@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
@@ -27,11 +25,6 @@ from ijepa.models.vit import VisionTransformer
 from ijepa.typedconfig import OptionError
 
 EncoderLike = EncoderSpec | str | Path | VisionTransformer
-
-
-def spec_kwargs(spec: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A spec's fields as keyword arguments (nested sections left as objects)."""
-    return {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in exclude}
 
 
 def as_spec(encoder: EncoderSpec | str | Path, which: str = "target_encoder") -> EncoderSpec:
