@@ -21,13 +21,8 @@ from torch import nn
 from ijepa.data import fashion_mnist
 from ijepa.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from ijepa.models import interop
-from ijepa.models.checkpoint import (
-    checkpoint_file,
-    encoder_from_state,
-    encoder_from_weights,
-    read_checkpoint,
-    read_weights,
-)
+from ijepa.models.checkpoint import encoder_from_state, open_checkpoint
+from ijepa.models.load import encoder_from_checkpoint
 from ijepa.models.predictor import VisionTransformerPredictor
 from ijepa.models.registry import ARCHS
 from ijepa.models.vit import VisionTransformer
@@ -103,9 +98,7 @@ def _frozen(m: nn.Module) -> nn.Module:
 def load_explore_model(path: str | Path, *, num_heads: int | None = None) -> ExploreModel:
     """All three networks of a run dir, our checkpoint or an official I-JEPA checkpoint; the one
     encoder of a Hugging Face or timm I-JEPA model or of an encoder state dict (encoder-only)."""
-    file = checkpoint_file(path)
-    fmt = interop.detect_format(file)
-    ckpt = read_checkpoint(file) if fmt == "torch" else {}
+    file, fmt, ckpt = open_checkpoint(path)
     if not all(k in ckpt for k in PARTS):
         return encoder_only_model(file, fmt, ckpt, num_heads)
     cfg, heads = Config(), None  # official checkpoints: official mask defaults, ImageNet statistics
@@ -129,15 +122,14 @@ def encoder_only_model(file: Path, fmt: str, ckpt: dict, num_heads: int | None) 
     """The one encoder of `file` (a checkpoint without a predictor: its target encoder, else its
     encoder), with the sentence the page shows instead of the predictor's panels."""
     which = "encoder" if "encoder" in ckpt and "target_encoder" not in ckpt else "target_encoder"
-    foreign, _ = read_weights(file, which)
-    enc = encoder_from_weights(file, foreign, num_heads=num_heads)
+    enc = encoder_from_checkpoint(file, fmt, ckpt, which, num_heads=num_heads)
     if enc.grid[0] != enc.grid[1]:
         raise ValueError(f"{file}: a {enc.grid[0]}x{enc.grid[1]} patch grid; explore shows square grids only")
     cfg = from_dict(ckpt["config"]) if isinstance(ckpt.get("config"), dict) else Config()
     cfg.mask.patch_size = enc.patch_size
     kind, whose, stats = describe(file, fmt, ckpt, which)
     name = file.stem if fmt == "torch" else file.parent.name
-    model = ExploreModel(_frozen(enc), None, enc, cfg, f"{kind} {name} (encoder only)", False, normalisation=stats)
+    model = ExploreModel(enc, None, enc, cfg, f"{kind} {name} (encoder only)", False, normalisation=stats)
     mean, std = model.mean_std
     model.encoder_only = (f"Encoder only: this {kind} holds one encoder and no predictor, so the prediction-vs-target "
                           f"cosine and the decoded predictions are hidden; the PCA and the neighbours use that encoder "
