@@ -3,10 +3,11 @@
 The target encoder by default, as the paper evaluates (the HF and timm conversions of the
 official weights hold the context encoder, `encoder`). The folder gets the library's files
 and a model card (README.md) saying which encoder it is, the run's config and the eval
-numbers recorded for exactly these weights (records whose `encoder_key` is this checkpoint's
-digest and encoder). A Hugging Face folder also gets `preprocessor_config.json`, our eval
-transform as transformers' `BitImageProcessor` (short-side resize, center crop, the encoder's
-normalisation), so `AutoImageProcessor.from_pretrained(folder)` prepares images as the evals do.
+numbers recorded for exactly these weights (records whose `encoder_key` is their digest and
+checkpoint key, `encoder.source.key`). A Hugging Face folder also gets `preprocessor_config.json`,
+our eval transform as transformers' `BitImageProcessor` (short-side resize, center crop, the
+encoder's normalisation), so `AutoImageProcessor.from_pretrained(folder)` prepares images as the
+evals do.
 It is written beside its destination and renamed into place, so a failed export leaves
 nothing behind; folders and files get the usual modes (0777 / 0666 less the umask).
 """
