@@ -386,7 +386,7 @@ def test_official_checkpoint_without_opt_says_what_is_missing(tmp_path):
     (lambda s: s.update({"norm.weight": s["norm.weight"][:5]}), "size mismatch for norm.weight"),
 ])
 def test_state_dict_missing_a_tensor_or_with_a_non_square_table_is_one_line(tmp_path, edit, expect):
-    from ijepa.models.checkpoint import load_encoder
+    from ijepa.models.load import load_encoder
     from ijepa.models.registry import create_encoder
 
     state = create_encoder("vit_tiny", img_size=16, patch_size=4, in_chans=1, depth=1).state_dict()

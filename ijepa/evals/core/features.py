@@ -45,6 +45,7 @@ from ijepa.data import DataSpec, build_dataset, clutter, eval_transform
 from ijepa.data.files import open_image, read_bytes
 from ijepa.data.loader import worker_errors
 from ijepa.evals.core.config import FEATURE_SETS
+from ijepa.models.load import weights_digest
 from ijepa.models.vit import VisionTransformer
 
 CACHE_DIR = Path(".cache/features")
@@ -171,19 +172,6 @@ def fmnist_batches(images: torch.Tensor, *, size: int, in_chans: int, mean: tupl
 
 def cache_key(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
-def weights_digest(encoder: torch.nn.Module) -> str:
-    """sha256 over every tensor of the state dict (names, dtypes, shapes, bytes): the weights
-    the features come from. A few seconds for ViT-H, nothing next to extracting features; a
-    digest of part of a checkpoint file would let two checkpoints that differ only in their
-    last blocks share a key."""
-    h = hashlib.sha256()
-    for k, v in encoder.state_dict().items():
-        v = v.detach().cpu().contiguous()
-        h.update(f"{k}:{v.dtype}:{tuple(v.shape)}".encode())
-        h.update(v.view(-1).view(torch.uint8).numpy().data if v.numel() else b"")
-    return h.hexdigest()[:24]
 
 
 def forward_settings(encoder: VisionTransformer) -> dict[str, object]:
@@ -396,9 +384,9 @@ def extract_features(
     The cache key covers a digest of all the encoder's weights (`weights_digest`) and its
     `forward_settings`, the dataset id, the split, the transform, the data's content (a
     digest of its bytes, `SplitData.content`), the pooled layers and the chosen rows.
-    `encoder_key` (the records' id of the encoder: checkpoint digest or random-init recipe)
-    is stored beside the features, not keyed on: the same weights from another file are the
-    same features.
+    `encoder_key` (the records' id of the encoder: weights digest and key, or random-init
+    recipe) is stored beside the features, not keyed on: the same weights are the same
+    features, whichever file, checkpoint key or recipe named them.
     """
     concat, labels, transform = _extract(encoder, encoder_key, spec, split, forward=pooled, layers=f"last{N_LAYERS}", pool="avg", device=device,
                               img_size=img_size, indices=indices, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)
