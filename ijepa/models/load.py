@@ -12,31 +12,14 @@ encoder.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ijepa.models.checkpoint import encoder_from_weights, open_checkpoint, weights_of
+from ijepa.models.source import EncoderSource
 from ijepa.models.vit import VisionTransformer
 from ijepa.models.which import resolve_which
-
-
-@dataclass(frozen=True)
-class EncoderSource:
-    """Where `load_encoder` read an encoder: the weights file, its format ("torch", "hf" or
-    "timm"), the checkpoint key read ("target_encoder" or "encoder") and `weights_digest` of the
-    weights as loaded."""
-
-    file: Path
-    format: str
-    which: str
-    digest: str
-
-    @property
-    def key(self) -> str:
-        """`DIGEST16-which`, the records' `encoder_key` of these weights (an eval appends its tags)."""
-        return f"{self.digest[:16]}-{self.which}"
 
 
 def weights_digest(encoder: torch.nn.Module) -> str:

@@ -32,7 +32,7 @@ from ijepa.masks.apply import apply_masks
 from ijepa.models.pos_embed import sincos_2d
 
 if TYPE_CHECKING:
-    from ijepa.models.load import EncoderSource
+    from ijepa.models.source import EncoderSource
 
 
 class PatchEmbed(nn.Module):
