@@ -331,8 +331,8 @@ def test_config_values_outside_their_meaning_are_one_line(tmp_path, override, ex
 
 
 @pytest.mark.parametrize(("content", "expect"), [
-    (b"- data\n- meta\n", "expected a mapping of sections (data, logging, mask, meta, optimization), got a list"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a UTF-8 text file (byte 0x89 at offset 0); expected a YAML config"),
+    (b"- data\n- meta\n", "expected a mapping of options, got list"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "invalid YAML (not UTF-8 text); expected a mapping of options"),
 ])
 def test_config_file_that_is_not_a_mapping_names_the_file(tmp_path, content, expect):
     (tmp_path / "cfg.yaml").write_bytes(content)

@@ -16,7 +16,8 @@ import yaml
 from fixtures.pretrain import tiny_raw, write_tiny_yaml
 from typer.testing import CliRunner
 
-from ijepa.training.config import ConfigError, load_config
+from ijepa.training.config import load_config
+from ijepa.typedconfig import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = Path(__file__).parent / "fixtures" / "in1k_vith14_ep300.yaml"

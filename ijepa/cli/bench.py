@@ -53,7 +53,7 @@ def throughput(
     Example: ijepa bench throughput --method ijepa --steps 10 --json
     """
     from ijepa.bench.throughput import measure_throughput
-    from ijepa.training.config import ConfigError
+    from ijepa.typedconfig import ConfigError
 
     try:
         cfg, dev = _setup(config, set_, method, device)
@@ -81,7 +81,7 @@ def flops(
     Example: ijepa bench flops --method mae
     """
     from ijepa.bench.flops import measure_flops
-    from ijepa.training.config import ConfigError
+    from ijepa.typedconfig import ConfigError
 
     try:
         cfg, dev = _setup(config, set_, method, device)

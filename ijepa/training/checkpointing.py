@@ -10,6 +10,7 @@ import fcntl
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import torch
 
 from ijepa.atomic import atomic_write
 from ijepa.models.checkpoint import strip_prefix  # noqa: F401  (re-exported: the trainer imports it from here)
+from ijepa.training.config import Config
 
 # Keys that may differ from the stored config on resume: where and how often to log, how far
 # to train, where to run, which file to resume from, how to feed data. Every other key shapes
@@ -101,14 +103,16 @@ def _resumable(key: str) -> bool:
     return key in RESUMABLE or f"{key.split('.')[0]}.*" in RESUMABLE
 
 
-def check_resume(given: dict[str, dict], stored: dict[str, dict], source: Path, mode: str) -> None:
-    """The stored config is the run's: a changed key outside RESUMABLE is an error naming it."""
-    for section, values in given.items():
-        for key, value in values.items():
-            name, old = f"{section}.{key}", stored.get(section, {}).get(key)
-            if value != old and not _resumable(name):
-                raise RunError(f"{mode}: {name} differs from {source} (given {value!r}, stored {old!r}); "
-                               f"only {', '.join(RESUMABLE)} may change on resume")
+def check_resume(cfg: Config, stored: Config, keys: Iterable[str], source: Path, mode: str) -> None:
+    """The stored config is the run's: a key of `keys` (dotted) that `cfg` changes outside
+    RESUMABLE is an error naming it."""
+    for name in keys:
+        section, key = name.split(".")
+        value, old = getattr(getattr(cfg, section), key), getattr(getattr(stored, section), key)
+        if value != old and not _resumable(name):
+            given, was = (list(v) if isinstance(v, tuple) else v for v in (value, old))  # as config.yaml writes them
+            raise RunError(f"{mode}: {name} differs from {source} (given {given!r}, stored {was!r}); "
+                           f"only {', '.join(RESUMABLE)} may change on resume")
 
 
 def check_opt_state(state: Any, opt: torch.optim.Optimizer, names: dict[int, str], path: Path) -> None:
