@@ -24,7 +24,7 @@ from fixtures.pretrain import tiny_config, write_tiny_yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from ijepa.training.checkpointing import RunError, RunLock
+from ijepa.rundir import RunError, RunLock
 from ijepa.training.loop import Trainer, build_method, build_optimizer, pretrain
 
 QUIET = {"diag_every": 0, "online_probe": False}
@@ -107,7 +107,7 @@ def test_second_lock_on_a_run_directory_fails_naming_the_holder(tmp_path):
 
 def test_a_second_pretrain_on_a_held_directory_fails_at_once_and_a_dead_holder_frees_it(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from ijepa.training.checkpointing import RunLock; "
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from ijepa.rundir import RunLock; "
          "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(120)", str(tmp_path / "busy")],
         stdout=subprocess.PIPE, text=True,
     )

@@ -145,7 +145,7 @@ def test_eval_progress_writes_plain_lines_off_a_terminal_and_nothing_when_disabl
 
     from rich.console import Console
 
-    from ijepa.evals.core.features import progress
+    from ijepa.progress import progress
 
     out = io.StringIO()
     with progress(Console(file=out, force_terminal=False, width=200), "features train", every=0) as bar:

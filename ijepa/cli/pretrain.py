@@ -31,7 +31,7 @@ def pretrain(
     """
     from ijepa.bench.flops import pretrain_compute
     from ijepa.results.io import write_record
-    from ijepa.training.checkpointing import RunError
+    from ijepa.rundir import RunError
     from ijepa.training.config import from_dict, given_values, load_config
     from ijepa.training.data import data_overrides
     from ijepa.training.interrupt import Interrupted

@@ -17,17 +17,17 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ijepa.atomic import unwritable
+from ijepa.atomic import atomic_save, remove_stale_temps, unwritable
 from ijepa.data.loader import worker_errors
 from ijepa.decoder.diffusion import GEN, DiffusionDecoder, diffusion_loss, roles
 from ijepa.decoder.model import DecoderSpec, TokenDecoder, check_spec, layer_normed, save_payload
 from ijepa.masks import MultiBlockMaskCollator, apply_masks
 from ijepa.models.mae import patchify
 from ijepa.models.vit import VisionTransformer
+from ijepa.progress import progress_bar
+from ijepa.rundir import RunError, RunLock
 from ijepa.schedule import peak_held, warmup_cosine
-from ijepa.training.checkpointing import RunError, RunLock, atomic_save, remove_stale_temps
 from ijepa.training.data import EpochSampler
-from ijepa.training.logging import progress_bar
 from ijepa.typedconfig import COUNT, NON_NEGATIVE, POSITIVE, checked
 
 

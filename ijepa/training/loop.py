@@ -16,20 +16,18 @@ from rich.console import Console
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ijepa.atomic import atomic_write
+from ijepa.atomic import atomic_save, atomic_write, remove_stale_temps
 from ijepa.data import eval_transform
 from ijepa.data.loader import worker_errors
 from ijepa.devices import bf16_autocast, varlen_attention
 from ijepa.models.checkpoint import read_checkpoint
+from ijepa.progress import progress_bar
+from ijepa.rundir import RunError, RunLock
 from ijepa.training.checkpointing import (
     RESET_HINT,
-    RunError,
-    RunLock,
-    atomic_save,
     check_opt_state,
     check_resume,
     keep_copy,
-    remove_stale_temps,
     strip_prefix,
 )
 from ijepa.training.config import Config, from_dict, load_config
@@ -37,7 +35,7 @@ from ijepa.training.data import PretrainData
 from ijepa.training.diagnostics import OnlineProbe, rankme
 from ijepa.training.distributed import DistInfo, device_type_of, init_distributed, resolve_device
 from ijepa.training.interrupt import Interrupted, StopRequest, resume_command
-from ijepa.training.logging import CSVLog, duration, progress_bar, progress_line
+from ijepa.training.logging import CSVLog, duration, progress_line
 from ijepa.training.mae import MAE
 from ijepa.training.resume import check_world_size
 from ijepa.training.schedules import Schedules, scale_to_steps

@@ -13,7 +13,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from ijepa.training.checkpointing import RunError, check_resume
+from ijepa.rundir import RunError
+from ijepa.training.checkpointing import check_resume
 from ijepa.training.config import Config, load_config, validate
 from ijepa.typedconfig import ConfigError
 

@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 
 from ijepa.evals.core.config import ROWS, GridConfig
-from ijepa.evals.core.features import Features, progress
+from ijepa.evals.core.features import Features
 from ijepa.evals.core.heads import (
     FeatureNorm,
     HeadGroup,
@@ -27,6 +27,7 @@ from ijepa.evals.core.heads import (
     Standardize,
     topk_correct,
 )
+from ijepa.progress import progress
 from ijepa.typedconfig import OptionError
 
 

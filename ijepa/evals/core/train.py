@@ -18,7 +18,7 @@ from rich.console import Console
 from torch import nn
 
 from ijepa.evals.core.config import DenseTrainConfig
-from ijepa.evals.core.features import progress
+from ijepa.progress import progress
 from ijepa.schedule import peak_held, warmup_cosine
 
 Batch = dict[str, Any]
