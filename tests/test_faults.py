@@ -24,7 +24,7 @@ from fixtures.pretrain import tiny_config, write_tiny_yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from ijepa.training.checkpointing import RunError, RunLock
+from ijepa.rundir import RunError, RunLock
 from ijepa.training.loop import Trainer, build_method, build_optimizer, pretrain
 
 QUIET = {"diag_every": 0, "online_probe": False}
@@ -107,7 +107,7 @@ def test_second_lock_on_a_run_directory_fails_naming_the_holder(tmp_path):
 
 def test_a_second_pretrain_on_a_held_directory_fails_at_once_and_a_dead_holder_frees_it(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from ijepa.training.checkpointing import RunLock; "
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from ijepa.rundir import RunLock; "
          "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(120)", str(tmp_path / "busy")],
         stdout=subprocess.PIPE, text=True,
     )
@@ -331,8 +331,8 @@ def test_config_values_outside_their_meaning_are_one_line(tmp_path, override, ex
 
 
 @pytest.mark.parametrize(("content", "expect"), [
-    (b"- data\n- meta\n", "expected a mapping of sections (data, logging, mask, meta, optimization), got a list"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a UTF-8 text file (byte 0x89 at offset 0); expected a YAML config"),
+    (b"- data\n- meta\n", "expected a mapping of options, got list"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "invalid YAML (not UTF-8 text); expected a mapping of options"),
 ])
 def test_config_file_that_is_not_a_mapping_names_the_file(tmp_path, content, expect):
     (tmp_path / "cfg.yaml").write_bytes(content)

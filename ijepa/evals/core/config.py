@@ -6,11 +6,11 @@ eval imports them from here (and from its entry in `ijepa.evals.entries`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from itertools import product
 from typing import ClassVar, Literal
 
+from ijepa.schedule import warmup_cosine
 from ijepa.typedconfig import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, Range, checked
 
 FEATURE_SETS = ("lastPOOL", "concatPOOL4")
@@ -36,16 +36,6 @@ class Rows:
 
 
 ROWS = Rows()
-
-
-def warmup_cosine(step: int, total: int, warmup: int = 0) -> float:
-    """The schedule every eval head uses, as a factor in [0, 1]: linear warm-up from 0 over
-    `warmup` steps, then half a cosine to 0 at `total`. (A factor, not timm's scheduler
-    objects: heads of one grid share it while each group keeps its own `lr_scale`.)"""
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
 @dataclass(frozen=True)
@@ -119,7 +109,7 @@ class GridConfig:
         scale = self.batch_size / self.lr_base_batch if self.lr_base_batch else 1.0
         if self.schedule == "step":
             return scale * 0.1 ** (epoch // max(self.step_epochs, 1))
-        return scale * warmup_cosine(step, total)
+        return scale * warmup_cosine(step, total=total)  # a factor: the heads of one grid share it
 
 
 @dataclass(frozen=True)
