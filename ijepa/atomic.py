@@ -58,6 +58,11 @@ def remove_stale_temps(folder: str | Path, older_than_s: float = 0.0) -> list[Pa
     return stale
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """`text` written whole or not at all (records, tables, split files)."""
+    atomic_write(path, lambda f: f.write(text))
+
+
 def unwritable(path: str | Path, what: str, e: OSError) -> str:
     """The one line for a write that a full disk or a read-only folder refused: the file, what
     it was to hold, and why (the temp file the error names is no concern of the reader)."""

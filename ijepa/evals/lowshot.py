@@ -24,7 +24,7 @@ import torch
 from rich.console import Console
 from sklearn.model_selection import StratifiedKFold
 
-from ijepa.atomic import unwritable
+from ijepa.atomic import atomic_write_text, unwritable
 from ijepa.data import DataSpec, data_spec
 from ijepa.data.imagefolder import image_folder
 from ijepa.evals.core.features import CACHE_DIR, Features, split_labels
@@ -34,7 +34,6 @@ from ijepa.evals.core.logreg import LogReg, fit_lbfgs, solver_name, topk
 from ijepa.evals.core.setup import EncoderLike, check_img_size, frozen_splits, resolve_encoder
 from ijepa.evals.entries.lowshot import LowshotSpec
 from ijepa.evals.registry import Context, Record
-from ijepa.results.io import atomic_write_text
 
 PROTOCOLS = ("logreg", "heads", "finetune")
 CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,6 +25,11 @@ from typing import Any, Literal
 
 Record = dict[str, Any]  # JSON-ready; `ijepa.results.schema` says what every record holds
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # shipped eval recipes (`evals/` in a clone links to them)
+
+
+def number(v: Any) -> bool:
+    """A finite number, not a bool: what a metric of a record is."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)

@@ -14,11 +14,11 @@ from typing import Any
 
 import pandas as pd
 
-from ijepa.atomic import unwritable
+from ijepa.atomic import atomic_write_text, unwritable
 from ijepa.evals import registry
 from ijepa.results.crossover import crossover_markdown
 from ijepa.results.curves import curves_markdown
-from ijepa.results.io import RESULTS_DIR, atomic_write_text, load_records
+from ijepa.results.io import RESULTS_DIR, load_records
 from ijepa.results.sweeps import sweep_markdown
 from ijepa.results.tables import ours_sections, reference_section, summary_frame
 

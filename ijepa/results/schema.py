@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ijepa.evals import registry
+from ijepa.evals.registry import number
 
 UNITS = ("fraction", "value")
 # What a measurement of speed, FLOPs or a run says for `selected_on` / `reported_on`: no choice, no split.
@@ -45,11 +46,6 @@ class Headline:
     def shown(self) -> float:
         """The value as a table shows it (fractions in %)."""
         return 100 * self.value if self.unit == "fraction" else self.value
-
-
-def number(v: Any) -> bool:
-    """A finite number, not a bool: what a metric of a record is."""
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _known(kind: Any) -> tuple[str | None, str | None]:

@@ -19,8 +19,7 @@ from ijepa.evals.core.config import (
     FrozenData,
     GridConfig,
 )
-from ijepa.evals.registry import Cell, Eval, Fixture, Record, pct, register
-from ijepa.results.schema import number
+from ijepa.evals.registry import Cell, Eval, Fixture, Record, number, pct, register
 from ijepa.typedconfig import Range, checked
 
 FRACTIONS = (0.01, 0.05, 0.1)
