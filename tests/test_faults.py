@@ -602,7 +602,7 @@ def test_disk_full_during_a_decoder_checkpoint_is_one_line(tmp_path, monkeypatch
 # -- records whose numbers cannot be are skipped, one line each, and never plotted (issue 42) ------
 def test_records_with_impossible_numbers_are_named_skipped_and_never_plotted(tmp_path):
     from ijepa.results.io import load_records, write_record
-    from ijepa.results.plots import compute_points
+    from ijepa.results.plots import compute_panels
 
     _plottable(tmp_path)
     bad = {
@@ -624,7 +624,7 @@ def test_records_with_impossible_numbers_are_named_skipped_and_never_plotted(tmp
         rel(paths["fraction"]): "fractions[1.5]: expected a label fraction in (0, 1]",
         rel(inf): "feature_s is inf; a record holds finite numbers only",
     }, res.output
-    points, _ = compute_points(load_records(tmp_path)[0])
-    assert [p["run"] for p in points] == ["r"]
+    panels = compute_panels(load_records(tmp_path)[0])
+    assert [p["run"] for panel in panels.values() for p in panel.points] == ["r"]
     plot = _results_cli(["--results", str(tmp_path), "plot"])
     assert plot.exit_code == 0 and sum(line.startswith("skipped") for line in plot.output.splitlines()) == 4, plot.output
