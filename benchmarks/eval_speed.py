@@ -31,14 +31,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 from torch.utils.data import DataLoader, Subset
 
+from ijepa import typedconfig
 from ijepa.data import build_dataset, data_spec, eval_transform
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
 from ijepa.evals.core.features import Features, extract_features, pooled
 from ijepa.evals.core.fit import train_grid
-from ijepa.evals.linear import grid_config
+from ijepa.evals.entries.linear import LinearSpec
 from ijepa.results.io import write_record
 from ijepa.results.schema import NO_SPLIT
 
@@ -114,8 +114,7 @@ def in1k_record(args) -> dict:
     x = torch.randn(args.extract_batch, 3, args.img_size, args.img_size, device=device)
     fp32 = extraction_rate(enc, x, args.extract_batches, bf16=False)
     bf16 = extraction_rate(enc, x, args.extract_batches, bf16=True)
-    grid_kw = (yaml.safe_load(RECIPE_IN1K.read_text()) or {}).get("grid", {})
-    cfg = grid_config(**grid_kw)
+    cfg = typedconfig.load(LinearSpec, RECIPE_IN1K).grid
     layers, width = min(4, enc.depth), enc.embed_dim
     rows = round(args.n_train * (1 - cfg.heldout))
     del x
@@ -145,10 +144,9 @@ def fmnist_record(args) -> dict:
     batched(enc, key, bs, bs)  # warm-up
     fast = timed(lambda: batched(enc, key, args.n_batched, bs))
     slow = timed(lambda: per_image(enc, args.n_per_image, bs))
-    grid_kw = (yaml.safe_load(RECIPE.read_text()) or {}).get("grid", {})
+    cfg = typedconfig.load(LinearSpec, RECIPE).grid
     if args.epochs:
-        grid_kw["epochs"] = args.epochs
-    cfg = grid_config(**grid_kw)
+        cfg = replace(cfg, epochs=args.epochs)
     fit = timed(lambda: grid_fit(args.n_fit, enc.embed_dim, min(4, enc.depth), cfg))
     return {
         "kind": "bench.eval_speed", "encoder": name, "dataset": "fashion-mnist", **NO_SPLIT, "threads": args.threads,

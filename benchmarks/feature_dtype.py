@@ -21,11 +21,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 
+from ijepa import typedconfig
 from ijepa.bench.throughput import device_name
 from ijepa.evals.core.setup import EncoderLike, frozen_splits, resolve_encoder
-from ijepa.evals.linear import grid_config, run_linear
+from ijepa.evals.entries.linear import LinearSpec
+from ijepa.evals.linear import run_linear
 from ijepa.models.vit import VisionTransformer
 from ijepa.results.io import write_record
 
@@ -38,14 +39,12 @@ TINY = {"train_limit": 2000, "val_limit": 1000}
 TINY_GRID = {"epochs": 2, "min_steps": 0, "lrs": (0.1,), "wds": (0.0,), "extend_lrs": 0}
 
 
-def recipe(protocol: str, *, tiny: bool, data: str | None = None) -> dict:
-    """run_linear's arguments from the protocol's recipe file (shortened by --tiny; `data`
-    replaces its data, e.g. fashion-mnist:FOLDER)."""
-    spec = yaml.safe_load(RECIPES[protocol].read_text())
-    grid = grid_config(**spec.get("grid", {}))
-    return {"data": data or spec["data"], "seed": spec["seed"], "feature_batch_size": spec["feature_batch_size"],
-            "protocol": spec.get("protocol", "grid"), "cs": tuple(spec.get("cs", [1.0])),
-            "grid": replace(grid, **TINY_GRID) if tiny else grid, **(TINY if tiny else {})}
+def recipe(protocol: str, *, tiny: bool, data: str | None = None) -> LinearSpec:
+    """The protocol's recipe file as run_linear's spec (shortened by --tiny; `data` replaces
+    its data, e.g. fashion-mnist:FOLDER)."""
+    spec = typedconfig.load(LinearSpec, RECIPES[protocol])
+    spec = replace(spec, data=data or spec.data)
+    return replace(spec, grid=replace(spec.grid, **TINY_GRID), **TINY) if tiny else spec
 
 
 class AutocastEncoder(VisionTransformer):
@@ -65,11 +64,11 @@ def autocast_copy(enc: VisionTransformer) -> AutocastEncoder:
     return out.to(enc.pos_embed.device).eval()
 
 
-def extract(encoder: VisionTransformer, cache: Path, device: torch.device, kw: dict) -> tuple[torch.Tensor, float]:
+def extract(encoder: VisionTransformer, cache: Path, device: torch.device, spec: LinearSpec) -> tuple[torch.Tensor, float]:
     """Fill `cache` with the train and test features: (train features, seconds)."""
     t0 = time.perf_counter()
-    train, _, _ = frozen_splits(encoder, kw["data"], device=device, train_limit=kw.get("train_limit"), val_limit=kw.get("val_limit"),
-                                seed=kw["seed"], batch_size=kw["feature_batch_size"], cache_dir=cache)
+    train, _, _ = frozen_splits(encoder, spec.data, device=device, train_limit=spec.train_limit, val_limit=spec.val_limit,
+                                seed=spec.seed, batch_size=spec.feature_batch_size, cache_dir=cache)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return train.concat, time.perf_counter() - t0
@@ -78,8 +77,8 @@ def extract(encoder: VisionTransformer, cache: Path, device: torch.device, kw: d
 def score(encoders: dict[str, VisionTransformer], protocol: str, caches: dict[str, Path], device: torch.device, *, tiny: bool,
           data: str | None, name: str, extract_s: dict[str, float], feature_rel_diff: float) -> dict:
     """The `bench.feature_dtype` record of one protocol: run_linear on each dtype's features."""
-    kw = recipe(protocol, tiny=tiny, data=data)
-    runs = {d: run_linear(encoders[d], device=device, cache_dir=caches[d], **kw) for d in DTYPES}
+    spec = recipe(protocol, tiny=tiny, data=data)
+    runs = {d: run_linear(encoders[d], spec, device=device, cache_dir=caches[d]) for d in DTYPES}
     fp32, bf16 = (runs[d]["top1"] for d in DTYPES)
     delta = 100 * (bf16 - fp32)
     split = runs["float32"]["reported_on"]
@@ -104,8 +103,8 @@ def compare(encoder: EncoderLike, device: torch.device, *, protocols: list[str],
     paths = []
     with tempfile.TemporaryDirectory(prefix="feature_dtype.") as tmp:
         caches = {d: Path(tmp) / d for d in DTYPES}
-        kw = recipe("grid", tiny=tiny, data=data)
-        feats, secs = zip(*(extract(encoders[d], caches[d], device, kw) for d in DTYPES), strict=True)
+        spec = recipe("grid", tiny=tiny, data=data)
+        feats, secs = zip(*(extract(encoders[d], caches[d], device, spec) for d in DTYPES), strict=True)
         rel = float((feats[1] - feats[0]).norm() / feats[0].norm())
         print(f"features extracted: fp32 {secs[0]:.1f} s, bf16 {secs[1]:.1f} s; relative difference {rel:.2e}", flush=True)
         for protocol in protocols:

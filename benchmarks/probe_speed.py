@@ -26,7 +26,8 @@ from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.core.fit import GridConfig, fit_grid
 from ijepa.evals.core.logreg import fit_logreg
 from ijepa.evals.core.setup import frozen_splits
-from ijepa.evals.lowshot import FRACTIONS, draw_splits, logreg
+from ijepa.evals.entries.lowshot import FRACTIONS
+from ijepa.evals.lowshot import draw_splits, logreg
 from ijepa.results.io import write_record
 from ijepa.typedconfig import read_yaml
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ijepa.models.checkpoint import load_encoder
+    from ijepa.models.load import load_encoder
 
 __all__ = ["load_encoder"]
 __version__ = "0.1.0"
@@ -35,7 +35,7 @@ COMMIT_AT_START = _head_commit()
 
 def __getattr__(name: str) -> Any:
     if name == "load_encoder":
-        from ijepa.models.checkpoint import load_encoder
+        from ijepa.models.load import load_encoder
 
         return load_encoder
     raise AttributeError(f"module 'ijepa' has no attribute {name!r}")

@@ -3,10 +3,11 @@
 The target encoder by default, as the paper evaluates (the HF and timm conversions of the
 official weights hold the context encoder, `encoder`). The folder gets the library's files
 and a model card (README.md) saying which encoder it is, the run's config and the eval
-numbers recorded for exactly these weights (records whose `encoder_key` is this checkpoint's
-digest and encoder). A Hugging Face folder also gets `preprocessor_config.json`, our eval
-transform as transformers' `BitImageProcessor` (short-side resize, center crop, the encoder's
-normalisation), so `AutoImageProcessor.from_pretrained(folder)` prepares images as the evals do.
+numbers recorded for exactly these weights (records whose `encoder_key` is their digest and
+checkpoint key, `encoder.source.key`). A Hugging Face folder also gets `preprocessor_config.json`,
+our eval transform as transformers' `BitImageProcessor` (short-side resize, center crop, the
+encoder's normalisation), so `AutoImageProcessor.from_pretrained(folder)` prepares images as the
+evals do.
 It is written beside its destination and renamed into place, so a failed export leaves
 nothing behind; folders and files get the usual modes (0777 / 0666 less the umask).
 """
@@ -23,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from ijepa.atomic import atomic_write
+from ijepa.models.which import resolve_which
 from ijepa.results.io import read_records
 
 if TYPE_CHECKING:
@@ -44,18 +46,18 @@ def export_encoder(
     torch is imported, so a wrong one answers at once."""
     if fmt not in FORMATS:
         raise ValueError(f"--format={fmt!r}: expected one of {', '.join(FORMATS)}")
-    which = "encoder" if which == "context" else which  # the CLI's word; the card and records use the key
+    which = resolve_which(which, option="--which")  # the card and records use the checkpoint's key
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out}: exists and is not empty; choose a new --out")
     from ijepa.models import interop
-    from ijepa.models.checkpoint import checkpoint_file, encoder_from_weights, read_weights
+    from ijepa.models.checkpoint import open_checkpoint
+    from ijepa.models.load import encoder_from_checkpoint
 
-    file = checkpoint_file(source)
-    if interop.detect_format(file) != "torch":
-        raise ValueError(f"{file}: already a {interop.detect_format(file)} model; export reads our runs and official checkpoints")
-    foreign, ckpt = read_weights(file, which)
-    enc = encoder_from_weights(file, foreign, num_heads=num_heads)
+    file, source_fmt, ckpt = open_checkpoint(source)
+    if source_fmt != "torch":
+        raise ValueError(f"{file}: already a {source_fmt} model; export reads our runs and official checkpoints")
+    enc = encoder_from_checkpoint(file, source_fmt, ckpt, which, num_heads=num_heads)
     mean, std = normalisation(ckpt, enc.in_chans)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
@@ -117,12 +119,10 @@ def usual_modes(folder: Path) -> None:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~umask)
 
 
-def recorded_evals(file: Path, which: str, results_dir: Path) -> list[dict[str, Any]]:
-    """Table rows of the records of exactly these weights (the evals' `encoder_key`)."""
-    from ijepa.evals.core.encoders import file_digest
+def recorded_evals(key: str, results_dir: Path) -> list[dict[str, Any]]:
+    """Table rows of the records of exactly these weights (`key`: the evals' `encoder_key`)."""
     from ijepa.results.tables import rows_of
 
-    key = f"{file_digest(file)}-{which}"
     if not (results_dir / "records").is_dir():
         return []
     recs = [r for r in read_records(results_dir) if str(r.get("encoder_key", "")).split("-pos")[0] == key]
@@ -154,7 +154,7 @@ def model_card(
     else:
         lines += ["None recorded in the checkpoint."]
     lines += ["", "## Recorded evaluations", ""]
-    rows = recorded_evals(file, which, results_dir)
+    rows = recorded_evals(enc.source.key, results_dir)
     if rows:
         lines += ["A `(subset)` metric was measured on part of a split: `--train-limit` / `--eval-limit` say how much.", "",
                   "| eval | dataset | protocol | train limit | eval limit | metric | value | selected on | reported on | record |",

@@ -1,10 +1,10 @@
 """One typed config loader: YAML + dotted `--set key=value` overrides into nested dataclasses.
 
-Every eval recipe goes through `load` (the pretraining config shares its coercion, errors and
-override parser): an unknown key (with a "did you mean"), a value that does not fit its
-field's type hint, a non-finite float, or a value outside the meaning its field declares
-(`checked(0.07, Range(gt=0))`) is one error naming the key as the user typed it, never a
-traceback inside a run. YAML 1.1 reads `1e-4` (no dot) as a string; a number field accepts it.
+Every eval recipe goes through `load`; the pretraining config (`ijepa.training.config`) is
+read, merged and built by the same functions. An unknown key (with a "did you mean"), a value
+that does not fit its field's type hint, a non-finite float, or a value outside the meaning
+its field declares (`checked(0.07, Range(gt=0))`) is one error naming the key as the user
+typed it, never a traceback inside a run. YAML 1.1 reads `1e-4` (no dot) as a string; a number field accepts it.
 """
 
 from __future__ import annotations
@@ -227,25 +227,27 @@ def coerce(value: Any, hint: Any, *, key: str, where: str = "config") -> Any:
 
 
 def build(cls: type[T], values: dict[str, Any], *, where: str = "config", prefix: str = "", base: T | None = None,
-          names: dict[str, str] | None = None) -> T:
+          names: dict[str, str] | None = None, known: list[str] | None = None) -> T:
     """`cls` (a dataclass) from `base` (or its defaults) with `values` merged in, nested
     dataclass fields merged key by key, each given value held to its field's check. `names`:
-    how the user spelled a dotted key (`{"val_limit": "--eval-limit"}`), for the messages."""
+    how the user spelled a dotted key (`{"val_limit": "--eval-limit"}`), for the messages;
+    `known`: the outermost class's sections and dotted keys, which a misplaced key may mean."""
+    at = f"{where}: " if where else ""
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: {prefix.rstrip('.') or 'config'} expected a mapping of options, got {type(values).__name__}")
+        raise ConfigError(f"{at}{prefix.rstrip('.') or 'config'} expected a mapping of options, got {type(values).__name__}")
     hints, names = get_type_hints(cls), names or {}
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    known = known or [*(prefix + n for n in fields if dataclasses.is_dataclass(hints[n])), *keys_of(cls, prefix)]
     unknown = sorted(str(k) for k in values if k not in fields)
     if unknown:
-        meant = suggest(prefix + unknown[0], keys_of(cls, prefix))
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(prefix + k for k in unknown)}{meant}; "
+        raise ConfigError(f"{at}unknown key(s) {', '.join(prefix + k for k in unknown)}{suggest(prefix + unknown[0], known)}; "
                           f"expected some of {', '.join(prefix + n for n in fields)}")
     out = {}
     for name, value in values.items():
         hint, key = hints[name], prefix + name
         current = getattr(base, name) if base is not None else None
         if dataclasses.is_dataclass(hint) and isinstance(value, dict):
-            out[name] = build(hint, value, where=where, prefix=f"{key}.", base=current, names=names)
+            out[name] = build(hint, value, where=where, prefix=f"{key}.", base=current, names=names, known=known)
         else:
             shown_as = names.get(key, key)
             out[name] = coerce(value, hint, key=shown_as, where=where)
@@ -253,7 +255,7 @@ def build(cls: type[T], values: dict[str, Any], *, where: str = "config", prefix
     try:
         return dataclasses.replace(base, **out) if base is not None else cls(**out)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where + ': ' if where else ''}{e}") from None
+        raise ConfigError(f"{at}{e}") from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -262,7 +264,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: recipe not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except (yaml.YAMLError, UnicodeDecodeError) as e:
         mark = getattr(e, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -288,7 +290,7 @@ def parse_set(item: str) -> dict[str, Any]:
     """`--set key.sub=value` (value read as YAML) -> nested dict."""
     key, sep, value = item.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected key=value (dotted keys reach nested sections, e.g. grid.epochs=5)")
+        raise ConfigError(f"--set {item!r}: expected key=value (a dotted key reaches into a section: section.key=value)")
     return dotted(key.strip(), yaml.safe_load(value))
 
 

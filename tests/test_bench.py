@@ -64,6 +64,7 @@ def test_throughput_record_fields():
     assert rec["peak_mem_mb"] > 0 and rec["collator_batches_per_s"] > 0
     assert rec["collator_keeps_up"] == (rec["collator_batches_per_s"] >= rec["steps_per_s"])
     assert rec["dtype"] == "float32" and rec["method"] == "mae"
+    assert (rec["in_chans"], rec["dec_depth"], rec["dec_emb_dim"]) == (1, 2, 64) and rec["load_avg_1m"] >= 0
     # CPU SDPA: the flash kernel, forward (encoder + decoder blocks) and backward, nothing unfused
     assert rec["attention_backend"] == "flash" and rec["sdpa_flash_only"] == "ok"
     assert rec["attention_kernels"] == {"_scaled_dot_product_flash_attention_for_cpu": 4,
@@ -163,7 +164,8 @@ def test_json_contract_one_line_with_img_per_s(tmp_path):
     lines = [ln for ln in res.stdout.splitlines() if ln.strip()]
     assert len(lines) == 1
     rec = json.loads(lines[0])
-    assert rec["kind"] == "bench.throughput" and rec["img_per_s"] > 0
+    assert rec["kind"] == "bench.throughput" and rec["img_per_s"] > 0 and rec["dataset"] == "synthetic"
+    assert (rec["in_chans"], rec["pred_depth"], rec["pred_emb_dim"]) == (1, 1, 96)
     saved = json.loads(Path(rec["record"]).read_text())
     assert saved["img_per_s"] == rec["img_per_s"] and Path(rec["record"]).is_relative_to(tmp_path)
 
@@ -262,9 +264,10 @@ def test_recipe_sweep_sizes_a_variant_to_its_flops_budget():
 
 
 def test_a_subset_larger_than_the_train_split_is_refused():
-    from ijepa.training.config import ConfigError, load_config
+    from ijepa.training.config import load_config
     from ijepa.training.data import PretrainData
     from ijepa.training.distributed import DistInfo
+    from ijepa.typedconfig import ConfigError
 
     with pytest.raises(ConfigError, match="data.subset: 50001 images asked, the train split of .* has 50000"):
         PretrainData(load_config(None, ["data.subset=50001"]), DistInfo(), pin_memory=False)

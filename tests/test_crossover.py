@@ -106,7 +106,8 @@ def test_fragments_come_from_the_images_own_split():
 def test_a_level_outside_zero_one_is_one_error_naming_it(level):
     with pytest.raises(ValueError, match=rf"fmnist-clutter:{level}: LEVEL must be"):
         data_spec(f"fmnist-clutter:{level}")
-    from ijepa.training.config import ConfigError, load_config
+    from ijepa.training.config import load_config
+    from ijepa.typedconfig import ConfigError
 
     with pytest.raises(ConfigError, match="data.dataset"):
         load_config(None, [f"data.dataset=fmnist-clutter:{level}"])

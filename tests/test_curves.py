@@ -15,7 +15,7 @@ from ijepa.bench import curves
 from ijepa.bench.experiment import coverage
 from ijepa.results.curves import curve_table, matched_pairs, plot_compute_curve, plot_learning_curve
 from ijepa.results.io import load_records, write_record
-from ijepa.results.tables import write_tables
+from ijepa.results.readme import write_tables
 
 ROOT = Path(__file__).parent.parent
 # A depth-1 ViT on 256 images in batches of 16: a run of a few steps takes seconds.
@@ -221,8 +221,8 @@ def test_compute_curve_legends_list_every_line_and_cover_no_axes(tmp_path, monke
     """Each column's legend sits under the figure's bottom row: a legend inside a panel hid data points."""
     import ijepa.results.curves as rc
 
-    figs, save = [], rc._save
-    monkeypatch.setattr(rc, "_save", lambda fig, out, **kw: (figs.append(fig), save(fig, out, **kw))[1])
+    figs, save = [], rc.save_figure
+    monkeypatch.setattr(rc, "save_figure", lambda fig, out, **kw: (figs.append(fig), save(fig, out, **kw))[1])
     synthetic(tmp_path)
     plot_compute_curve(tmp_path)
     (fig,) = figs

@@ -229,11 +229,12 @@ def test_full_disk_for_the_cache_is_a_warning_not_a_lost_result(tmp_path, monkey
 
 # -- eval arguments outside their meaning, refused before any extraction ---------------------------
 def _knn(tmp_path, **kw):
+    from ijepa.evals.entries.knn import KnnSpec
     from ijepa.evals.knn import run_knn
 
     root = write_imagefolder(tmp_path / "tree", per_class={"train": 5, "val": 1})
     spec = EncoderSpec(random_init="vit_tiny", depth=1, img_size=32, patch_size=8, in_chans=3)
-    return run_knn(spec, data=str(root), cache_dir=tmp_path / "cache", console=Console(file=io.StringIO()), **kw)
+    return run_knn(spec, KnnSpec(data=str(root), **kw), cache_dir=tmp_path / "cache", console=Console(file=io.StringIO()))
 
 
 @pytest.mark.parametrize(("kw", "expect"), [
@@ -368,12 +369,13 @@ def test_coco_counting_keypoint_outside_its_image_is_refused(tmp_path):
 # -- records name their data root and the heads they assumed (issue 42) ----------------------------
 def test_a_copy_of_fashion_mnist_elsewhere_is_named_by_its_root(tmp_path):
     """A random-init record scored on a corrupted copy said "fashion-mnist" and became the plot's floor."""
+    from ijepa.evals.entries.knn import KnnSpec
     from ijepa.evals.knn import run_knn
 
     assert data_spec("fashion-mnist").fields()["dataset"] == "fashion-mnist"
     root = write_fmnist(tmp_path / "copy")
     spec = EncoderSpec(random_init="vit_tiny", depth=1, img_size=32, patch_size=8, in_chans=1)
-    rec = run_knn(spec, data=f"fashion-mnist:{root}", ks=(3,), cache_dir=None, console=Console(file=io.StringIO()))
+    rec = run_knn(spec, KnnSpec(data=f"fashion-mnist:{root}", ks=(3,)), cache_dir=None, console=Console(file=io.StringIO()))
     assert rec["dataset"] == f"fashion-mnist:{root.resolve()}" and rec["data_root"] == str(root.resolve())
     assert rec["num_heads"] == 3
 
@@ -382,6 +384,7 @@ def test_a_copy_of_fashion_mnist_elsewhere_is_named_by_its_root(tmp_path):
 def test_record_says_the_heads_a_bare_state_dict_was_loaded_with(tmp_path, given, heads):
     """Heads cannot be read off weights: a bare state dict of a standard width gets that width's
     (192 -> 3) unless --num-heads says otherwise, and the record says which."""
+    from ijepa.evals.entries.knn import KnnSpec
     from ijepa.evals.knn import run_knn
     from ijepa.models.registry import create_encoder
 
@@ -389,6 +392,6 @@ def test_record_says_the_heads_a_bare_state_dict_was_loaded_with(tmp_path, given
     path = tmp_path / "encoder.pt"
     torch.save(create_encoder("vit_tiny", img_size=32, patch_size=8, in_chans=3, depth=1).state_dict(), path)
     root = write_imagefolder(tmp_path / "tree", per_class={"train": 3, "val": 1})
-    rec = run_knn(EncoderSpec(encoder=str(path), num_heads=given), data=str(root), ks=(3,), cache_dir=None,
+    rec = run_knn(EncoderSpec(encoder=str(path), num_heads=given), KnnSpec(data=str(root), ks=(3,)), cache_dir=None,
                   console=Console(file=io.StringIO()))
     assert rec["num_heads"] == heads and rec["dataset"] == f"imagefolder:{root.resolve()}"

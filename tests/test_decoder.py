@@ -22,7 +22,7 @@ from ijepa.decoder.runs import (
     train_decoders,
 )
 from ijepa.explore import load_explore_model
-from ijepa.training.checkpointing import RunError
+from ijepa.rundir import RunError
 
 
 @pytest.fixture(scope="module")

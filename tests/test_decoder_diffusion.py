@@ -215,10 +215,10 @@ def test_a_step_on_the_default_recipe_costs_about_the_mean_decoders():
 
     from ijepa.decoder.model import TokenDecoder, layer_normed
     from ijepa.decoder.train import decoder_loss
-    from ijepa.explore.model import random_explore_model
     from ijepa.training.config import load_config
+    from ijepa.training.networks import random_networks
 
-    model = random_explore_model(load_config())  # the packaged default recipe
+    model = random_networks(load_config())  # the packaged default recipe
     spec = spec_for(model.target_encoder, "default", *model.mean_std)
     (imgs, _), masks_enc, masks = mask_collator(model, 0)([(torch.randn(1, 32, 32), 0) for _ in range(8)])
     g, dtc = torch.Generator().manual_seed(0), DiffusionTrainConfig()

@@ -14,7 +14,7 @@ import torch.multiprocessing as mp
 from fixtures.pretrain import tiny_config
 from rich.console import Console
 
-from ijepa.training.checkpointing import RunError
+from ijepa.rundir import RunError
 from ijepa.training.loop import Trainer
 
 # 128 images over 2 ranks = 64 per rank = 4 batches of 16; accum 2 -> 2 steps/epoch, 2 epochs.

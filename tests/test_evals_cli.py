@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from ijepa.data.fashion_mnist import DEFAULT_ROOT
 from ijepa.evals.core.encoders import EncoderSpec
+from ijepa.evals.entries.linear import LinearSpec
 from ijepa.evals.linear import run_linear
 from ijepa.results.io import write_record
 
@@ -195,7 +196,7 @@ def test_corrupt_image_fails_naming_the_file(tmp_path, monkeypatch):
     res = cli(["eval", "linear", *SHAPE, "--data", str(root), "--no-cache"])
     assert res.exit_code == 2 and str(bad) in res.output and "unreadable image" in res.output
     with pytest.raises(ValueError, match=f"^{bad}: unreadable image"):  # one line, also through a worker process
-        run_linear(SHAPE_SPEC, data=str(root), workers=1, cache_dir=None)
+        run_linear(SHAPE_SPEC, LinearSpec(data=str(root), workers=1), cache_dir=None)
     res = cli(["eval", "linear", "--data", str(root)])
     assert res.exit_code == 2 and "--encoder PATH, --random-init ARCH or --raw-pixels" in res.output
 

@@ -11,10 +11,11 @@ import torch.nn.functional as F
 
 import ijepa.evals.core.features as features_mod
 from ijepa.data import build_dataset, data_spec, eval_transform
+from ijepa.evals.core.config import HeadSpec
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
 from ijepa.evals.core.features import Features, extract_features, fmnist_batches
 from ijepa.evals.core.fit import GridConfig, fit_grid, grown_lrs, holdout_split, stratified_sample
-from ijepa.evals.core.heads import HeadGroup, HeadSpec
+from ijepa.evals.core.heads import HeadGroup
 from ijepa.evals.core.logreg import fit_lbfgs, fit_logreg, logreg_model, loss_grad, scaler, topk
 from ijepa.evals.core.setup import frozen_splits
 

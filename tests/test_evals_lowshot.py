@@ -16,6 +16,8 @@ from ijepa.evals.core.encoders import EncoderSpec, build_encoder
 from ijepa.evals.core.finetune import Classifier, FinetuneConfig
 from ijepa.evals.core.fit import GridConfig
 from ijepa.evals.core.train import layer_decay_groups
+from ijepa.evals.entries.knn import KnnSpec
+from ijepa.evals.entries.lowshot import LowshotSpec
 from ijepa.evals.knn import knn_predict, run_knn
 from ijepa.evals.lowshot import (
     class_balanced_split,
@@ -59,7 +61,8 @@ def test_subset_files_round_trip_and_name_unknown_lines(tmp_path, tree):
 def test_lowshot_logreg_mean_std_over_seeds_and_written_splits(tmp_path, tree):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        rec = run_lowshot(RGB, data=str(tree), fractions=(0.25, 0.5), seeds=(0, 1), cache_dir=tmp_path / "c", write_splits=tmp_path / "splits")
+        rec = run_lowshot(RGB, LowshotSpec(data=str(tree), fractions=(0.25, 0.5), seeds=(0, 1), write_splits=tmp_path / "splits"),
+                          cache_dir=tmp_path / "c")
     assert rec["kind"] == "eval.lowshot" and rec["protocol"] == "logreg" and rec["solver"] == "torch-lbfgs-precond"
     quarter = rec["fractions"]["0.25"]
     assert [r["n_labelled"] for r in quarter["seeds"]] == [12, 12]  # 3 per class x 4 classes
@@ -71,8 +74,8 @@ def test_lowshot_logreg_mean_std_over_seeds_and_written_splits(tmp_path, tree):
     assert rec["top1"] == quarter["top1"] > 0.5  # 4 classes: chance is 0.25
     assert sorted(p.name for p in (tmp_path / "splits").iterdir()) == [
         "25percent-seed0.txt", "25percent-seed1.txt", "50percent-seed0.txt", "50percent-seed1.txt"]
-    again = run_lowshot(RGB, data=str(tree), fractions=(0.25,), seeds=(1,), protocol="heads", subset_dir=tmp_path / "splits",
-                        grid=GridConfig(lrs=(0.1,), epochs=2, batch_size=8, min_steps=50), cache_dir=tmp_path / "c")
+    again = run_lowshot(RGB, LowshotSpec(data=str(tree), fractions=(0.25,), seeds=(1,), protocol="heads", subset_dir=tmp_path / "splits",
+                                         grid=GridConfig(lrs=(0.1,), epochs=2, batch_size=8, min_steps=50)), cache_dir=tmp_path / "c")
     row = again["fractions"]["0.25"]["seeds"][0]
     assert row["split"].endswith("25percent-seed1.txt") and row["head"].startswith(("lastPOOL", "concatPOOL4"))
 
@@ -83,8 +86,8 @@ def test_finetune_protocol_trains_with_layer_decay(tree):
     scales = sorted({g["lr_scale"] for g in groups})
     assert scales == pytest.approx([0.75**3, 0.75**2, 0.75, 1.0])
     assert all(g["weight_decay"] == 0 for g in groups if all(p.ndim == 1 for p in g["params"]))
-    rec = run_lowshot(RGB, data=str(tree), fractions=(0.5,), seeds=(0,), protocol="finetune",
-                      finetune_cfg=FinetuneConfig(epochs=2, batch_size=8, warmup_epochs=1))
+    rec = run_lowshot(RGB, LowshotSpec(data=str(tree), fractions=(0.5,), seeds=(0,), protocol="finetune",
+                                       finetune=FinetuneConfig(epochs=2, batch_size=8, warmup_epochs=1)))
     assert rec["protocol"] == "finetune" and 0 <= rec["top1"] <= 1 and rec["finetune"]["layer_decay"] == 0.75
 
 
@@ -93,10 +96,10 @@ def test_finetune_protocol_trains_and_scores_at_img_size(tree, monkeypatch):
     forward = Classifier.forward
     monkeypatch.setattr(Classifier, "forward", lambda self, x: sides.add(x.shape[-1]) or forward(self, x))
     cfg = FinetuneConfig(epochs=1, batch_size=8, warmup_epochs=0)
-    rec = run_lowshot(RGB, data=str(tree), fractions=(0.5,), seeds=(0,), protocol="finetune", img_size=16, finetune_cfg=cfg)
+    rec = run_lowshot(RGB, LowshotSpec(data=str(tree), fractions=(0.5,), seeds=(0,), protocol="finetune", img_size=16, finetune=cfg))
     assert sides == {16} and rec["img_size"] == 16  # the fine-tuning crops and the scored images (was: the encoder's 32)
     with pytest.raises(OptionError, match="img_size is 12"):
-        run_lowshot(RGB, data=str(tree), fractions=(0.5,), seeds=(0,), protocol="finetune", img_size=12, finetune_cfg=cfg)
+        run_lowshot(RGB, LowshotSpec(data=str(tree), fractions=(0.5,), seeds=(0,), protocol="finetune", img_size=12, finetune=cfg))
 
 
 def test_knn_votes_are_the_dino_weighted_sum():
@@ -111,12 +114,13 @@ def test_knn_votes_are_the_dino_weighted_sum():
 
 
 def test_run_knn_on_imagefolder(tmp_path, tree):
-    rec = run_knn(RGB, data=str(tree), ks=(1, 5), cache_dir=tmp_path)
+    spec = KnnSpec(data=str(tree), ks=(1, 5))
+    rec = run_knn(RGB, spec, cache_dir=tmp_path)
     assert rec["kind"] == "eval.knn" and rec["top1"] > 0.5 and rec["best_k"] in (1, 5)
     assert len(rec["scores"]) == 2 and rec["n_train"] == 48 and rec["n_val"] == 24  # depth 1: both sets are the one block's pool
     assert {r["features"] for r in rec["scores"]} == {"lastPOOL"}
     module = build_encoder(RGB)[0]  # an in-memory encoder (e.g. mid-training) is keyed by its weights
-    again = run_knn(module, data=str(tree), ks=(1, 5), cache_dir=tmp_path)
+    again = run_knn(module, spec, cache_dir=tmp_path)
     assert again["encoder"].startswith("module-") and again["scores"] == rec["scores"]
     assert len(list(tmp_path.glob("*.pt"))) == 2  # the same weights: the spec's cache entries serve it
 

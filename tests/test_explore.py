@@ -35,7 +35,6 @@ from ijepa.explore import (
     make_server,
     nearest,
     pca_rgb,
-    random_explore_model,
     sample_masks,
 )
 from ijepa.explore.decoded import load_mae
@@ -45,12 +44,13 @@ from ijepa.explore.server import MAX_UPLOAD, address
 from ijepa.explore.session import Extras, find_decoder, find_diffusion, settings_from_query
 from ijepa.models.mae import unpatchify
 from ijepa.training.mae import MAE
+from ijepa.training.networks import random_networks
 from ijepa.training.step import IJEPA
 
 
 @pytest.fixture(scope="module")
 def model():
-    return random_explore_model(tiny_cfg())
+    return random_networks(tiny_cfg())
 
 
 @pytest.fixture(scope="module")

@@ -24,7 +24,7 @@ from fixtures.pretrain import tiny_config, write_tiny_yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from ijepa.training.checkpointing import RunError, RunLock
+from ijepa.rundir import RunError, RunLock
 from ijepa.training.loop import Trainer, build_method, build_optimizer, pretrain
 
 QUIET = {"diag_every": 0, "online_probe": False}
@@ -107,7 +107,7 @@ def test_second_lock_on_a_run_directory_fails_naming_the_holder(tmp_path):
 
 def test_a_second_pretrain_on_a_held_directory_fails_at_once_and_a_dead_holder_frees_it(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from pathlib import Path; from ijepa.training.checkpointing import RunLock; "
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from ijepa.rundir import RunLock; "
          "RunLock(Path(sys.argv[1])).acquire(); print('held', flush=True); time.sleep(120)", str(tmp_path / "busy")],
         stdout=subprocess.PIPE, text=True,
     )
@@ -331,8 +331,8 @@ def test_config_values_outside_their_meaning_are_one_line(tmp_path, override, ex
 
 
 @pytest.mark.parametrize(("content", "expect"), [
-    (b"- data\n- meta\n", "expected a mapping of sections (data, logging, mask, meta, optimization), got a list"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "not a UTF-8 text file (byte 0x89 at offset 0); expected a YAML config"),
+    (b"- data\n- meta\n", "expected a mapping of options, got list"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\xff\xfe", "invalid YAML (not UTF-8 text); expected a mapping of options"),
 ])
 def test_config_file_that_is_not_a_mapping_names_the_file(tmp_path, content, expect):
     (tmp_path / "cfg.yaml").write_bytes(content)
@@ -386,7 +386,7 @@ def test_official_checkpoint_without_opt_says_what_is_missing(tmp_path):
     (lambda s: s.update({"norm.weight": s["norm.weight"][:5]}), "size mismatch for norm.weight"),
 ])
 def test_state_dict_missing_a_tensor_or_with_a_non_square_table_is_one_line(tmp_path, edit, expect):
-    from ijepa.models.checkpoint import load_encoder
+    from ijepa.models.load import load_encoder
     from ijepa.models.registry import create_encoder
 
     state = create_encoder("vit_tiny", img_size=16, patch_size=4, in_chans=1, depth=1).state_dict()
@@ -546,7 +546,7 @@ def test_results_tables_and_plot_on_a_read_only_folder_are_one_line():
     import matplotlib.pyplot  # noqa: F401  (imported before the privileges drop: nobody cannot read every module file)
 
     import ijepa.results.plots  # noqa: F401
-    import ijepa.results.tables  # noqa: F401
+    import ijepa.results.readme  # noqa: F401
 
     folder = Path(tempfile.mkdtemp(prefix="ijepa-ro-"))  # under /tmp, traversable by nobody
     try:
@@ -602,7 +602,7 @@ def test_disk_full_during_a_decoder_checkpoint_is_one_line(tmp_path, monkeypatch
 # -- records whose numbers cannot be are skipped, one line each, and never plotted (issue 42) ------
 def test_records_with_impossible_numbers_are_named_skipped_and_never_plotted(tmp_path):
     from ijepa.results.io import load_records, write_record
-    from ijepa.results.plots import compute_points
+    from ijepa.results.plots import compute_panels
 
     _plottable(tmp_path)
     bad = {
@@ -624,7 +624,7 @@ def test_records_with_impossible_numbers_are_named_skipped_and_never_plotted(tmp
         rel(paths["fraction"]): "fractions[1.5]: expected a label fraction in (0, 1]",
         rel(inf): "feature_s is inf; a record holds finite numbers only",
     }, res.output
-    points, _ = compute_points(load_records(tmp_path)[0])
-    assert [p["run"] for p in points] == ["r"]
+    panels = compute_panels(load_records(tmp_path)[0])
+    assert [p["run"] for panel in panels.values() for p in panel.points] == ["r"]
     plot = _results_cli(["--results", str(tmp_path), "plot"])
     assert plot.exit_code == 0 and sum(line.startswith("skipped") for line in plot.output.splitlines()) == 4, plot.output

@@ -22,7 +22,8 @@ from transformers import IJepaConfig, IJepaForImageClassification, IJepaModel
 from typer.testing import CliRunner
 
 import ijepa
-from ijepa.evals.core.encoders import EncoderSpec, file_digest
+from ijepa.evals.core.encoders import EncoderSpec
+from ijepa.evals.entries.knn import KnnSpec
 from ijepa.evals.knn import run_knn
 from ijepa.export import export_encoder
 from ijepa.models import interop
@@ -127,15 +128,16 @@ def test_an_eval_scores_hf_and_timm_folders_as_the_official_checkpoint(tmp_path,
 
     official(tmp_path / "jepa.pth.tar")
     tree = write_imagefolder(tmp_path / "data")
-    kw = dict(data=str(tree), ks=(1, 5), cache_dir=tmp_path / "cache")
-    want = run_knn(EncoderSpec(encoder=str(tmp_path / "jepa.pth.tar"), which="encoder"), **kw)
+    spec, cache = KnnSpec(data=str(tree), ks=(1, 5)), tmp_path / "cache"
+    want = run_knn(EncoderSpec(encoder=str(tmp_path / "jepa.pth.tar"), which="encoder"), spec, cache_dir=cache)
     cached = sorted((tmp_path / "cache").glob("*.pt"))
     monkeypatch.setattr(features, "pooled", lambda *a: pytest.fail("an exported copy re-extracted its features"))
     for fmt in ("hf", "timm"):  # the context encoder, as the public HF/timm conversions hold
         out = export_encoder(tmp_path / "jepa.pth.tar", fmt=fmt, out=tmp_path / fmt, which="encoder", results_dir=tmp_path)
-        got = run_knn(EncoderSpec(encoder=str(out)), **kw)
+        got = run_knn(EncoderSpec(encoder=str(out)), spec, cache_dir=cache)
         assert got["scores"] == want["scores"] and got["top1"] == want["top1"]
-        assert got["encoder_key"] != want["encoder_key"]  # the records still name the file scored
+        assert got["encoder_key"][:16] == want["encoder_key"][:16]  # one digest: of the weights, not of their file
+        assert got["encoder"] == f"{fmt}:target_encoder" != want["encoder"]  # the records still name the file scored
     assert sorted((tmp_path / "cache").glob("*.pt")) == cached
 
 
@@ -283,7 +285,7 @@ def test_cli_exports_our_run_with_its_config_and_records(tmp_path):
 
     cfg = tiny_config(tmp_path, "one", optimization={"max_steps": 2}, logging={"diag_every": 0, "online_probe": False})
     run = pretrain(cfg, console=Console(file=io.StringIO()))
-    key = f"{file_digest(run / 'checkpoint.pt')}-target_encoder"
+    key = ijepa.load_encoder(run).source.key
     write_record({"kind": "eval.knn", "encoder": "one:target_encoder", "encoder_key": key, "dataset": "fashion-mnist",
                   "top1": 0.5, "selected_on": "val", "reported_on": "test"}, results_dir=tmp_path / "results")
     write_record({"kind": "eval.knn", "encoder": "one:target_encoder", "encoder_key": key, "dataset": "fashion-mnist", "val_limit": 1000,

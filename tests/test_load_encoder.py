@@ -145,6 +145,28 @@ def test_eval_spec_passes_pos_embed_and_keys_it(tmp_path):
     assert enc2.pos_embed_mode == "sincos" and name2.endswith("-possincos") and key2 != key
 
 
+def test_one_digest_names_the_weights_in_the_record_the_cache_and_the_source(tmp_path, monkeypatch):
+    """The record's `encoder_key`, the feature cache's key and `encoder.source` hold one digest
+    of the weights (`weights_digest`); `which` goes in as the user's word and comes out a key."""
+    from fixtures.fmnist import write_fmnist
+
+    from ijepa.evals.core import features
+    from ijepa.evals.core.setup import frozen_splits, resolve_encoder
+    from ijepa.models.load import weights_digest
+
+    path, cached = checkpoint_with_table(tmp_path, torch.randn(1, 64, 192)), []
+    real_key = features.cache_key
+    monkeypatch.setattr(features, "cache_key", lambda **parts: cached.append(parts["weights"]) or real_key(**parts))
+    _, _, info = frozen_splits(EncoderSpec(encoder=str(path), which="context"), f"fashion-mnist:{write_fmnist(tmp_path / 'fm')}",
+                               cache_dir=None)
+    enc = ijepa.load_encoder(path, which="encoder")
+    digest = weights_digest(enc)
+    assert enc.source.digest == digest and enc.source.which == "encoder" and enc.source.file == path
+    assert info["encoder"] == "grid8.pth:encoder" and info["encoder_key"] == f"{digest[:16]}-encoder" == enc.source.key
+    assert cached == [digest, digest]  # train and test
+    assert resolve_encoder(enc)[2] == f"module-{digest[:16]}"  # the same weights in memory
+
+
 def test_non_finite_weights_are_refused_naming_the_tensor(tmp_path):
     enc, target = pair("vit_tiny", img_size=32, patch_size=8, in_chans=3, depth=2)
     with torch.no_grad():

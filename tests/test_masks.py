@@ -237,8 +237,9 @@ def test_input_smaller_than_a_patch_is_an_error():
 
 
 def test_config_mask_sampler_reaches_the_collator_and_is_validated():
-    from ijepa.training.config import ConfigError, from_dict
+    from ijepa.training.config import from_dict
     from ijepa.training.data import build_collator
+    from ijepa.typedconfig import ConfigError
 
     assert build_collator(from_dict({}), "ijepa").sampler == "official"
     assert build_collator(from_dict({"mask": {"sampler": "uniform"}}), "ijepa").sampler == "uniform"

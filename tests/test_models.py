@@ -204,7 +204,8 @@ def test_predictor_depends_on_target_positions():
 
 
 def test_config_meta_init_is_validated():
-    from ijepa.training.config import ConfigError, from_dict
+    from ijepa.training.config import from_dict
+    from ijepa.typedconfig import ConfigError
 
     assert from_dict({}).meta.init == "official" and from_dict({"meta": {"init": "rescaled"}}).meta.init == "rescaled"
     with pytest.raises(ConfigError, match=r"meta\.init: expected official or rescaled, got 'xavier'"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ijepa.results.tables import write_tables
+from ijepa.results.readme import write_tables
 
 RESULTS = Path(__file__).resolve().parent.parent / "results"
 

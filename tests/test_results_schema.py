@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ijepa.results.io import load_records, write_record
+from ijepa.results.readme import write_tables
 from ijepa.results.schema import validate
-from ijepa.results.tables import write_tables
 
 
 def cli(args: list[str]):

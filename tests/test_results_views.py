@@ -70,7 +70,7 @@ def test_results_plot_keeps_datasets_probes_and_subsets_apart(tmp_path):
 def test_tables_head_each_dataset_and_mark_subsets(tmp_path):
     """Each dataset under its own heading, the paper's ImageNet rows under theirs; a number on
     part of a split is "top1 (subset)", never a plain "top1"."""
-    from ijepa.results.tables import write_tables
+    from ijepa.results.readme import write_tables
 
     _linear(tmp_path, "a:target_encoder", 0.80, dataset="fashion-mnist")
     _linear(tmp_path, "a:target_encoder", 0.70, dataset="fashion-mnist", val_limit=1000)

@@ -21,11 +21,11 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from ijepa.models.registry import create_encoder
-from ijepa.training.config import ConfigError
 from ijepa.training.ema import ema_update
 from ijepa.training.loop import build_optimizer, pretrain, schedules_for
 from ijepa.training.schedules import Schedules
 from ijepa.training.step import IJEPA
+from ijepa.typedconfig import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 # 128 images / batch 16 = 8 steps per epoch, 2 epochs: the schedule runs out at step 16.

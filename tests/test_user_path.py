@@ -16,7 +16,8 @@ import yaml
 from fixtures.pretrain import tiny_raw, write_tiny_yaml
 from typer.testing import CliRunner
 
-from ijepa.training.config import ConfigError, load_config
+from ijepa.training.config import load_config
+from ijepa.typedconfig import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 OFFICIAL = Path(__file__).parent / "fixtures" / "in1k_vith14_ep300.yaml"
@@ -144,7 +145,7 @@ def test_eval_progress_writes_plain_lines_off_a_terminal_and_nothing_when_disabl
 
     from rich.console import Console
 
-    from ijepa.evals.core.features import progress
+    from ijepa.progress import progress
 
     out = io.StringIO()
     with progress(Console(file=out, force_terminal=False, width=200), "features train", every=0) as bar:

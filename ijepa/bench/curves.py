@@ -340,10 +340,9 @@ def encoder_of(fields: dict[str, Any]) -> Any:
 
 def target_digest(run_dir: str | Path) -> str:
     """The digest of a run's target encoder weights (what every probe scores)."""
-    from ijepa.evals.core.features import weights_digest
-    from ijepa.models.checkpoint import load_encoder
+    from ijepa.models.load import load_encoder
 
-    return weights_digest(load_encoder(run_dir))
+    return load_encoder(run_dir).source.digest
 
 
 def pretrained(run: Run, results_dir: Path) -> dict[str, Any]:

@@ -6,11 +6,14 @@ the CPU. Utilisation is measured against a square GEMM of the step's dtype timed
 process, not against a datasheet number. Each record also names the attention kernels the
 timed step ran (a profiler census on the shortest and longest context, plus a step with SDPA
 restricted to the flash kernel) and, on CUDA, how many synchronising calls one step makes.
+The shape of the timed model (its channels, predictor or decoder) and, on a CPU shared with
+other work, the load it ran under are recorded beside the numbers.
 """
 
 from __future__ import annotations
 
 import gc
+import os
 import platform
 import statistics
 import time
@@ -257,6 +260,14 @@ def warmup_sets(h: StepHarness, warmup: int, steps: int) -> list[int]:
     return ids
 
 
+def head_shape(cfg: Config, method: str) -> dict[str, int]:
+    """The size of the model beside the encoder: I-JEPA's predictor, or MAE's decoder."""
+    m = cfg.meta
+    if method == "ijepa":
+        return {"pred_depth": m.pred_depth, "pred_emb_dim": m.pred_emb_dim}
+    return {"dec_depth": m.dec_depth, "dec_emb_dim": m.dec_emb_dim}
+
+
 def measure_throughput(
     cfg: Config, *, method: str, steps: int = 10, warmup: int = 3, device: torch.device, compile_backend: str = "inductor",
     compile_form: str = "whole", buckets: tuple[int, int] | None = None,
@@ -297,8 +308,10 @@ def measure_throughput(
     lengths = [(h.masks[i][0][0].size(1), h.masks[i][1][0].size(1)) for i in timed_ids]
     return {
         "method": method, "arch": cfg.meta.model_name, "depth": h.model.encoder.depth, "img_size": cfg.data.crop_size,
-        "patch_size": cfg.mask.patch_size, "batch_size": h.batch_size, "device": str(device),
-        "device_name": device_name(device), "threads": torch.get_num_threads(), "dtype": str(dtype).removeprefix("torch."),
+        "patch_size": cfg.mask.patch_size, "in_chans": cfg.meta.in_chans, **head_shape(cfg, method), "batch_size": h.batch_size,
+        "device": str(device), "device_name": device_name(device), "threads": torch.get_num_threads(),
+        "load_avg_1m": os.getloadavg()[0],  # CPU contention from other processes
+        "dtype": str(dtype).removeprefix("torch."),
         "compile": cfg.meta.compile, "compile_backend": compile_backend if cfg.meta.compile else None,
         "compile_form": compile_form if cfg.meta.compile else None, "mask_buckets": list(buckets) if buckets else None,
         "steps": steps, "warmup": warmup, "warmup_steps": len(warm_ids), "warmup_s": warm_s,

@@ -50,22 +50,26 @@ def throughput(
 ) -> None:
     """Time full training steps (forward, backward, AdamW, EMA) on synthetic images.
 
+    On a CPU, peak memory is the process's max RSS and the record notes the load average
+    (other processes slow the steps). For fp32 on any device: --set meta.cpu_bfloat16=false --set meta.use_bfloat16=false
+
     Example: ijepa bench throughput --method ijepa --steps 10 --json
     """
     from ijepa.bench.throughput import measure_throughput
-    from ijepa.training.config import ConfigError
+    from ijepa.typedconfig import ConfigError
 
     try:
         cfg, dev = _setup(config, set_, method, device)
         rec = measure_throughput(cfg, method=method, steps=steps, warmup=warmup, device=dev)
     except (ConfigError, *USER_ERRORS) as e:
         fail(e)
-    rec = {"kind": "bench.throughput", "encoder": f"{method}-{rec['arch']}-{rec['img_size']}", **NO_SPLIT, **rec}
+    rec = {"kind": "bench.throughput", "encoder": f"{method}-{rec['arch']}-{rec['img_size']}", "dataset": "synthetic", **NO_SPLIT, **rec}
     summary = (
         f"{method} {rec['arch']} {rec['img_size']}px on {rec['device_name']} ({rec['dtype']}): {rec['img_per_s']:.2f} img/s, "
         f"step {rec['step_time_median_s'] * 1e3:.1f} ms (IQR {rec['step_time_p25_s'] * 1e3:.1f}-{rec['step_time_p75_s'] * 1e3:.1f}), "
         f"{rec['achieved_flops_per_s'] / 1e9:.1f} GFLOP/s = {rec['utilisation']:.0%} of GEMM peak, "
-        f"peak mem {rec['peak_mem_mb']:.0f} MB; collator {rec['collator_batches_per_s']:.1f} batches/s"
+        f"peak mem {rec['peak_mem_mb']:.0f} MB ({rec['peak_mem_kind']}); collator {rec['collator_batches_per_s']:.1f} batches/s"
+        + (f"; load {rec['load_avg_1m']:.1f}" if dev.type == "cpu" else "")
     )
     _finish(rec, as_json, results, summary)
 
@@ -81,7 +85,7 @@ def flops(
     Example: ijepa bench flops --method mae
     """
     from ijepa.bench.flops import measure_flops
-    from ijepa.training.config import ConfigError
+    from ijepa.typedconfig import ConfigError
 
     try:
         cfg, dev = _setup(config, set_, method, device)

@@ -43,7 +43,7 @@ def train(
     from ijepa import typedconfig
     from ijepa.decoder.model import decoder_dir
     from ijepa.decoder.runs import KINDS, measure_decoded, publish, train_decoders
-    from ijepa.training.checkpointing import RunError
+    from ijepa.rundir import RunError
 
     if kind not in KINDS:
         fail(ValueError(f"--kind {kind}: expected one of {', '.join(KINDS)}"))

@@ -88,12 +88,12 @@ def flag_value(raw: str, hint: Any) -> Any:
 def spec_options(entry) -> dict[str, str]:
     """Option parameter name -> dotted spec key: every scalar field, then the eval's aliases
     (an alias replaces the field's own option: one name for one thing)."""
-    aliased = set(entry.flags.values())
+    aliased = set(entry.aliases.values())
     out = {}
     for f in dataclasses.fields(entry.spec):
         if f.init and f.name not in aliased and not dataclasses.is_dataclass(get_type_hints(entry.spec)[f.name]):
             out[f.name] = f.name
-    out.update({a.replace("-", "_"): key for a, key in entry.flags.items()})
+    out.update({a.replace("-", "_"): key for a, key in entry.aliases.items()})
     clash = set(out) & set(SHARED)
     if clash:
         raise ValueError(f"eval {entry.name}: spec option(s) {', '.join(sorted(clash))} clash with the shared options")
@@ -167,13 +167,13 @@ def resolve_spec(entry, keys: dict[str, str], kw: dict[str, Any]) -> Any:
     """The eval's spec from its defaults, the recipe, the options and `--set`: everything a
     command line can get wrong, checked before any data or encoder is touched."""
     from ijepa import typedconfig
+    from ijepa.models.which import resolve_which
 
     values: dict[str, Any] = {}
     for name, key in keys.items():
         if kw[name] is not None:
             values = typedconfig.merge(values, typedconfig.dotted(key, flag_value(kw[name], _hint_and_default(entry.spec, key)[0])))
-    if kw["which"] not in ("target_encoder", "context", "encoder"):
-        raise ValueError(f"--which {kw['which']!r}: expected target_encoder or context (alias: encoder)")
+    resolve_which(kw["which"], option="--which")  # a value check before torch; the loader maps it
     recipe = None if kw["config"] is None else find_recipe(kw["config"], entry.name)
     spec = typedconfig.load(entry.spec, recipe, values=values, names=given_flags(keys, kw), overrides=kw["set_"])
     if hasattr(spec, "data") and not spec.data:
@@ -195,7 +195,7 @@ def run_command(entry, keys: dict[str, str], kw: dict[str, Any]) -> dict:
     from ijepa.typedconfig import OptionError
 
     img = getattr(spec, "img_size", None) or entry.random_init.get("img_size", 224)
-    encoder = EncoderSpec(encoder=kw["encoder"], random_init=kw["random_init"], raw_pixels=kw["raw_pixels"], which="target_encoder" if kw["which"] == "target_encoder" else "encoder",
+    encoder = EncoderSpec(encoder=kw["encoder"], random_init=kw["random_init"], raw_pixels=kw["raw_pixels"], which=kw["which"],
                           img_size=img, patch_size=kw["patch_size"], in_chans=kw["in_chans"], depth=kw["depth"], num_heads=kw["num_heads"])
     cache = None if kw.get("no_cache", True) else kw["cache_dir"]
     ctx = Context(device=resolve_device(kw["device"]), cache_dir=cache, console=console)

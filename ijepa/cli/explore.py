@@ -33,7 +33,7 @@ def explore(
     from ijepa.explore import export_static, make_server, open_explorer
     from ijepa.explore.export import check_out
     from ijepa.explore.server import address
-    from ijepa.training.config import ConfigError
+    from ijepa.typedconfig import ConfigError
 
     try:
         if out is not None:

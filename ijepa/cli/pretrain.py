@@ -31,19 +31,20 @@ def pretrain(
     """
     from ijepa.bench.flops import pretrain_compute
     from ijepa.results.io import write_record
-    from ijepa.training.checkpointing import RunError
-    from ijepa.training.config import ConfigError, load_config
+    from ijepa.rundir import RunError
+    from ijepa.training.config import from_dict, given_values, load_config
     from ijepa.training.data import data_overrides
     from ijepa.training.interrupt import Interrupted
     from ijepa.training.loop import Trainer, run_dir_of
-    from ijepa.training.resume import given_keys, resume_config
+    from ijepa.training.resume import resume_config
+    from ijepa.typedconfig import ConfigError
 
     trainer = None
     try:
-        sets = [*data_overrides(data), *set_] if data else set_
-        cfg = load_config(config, sets)
+        given = given_values(config, [*data_overrides(data), *set_] if data else set_)  # -c and every --set, read once
+        cfg = from_dict(given, None if config else load_config())  # over the packaged recipe when no -c is given
         if resume:
-            cfg = resume_config(cfg, given_keys(config, sets), run_dir_of(cfg))
+            cfg = resume_config(cfg, given, run_dir_of(cfg))
         trainer = Trainer(cfg, method=method, resume=resume, steps=steps, console=console)
         run_dir = trainer.fit()
         if trainer.info.is_main and trainer.step > trainer.start_step:

@@ -22,7 +22,7 @@ def results(ctx: typer.Context, results_dir: ResultsDir = Path("results")) -> No
     ctx.obj = {"results_dir": results_dir}  # `ijepa results --results X plot` reads X
     if ctx.invoked_subcommand is not None:
         return
-    from ijepa.results.tables import write_tables
+    from ijepa.results.readme import write_tables
 
     try:
         md, csv, skipped = write_tables(results_dir)

@@ -100,7 +100,7 @@ def measure_predictions(model, random_model, decoder: TokenDecoder, dataset: Dat
                         device: torch.device = torch.device("cpu")) -> dict:
     """Decoded-prediction error per target block size and retrieval accuracy (see the module doc).
 
-    `model`/`random_model`: ExploreModel-likes (encoder, predictor, target_encoder); the
+    `model`/`random_model`: `Networks`-likes (encoder, predictor, target_encoder); the
     random-init predictor runs on the trained context encoder; `random_init` retrieval runs
     all three random networks against their own targets.
     """

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ijepa.masks.apply import apply_masks
-from ijepa.models.checkpoint import checkpoint_file
+from ijepa.models.checkpoint import locate
 from ijepa.models.pos_embed import sincos_2d
 from ijepa.models.vit import VisionTransformer, init_weights, make_blocks
 
@@ -121,7 +121,7 @@ def save_payload(decoder: nn.Module) -> dict:
 
 def decoder_dir(run: str | Path) -> Path:
     """`RUN/decoder/` for a run directory; `NAME-decoder/` beside any other checkpoint file."""
-    file = checkpoint_file(run)
+    file = locate(run)[0]
     return file.parent / ("decoder" if file.name == "checkpoint.pt" else f"{file.stem}-decoder")
 
 

@@ -34,14 +34,15 @@ from ijepa.decoder.train import (
     DiffusionTrainer,
 )
 from ijepa.devices import resolve_device
-from ijepa.explore.model import ExploreModel, load_explore_model, random_explore_model
 from ijepa.masks import MultiBlockMaskCollator
+from ijepa.models.checkpoint import open_checkpoint
 from ijepa.models.vit import init_weights
 from ijepa.results.io import git_commit
 from ijepa.training.data import dataset_root
+from ijepa.training.networks import Networks, networks_of, random_networks
 
 
-def mask_collator(model: ExploreModel, seed: int) -> MultiBlockMaskCollator:
+def mask_collator(model: Networks, seed: int) -> MultiBlockMaskCollator:
     """The run's own target-block statistics (one context block)."""
     m = model.cfg.mask
     return MultiBlockMaskCollator(
@@ -51,7 +52,7 @@ def mask_collator(model: ExploreModel, seed: int) -> MultiBlockMaskCollator:
     )
 
 
-def run_dataset(model: ExploreModel, split: str, data: str | None = None):
+def run_dataset(model: Networks, split: str, data: str | None = None):
     """The run's dataset (or `data`) at the model's size and normalisation, no augmentation."""
     spec = data_spec(data or dataset_root(model.cfg))
     mean, std = model.mean_std
@@ -63,16 +64,16 @@ def _shapes(m: nn.Module) -> dict:
     return {k: tuple(v.shape) for k, v in m.state_dict().items()}
 
 
-def random_twin(model: ExploreModel) -> ExploreModel:
+def random_twin(model: Networks) -> Networks:
     """The random init the run started from (its recipe, its seed); for a checkpoint without
     a recipe (official), the same shapes under the official init."""
-    twin = random_explore_model(model.cfg)
+    twin = random_networks(model.cfg)
     if _shapes(twin.encoder) == _shapes(model.encoder) and _shapes(twin.predictor) == _shapes(model.predictor):
         return twin
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(model.cfg.meta.seed)
         enc, pred = (copy.deepcopy(m).requires_grad_(False).apply(init_weights) for m in (model.encoder, model.predictor))
-    return ExploreModel(enc, pred, copy.deepcopy(enc), model.cfg, f"RANDOM INIT like {model.label}", True)
+    return Networks(enc, pred, copy.deepcopy(enc), model.cfg, f"RANDOM INIT like {model.label}", True)
 
 
 def _write_json(path: Path, record: dict) -> None:
@@ -99,10 +100,11 @@ def publish(record: dict, results: str | Path) -> Path:
     return write_record({**record, "encoder": f"{Path(record['run']).name}:target_encoder{which}", **top}, results_dir=Path(results))
 
 
-def run_model(run: str | Path) -> ExploreModel:
+def run_model(run: str | Path) -> Networks:
     """The run's three networks; a file with one encoder and no predictor is refused in one line."""
-    model = load_explore_model(run)
-    if model.predictor is None:
+    file, _, ckpt = open_checkpoint(run)
+    model = networks_of(file, ckpt)
+    if model is None:
         raise ValueError(f"{run}: holds one encoder and no predictor; decoders are trained and measured for "
                          "I-JEPA runs (encoder, predictor, target_encoder)")
     return model

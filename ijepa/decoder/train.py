@@ -8,7 +8,6 @@ run replays exactly the steps an uninterrupted one takes.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -18,16 +17,17 @@ import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from ijepa.atomic import unwritable
+from ijepa.atomic import atomic_save, remove_stale_temps, unwritable
 from ijepa.data.loader import worker_errors
 from ijepa.decoder.diffusion import GEN, DiffusionDecoder, diffusion_loss, roles
 from ijepa.decoder.model import DecoderSpec, TokenDecoder, check_spec, layer_normed, save_payload
 from ijepa.masks import MultiBlockMaskCollator, apply_masks
 from ijepa.models.mae import patchify
 from ijepa.models.vit import VisionTransformer
-from ijepa.training.checkpointing import RunError, RunLock, atomic_save, remove_stale_temps
+from ijepa.progress import progress_bar
+from ijepa.rundir import RunError, RunLock
+from ijepa.schedule import peak_held, warmup_cosine
 from ijepa.training.data import EpochSampler
-from ijepa.training.logging import progress_bar
 from ijepa.typedconfig import COUNT, NON_NEGATIVE, POSITIVE, checked
 
 
@@ -57,10 +57,8 @@ class DecoderTrainConfig:
 
 
 def lr_at(step: int, tc: DecoderTrainConfig) -> float:
-    if step < tc.warmup_steps:
-        return tc.lr * (step + 1) / tc.warmup_steps
-    t = (step - tc.warmup_steps) / max(1, tc.steps - tc.warmup_steps)
-    return tc.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+    """Linear warm-up from 0 to tc.lr, then cosine to 0 at tc.steps (the eval heads' shape)."""
+    return warmup_cosine(peak_held(step, tc.warmup_steps), total=tc.steps, warmup=tc.warmup_steps, ref=tc.lr)
 
 
 def decoder_loss(decoder: TokenDecoder, tokens: torch.Tensor, imgs: torch.Tensor, masks: list[torch.Tensor]) -> torch.Tensor:

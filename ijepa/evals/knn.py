@@ -13,14 +13,10 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features
+from ijepa.evals.core.features import CACHE_DIR, Features
 from ijepa.evals.core.fit import holdout_split
 from ijepa.evals.core.heads import topk_correct
-from ijepa.evals.core.setup import (
-    EncoderLike,
-    frozen_splits,
-    spec_kwargs,
-)
+from ijepa.evals.core.setup import EncoderLike, frozen_splits
 from ijepa.evals.entries.knn import KS, KnnSpec
 from ijepa.evals.registry import Context, Record
 
@@ -70,35 +66,29 @@ def check_ks(ks: tuple[int, ...], bank: int | None = None) -> None:
                          f"(train less its held-out part); expected 1 <= k <= {bank}")
 
 
-def run_knn(
-    encoder: EncoderLike, *, data: str = "fashion-mnist",
-    train_limit: int | float | None = None, val_limit: int | float | None = None, ks: tuple[int, ...] = KS, temperature: float = 0.07,
-    feature_sets: tuple[str, ...] = FEATURE_SETS, heldout: float = 0.1,
-    device: torch.device | str = "cpu", seed: int = 0, img_size: int | None = None,
-    feature_batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
-    console: Console | None = None,
-) -> dict:
+def run_knn(encoder: EncoderLike, spec: KnnSpec, *, device: torch.device | str = "cpu", cache_dir: Path | None = CACHE_DIR,
+            console: Console | None = None) -> Record:
     """Score a frozen encoder by weighted k-NN; returns the record (`top1` on the report split, a fraction)."""
-    t0 = time.perf_counter()
-    check_ks(tuple(ks))
+    t0, ks, seed = time.perf_counter(), tuple(spec.ks), spec.seed
+    check_ks(ks)
     train, val, info = frozen_splits(
-        encoder, data, device=device, train_limit=train_limit, val_limit=val_limit, seed=seed, img_size=img_size,
-        batch_size=feature_batch_size, workers=workers, cache_dir=cache_dir, console=console,
+        encoder, spec.data, device=device, train_limit=spec.train_limit, val_limit=spec.val_limit, seed=seed, img_size=spec.img_size,
+        batch_size=spec.feature_batch_size, workers=spec.workers, cache_dir=cache_dir, console=console,
     )
-    kw = dict(ks=tuple(ks), temperature=temperature, num_classes=info["num_classes"], feature_sets=train.distinct(tuple(feature_sets)))
-    fit_idx, held_idx = holdout_split(train.labels, heldout, seed=seed)
-    check_ks(tuple(ks), len(fit_idx))
+    kw = dict(ks=ks, temperature=spec.temperature, num_classes=info["num_classes"], feature_sets=train.distinct(tuple(spec.feature_sets)))
+    fit_idx, held_idx = holdout_split(train.labels, spec.heldout, seed=seed)
+    check_ks(ks, len(fit_idx))
     held = knn_scores(train.subset(fit_idx), train.subset(held_idx), **kw)
     scored = knn_scores(train, val, **kw)  # the full train split is the memory bank
     best, split = max(held, key=lambda fk: held[fk][0]), info["reported_on"]
     rows = [{"features": f, "k": k, "heldout_top1": held[f, k][0], f"{split}_top1": scored[f, k][0], f"{split}_top5": scored[f, k][1]} for f, k in held]
     return {
-        "kind": "eval.knn", **info, "protocol": f"knn-T{temperature:g}",
+        "kind": "eval.knn", **info, "protocol": f"knn-T{spec.temperature:g}",
         "top1": scored[best][0], "top5": scored[best][1], "heldout_top1": held[best][0],
-        "best_features": best[0], "best_k": best[1], "temperature": temperature, "scores": rows,
+        "best_features": best[0], "best_k": best[1], "temperature": spec.temperature, "scores": rows,
         "seed": seed, "device": str(device), "wall_s": round(time.perf_counter() - t0, 2),
     }
 
 
 def run(encoder: EncoderLike, spec: KnnSpec, ctx: Context) -> Record:
-    return run_knn(encoder, **spec_kwargs(spec), device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
+    return run_knn(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)

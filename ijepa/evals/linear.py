@@ -8,69 +8,51 @@ Two protocols:
   by full-batch L-BFGS in torch (CPU or GPU) to its tolerance. C (default 1, as the baseline)
   and the feature set are picked on held-out train, then refit on all of it.
 
+    from ijepa.evals.entries.linear import LinearSpec
     from ijepa.evals.linear import run_linear
-    rec = run_linear("runs/fmnist_vit_tiny", train_limit=10000)   # rec["top1"] in [0, 1]
+    rec = run_linear("runs/fmnist_vit_tiny", LinearSpec(train_limit=10000))   # rec["top1"] in [0, 1]
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from rich.console import Console
 
 from ijepa.evals.core.features import CACHE_DIR
-from ijepa.evals.core.fit import GridConfig, fit_grid
+from ijepa.evals.core.fit import fit_grid
 from ijepa.evals.core.logreg import fit_logreg
-from ijepa.evals.core.setup import (
-    EncoderLike,
-    frozen_splits,
-    spec_kwargs,
-)
+from ijepa.evals.core.setup import EncoderLike, frozen_splits
 from ijepa.evals.entries.linear import LinearSpec
 from ijepa.evals.registry import Context, Record
 
-GRID_KEYS = {f.name for f in fields(GridConfig)}
 PROTOCOLS = ("grid", "logreg")
 
 
-def grid_config(**overrides) -> GridConfig:
-    """GridConfig with the given non-None fields replaced (lists become tuples)."""
-    bad = set(overrides) - GRID_KEYS
-    if bad:
-        raise ValueError(f"unknown head-grid option(s) {', '.join(sorted(bad))}; expected {', '.join(sorted(GRID_KEYS))}")
-    set_ = {k: tuple(v) if isinstance(v, list) else v for k, v in overrides.items() if v is not None}
-    return replace(GridConfig(), **set_)
-
-
-def run_linear(
-    encoder: EncoderLike, *, data: str = "fashion-mnist",
-    train_limit: int | float | None = None, val_limit: int | float | None = None, grid: GridConfig | None = None,
-    device: torch.device | str = "cpu", seed: int = 0, img_size: int | None = None,
-    feature_batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
-    console: Console | None = None, protocol: str = "grid", cs: tuple[float, ...] = (1.0,), eval_split: str | None = None,
-) -> dict:
-    """Score a frozen encoder by the best head of the grid, or by logistic regression (`cs`:
-    its candidate L2 strengths); every choice is made on held-out train.
+def run_linear(encoder: EncoderLike, spec: LinearSpec, *, device: torch.device | str = "cpu", cache_dir: Path | None = CACHE_DIR,
+               console: Console | None = None) -> Record:
+    """Score a frozen encoder by the best head of `spec.grid`, or by logistic regression
+    (`spec.cs`: its candidate L2 strengths); every choice is made on held-out train.
 
     Returns the record: `top1`/`top5` (fractions, on the eval split) at the top level, the chosen
-    head (retrained on all of train unless `grid.refit` is off), every head's scores, timings. `train_limit` subsamples train (stratified, seeded).
-    `eval_split` scores another split than the dataset's report split (`val`: for choosing recipes, never test).
+    head (retrained on all of train unless `grid.refit` is off), every head's scores, timings.
+    `spec.eval_split` scores another split than the dataset's report split (`val`: for choosing
+    recipes, never test).
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
-    t0 = time.perf_counter()
-    grid = grid or GridConfig()
+    if spec.protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {spec.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    t0, seed = time.perf_counter(), spec.seed
     train, val, info = frozen_splits(
-        encoder, data, device=device, train_limit=train_limit, val_limit=val_limit, eval_split=eval_split, seed=seed, img_size=img_size,
-        batch_size=feature_batch_size, workers=workers, cache_dir=cache_dir, console=console,
+        encoder, spec.data, device=device, train_limit=spec.train_limit, val_limit=spec.val_limit, eval_split=spec.eval_split, seed=seed,
+        img_size=spec.img_size, batch_size=spec.feature_batch_size, workers=spec.workers, cache_dir=cache_dir, console=console,
     )
     t1, split = time.perf_counter(), info["reported_on"]
-    grid = replace(grid, feature_sets=train.distinct(grid.feature_sets))  # raw pixels: one set
-    if protocol == "logreg":
-        res = fit_logreg(train, {split: val}, feature_sets=grid.feature_sets, cs=tuple(cs), heldout=grid.heldout, seed=seed,
+    grid = replace(spec.grid, feature_sets=train.distinct(spec.grid.feature_sets))  # raw pixels: one set
+    if spec.protocol == "logreg":
+        res = fit_logreg(train, {split: val}, feature_sets=grid.feature_sets, cs=spec.cs, heldout=grid.heldout, seed=seed,
                          device=device, console=console)
         return {  # "sklearn-logreg": scikit-learn's objective, whichever solver ("solver") minimised it
             "kind": "eval.linear", **info, "protocol": "sklearn-logreg", "top1": res[f"{split}_top1"], "top5": res[f"{split}_top5"],
@@ -107,5 +89,4 @@ def best_by(rows: list[dict], key: str, split: str) -> dict[str, dict]:
 
 
 def run(encoder: EncoderLike, spec: LinearSpec, ctx: Context) -> Record:
-    return run_linear(encoder, grid=spec.grid, **spec_kwargs(spec, exclude=("grid",)), device=ctx.device, cache_dir=ctx.cache_dir,
-                      console=ctx.console)
+    return run_linear(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)

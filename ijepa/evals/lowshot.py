@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,29 +24,16 @@ import torch
 from rich.console import Console
 from sklearn.model_selection import StratifiedKFold
 
-from ijepa.atomic import unwritable
-from ijepa.data import data_spec
+from ijepa.atomic import atomic_write_text, unwritable
+from ijepa.data import DataSpec, data_spec
 from ijepa.data.imagefolder import image_folder
-from ijepa.evals.core.features import CACHE_DIR, FEATURE_SETS, Features, split_labels
-from ijepa.evals.core.finetune import FinetuneConfig, finetune
-from ijepa.evals.core.fit import (
-    GridConfig,
-    check_classes,
-    check_limit,
-    fit_grid,
-    stratified_sample,
-)
+from ijepa.evals.core.features import CACHE_DIR, Features, split_labels
+from ijepa.evals.core.finetune import finetune
+from ijepa.evals.core.fit import check_classes, check_limit, fit_grid, stratified_sample
 from ijepa.evals.core.logreg import LogReg, fit_lbfgs, solver_name, topk
-from ijepa.evals.core.setup import (
-    EncoderLike,
-    check_img_size,
-    frozen_splits,
-    resolve_encoder,
-    spec_kwargs,
-)
-from ijepa.evals.entries.lowshot import FRACTIONS, LowshotSpec
+from ijepa.evals.core.setup import EncoderLike, check_img_size, frozen_splits, resolve_encoder
+from ijepa.evals.entries.lowshot import LowshotSpec
 from ijepa.evals.registry import Context, Record
-from ijepa.results.io import atomic_write_text
 
 PROTOCOLS = ("logreg", "heads", "finetune")
 CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -184,78 +172,90 @@ def summarize(per_seed: list[dict]) -> dict:
     return out
 
 
-def run_lowshot(
-    encoder: EncoderLike, *, data: str = "fashion-mnist",
-    fractions: tuple[float, ...] = FRACTIONS, seeds: tuple[int, ...] = (0, 1, 2),
-    protocol: str = "logreg", train_limit: int | float | None = None, val_limit: int | float | None = None, feature_sets: tuple[str, ...] = FEATURE_SETS,
-    subset_dir: Path | None = None, write_splits: Path | None = None,
-    grid: GridConfig | None = None, finetune_cfg: FinetuneConfig | None = None,
-    device: torch.device | str = "cpu", img_size: int | None = None, feature_batch_size: int = 256,
-    workers: int = 0, cache_dir: Path | None = CACHE_DIR, console: Console | None = None,
-) -> dict:
+def labelled_splits(spec: LowshotSpec, labels: torch.Tensor) -> tuple[dict[tuple[float, int], tuple[torch.Tensor, str]], int]:
+    """(fraction, seed) -> (rows of train, source) of every labelled split, and the size of the
+    pool they are drawn from (all of train, or its `train_limit` subset)."""
+    pool = train_pool(labels, spec.train_limit, subset_dir=spec.subset_dir)
+    names = row_names(spec.data) if spec.subset_dir is not None or spec.write_splits is not None else None
+    if pool is None:
+        pool = torch.arange(len(labels))
+    splits = draw_splits(labels[pool], names and [names[i] for i in pool.tolist()], fractions=spec.fractions, seeds=spec.seeds,
+                         subset_dir=Path(spec.subset_dir) if spec.subset_dir else None,
+                         write_dir=Path(spec.write_splits) if spec.write_splits else None)
+    return {k: (pool[rows], src) for k, (rows, src) in splits.items()}, len(pool)  # rows of the pool -> rows of train
+
+
+Scorer = Callable[[torch.Tensor, int], dict]  # (labelled rows of train, seed) -> top1, top5, ...
+
+
+def finetune_scorer(encoder: EncoderLike, spec: LowshotSpec, ds: DataSpec, num_classes: int, *, device: torch.device,
+                    console: Console | None) -> tuple[dict, Scorer, dict]:
+    """(record fields, scorer, settings) of the `finetune` protocol: the encoder trained end to end on each split."""
+    enc, name, key = resolve_encoder(encoder)
+    check_img_size(spec.img_size, enc.patch_size)
+    info = {"encoder": name, "encoder_key": key, **ds.fields(), "num_classes": num_classes, "img_size": spec.img_size or enc.img_size,
+            "patch_size": enc.patch_size, "depth": enc.depth, "width": enc.embed_dim, "num_heads": enc.num_heads,
+            "selected_on": "none (fixed recipe)", "reported_on": ds.report_split}
+    val_rows = None if spec.val_limit is None else stratified_sample(split_labels(ds, ds.report_split)[0], spec.val_limit, seed=0)
+
+    def score(rows: torch.Tensor, seed: int) -> dict:
+        top1, top5 = finetune(enc, ds, rows, num_classes=num_classes, cfg=spec.finetune, device=device, seed=seed,
+                              val_rows=val_rows, img_size=spec.img_size, workers=spec.workers, console=console)
+        return {"top1": top1, "top5": top5}
+    return info, score, {"finetune": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(spec.finetune).items()}}
+
+
+def frozen_scorer(encoder: EncoderLike, spec: LowshotSpec, union: torch.Tensor, num_classes: int, *, device: torch.device,
+                  cache_dir: Path | None, console: Console | None) -> tuple[dict, Scorer, dict]:
+    """(record fields, scorer, settings) of the `logreg` and `heads` protocols, on frozen features
+    of the rows some split uses (`union`, sorted)."""
+    train, val, info = frozen_splits(encoder, spec.data, device=device, train_rows=union, val_limit=spec.val_limit, img_size=spec.img_size,
+                                     batch_size=spec.feature_batch_size, workers=spec.workers, cache_dir=cache_dir, console=console)
+    grid = replace(spec.grid, feature_sets=train.distinct(spec.grid.feature_sets))  # raw pixels: one set
+    feature_sets = train.distinct(tuple(spec.feature_sets))
+
+    def score(rows: torch.Tensor, seed: int) -> dict:
+        sub = train.subset(torch.searchsorted(union, rows))
+        if spec.protocol == "logreg":
+            return logreg(sub, val, feature_sets=feature_sets, seed=seed, device=device)
+        res = fit_grid(grid, sub, {"eval": val}, num_classes=num_classes, device=device, seed=seed, console=console)
+        return {"top1": res.metrics["eval_top1"], "top5": res.metrics["eval_top5"], "head": res.best.name}
+    if spec.protocol == "logreg":
+        return info, score, {"feature_sets": list(feature_sets), "cs": list(CS), "solver": solver_name(True), "tol": TOL}
+    return info, score, {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(grid).items()}}
+
+
+def run_lowshot(encoder: EncoderLike, spec: LowshotSpec, *, device: torch.device | str = "cpu", cache_dir: Path | None = CACHE_DIR,
+                console: Console | None = None) -> Record:
     """Score a frozen (or, with `finetune`, fine-tuned) encoder with few labels.
 
-    `train_limit` first keeps a seeded stratified subset of train (quick looks); the splits
+    `spec.train_limit` first keeps a seeded stratified subset of train (quick looks); the splits
     are then fractions of that subset. Returns the record: per fraction mean/std over seeds;
     `top1` at the top level is the smallest fraction's mean (a fraction in [0, 1]).
     """
-    if protocol not in PROTOCOLS:
-        raise ValueError(f"protocol {protocol!r}: expected one of {', '.join(PROTOCOLS)}")
-    t0 = time.perf_counter()
-    spec = data_spec(data)
-    labels, num_classes = split_labels(spec, "train")
-    check_limit("val_limit", val_limit)
-    pool = train_pool(labels, train_limit, subset_dir=subset_dir)
-    needs_names = subset_dir is not None or write_splits is not None
-    names = row_names(data) if needs_names else None
-    if pool is None:
-        pool = torch.arange(len(labels))
-    splits = draw_splits(labels[pool], names and [names[i] for i in pool.tolist()], fractions=fractions, seeds=seeds,
-                         subset_dir=Path(subset_dir) if subset_dir else None, write_dir=Path(write_splits) if write_splits else None)
-    splits = {k: (pool[rows], src) for k, (rows, src) in splits.items()}  # rows of the pool -> rows of train
-    n_pool = len(pool)
-    dev = torch.device(device)
-    if protocol == "finetune":
-        enc, name, key = resolve_encoder(encoder)
-        check_img_size(img_size, enc.patch_size)
-        info = {"encoder": name, "encoder_key": key, **spec.fields(), "num_classes": num_classes, "img_size": img_size or enc.img_size,
-                "patch_size": enc.patch_size, "depth": enc.depth, "width": enc.embed_dim, "num_heads": enc.num_heads,
-                "selected_on": "none (fixed recipe)", "reported_on": spec.report_split}
-        cfg = finetune_cfg or FinetuneConfig()
-
-        val_rows = None if val_limit is None else stratified_sample(split_labels(spec, spec.report_split)[0], val_limit, seed=0)
-
-        def score(rows: torch.Tensor, seed: int) -> dict:
-            top1, top5 = finetune(enc, spec, rows, num_classes=num_classes, cfg=cfg, device=dev, seed=seed,
-                                  val_rows=val_rows, img_size=img_size, workers=workers, console=console)
-            return {"top1": top1, "top5": top5}
-        settings = {"finetune": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(cfg).items()}}
+    if spec.protocol not in PROTOCOLS:
+        raise ValueError(f"protocol {spec.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    t0, dev = time.perf_counter(), torch.device(device)
+    ds = data_spec(spec.data)
+    labels, num_classes = split_labels(ds, "train")
+    check_limit("val_limit", spec.val_limit)
+    splits, n_pool = labelled_splits(spec, labels)
+    if spec.protocol == "finetune":
+        info, score, settings = finetune_scorer(encoder, spec, ds, num_classes, device=dev, console=console)
     else:
         union = torch.cat([r for r, _ in splits.values()]).unique()
-        train, val, info = frozen_splits(encoder, data, device=dev, train_rows=union, val_limit=val_limit, img_size=img_size, batch_size=feature_batch_size,
-                                         workers=workers, cache_dir=cache_dir, console=console)
-        grid = grid or GridConfig()
-        grid, feature_sets = replace(grid, feature_sets=train.distinct(grid.feature_sets)), train.distinct(tuple(feature_sets))  # raw pixels: one set
-
-        def score(rows: torch.Tensor, seed: int) -> dict:
-            sub = train.subset(torch.searchsorted(union, rows))
-            if protocol == "logreg":
-                return logreg(sub, val, feature_sets=tuple(feature_sets), seed=seed, device=dev)
-            res = fit_grid(grid, sub, {"eval": val}, num_classes=num_classes, device=dev, seed=seed, console=console)
-            return {"top1": res.metrics["eval_top1"], "top5": res.metrics["eval_top5"], "head": res.best.name}
-        settings = {"feature_sets": list(feature_sets), "cs": list(CS), "solver": solver_name(True), "tol": TOL} if protocol == "logreg" else {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(grid).items()}}
+        info, score, settings = frozen_scorer(encoder, spec, union, num_classes, device=dev, cache_dir=cache_dir, console=console)
     by_fraction = {}
-    for f in fractions:
-        rows = [{"seed": s, "n_labelled": len(splits[f, s][0]), "split": splits[f, s][1], **score(splits[f, s][0], s)} for s in seeds]
+    for f in spec.fractions:
+        rows = [{"seed": s, "n_labelled": len(splits[f, s][0]), "split": splits[f, s][1], **score(splits[f, s][0], s)} for s in spec.seeds]
         by_fraction[f"{f:g}"] = {**summarize(rows), "labelled_fraction": round(statistics.fmean(r["n_labelled"] for r in rows) / n_pool, 6)}
-    head = by_fraction[f"{min(fractions):g}"]
+    head = by_fraction[f"{min(spec.fractions):g}"]
     return {
-        "kind": "eval.lowshot", **info, "train_limit": train_limit, "n_train_pool": n_pool, "protocol": protocol, "top1": head["top1"], "top1_std": head["top1_std"],
-        "top5": head["top5"], "fractions": by_fraction, **settings, "seeds": list(seeds),
-        "device": str(device), "wall_s": round(time.perf_counter() - t0, 2),
+        "kind": "eval.lowshot", **info, "train_limit": spec.train_limit, "n_train_pool": n_pool, "protocol": spec.protocol,
+        "top1": head["top1"], "top1_std": head["top1_std"], "top5": head["top5"], "fractions": by_fraction, **settings,
+        "seeds": list(spec.seeds), "device": str(device), "wall_s": round(time.perf_counter() - t0, 2),
     }
 
 
 def run(encoder: EncoderLike, spec: LowshotSpec, ctx: Context) -> Record:
-    return run_lowshot(encoder, **spec_kwargs(spec, exclude=("grid", "finetune")), grid=spec.grid, finetune_cfg=spec.finetune,
-                       device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
+    return run_lowshot(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)

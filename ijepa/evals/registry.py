@@ -7,13 +7,16 @@ command's options), its headline metric and unit, the rows it prints, a tiny fix
 where `run(encoder, spec, ctx) -> record` lives ("ijepa.evals.<name>:run", the module with the
 torch code). Entries import no torch, so `ijepa eval <name> --help` and every check of a
 command line and its recipe answer at once; the code is imported when the eval runs. Nothing
-else needs editing: `ijepa eval <name>` and the registry-parametrized tests find it.
+else needs editing: `ijepa eval <name>` and the registry-parametrized tests find it, and
+`ijepa results` reads from the entry what its records hold and how they are tabled (headline,
+unit, `check`, `cells`, the README `title` and `order`, the paper's numbers).
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
+import math
 import pkgutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,6 +25,11 @@ from typing import Any, Literal
 
 Record = dict[str, Any]  # JSON-ready; `ijepa.results.schema` says what every record holds
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # shipped eval recipes (`evals/` in a clone links to them)
+
+
+def number(v: Any) -> bool:
+    """A finite number, not a bool: what a metric of a record is."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 @dataclass(frozen=True)
@@ -43,6 +51,21 @@ class Fixture:
 
 
 @dataclass(frozen=True)
+class Cell:
+    """One number of a record as `ijepa results` tables it (fractions already in %)."""
+
+    metric: str  # the column
+    value: float
+    detail: str | None = None  # what was chosen, shown beside the numbers
+    std: float | None = None  # spread over seeds, shown as value ± std
+    n_seeds: int | None = None
+
+
+# One of the I-JEPA paper's numbers, tabled beside ours: (table, method, arch, pretrain epochs, dataset, metric, value %)
+PaperRow = tuple[str, str, str, int | None, str, str, float]
+
+
+@dataclass(frozen=True)
 class Eval:
     name: str
     spec: type  # dataclass; fields = recipe keys = options
@@ -58,10 +81,23 @@ class Eval:
     help: dict[str, str] = field(default_factory=dict)  # spec key -> option help
     random_init: dict[str, int] = field(default_factory=dict)  # default img_size / patch_size / in_chans at random init
     cached: bool = False  # frozen features cached on disk (--cache-dir / --no-cache)
+    check: Callable[[Record], None] | None = None  # what else a valid record holds: raises ValueError saying what is wrong
+    cells: Callable[[Record], list[Cell]] | None = None  # a record's table cells (None: its headline, `best_head` as detail)
+    title: str | None = None  # heading of its README section (None: the kind)
+    order: int | None = None  # README sections with an order lead, by it (None: after them, by kind)
+    paper: tuple[PaperRow, ...] = ()  # the I-JEPA paper's numbers for it, tabled beside ours
 
     @property
     def kind(self) -> str:
         return f"eval.{self.name}"
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Option -> dotted spec key of every option named otherwise than its field: `eval-limit`
+        for the spec's evaluation-split limit (its `EVAL_LIMIT`, declared once per spec family),
+        then the eval's own `flags`."""
+        limit = getattr(self.spec, "EVAL_LIMIT", None)
+        return ({"eval-limit": limit} if limit else {}) | self.flags
 
 
 _EVALS: dict[str, Eval] = {}
@@ -103,13 +139,30 @@ def listing() -> dict[str, str]:
     return dict(sorted(out.items()))
 
 
-def get(name: str) -> Eval:
-    """The eval called `name` (its entry `ijepa.evals.entries.<name>` is imported on first use)."""
+def evals() -> list[Eval]:
+    """Every eval, by name."""
+    return [_EVALS[n] for n in names()]
+
+
+def _find(name: str) -> Eval | None:
     if name not in _EVALS and name in _modules():
         importlib.import_module(f"ijepa.evals.entries.{name}")
-    if name not in _EVALS:
+    return _EVALS.get(name)
+
+
+def get(name: str) -> Eval:
+    """The eval called `name` (its entry `ijepa.evals.entries.<name>` is imported on first use)."""
+    entry = _find(name)
+    if entry is None:
         raise ValueError(f"eval {name!r}: expected one of {', '.join(names())}")
-    return _EVALS[name]
+    return entry
+
+
+def of_kind(kind: object) -> Eval | None:
+    """The eval whose records are of `kind` ("eval.<name>"); None for any other kind."""
+    if not isinstance(kind, str) or not kind.startswith("eval."):
+        return None
+    return _find(kind.removeprefix("eval."))
 
 
 def recipes(name: str) -> list[str]:

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ijepa.explore.model import ExploreModel
 from ijepa.masks import MultiBlockMaskCollator, apply_masks
 from ijepa.training.config import MaskConfig
+from ijepa.training.networks import Networks
 
 MAX_TARGETS = 16
 
@@ -51,7 +51,7 @@ class MaskSettings:
             raise ValueError(f"min_keep: expected >= 0, got {self.min_keep}")
         return self
 
-    def collator(self, model: ExploreModel) -> MultiBlockMaskCollator:
+    def collator(self, model: Networks) -> MultiBlockMaskCollator:
         return MultiBlockMaskCollator(
             input_size=model.img_size, patch_size=model.encoder.patch_size,
             enc_mask_scale=self.enc_mask_scale, pred_mask_scale=self.pred_mask_scale,
@@ -101,7 +101,7 @@ class Analysis:
         return heat.view(self.grid)
 
 
-def context_explanation(settings: MaskSettings, model: ExploreModel, draws: int = 200) -> str:
+def context_explanation(settings: MaskSettings, model: Networks, draws: int = 200) -> str:
     """Why the context the encoder sees is much smaller than its block's scale says, with the
     context fraction measured over `draws` mask draws."""
     gh, gw = model.grid
@@ -120,7 +120,7 @@ def context_explanation(settings: MaskSettings, model: ExploreModel, draws: int 
             f"{100 * sum(fractions) / draws:.0f}% of the patches ({100 * min(fractions):.0f}-{100 * max(fractions):.0f}%).")
 
 
-def sample_masks(settings: MaskSettings, model: ExploreModel, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def sample_masks(settings: MaskSettings, model: Networks, seed: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """(context indices [Nc], target indices npred x [Nt]) for one image, reproducible by seed."""
     g = torch.Generator().manual_seed(seed)
     masks_enc, masks_pred = settings.validate().collator(model).sample_masks(1, g)
@@ -128,7 +128,7 @@ def sample_masks(settings: MaskSettings, model: ExploreModel, seed: int) -> tupl
 
 
 @torch.no_grad()
-def analyse(model: ExploreModel, x: torch.Tensor, context: torch.Tensor, targets: list[torch.Tensor]) -> Analysis:
+def analyse(model: Networks, x: torch.Tensor, context: torch.Tensor, targets: list[torch.Tensor]) -> Analysis:
     """Run the three networks on one normalised image x [1, C, H, W] as one training step would
     (an encoder-only model: its encoder alone, nothing predicted)."""
     device = x.device
@@ -167,7 +167,7 @@ def pca_rgb(features: torch.Tensor, grid: tuple[int, int]) -> np.ndarray:
 
 
 @torch.no_grad()
-def pooled_features(model: ExploreModel, x: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:
+def pooled_features(model: Networks, x: torch.Tensor, *, batch_size: int = 32) -> torch.Tensor:
     """Average-pooled target-encoder output [B, D]: the feature the paper's evals use."""
     out = [model.target_encoder(x[i : i + batch_size]).mean(1) for i in range(0, len(x), batch_size)]
     return torch.cat(out).float().cpu()

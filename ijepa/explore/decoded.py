@@ -21,11 +21,11 @@ from ijepa.decoder.diffusion import DiffusionDecoder, sample
 from ijepa.decoder.model import TokenDecoder, layer_normed
 from ijepa.explore import render
 from ijepa.explore.analysis import Analysis
-from ijepa.explore.model import ExploreModel, mean_std_of
 from ijepa.models.checkpoint import read_checkpoint
 from ijepa.models.mae import patchify, unpatchify
 from ijepa.training.config import from_dict
 from ijepa.training.mae import MAE
+from ijepa.training.networks import Networks, mean_std_of
 
 
 @dataclass
@@ -37,7 +37,7 @@ class MAERun:
     label: str
 
 
-def load_mae(path: str | Path, like: ExploreModel) -> MAERun:
+def load_mae(path: str | Path, like: Networks) -> MAERun:
     """An `ijepa pretrain --method mae` run; refused in one line if its grid or channels differ."""
     ckpt = read_checkpoint(path)
     if "decoder" not in ckpt or not isinstance(ckpt.get("config"), dict) or "predictor" in ckpt:
@@ -94,7 +94,7 @@ def _outlined(rgb: np.ndarray, grid, targets: list[torch.Tensor]) -> np.ndarray:
     return out.clip(0, 255).astype(np.uint8)
 
 
-def context_image(model: ExploreModel, x: torch.Tensor, a: Analysis, size: int) -> np.ndarray:
+def context_image(model: Networks, x: torch.Tensor, a: Analysis, size: int) -> np.ndarray:
     """(a) the pixels of the context patches; every other patch all but black."""
     p = model.encoder.patch_size
     unit = _unit(x[0], model.mean_std).cpu()
@@ -102,7 +102,7 @@ def context_image(model: ExploreModel, x: torch.Tensor, a: Analysis, size: int) 
 
 
 @torch.no_grad()
-def decoded_images(model: ExploreModel, decoder: TokenDecoder, x: torch.Tensor, a: Analysis, size: int) -> tuple[dict, list[dict]]:
+def decoded_images(model: Networks, decoder: TokenDecoder, x: torch.Tensor, a: Analysis, size: int) -> tuple[dict, list[dict]]:
     """(b) and (c) as RGB arrays, and per block the pixel MSE (normalised pixels) of each vs the truth."""
     p, dev = model.encoder.patch_size, x.device
     tokens = layer_normed(a.features.to(dev))[None]  # [1, N, D]
@@ -127,7 +127,7 @@ SAMPLE_STEPS = 25
 
 
 @torch.no_grad()
-def sampled_images(model: ExploreModel, decoder: DiffusionDecoder, x: torch.Tensor, a: Analysis, size: int, seed: int) -> np.ndarray:
+def sampled_images(model: Networks, decoder: DiffusionDecoder, x: torch.Tensor, a: Analysis, size: int, seed: int) -> np.ndarray:
     """(c, sampled) `SAMPLES` diffusion samples of every block's prediction pasted into the image,
     tiled 2 x 2 into one [size, size, 3] picture; the context patches condition each sample."""
     p, dev = model.encoder.patch_size, x.device

@@ -45,8 +45,9 @@ from ijepa.explore.images import (
     to_model_input,
     to_rgb,
 )
-from ijepa.explore.model import ExploreModel, load_explore_model, random_explore_model
+from ijepa.explore.model import load_explore_model
 from ijepa.training.config import load_config
+from ijepa.training.networks import Networks, random_networks
 
 THUMB_PX = 64
 SMALL_GALLERY = 500  # below this many images the page says its neighbours mean little
@@ -99,7 +100,7 @@ class Extras:
 
 
 class Explorer:
-    def __init__(self, model: ExploreModel, items: list[ImageItem], *, device: torch.device,
+    def __init__(self, model: Networks, items: list[ImageItem], *, device: torch.device,
                  notes: list[str] = (), k: int = 5, extras: Extras | None = None) -> None:
         if not items:
             raise ValueError("no images to explore (Fashion-MNIST, package photos and --images all empty)")
@@ -252,7 +253,7 @@ def open_explorer(
     """
     if checkpoint is not None and (config is not None or overrides):
         raise ValueError("--config/--set describe a random init: give them without a CHECKPOINT")
-    model = load_explore_model(checkpoint, num_heads=num_heads) if checkpoint is not None else random_explore_model(load_config(config, list(overrides)))
+    model = load_explore_model(checkpoint, num_heads=num_heads) if checkpoint is not None else random_networks(load_config(config, list(overrides)))
     extras = Extras(mae=load_mae(mae, model) if mae is not None else None)
     extras.decoder, extras.decoder_note = find_decoder(model, checkpoint, decoder)
     extras.diffusion, extras.diffusion_note = find_diffusion(model, checkpoint)
@@ -273,7 +274,7 @@ def open_explorer(
     return Explorer(model, folder + own + other, device=resolve_device(device), notes=notes, extras=extras)
 
 
-def find_decoder(model: ExploreModel, checkpoint: str | Path | None, decoder: str | Path | None) -> tuple[TokenDecoder | None, str]:
+def find_decoder(model: Networks, checkpoint: str | Path | None, decoder: str | Path | None) -> tuple[TokenDecoder | None, str]:
     """(decoder, note for the page): an explicit one that does not fit is an error; the run's
     own `decoder/` that does not fit (the run trained on after it) is a note."""
     name = str(checkpoint) if checkpoint is not None else "this random init"
@@ -296,7 +297,7 @@ def find_decoder(model: ExploreModel, checkpoint: str | Path | None, decoder: st
         return None, f"{e}."
 
 
-def find_diffusion(model: ExploreModel, checkpoint: str | Path | None) -> tuple[DiffusionDecoder | None, str]:
+def find_diffusion(model: Networks, checkpoint: str | Path | None) -> tuple[DiffusionDecoder | None, str]:
     """(the run's `decoder/diffusion/` if trained for this target encoder, else None; a note for
     the page where one exists but does not fit). Without it the deterministic decoder shows alone."""
     if checkpoint is None or model.predictor is None or not (diffusion_dir(checkpoint) / "checkpoint.pt").is_file():

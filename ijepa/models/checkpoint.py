@@ -1,4 +1,5 @@
-"""Load encoders from our runs, our checkpoints and official I-JEPA checkpoints.
+"""Read encoders from our runs, our checkpoints and official I-JEPA checkpoints, in our layout
+(`ijepa.models.load.load_encoder` is the way in).
 
 The architecture is read off the weights (width, depth, patch, channels, grid), so an
 official checkpoint needs no config. Heads cannot be read off weights, and are never guessed:
@@ -18,10 +19,9 @@ import yaml
 
 from ijepa.models import interop
 from ijepa.models.registry import ARCHS
-from ijepa.models.vit import POS_EMBEDS, VisionTransformer, check_choice
+from ijepa.models.vit import VisionTransformer
 
 HEADS_BY_WIDTH = {a.embed_dim: a.num_heads for a in ARCHS.values()}
-WHICH = ("target_encoder", "encoder")
 
 
 def strip_prefix(state: dict[str, torch.Tensor], prefix: str = "module.") -> dict[str, torch.Tensor]:
@@ -35,31 +35,42 @@ def strip_prefix(state: dict[str, torch.Tensor], prefix: str = "module.") -> dic
     return out
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """A run directory resolves to its `checkpoint.pt`, an HF/timm directory to its weights file
-    (the file the evals' cache key digests)."""
+def locate(path: str | Path) -> tuple[Path, str]:
+    """(weights file, format) of a run dir (its `checkpoint.pt`), a checkpoint, or an HF or timm
+    folder (its weights file) or file: the path resolved and its format detected once."""
     path = Path(path)
-    if path.is_dir():
-        fmt = interop.detect_format(path)
-        path = path / "checkpoint.pt" if fmt == "torch" else interop.weights_file(path, fmt)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: checkpoint not found")
-    return path
+    if not path.is_dir():
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: checkpoint not found")
+        return path, interop.detect_format(path)
+    fmt = interop.detect_format(path)
+    return (path / "checkpoint.pt" if fmt == "torch" else interop.weights_file(path, fmt)), fmt
 
 
 EXPECTED = "a dict with 'encoder'/'target_encoder' keys or an encoder state dict"
 
 
-def read_checkpoint(path: str | Path) -> dict:
-    """The checkpoint's dict; anything else (a bare tensor, a list) is a one-line error."""
-    path = checkpoint_file(path)
+def torch_dict(file: Path) -> dict:
+    """The dict a PyTorch checkpoint file holds; anything else (a bare tensor, a list) is a one-line error."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for a bad file
-        raise ValueError(f"{path}: not a readable PyTorch checkpoint ({e.__class__.__name__})") from None
+        raise ValueError(f"{file}: not a readable PyTorch checkpoint ({e.__class__.__name__})") from None
     if not isinstance(ckpt, dict):
-        raise ValueError(f"{path}: holds a {type(ckpt).__name__}, expected {EXPECTED}")
+        raise ValueError(f"{file}: holds a {type(ckpt).__name__}, expected {EXPECTED}")
     return ckpt
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The dict of a checkpoint or of a run dir's `checkpoint.pt`."""
+    return torch_dict(locate(path)[0])
+
+
+def open_checkpoint(path: str | Path) -> tuple[Path, str, dict]:
+    """(weights file, format, checkpoint dict): the dict is empty for HF and timm files, which
+    their own loaders read."""
+    file, fmt = locate(path)
+    return file, fmt, torch_dict(file) if fmt == "torch" else {}
 
 
 def is_state_dict(ckpt: dict) -> bool:
@@ -166,47 +177,23 @@ def heads_beside(file: Path, ckpt: dict) -> int | None:
     return ARCHS[name].num_heads if name in ARCHS else None
 
 
-def load_encoder(
-    path: str | Path, which: str = "target_encoder", *, pos_embed: str = "resample", num_heads: int | None = None
-) -> VisionTransformer:
-    """Frozen-ready encoder from a run dir, our checkpoint, an official I-JEPA checkpoint, a bare
-    encoder state dict, a Hugging Face IJepa directory or a timm I-JEPA ViT (the last three hold
-    one encoder, which then loads for either `which`).
-
-    `forward(images)` returns the last block's LayerNorm-ed tokens [B, N, D]. At a grid other
-    than the checkpoint's, `pos_embed="resample"` (default, as timm and DINOv2) resamples the
-    stored table bicubically; "sincos" recomputes the sin-cos table. `num_heads`: only needed
-    where no config gives them and the width is not a standard one. Non-finite weights (a
-    diverged run) are refused, naming the first bad tensor.
-    """
-    check_choice("pos_embed", pos_embed, POS_EMBEDS)
-    file = checkpoint_file(path)
-    foreign, _ = read_weights(file, which)
-    return encoder_from_weights(file, foreign, pos_embed=pos_embed, num_heads=num_heads)
-
-
-def read_weights(file: Path, which: str = "target_encoder") -> tuple[interop.Foreign, dict]:
-    """`which` encoder's weights in our layout and the checkpoint dict they came from (empty
-    for HF and timm files); non-finite weights are refused, naming the first bad tensor."""
-    which = "encoder" if which == "context" else which  # the CLI's word for the official key
-    if which not in WHICH:
-        raise ValueError(f"which={which!r}: expected target_encoder or context (alias: encoder, the official key)")
-    fmt, ckpt = interop.detect_format(file), {}
+def weights_of(file: Path, fmt: str, ckpt: dict, which: str) -> interop.Foreign:
+    """The `which` encoder's weights in our layout (`ckpt` from `open_checkpoint`), with what a
+    config beside them records; non-finite weights are refused, naming the first bad tensor."""
     if fmt == "torch":
-        ckpt = read_checkpoint(file)
         foreign = interop.Foreign(torch_state(file, ckpt, which), heads_beside(file, ckpt))
     else:
         foreign = interop.read_hf(file) if fmt == "hf" else interop.read_timm(file)
     bad = first_nonfinite(foreign.state)
     if bad is not None:
         raise ValueError(f"{file}: {which if fmt == 'torch' else fmt} weights are not finite ({bad} holds NaN or inf)")
-    return foreign, ckpt
+    return foreign
 
 
 def encoder_from_weights(
     file: Path, foreign: interop.Foreign, *, pos_embed: str = "resample", num_heads: int | None = None
 ) -> VisionTransformer:
-    """The frozen encoder of `read_weights`; any layout or heads problem names `file`."""
+    """The frozen encoder of `weights_of`; any layout or heads problem names `file`."""
     try:
         enc = encoder_from_state(foreign.state, num_heads=num_heads, recorded_heads=foreign.num_heads, grid=foreign.grid,
                                  layer_norm_eps=foreign.layer_norm_eps, pos_embed=pos_embed)

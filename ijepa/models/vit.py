@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
+from typing import TYPE_CHECKING
 
 import torch
 from timm.layers import resample_abs_pos_embed
@@ -29,6 +30,9 @@ from torch import nn
 
 from ijepa.masks.apply import apply_masks
 from ijepa.models.pos_embed import sincos_2d
+
+if TYPE_CHECKING:
+    from ijepa.models.source import EncoderSource
 
 
 class PatchEmbed(nn.Module):
@@ -94,6 +98,8 @@ class VisionTransformer(nn.Module):
     `masks` (a list of [B, K] index tensors, stacked along the batch) and runs the blocks on
     them alone: the context encoder never pays for the tokens it does not see.
     """
+
+    source: EncoderSource | None = None  # where `load_encoder` read it; None for one built here
 
     def __init__(
         self,

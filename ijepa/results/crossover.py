@@ -15,8 +15,9 @@ from typing import Any
 
 import pandas as pd
 
-from ijepa.results.curves import LABELS, _save, score_frame
+from ijepa.results.curves import LABELS, score_frame
 from ijepa.results.io import RESULTS_DIR, load_records
+from ijepa.results.render import markdown_table, save_figure
 
 PROBES = {"linear": "VISSL grid", "logreg": "logistic regression", "knn": "k-NN", "lowshot 1%": "low-shot 1%"}
 MOONSHOT = 2.0  # points by which I-JEPA must beat MAE on both linear probes
@@ -76,8 +77,6 @@ def moonshot(frame: pd.DataFrame) -> pd.DataFrame:
 
 def crossover_markdown(records: list[dict[str, Any]]) -> str:
     """The crossover table: every cell measured, with the recipes each level chose on val."""
-    from ijepa.results.tables import markdown_table
-
     f = crossover_frame(records)
     if f.empty:
         return "_No level has both methods' test scores yet._"
@@ -125,7 +124,7 @@ def plot_crossover(results_dir: Path | None = None, *, out: Path | None = None) 
     fig.legend(handles, labels, loc="lower center", ncol=max(1, len(labels)), fontsize=8, bbox_to_anchor=(0.5, -0.06), frameon=False)
     fig.suptitle("MAE minus I-JEPA at matched training FLOPs on fmnist-clutter (below 0: I-JEPA ahead; shaded: I-JEPA by >= 2 points)",
                  fontsize=10)
-    return _save(fig, out or root / "crossover.png", dpi=110)
+    return save_figure(fig, out or root / "crossover.png", dpi=110)
 
 
 def clutter_gallery(out: Path, *, levels: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0), n: int = 10) -> Path:

@@ -14,6 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ijepa.results.io import RESULTS_DIR, load_records
+from ijepa.results.render import cell, markdown_table, save_figure
 
 LABELS = {"ijepa": "I-JEPA", "mae": "MAE", "random-init": "random init", "raw-pixels": "raw pixels"}
 BASELINES = ("random-init", "raw-pixels")
@@ -94,7 +95,7 @@ def curve_table(records: list[dict[str, Any]], dataset: str = FMNIST) -> pd.Data
     df = dataset_frame(records, dataset)
     if df.empty:
         return df
-    df["cell"] = [f"{v:.2f}" if s is None or pd.isna(s) else f"{v:.2f} ± {s:.2f}" for v, s in zip(df["value"], df["std"], strict=True)]
+    df["cell"] = [cell(v, s) for v, s in zip(df["value"], df["std"], strict=True)]
     keys = ["method", "recipe", "steps"]
     wide = df.pivot_table(index=keys, columns="column", values="cell", aggfunc="last").reset_index()
     meta = df.groupby(keys).agg(budget_pflops=("budget_pflops", "last"), pflops=("pretrain_pflops", "last"), minutes=("budget_minutes", "last"),
@@ -115,14 +116,11 @@ def curve_table(records: list[dict[str, Any]], dataset: str = FMNIST) -> pd.Data
     return out.assign(_o=order).sort_values(["_o", "recipe (val-chosen)", "steps"]).drop(columns="_o").reset_index(drop=True)
 
 
-def table_markdown(records: list[dict[str, Any]]) -> str:
-    """The README section's body (ijepa.results.tables renders it under the kind's heading)."""
-    from ijepa.results.crossover import crossover_markdown
-    from ijepa.results.tables import markdown_table
-
+def curves_markdown(records: list[dict[str, Any]]) -> str | None:
+    """The README section's curve tables, a dataset each (None: no Fashion-MNIST run of ours)."""
     table = curve_table(records)
     if table.empty:
-        return "_No runs of ours yet._"
+        return None
     note = ("Accuracy in % on test unless the column says `(val)`; every recipe was chosen on val by the sweeps "
             "(`ijepa bench sweep`), every head on held-out train. Budgets: `ijepa bench curve`; budget minutes are minutes of "
             "the I-JEPA recipe at the reference img/s (for MAE: the same FLOPs), wall minutes as measured here.")
@@ -133,8 +131,7 @@ def table_markdown(records: list[dict[str, Any]]) -> str:
     extra = df[df["extra"] != ""]
     if not extra.empty:
         out += ["", "Runs with extra overrides (a depth axis; same FLOPs as the recipe without them): see the crossover table."]
-    return "\n".join([*out, "", "### Crossover: MAE - I-JEPA at matched FLOPs by clutter level (`ijepa bench crossover`)", "",
-                      crossover_markdown(records)])
+    return "\n".join(out)
 
 
 def pick_recipe(df: pd.DataFrame, method: str, recipe: str | None) -> str | None:
@@ -205,22 +202,12 @@ def _log_x(ax, values: pd.Series) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _save(fig, out: Path, *, dpi: int) -> Path:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
-    return out
-
-
 def _finish(fig, axes, out: Path) -> Path:
     """One legend for the figure (the first axes' entries), then saved."""
     handles, labels = axes[0].get_legend_handles_labels()
     uniq = dict(zip(labels, handles, strict=True))
     fig.legend(uniq.values(), uniq.keys(), fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    return _save(fig, out, dpi=120)
+    return save_figure(fig, out, dpi=120)
 
 
 def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, str | None] | None = None, out: Path | None = None,
@@ -263,7 +250,7 @@ def plot_compute_curve(results_dir: Path | None = None, *, recipes: dict[str, st
         handles, labels = top.get_legend_handles_labels()
         bottom.legend(handles, labels, fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1 + (len(labels) > 6), frameon=False)
     fig.suptitle("I-JEPA vs MAE at matched pretraining compute (recipes chosen on val; dotted: random init, dash-dot: raw pixels)")
-    return _save(fig, out or root / "compute_curve.png", dpi=110)
+    return save_figure(fig, out or root / "compute_curve.png", dpi=110)
 
 
 def plot_learning_curve(results_dir: Path | None = None, *, recipe: str | None = None, out: Path | None = None) -> Path:

@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from ijepa.atomic import atomic_write
+from ijepa.atomic import atomic_write_text
 from ijepa.results.schema import validate
 
 RESULTS_DIR = Path("results")
@@ -60,10 +60,6 @@ def strict(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [strict(v) for v in value]
     return value
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write(path, lambda f: f.write(text))
 
 
 def provenance() -> dict[str, Any]:

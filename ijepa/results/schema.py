@@ -3,7 +3,8 @@
 A record is a JSON object with `kind`, `created`, `encoder` and its headline metric. New eval
 records declare `headline` (the key of the number a table shows first) and `unit`
 (`fraction`: stored in [0, 1], shown as %; `value`: shown as is), stamped by the eval
-registry; records written before that, and those of benchmarks, get them from `KNOWN` by
+registry; records written before that get them from their eval's registry entry (which also
+says what else its records hold, `check`), those of benchmarks and curves from `KNOWN` by
 their kind. A record that breaks the schema is skipped with the reason, never half-read; so
 is one holding a number that cannot be, wherever it sits (`impossible`): a top-k accuracy
 outside [0, 1], FLOPs that are negative, any number that is not finite.
@@ -16,14 +17,14 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from ijepa.evals import registry
+from ijepa.evals.registry import number
+
 UNITS = ("fraction", "value")
 # What a measurement of speed, FLOPs or a run says for `selected_on` / `reported_on`: no choice, no split.
 NO_SPLIT = {"selected_on": "none (a measurement, no choice)", "reported_on": "none (no data split)"}
-# kind -> (headline, unit) for records that do not declare theirs
+# kind -> (headline, unit) for records of no eval that do not declare theirs
 KNOWN: dict[str, tuple[str, str]] = {
-    "eval.linear": ("top1", "fraction"), "eval.knn": ("top1", "fraction"), "eval.lowshot": ("top1", "fraction"),
-    "eval.segmentation": ("miou", "fraction"), "eval.detection": ("box_ap", "fraction"),
-    "eval.depth": ("abs_rel", "value"), "eval.counting": ("mae", "value"),
     "baseline.random_init": ("top1", "fraction"), "baseline.raw_pixels": ("top1", "fraction"),
     "learning_curve": ("top1", "fraction"), "recipe_sweep": ("probe_best", "fraction"),
     "bench.throughput": ("img_per_s", "value"), "bench.pretrain_step": ("img_per_s", "value"),
@@ -47,8 +48,10 @@ class Headline:
         return 100 * self.value if self.unit == "fraction" else self.value
 
 
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+def _known(kind: Any) -> tuple[str | None, str | None]:
+    """(headline, unit) of a kind: its eval's registry entry, else `KNOWN`."""
+    entry = registry.of_kind(kind)
+    return (entry.headline, entry.unit) if entry is not None else KNOWN.get(kind, (None, None))
 
 
 def headline(rec: dict[str, Any]) -> Headline | None:
@@ -57,33 +60,22 @@ def headline(rec: dict[str, Any]) -> Headline | None:
     if key is None:
         if rec.get("kind") in OPTIONAL:
             return None
-        key, unit = KNOWN.get(rec.get("kind"), (None, None))
+        key, unit = _known(rec.get("kind"))
     if key is None:
         raise ValueError(f"kind {rec.get('kind')!r} declares no headline (set `headline` and `unit`)")
     if unit not in UNITS:
         raise ValueError(f"unit {unit!r}: expected one of {', '.join(UNITS)}")
     value = rec.get(key)
-    if not _number(value):
+    if not number(value):
         raise ValueError(f"{key} is {value!r}; expected a finite number")
     if unit == "fraction" and not 0 <= value <= 1:
         raise ValueError(f"{key} is {value!r}; expected a fraction in [0, 1]")
     return Headline(key, float(value), unit)
 
 
-def _lowshot(rec: dict[str, Any]) -> None:
-    fractions = rec.get("fractions")
-    if not isinstance(fractions, dict) or not fractions:
-        raise ValueError("fractions: expected a mapping of label fraction -> scores")
-    for f, r in fractions.items():
-        if not isinstance(r, dict) or not _number(r.get("top1")) or not _number(r.get("top1_std")) or not isinstance(r.get("seeds"), list) or not r["seeds"]:
-            raise ValueError(f"fractions[{f}]: expected top1, top1_std (numbers) and a non-empty seeds list")
-        if not 0 < float(f) <= 1:
-            raise ValueError(f"fractions[{f}]: expected a label fraction in (0, 1]")
-
-
 def _numbers(rec: dict[str, Any], keys: tuple[str, ...]) -> None:
     for k in keys:
-        if not _number(rec.get(k)) or rec[k] < 0:
+        if not number(rec.get(k)) or rec[k] < 0:
             raise ValueError(f"{k} is {rec.get(k)!r}; expected a finite number >= 0")
 
 
@@ -100,7 +92,7 @@ def _curve_score(rec: dict[str, Any]) -> None:
     if rec.get("split") not in ("val", "test") or rec.get("reported_on") != rec.get("split"):
         raise ValueError(f"split {rec.get('split')!r}, reported_on {rec.get('reported_on')!r}: expected the same, val or test")
     metrics = rec.get("metrics")
-    if not isinstance(metrics, dict) or not metrics or not all(_number(v) and 0 <= v <= 1 for v in metrics.values()):
+    if not isinstance(metrics, dict) or not metrics or not all(number(v) and 0 <= v <= 1 for v in metrics.values()):
         raise ValueError("metrics: expected a mapping of probe -> top-1 fraction in [0, 1]")
 
 
@@ -110,7 +102,7 @@ def _pretrain_compute(rec: dict[str, Any]) -> None:
     _numbers(rec, ("pretrain_flops", "pretrain_wall_s"))
 
 
-CHECKS = {"eval.lowshot": _lowshot, "curve.pretrain": _curve_pretrain, "curve.score": _curve_score, "pretrain.compute": _pretrain_compute}
+CHECKS = {"curve.pretrain": _curve_pretrain, "curve.score": _curve_score, "pretrain.compute": _pretrain_compute}
 TOPK = re.compile(r"(^|_)top\d+$")  # top1, top5, heldout_top1, val_top5, retrieval_top1: fractions wherever they sit
 FLOPS = re.compile(r"flops(?!_rel)", re.I)  # counts, rates and ratios of FLOPs; not a relative difference (flops_rel_budget)
 
@@ -142,10 +134,12 @@ def validate(rec: Any) -> str | None:
             return f"{key} is {rec.get(key)!r}; expected a string"
     if rec["kind"] not in OPTIONAL and not isinstance(rec.get("encoder"), str):
         return f"encoder is {rec.get('encoder')!r}; expected a string"
+    entry = registry.of_kind(rec["kind"])
+    check = entry.check if entry is not None else CHECKS.get(rec["kind"])
     try:
         headline(rec)
-        if rec["kind"] in CHECKS:
-            CHECKS[rec["kind"]](rec)
+        if check is not None:
+            check(rec)
     except ValueError as e:
         return str(e)
     return impossible(rec)

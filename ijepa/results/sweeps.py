@@ -12,6 +12,8 @@ from typing import Any
 
 import pandas as pd
 
+from ijepa.results.render import markdown_table
+
 COLUMNS = {"encoder": "variant", "method": "method", "dataset": "data", "reported_on": "scored on", "steps": "steps",
            "pretrain_pflops": "PFLOPs", "pretrain_minutes": "wall min", "probe_best": "logreg",
            "grid_val_top1": "VISSL grid", "rankme_end": "RankMe"}
@@ -36,13 +38,11 @@ def sweep_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     return df[list(COLUMNS)].rename(columns=COLUMNS).reset_index(drop=True)
 
 
-def sweep_markdown(records: list[dict[str, Any]]) -> str:
-    """The README section's body (ijepa.results.tables renders it under the kind's heading)."""
-    from ijepa.results.tables import markdown_table
-
+def sweep_markdown(records: list[dict[str, Any]]) -> str | None:
+    """The README section's sweep table (None: no sweep record)."""
     table = sweep_frame(records)
     if table.empty:
-        return "_No runs of ours yet._"
+        return None
     note = ("Every variant of `benchmarks/sweeps/*.yaml` in the order it ran (`python benchmarks/recipe_sweep.py --summary` "
             "sorts them). Top-1 in % on the split named in `scored on` (rounds 1-5 on test, before the val split; since round 6 "
             "on val): `logreg` is the quick logistic regression (6k train images), `VISSL grid` the converged head grid on "

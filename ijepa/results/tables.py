@@ -1,44 +1,27 @@
-"""`results/README.md` and `results/summary.csv`, regenerated from the JSON records.
+"""Our runs' tables and the paper's: the long summary rows of every record (`summary.csv`),
+and the sections `results/README.md` puts under each kind (`ijepa.results.readme`).
 
-Our runs are grouped by eval kind, then by dataset (a heading each); under them, under a
-heading of their own, stand the paper's reference numbers (ImageNet-1k and transfer datasets),
-every row labelled with the table it comes from. The README keeps the latest run per setting
-(kind, dataset, protocol, train and eval limits, encoder, checkpoint, splits), so different
-settings never share a cell; a number measured on part of a split (`--train-limit`,
-`--eval-limit`) is a metric of its own ("top1 (subset)"), never a plain "top1". The CSV keeps
-every run. Each record's headline and unit come from its schema (`ijepa.results.schema`),
-never a guess.
+Our runs are grouped by dataset (a heading each); under them, under a heading of their own,
+stand the paper's reference numbers (ImageNet-1k and transfer datasets), every row labelled
+with the table it comes from. A section keeps the latest run per setting (kind, dataset,
+protocol, train and eval limits, encoder, checkpoint, splits), so different settings never
+share a cell; a number measured on part of a split (`--train-limit`, `--eval-limit`) is a
+metric of its own ("top1 (subset)"), never a plain "top1". The summary keeps every run. Each
+record's headline and unit come from its schema (`ijepa.results.schema`), never a guess.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ijepa.atomic import unwritable
-from ijepa.results.io import RESULTS_DIR, atomic_write_text, load_records
+from ijepa.evals import registry
+from ijepa.evals.registry import Cell
+from ijepa.results.render import cell, markdown_table
 from ijepa.results.schema import headline
 
-PAPER = "I-JEPA paper (arXiv 2301.08243)"
-# (eval kind, table, method, arch, pretrain epochs, dataset, metric, value %)
-REFERENCE: list[tuple[str, str, str, str, int | None, str, str, float]] = [
-    *[("eval.linear", "Table 1", m, a, e, "imagenet-1k", "top1", v) for m, a, e, v in [
-        ("I-JEPA", "ViT-B/16", 600, 72.9), ("I-JEPA", "ViT-L/16", 600, 77.5), ("I-JEPA", "ViT-H/14", 300, 79.3),
-        ("I-JEPA", "ViT-H/16-448", 300, 81.1), ("MAE", "ViT-B/16", None, 68.0), ("MAE", "ViT-L/16", None, 76.0),
-        ("MAE", "ViT-H/14", None, 77.2), ("CAE", "ViT-B/16", None, 70.4), ("CAE", "ViT-L/16", None, 78.1),
-        ("data2vec", "ViT-L/16", None, 77.3), ("DINO", "ViT-B/8", None, 80.1), ("iBOT", "ViT-L/16", None, 81.0)]],
-    *[("eval.lowshot", "Table 2", m, a, None, "imagenet-1k (1% labels)", "top1", v) for m, a, v in [
-        ("I-JEPA", "ViT-L/16", 69.4), ("I-JEPA", "ViT-H/14", 73.3), ("I-JEPA", "ViT-H/16-448", 77.3),
-        ("MAE", "ViT-L/16", 67.1), ("MAE", "ViT-H/14", 71.5), ("data2vec", "ViT-L/16", 73.3),
-        ("iBOT", "ViT-B/16", 69.7), ("DINO", "ViT-B/8", 70.0), ("MSN", "ViT-B/4", 75.7)]],
-    *[("eval.linear", "Table 3", m, a, None, d, "top1", v) for m, a, vals in [
-        ("I-JEPA", "ViT-H/14", (87.5, 58.4, 47.6)), ("MAE", "ViT-H/14", (77.3, 55.0, 32.9)),
-        ("DINO", "ViT-B/8", (84.9, 57.9, 55.9)), ("iBOT", "ViT-L/16", (88.3, 60.4, 57.3))]
-      for d, v in zip(("cifar100", "places205", "inat18"), vals, strict=True)],
-]
-TITLES = {"eval.linear": "Linear probe", "eval.lowshot": "Low-shot", "eval.knn": "k-NN", "curve.score": "Learning and compute curves"}
+PAPER = "I-JEPA paper (arXiv 2301.08243)"  # every eval's `paper` rows come from it
 KEYS = ["dataset", "protocol", "train_limit", "eval_limit", "encoder", "checkpoint", "selected_on", "reported_on"]
 FMNIST = "fashion-mnist"  # what every record measured before records named their dataset
 
@@ -81,30 +64,40 @@ def detail_of(rec: dict[str, Any]) -> str | None:
     return None
 
 
+def cells_of(rec: dict[str, Any]) -> list[Cell]:
+    """The table cells of one (schema-valid) record: its eval's own (`Eval.cells`), else the
+    headline with what was chosen, and the best head of each feature set where recorded."""
+    entry = registry.of_kind(rec["kind"])
+    if entry is not None and entry.cells is not None:
+        return entry.cells(rec)
+    head = headline(rec)
+    if head is None:
+        return []
+    refit = " before refit" if rec.get("refit_rows") else ""  # the search's head, fit on train less held-out
+    return [Cell(head.key, head.shown, detail_of(rec)),
+            *[Cell(f"top1[{f}{refit}]", 100 * b["top1"], b["head"]) for f, b in (rec.get("best_by_features") or {}).items()]]
+
+
 def rows_of(rec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Long-format rows of one (schema-valid) record: one per metric worth a table cell."""
+    """Long-format rows of one (schema-valid) record: one per table cell."""
     base = {"source": "ours", "kind": rec["kind"], "encoder": rec.get("encoder"), "checkpoint": checkpoint_of(rec),
             "dataset": dataset_of(rec), "protocol": rec.get("protocol"), "train_limit": rec.get("train_limit"),
             "eval_limit": eval_subset_of(rec), "selected_on": rec.get("selected_on"), "reported_on": rec.get("reported_on"),
             "created": rec.get("created"), "git_commit": rec.get("git_commit"), "record": rec.get("_path")}
     mark = " (subset)" if limited(rec) else ""
-    if base["kind"] == "eval.lowshot":
-        ordered = sorted(rec["fractions"].items(), key=lambda fr: float(fr[0]))
-        return [{**base, "metric": f"top1@{float(f):.0%}{mark}", "value": 100 * r["top1"], "std": 100 * r["top1_std"],
-                 "n_seeds": len(r["seeds"]), "detail": f"{r['seeds'][0]['n_labelled']} labelled"} for f, r in ordered]
-    head = headline(rec)
-    if head is None:
-        return []
-    out = [{**base, "metric": head.key + mark, "value": head.shown, "detail": detail_of(rec)}]
-    refit = " before refit" if rec.get("refit_rows") else ""  # the search's head, fit on train less held-out
-    for f, b in (rec.get("best_by_features") or {}).items():
-        out.append({**base, "metric": f"top1[{f}{refit}]{mark}", "value": 100 * b["top1"], "detail": b["head"]})
-    return out
+    return [{**base, **_row(c, mark)} for c in cells_of(rec)]
+
+
+def _row(c: Cell, mark: str) -> dict[str, Any]:
+    spread = {} if c.std is None else {"std": c.std, "n_seeds": c.n_seeds}
+    return {"metric": c.metric + mark, "value": c.value, **spread, "detail": c.detail}
 
 
 def reference_frame() -> pd.DataFrame:
+    """Every eval's `paper` rows, table by table."""
     cols = ["kind", "table", "method", "arch", "pretrain_epochs", "dataset", "metric", "value"]
-    df = pd.DataFrame(REFERENCE, columns=cols)
+    rows = [(e.kind, *row) for e in registry.evals() for row in e.paper]
+    df = pd.DataFrame(sorted(rows, key=lambda r: r[1]), columns=cols)
     df["source"] = PAPER + ", " + df["table"]
     return df
 
@@ -115,19 +108,6 @@ def summary_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
     ref = reference_frame().rename(columns={"arch": "encoder"})
     ref["encoder"] = ref["method"] + " " + ref["encoder"]
     return pd.concat([ours, ref.drop(columns=["table"])], ignore_index=True)
-
-
-def markdown_table(df: pd.DataFrame) -> str:
-    """GitHub markdown, without pandas' optional `tabulate` dependency."""
-    cells = df.astype(object).where(df.notna(), "").astype(str)
-    head = "| " + " | ".join(map(str, df.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in df.columns) + "|"
-    body = ["| " + " | ".join(row) + " |" for row in cells.to_numpy().tolist()]
-    return "\n".join([head, rule, *body])
-
-
-def _cell(value: float, std: float | None) -> str:
-    return f"{value:.2f}" if std is None or pd.isna(std) else f"{value:.2f} ± {std:.2f}"
 
 
 def _key_cell(value: Any) -> str:
@@ -142,7 +122,7 @@ def ours_table(rows: pd.DataFrame) -> pd.DataFrame:
     """One line per setting (encoder, checkpoint, dataset, protocol, train and eval subsets,
     splits): the latest run of it, metrics as columns in the order the records give them."""
     rows = rows.copy()
-    rows["cell"] = [_cell(v, s) for v, s in zip(rows["value"], rows.get("std", pd.Series([None] * len(rows), index=rows.index)), strict=True)]
+    rows["cell"] = [cell(v, s) for v, s in zip(rows["value"], rows.get("std", pd.Series([None] * len(rows), index=rows.index)), strict=True)]
     keys = KEYS
     for k in keys:
         rows[k] = rows[k].map(_key_cell)
@@ -156,45 +136,9 @@ def ours_table(rows: pd.DataFrame) -> pd.DataFrame:
     return wide.sort_values(keys).reset_index(drop=True)
 
 
-def render_markdown(summary: pd.DataFrame, records: list[dict[str, Any]] | None = None) -> str:
-    """The README; `records` give the kinds with a table of their own (curves: one row per run, probes as columns)."""
-    from ijepa.results.curves import table_markdown
-    from ijepa.results.sweeps import sweep_markdown
-
-    own = {"curve.score": table_markdown, "recipe_sweep": sweep_markdown} if records is not None else {}
-    ours = summary[summary["source"] == "ours"]
-    ref = summary[summary["source"] != "ours"]
-    kinds = list(TITLES) + sorted(set(ours["kind"].dropna()) - set(TITLES)) if len(ours) else list(TITLES)
-    out = ["# Results", "", "Generated by `ijepa results` from `results/records/**/*.json` (do not edit by hand);",
-           "`summary.csv` holds every run. Fractions (accuracy, mIoU, AP) in %; ours are on the dataset named in each heading,",
-           "the paper's are ImageNet-1k and transfer datasets: not comparable row for row.",
-           "`selected_on` is the split every choice (head, lr, C, k, features, recipe) was made on;",
-           "`reported_on` the split of the number shown. `train_limit` / `eval_limit`: the eval saw that part of its",
-           "train / evaluation split only (`--train-limit`, `--eval-limit`), and its metrics say `(subset)`.",
-           "`top1[F before refit]`: the best head on features F as the search trained it (train less its held-out",
-           "part); the headline `top1` is the chosen head retrained on all of train.", ""]
-    for kind in kinds:
-        mine, theirs = ours[ours["kind"] == kind], ref[ref["kind"] == kind]
-        if mine.empty and theirs.empty:
-            continue
-        out += [f"## {TITLES.get(kind, kind)} (`{kind}`)", ""]
-        if kind in own:
-            out += [own[kind](records), ""]
-            continue
-        out += ours_sections(mine)
-        if not theirs.empty:
-            show = theirs[["encoder", "pretrain_epochs", "dataset", "metric", "value", "source"]].copy()
-            show["pretrain_epochs"] = show["pretrain_epochs"].map(lambda e: "" if pd.isna(e) else int(e))
-            out += ["### Paper reference (ImageNet-1k and transfer datasets: not comparable with the rows above)", "",
-                    markdown_table(show), ""]
-    return "\n".join(out)
-
-
 def ours_sections(mine: pd.DataFrame) -> list[str]:
     """Our rows of one kind, a heading and a table per dataset (one dataset's rows never
-    sit in another's table, nor beside the paper's)."""
-    if mine.empty:
-        return ["_No runs of ours yet._", ""]
+    sit in another's table, nor beside the paper's); none without rows."""
     out = []
     for dataset, rows in mine.groupby("dataset", sort=True):
         table = ours_table(rows).drop(columns="dataset")
@@ -202,16 +146,10 @@ def ours_sections(mine: pd.DataFrame) -> list[str]:
     return out
 
 
-def write_tables(results_dir: Path | None = None) -> tuple[Path, Path, list[tuple[str, str]]]:
-    """Regenerate `README.md` and `summary.csv` under `results_dir`; returns their paths and
-    the (path, reason) of each record skipped as invalid."""
-    root = Path(results_dir or RESULTS_DIR)
-    records, skipped = load_records(root)
-    summary = summary_frame(records)
-    md, csv = root / "README.md", root / "summary.csv"
-    for path, text in ((csv, summary.round({"value": 4, "std": 4}).to_csv(index=False)), (md, render_markdown(summary, records) + "\n")):
-        try:
-            atomic_write_text(path, text)
-        except OSError as e:  # a read-only folder, a full disk: the records are intact, the table is not written
-            raise ValueError(unwritable(path, "the table", e)) from None
-    return md, csv, skipped
+def reference_section(theirs: pd.DataFrame) -> list[str]:
+    """The paper's rows of one kind under a heading of their own (none without rows)."""
+    if theirs.empty:
+        return []
+    show = theirs[["encoder", "pretrain_epochs", "dataset", "metric", "value", "source"]].copy()
+    show["pretrain_epochs"] = show["pretrain_epochs"].map(lambda e: "" if pd.isna(e) else int(e))
+    return ["### Paper reference (ImageNet-1k and transfer datasets: not comparable with the rows above)", "", markdown_table(show), ""]

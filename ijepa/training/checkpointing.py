@@ -1,15 +1,16 @@
-"""The run directory: one process at a time, atomic checkpoints, the last K kept, resume rules.
+"""Pretraining checkpoints: the last K kept, resume rules, optimizer state that fits.
 
-Every failure a person can fix (another run holds the directory, the disk is full, a
-changed key on resume) is a `RunError` whose message is one line naming the file.
+Every failure a person can fix (a changed key on resume, an optimizer state of another
+model) is a `RunError` whose message is one line naming the file; the directory's lock and
+atomic saves are `ijepa.rundir` and `ijepa.atomic`.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import torch
 
 from ijepa.atomic import atomic_write
 from ijepa.models.checkpoint import strip_prefix  # noqa: F401  (re-exported: the trainer imports it from here)
+from ijepa.rundir import RunError
+from ijepa.training.config import Config
 
 # Keys that may differ from the stored config on resume: where and how often to log, how far
 # to train, where to run, which file to resume from, how to feed data. Every other key shapes
@@ -25,58 +28,6 @@ RESUMABLE = ("logging.*", "optimization.epochs", "optimization.max_steps", "meta
              "meta.load_checkpoint", "meta.read_checkpoint", "meta.reset_optimizer", "data.num_workers", "data.pin_mem")
 RESET_HINT = "set meta.reset_optimizer: true to resume the weights with AdamW's moments restarted from zero"
 KEPT = re.compile(r"checkpoint-step(\d+)\.pt")
-
-
-class RunError(RuntimeError):
-    """A run cannot go on; the message is one line naming the file and what to do."""
-
-
-def atomic_save(obj: Any, path: str | Path) -> None:
-    """torch.save through `atomic_write`: a crash never corrupts the previous checkpoint."""
-    atomic_write(path, lambda f: torch.save(obj, f), binary=True)
-
-
-class RunLock:
-    """An exclusive flock on `run_dir/.lock`, which holds the owner's PID.
-
-    Two runs writing one directory would interleave checkpoints and logs. The kernel drops
-    a flock when its holder exits, however it exits, so a crashed run leaves no stale lock.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.run_dir, self.fd = run_dir, None
-
-    def acquire(self) -> RunLock:
-        path = self.run_dir / ".lock"
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise RunError(f"{self.run_dir}: run directory is not writable ({e.strerror or e})") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise RunError(f"{self.run_dir}: another ijepa pretrain (PID {holder}) is running in this directory; "
-                           "wait for it or set logging.write_tag") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-        return self
-
-    def release(self) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-
-
-def remove_stale_temps(run_dir: Path) -> list[Path]:
-    """Delete `atomic_write`'s temp files left by a killed save (only safe under the lock)."""
-    stale = sorted(run_dir.glob(".*.tmp"))
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
 
 
 def keep_copy(ckpt: Path, step: int, keep_last: int) -> None:
@@ -101,14 +52,16 @@ def _resumable(key: str) -> bool:
     return key in RESUMABLE or f"{key.split('.')[0]}.*" in RESUMABLE
 
 
-def check_resume(given: dict[str, dict], stored: dict[str, dict], source: Path, mode: str) -> None:
-    """The stored config is the run's: a changed key outside RESUMABLE is an error naming it."""
-    for section, values in given.items():
-        for key, value in values.items():
-            name, old = f"{section}.{key}", stored.get(section, {}).get(key)
-            if value != old and not _resumable(name):
-                raise RunError(f"{mode}: {name} differs from {source} (given {value!r}, stored {old!r}); "
-                               f"only {', '.join(RESUMABLE)} may change on resume")
+def check_resume(cfg: Config, stored: Config, keys: Iterable[str], source: Path, mode: str) -> None:
+    """The stored config is the run's: a key of `keys` (dotted) that `cfg` changes outside
+    RESUMABLE is an error naming it."""
+    for name in keys:
+        section, key = name.split(".")
+        value, old = getattr(getattr(cfg, section), key), getattr(getattr(stored, section), key)
+        if value != old and not _resumable(name):
+            given, was = (list(v) if isinstance(v, tuple) else v for v in (value, old))  # as config.yaml writes them
+            raise RunError(f"{mode}: {name} differs from {source} (given {given!r}, stored {was!r}); "
+                           f"only {', '.join(RESUMABLE)} may change on resume")
 
 
 def check_opt_state(state: Any, opt: torch.optim.Optimizer, names: dict[int, str], path: Path) -> None:

@@ -1,21 +1,21 @@
 """Typed pretraining config: the official YAML sections, one set of defaults, dotted overrides.
 
 Defaults are the official `in1k_vith14_ep300.yaml`; the official files load unchanged.
-Keys this project adds are marked `# ours`. An unknown key is an error that names it (and
-the key it likely meant). Values are coerced, overrides parsed and errors raised by the
-typed loader every eval recipe goes through (`ijepa.typedconfig`).
+Keys this project adds are marked `# ours`. The typed loader every eval recipe goes through
+(`ijepa.typedconfig`) reads the YAML and the `--set` overrides, coerces the values and names
+a bad or unknown key (and the key it likely meant); the checks across keys are here.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field, fields
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, get_type_hints
-
-import yaml
+from typing import Any
 
 from ijepa import typedconfig
+from ijepa.typedconfig import ConfigError
 
 
 @dataclass
@@ -119,36 +119,9 @@ class Config:
         return {s: {k: list(v) if isinstance(v, tuple) else v for k, v in sec.items()} for s, sec in d.items()}
 
 
-ConfigError = typedconfig.ConfigError  # one error type for every config, pretraining's and the evals'
-SECTIONS = "data, logging, mask, meta, optimization"
-
-
-def _coerce(key: str, value: Any, typ: Any) -> Any:
-    """The shared typed loader's coercion: `lr: 1e-4` is a number here as in every eval
-    recipe, and a NaN or infinite float is refused."""
-    if typ is str and value is None:  # `--set data.image_folder=` reads as YAML null
-        raise ConfigError(f"{key}: expected a string, got nothing")
-    return typedconfig.coerce(value, typ, key=key, where="")
-
-
 def from_dict(raw: dict[str, Any], base: Config | None = None) -> Config:
     """Merge a nested dict into `base` (defaults if None), checking every key and type."""
-    cfg = dataclasses.replace(base) if base else Config()
-    if not isinstance(raw or {}, dict):
-        raise ConfigError(f"expected a mapping of sections ({SECTIONS}), got a {type(raw).__name__}")
-    for section, values in (raw or {}).items():
-        if section not in {f.name for f in fields(Config)}:
-            meant = typedconfig.suggest(str(section), [f.name for f in fields(Config)])
-            raise ConfigError(f"{section}: unknown config section{meant}; expected one of {SECTIONS}")
-        if not isinstance(values, dict):
-            raise ConfigError(f"{section}: expected a mapping of keys")
-        sec = dataclasses.replace(getattr(cfg, section))
-        hints = get_type_hints(type(sec))
-        for key, value in values.items():
-            if key not in hints:
-                raise ConfigError(f"{section}.{key}: unknown config key{typedconfig.suggest(f'{section}.{key}', typedconfig.keys_of(Config))}")
-            setattr(sec, key, _coerce(f"{section}.{key}", value, hints[key]))
-        setattr(cfg, section, sec)
+    cfg = typedconfig.build(Config, raw, where="", base=base)
     validate(cfg)
     return cfg
 
@@ -248,30 +221,19 @@ def validate_official(cfg: Config) -> None:
                           "set meta.load_checkpoint: true to resume from it")
 
 
-def parse_override(item: str) -> dict[str, Any]:
-    """`section.key=value` (value parsed as YAML) -> nested dict, by the evals' `--set` parser."""
-    key = item.partition("=")[0].strip()
-    if "=" not in item or "." not in key:
-        meant = typedconfig.suggest(key, typedconfig.keys_of(Config)) if key else ""
-        raise ConfigError(f"--set {item!r}: expected section.key=value{meant}")
-    return typedconfig.parse_set(item)
+def given_values(path: str | Path | None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """The values a person gave, nested and not yet checked: a config file's (a path or a
+    shipped config's name) with every `--set` merged over them."""
+    values = typedconfig.read_yaml(find_config(path)) if path else {}
+    for item in overrides:  # all of them, then one check: the order of --set never matters
+        values = typedconfig.merge(values, typedconfig.parse_set(item))
+    return values
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
     """Load a YAML (a path or a shipped config's name; defaults to the packaged Fashion-MNIST
     recipe) and apply `--set` overrides."""
-    path = find_config(path) if path else DEFAULT_CONFIG
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e.__class__.__name__})") from None
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.object[e.start]:#04x} at offset {e.start}); expected a YAML config") from None
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections (data, logging, mask, meta, optimization), got a {type(raw).__name__}")
-    for item in overrides:  # all of them, then one check: the order of --set never matters
-        raw = typedconfig.merge(raw, parse_override(item))
-    return from_dict(raw)
+    return from_dict(given_values(path or DEFAULT_CONFIG, overrides))
 
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"

@@ -13,8 +13,9 @@ from ijepa.data import DataSpec, PretrainViews, build_dataset, data_spec, fashio
 from ijepa.data.imagefolder import folder_channels
 from ijepa.masks import MultiBlockMaskCollator
 from ijepa.masks.random import RandomMaskCollator
-from ijepa.training.config import Config, ConfigError
+from ijepa.training.config import Config
 from ijepa.training.distributed import DistInfo
+from ijepa.typedconfig import ConfigError
 
 
 class EpochSampler(Sampler[int]):

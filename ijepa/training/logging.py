@@ -1,21 +1,11 @@
-"""Run logs a person can load with pandas (`pd.read_csv(run / "log.csv")`), a progress bar on a
-terminal and plain progress lines where the output is a file or a pipe."""
+"""Run logs a person can load with pandas (`pd.read_csv(run / "log.csv")`), and plain progress
+lines where the output is a file or a pipe (the bar on a terminal is `ijepa.progress`)."""
 
 from __future__ import annotations
 
 import csv
 import io
 from pathlib import Path
-
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from ijepa.atomic import atomic_write
 
@@ -83,14 +73,6 @@ def read_rows(path: Path, up_to_step: int) -> list[dict[str, str]]:
             if int(r["step"]) <= up_to_step:
                 rows.append({k: r.get(k, "") for k in COLUMNS})
         return rows
-
-
-def progress_bar(console: Console, enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console, disable=not enabled, transient=False,
-    )
 
 
 def duration(seconds: float) -> str:

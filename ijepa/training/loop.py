@@ -16,32 +16,31 @@ from rich.console import Console
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from ijepa.atomic import atomic_write
+from ijepa.atomic import atomic_save, atomic_write, remove_stale_temps
 from ijepa.data import eval_transform
 from ijepa.data.loader import worker_errors
 from ijepa.devices import bf16_autocast, varlen_attention
 from ijepa.models.checkpoint import read_checkpoint
+from ijepa.progress import progress_bar
+from ijepa.rundir import RunError, RunLock
 from ijepa.training.checkpointing import (
     RESET_HINT,
-    RunError,
-    RunLock,
-    atomic_save,
     check_opt_state,
     check_resume,
     keep_copy,
-    remove_stale_temps,
     strip_prefix,
 )
-from ijepa.training.config import Config, ConfigError, from_dict, load_config
+from ijepa.training.config import Config, from_dict, load_config
 from ijepa.training.data import PretrainData
 from ijepa.training.diagnostics import OnlineProbe, rankme
 from ijepa.training.distributed import DistInfo, device_type_of, init_distributed, resolve_device
 from ijepa.training.interrupt import Interrupted, StopRequest, resume_command
-from ijepa.training.logging import CSVLog, duration, progress_bar, progress_line
+from ijepa.training.logging import CSVLog, duration, progress_line
 from ijepa.training.mae import MAE
 from ijepa.training.resume import check_world_size
 from ijepa.training.schedules import Schedules, scale_to_steps
 from ijepa.training.step import IJEPA
+from ijepa.typedconfig import ConfigError, keys_of
 
 METHODS = {"ijepa": IJEPA, "mae": MAE}
 NONFINITE = {1: "loss is NaN", 2: "loss is infinite", 3: "gradient is not finite"}  # codes of nonfinite_code
@@ -292,10 +291,10 @@ class Trainer:
             return s
         source = stored_yaml if stored_yaml.is_file() else path
         try:
-            stored = (load_config(stored_yaml) if stored_yaml.is_file() else from_dict(s["config"])).to_dict()
+            stored = load_config(stored_yaml) if stored_yaml.is_file() else from_dict(s["config"])
         except ConfigError as e:
             raise RunError(f"{source}: the stored config does not load ({e})") from None
-        check_resume(self.cfg.to_dict(), stored, source, mode)
+        check_resume(self.cfg, stored, keys_of(Config), source, mode)
         return s
 
     def _load(self, s: dict, path: Path) -> None:

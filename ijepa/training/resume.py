@@ -1,36 +1,22 @@
 """What `--resume` continues: the run's stored config.yaml, with the keys the user gives.
 
 A run is resumed as it was configured, so a user never repeats the overrides it started
-with. Only the keys given now (those in an explicit `-c` file and every `--set`) are held to
-the stored config: a resumable one (`checkpointing.RESUMABLE`) replaces the stored value,
-any other must equal it. The number of processes must equal the run's too (`check_world_size`).
+with. Only the keys given now (those in an explicit `-c` file and every `--set`, as
+`config.given_values` read them for the config) are held to the stored config: a resumable
+one (`checkpointing.RESUMABLE`) replaces the stored value, any other must equal it. The
+number of processes must equal the run's too (`check_world_size`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
+from typing import Any
 
-import yaml
-
-from ijepa.training.checkpointing import RunError, check_resume
-from ijepa.training.config import (
-    Config,
-    ConfigError,
-    find_config,
-    from_dict,
-    load_config,
-    parse_override,
-)
-
-
-def given_keys(path: str | Path | None, overrides: list[str]) -> dict[str, dict]:
-    """The keys a person gave: an explicit config file's and the `--set` ones, nested."""
-    given: dict[str, dict] = {}
-    raw = yaml.safe_load(find_config(path).read_text()) or {} if path else {}
-    for part in [raw, *(parse_override(o) for o in overrides)]:
-        for section, values in part.items():
-            given.setdefault(section, {}).update(values or {})
-    return given
+from ijepa.rundir import RunError
+from ijepa.training.checkpointing import check_resume
+from ijepa.training.config import Config, load_config, validate
+from ijepa.typedconfig import ConfigError
 
 
 def _processes(n: int) -> str:
@@ -48,9 +34,10 @@ def check_world_size(ckpt: dict, world_size: int, source: Path, mode: str) -> No
                        f"(torchrun --nproc_per_node {stored})")
 
 
-def resume_config(cfg: Config, given: dict[str, dict], run_dir: Path) -> Config:
-    """`cfg`'s run as stored in `run_dir/config.yaml` with the given keys applied; `cfg`
-    itself when the run has no stored config yet (a new run)."""
+def resume_config(cfg: Config, given: dict[str, dict[str, Any]], run_dir: Path) -> Config:
+    """`cfg`'s run as stored in `run_dir/config.yaml`, with `cfg`'s values of the `given` keys
+    (nested, as `given_values` reads them); `cfg` itself when the run has no stored config yet
+    (a new run)."""
     stored_yaml = run_dir / "config.yaml"
     if not stored_yaml.is_file():
         return cfg
@@ -58,7 +45,8 @@ def resume_config(cfg: Config, given: dict[str, dict], run_dir: Path) -> Config:
         stored = load_config(stored_yaml)
     except ConfigError as e:
         raise RunError(f"{stored_yaml}: the stored config does not load ({e})") from None
-    now = cfg.to_dict()
-    mine = {s: {k: now[s][k] for k in keys} for s, keys in given.items()}  # coerced as the config holds them
-    check_resume(mine, stored.to_dict(), stored_yaml, "--resume")
-    return from_dict(mine, stored)
+    check_resume(cfg, stored, [f"{section}.{key}" for section, keys in given.items() for key in keys], stored_yaml, "--resume")
+    sections = {s: dataclasses.replace(getattr(stored, s), **{k: getattr(getattr(cfg, s), k) for k in keys}) for s, keys in given.items()}
+    resumed = dataclasses.replace(stored, **sections)
+    validate(resumed)
+    return resumed

@@ -10,6 +10,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from ijepa.schedule import warmup_cosine
 from ijepa.training.config import OptimizationConfig
 
 
@@ -29,10 +30,8 @@ class Schedules:
 
         Step t (0-based) gets the official scheduler's value after its (t + 1)-th `step()` call.
         """
-        if step + 1 < self.warmup_steps:
-            return self.start_lr + (step + 1) / self.warmup_steps * (self.lr - self.start_lr)
-        progress = (step + 1 - self.warmup_steps) / max(1, self.total_steps - self.warmup_steps)
-        return max(self.final_lr, self.final_lr + (self.lr - self.final_lr) * 0.5 * (1 + math.cos(math.pi * progress)))
+        return warmup_cosine(step + 1, total=self.total_steps, warmup=self.warmup_steps,
+                             start=self.start_lr, ref=self.lr, final=self.final_lr)
 
     def wd_at(self, step: int) -> float:
         """Cosine increase from weight_decay to final_weight_decay (official: progress (t + 1) / T)."""

@@ -11,9 +11,10 @@ from torch import nn
 from ijepa.masks.apply import apply_masks, repeat_interleave_batch
 from ijepa.models.registry import create_encoder, create_predictor
 from ijepa.models.vit import VisionTransformer
-from ijepa.training.config import Config, ConfigError
+from ijepa.training.config import Config
 from ijepa.training.diagnostics import batch_std
 from ijepa.training.ema import ema_update
+from ijepa.typedconfig import ConfigError
 
 
 def encoder_from_config(cfg: Config) -> VisionTransformer:

@@ -6,15 +6,12 @@ eval imports them from here (and from its entry in `ijepa.evals.entries`).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from itertools import product
-from typing import TYPE_CHECKING, Literal
+from typing import ClassVar, Literal
 
+from ijepa.schedule import warmup_cosine
 from ijepa.typedconfig import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, Range, checked
-
-if TYPE_CHECKING:
-    from ijepa.evals.core.heads import HeadSpec
 
 FEATURE_SETS = ("lastPOOL", "concatPOOL4")
 NORMS = ("linear", "bn")  # "bn": BatchNorm1d(affine=False) + linear (MAE/VISSL)
@@ -41,20 +38,11 @@ class Rows:
 ROWS = Rows()
 
 
-def warmup_cosine(step: int, total: int, warmup: int = 0) -> float:
-    """The schedule every eval head uses, as a factor in [0, 1]: linear warm-up from 0 over
-    `warmup` steps, then half a cosine to 0 at `total`. (A factor, not timm's scheduler
-    objects: heads of one grid share it while each group keeps its own `lr_scale`.)"""
-    if step < warmup:
-        return (step + 1) / warmup
-    t = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
 @dataclass(frozen=True)
 class FrozenData:
     """Spec fields of every eval on frozen features: which data, and how it is read."""
 
+    EVAL_LIMIT: ClassVar[str] = "val_limit"  # the field `--eval-limit` sets
     data: str = "fashion-mnist"
     val_limit: int | float | None = checked(None, ROWS)  # the evaluation split's limit (`--eval-limit`)
     img_size: int | None = checked(None, COUNT)  # None: the encoder's own (a multiple of its patch size)
@@ -68,6 +56,21 @@ class FrozenSpec(FrozenData):
 
     train_limit: int | float | None = checked(None, ROWS)  # at least an image of each class (`check_classes`)
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One head of the grid: its input (feature set, norm), lr and weight decay; a plain value,
+    so the grid (`GridConfig.specs`) makes them without importing torch."""
+
+    features: str
+    norm: str
+    lr: float
+    wd: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.features}/{self.norm}/lr{self.lr:g}/wd{self.wd:g}"
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,6 @@ class GridConfig:
     refit: bool = True  # retrain the chosen head on all of train before scoring it
 
     def specs(self, lrs: tuple[float, ...] | None = None) -> list[HeadSpec]:
-        from ijepa.evals.core.heads import HeadSpec
-
         for n in self.norms:
             if n not in NORMS:
                 raise ValueError(f"head norm {n!r}: expected one of {', '.join(NORMS)}")
@@ -108,7 +109,7 @@ class GridConfig:
         scale = self.batch_size / self.lr_base_batch if self.lr_base_batch else 1.0
         if self.schedule == "step":
             return scale * 0.1 ** (epoch // max(self.step_epochs, 1))
-        return scale * warmup_cosine(step, total)
+        return scale * warmup_cosine(step, total=total)  # a factor: the heads of one grid share it
 
 
 @dataclass(frozen=True)
@@ -141,6 +142,7 @@ class DenseTrainConfig:
 class DenseRun:
     """Fields shared by segmentation, depth and counting (each task subclasses it)."""
 
+    EVAL_LIMIT: ClassVar[str] = "max_eval_images"  # the field `--eval-limit` sets
     data: str = ""
     img_size: int = checked(512, COUNT)  # train crop side (a multiple of the patch size); eval resizes the short side to it
     batch_size: int = checked(16, COUNT)

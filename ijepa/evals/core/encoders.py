@@ -9,13 +9,12 @@ is no encoder: the evals on pooled features score the pixels themselves by the s
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ijepa.models.checkpoint import checkpoint_file, load_encoder
+from ijepa.models.load import load_encoder
 from ijepa.models.registry import create_encoder
 from ijepa.models.vit import VisionTransformer
 
@@ -24,7 +23,7 @@ from ijepa.models.vit import VisionTransformer
 class EncoderSpec:
     encoder: str | None = None  # path
     random_init: str | None = None  # arch name
-    which: str = "target_encoder"
+    which: str = "target_encoder"  # as the user gave it ("context" too): `load_encoder` maps it
     img_size: int = 32
     patch_size: int = 4
     in_chans: int = 1
@@ -37,14 +36,6 @@ class EncoderSpec:
     raw_pixels: bool = False  # no encoder: the pixels are the features (pooled-feature evals only)
 
 
-def file_digest(path: Path, limit: int = 1 << 24) -> str:
-    """sha256 over size + the first 16 MiB: identifies a checkpoint cheaply and stably."""
-    h = hashlib.sha256(str(path.stat().st_size).encode())
-    with path.open("rb") as f:
-        h.update(f.read(limit))
-    return h.hexdigest()[:16]
-
-
 def check_choice(spec: EncoderSpec) -> None:
     """One source of features: a checkpoint, a random-init architecture, or the raw pixels."""
     if (spec.encoder is not None) + (spec.random_init is not None) + spec.raw_pixels != 1:
@@ -52,7 +43,8 @@ def check_choice(spec: EncoderSpec) -> None:
 
 
 def build_encoder(spec: EncoderSpec) -> tuple[VisionTransformer, str, str]:
-    """(frozen encoder in eval mode, human-readable id, cache key).
+    """(frozen encoder in eval mode, human-readable id, the records' `encoder_key`: a loaded
+    encoder's weights digest and key, a random init's recipe).
 
     Dense evals feed other grids than the checkpoint's; `spec.pos_embed` decides their
     position table. "sincos" (not the default) is named in the id and key, so features
@@ -63,11 +55,10 @@ def build_encoder(spec: EncoderSpec) -> tuple[VisionTransformer, str, str]:
                          "raw pixels; this one needs an encoder")
     tag = "" if spec.pos_embed == "resample" else f"-pos{spec.pos_embed}"
     if spec.encoder is not None:
-        path = checkpoint_file(spec.encoder)
-        enc = load_encoder(path, which=spec.which, pos_embed=spec.pos_embed, num_heads=spec.num_heads)
-        tag += f"-h{spec.num_heads}" if spec.num_heads else ""
-        folder = path.name == "checkpoint.pt" or Path(spec.encoder).is_dir()  # a run, HF or timm folder: its name
-        return enc, f"{path.parent.name if folder else path.stem}:{spec.which}{tag}", f"{file_digest(path)}-{spec.which}{tag}"
+        enc = load_encoder(spec.encoder, spec.which, pos_embed=spec.pos_embed, num_heads=spec.num_heads)
+        src, tag = enc.source, tag + (f"-h{spec.num_heads}" if spec.num_heads else "")
+        folder = src.file.name == "checkpoint.pt" or Path(spec.encoder).is_dir()  # a run, HF or timm folder: its name
+        return enc, f"{src.file.parent.name if folder else src.file.stem}:{src.which}{tag}", f"{src.key}{tag}"
     torch.manual_seed(spec.seed)
     enc = create_encoder(spec.random_init, img_size=spec.img_size, patch_size=spec.patch_size, in_chans=spec.in_chans,
                          depth=spec.depth or None, init=spec.init, pos_embed=spec.pos_embed,

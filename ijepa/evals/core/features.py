@@ -16,11 +16,9 @@ features bit for bit.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,23 +27,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskProgressColumn,
-    TextColumn,
-    TimeRemainingColumn,
-)
 from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
-from ijepa.atomic import atomic_write
+from ijepa.atomic import atomic_save, remove_stale_temps
 from ijepa.data import DataSpec, build_dataset, clutter, eval_transform
 from ijepa.data.files import open_image, read_bytes
 from ijepa.data.loader import worker_errors
 from ijepa.evals.core.config import FEATURE_SETS
+from ijepa.models.load import weights_digest
 from ijepa.models.vit import VisionTransformer
+from ijepa.progress import progress
 
 CACHE_DIR = Path(".cache/features")
 STALE_TEMP_S = 600.0  # a cache temp file untouched this long belongs to a killed eval
@@ -104,51 +96,6 @@ class Tokens:
         return Tokens(self.tokens[idx], self.labels[idx], self.transform)
 
 
-LOG_EVERY_S = 30.0  # outside a terminal: one progress line at most this often
-
-
-class EvalProgress(Progress):
-    """Rich's bar on a terminal; written to a file or pipe (`ijepa eval ... > log 2>&1`), where
-    rich draws nothing until the end, one plain line per task at most every `every` seconds
-    (what, done/total, the `rate` field, ETA), so a long eval is never silent in a log."""
-
-    def __init__(self, what: str, *columns, every: float = LOG_EVERY_S, **kwargs) -> None:
-        super().__init__(*columns, **kwargs)
-        self.what, self.every, self.lines = what, every, not self.console.is_terminal and not kwargs.get("disable")
-        self.last: dict = {}
-
-    def update(self, task_id, **kwargs) -> None:
-        super().update(task_id, **kwargs)
-        if self.lines:
-            self.log_line(task_id)
-
-    def advance(self, task_id, advance: float = 1) -> None:
-        super().advance(task_id, advance)
-        if self.lines:
-            self.log_line(task_id)
-
-    def log_line(self, task_id) -> None:
-        now, task = time.monotonic(), self._tasks[task_id]
-        if now - self.last.setdefault(task_id, now) < self.every and not task.finished:
-            return
-        self.last[task_id] = now
-        eta = task.time_remaining
-        eta = f"  ETA {int(eta) // 60}m{int(eta) % 60:02d}s" if eta is not None and not task.finished else ""
-        total = f"/{task.total:.0f}" if task.total is not None else ""
-        self.console.print(f"{self.what}: {task.completed:.0f}{total}  {task.fields.get('rate', '')}{eta}".rstrip(),
-                           markup=False, highlight=False, soft_wrap=True)
-
-
-def progress(console: Console | None, what: str, *, enabled: bool = True, every: float = LOG_EVERY_S) -> Progress:
-    """The evals' one rich bar (rate or loss in the `rate` field, ETA), on stderr so `--json`
-    stdout stays clean; plain lines every `every` seconds where stderr is not a terminal."""
-    return EvalProgress(
-        what, TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
-        TextColumn("{task.fields[rate]}"), TextColumn("ETA"), TimeRemainingColumn(),
-        console=console or Console(stderr=True), transient=False, disable=not enabled, every=every,
-    )
-
-
 def pooled(encoder: VisionTransformer, x: torch.Tensor) -> torch.Tensor:
     """[B, C, H, W] -> concatenated average pools of the last (up to) 4 blocks, [B, k * D]."""
     outs = encoder.forward_intermediates(x, min(N_LAYERS, encoder.depth), norm=True)
@@ -173,19 +120,6 @@ def cache_key(**parts) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-def weights_digest(encoder: torch.nn.Module) -> str:
-    """sha256 over every tensor of the state dict (names, dtypes, shapes, bytes): the weights
-    the features come from. A few seconds for ViT-H, nothing next to extracting features; a
-    digest of part of a checkpoint file would let two checkpoints that differ only in their
-    last blocks share a key."""
-    h = hashlib.sha256()
-    for k, v in encoder.state_dict().items():
-        v = v.detach().cpu().contiguous()
-        h.update(f"{k}:{v.dtype}:{tuple(v.shape)}".encode())
-        h.update(v.view(-1).view(torch.uint8).numpy().data if v.numel() else b"")
-    return h.hexdigest()[:24]
-
-
 def forward_settings(encoder: VisionTransformer) -> dict[str, object]:
     """What the features depend on besides the weights and the input: settings no tensor of
     the state dict holds (heads split the width; the position table at other grids; the
@@ -195,24 +129,11 @@ def forward_settings(encoder: VisionTransformer) -> dict[str, object]:
             "pos_embed": encoder.pos_embed_mode, "eps": encoder.norm.eps}
 
 
-def remove_stale_temps(cache_dir: Path, older_than_s: float = STALE_TEMP_S) -> list[Path]:
-    """Delete `atomic_write` temp files a killed eval left in the shared cache. Concurrent
-    evals write there too, so only temps untouched for `older_than_s` are taken as dead (a
-    live write keeps moving its file's mtime)."""
-    now, stale = time.time(), []
-    for p in Path(cache_dir).glob(".*.tmp"):
-        with contextlib.suppress(OSError):
-            if now - p.stat().st_mtime > older_than_s:
-                p.unlink()
-                stale.append(p)
-    return stale
-
-
 def _save(path: Path, obj: dict, console: Console | None) -> None:
     """Cache the features; a cache that cannot be written (disk full, read-only) costs only
     the next run's extraction, so it is one warning line, not a lost result."""
     try:
-        atomic_write(path, lambda f: torch.save(obj, f), binary=True)
+        atomic_save(obj, path)
     except OSError as e:
         (console or Console(stderr=True)).print(
             f"warning: {e.filename or path}: cannot write the feature cache ({e.strerror or e}); continuing without it",
@@ -346,7 +267,7 @@ def _lookup(cache_dir: Path | None, base: str, data: SplitData) -> dict | None:
     files read) only where features of the same encoder, split and rows (`base`) are kept."""
     if cache_dir is None or not cache_dir.is_dir():
         return None
-    remove_stale_temps(cache_dir)
+    remove_stale_temps(cache_dir, STALE_TEMP_S)
     if not any(cache_dir.glob(f"{base}-*.pt")):
         return None
     path = cache_dir / f"{base}-{data.content()}.pt"
@@ -396,9 +317,9 @@ def extract_features(
     The cache key covers a digest of all the encoder's weights (`weights_digest`) and its
     `forward_settings`, the dataset id, the split, the transform, the data's content (a
     digest of its bytes, `SplitData.content`), the pooled layers and the chosen rows.
-    `encoder_key` (the records' id of the encoder: checkpoint digest or random-init recipe)
-    is stored beside the features, not keyed on: the same weights from another file are the
-    same features.
+    `encoder_key` (the records' id of the encoder: weights digest and key, or random-init
+    recipe) is stored beside the features, not keyed on: the same weights are the same
+    features, whichever file, checkpoint key or recipe named them.
     """
     concat, labels, transform = _extract(encoder, encoder_key, spec, split, forward=pooled, layers=f"last{N_LAYERS}", pool="avg", device=device,
                               img_size=img_size, indices=indices, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)

@@ -18,15 +18,15 @@ from itertools import product
 import torch
 from rich.console import Console
 
-from ijepa.evals.core.config import ROWS, GridConfig
-from ijepa.evals.core.features import Features, progress
+from ijepa.evals.core.config import ROWS, GridConfig, HeadSpec
+from ijepa.evals.core.features import Features
 from ijepa.evals.core.heads import (
     FeatureNorm,
     HeadGroup,
-    HeadSpec,
     Standardize,
     topk_correct,
 )
+from ijepa.progress import progress
 from ijepa.typedconfig import OptionError
 
 

@@ -10,23 +10,9 @@ trust ratio is each head's own, as if every head were trained alone.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from ijepa.evals.core.config import OPTIMIZERS
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    features: str
-    norm: str
-    lr: float
-    wd: float
-
-    @property
-    def name(self) -> str:
-        return f"{self.features}/{self.norm}/lr{self.lr:g}/wd{self.wd:g}"
+from ijepa.evals.core.config import OPTIMIZERS, HeadSpec
 
 
 class FeatureNorm:

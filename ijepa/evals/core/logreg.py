@@ -25,8 +25,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from ijepa.evals.core.features import Features, progress
+from ijepa.evals.core.features import Features
 from ijepa.evals.core.fit import holdout_split
+from ijepa.progress import progress
 
 SOLVER = "torch-lbfgs"
 TOL = 1e-5  # max |grad| of the mean objective; scikit-learn's default 1e-4 leaves up to 0.2 points of solver noise

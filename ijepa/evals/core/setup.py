@@ -3,12 +3,9 @@ classification eval does first (encoder, optional stratified train subset, cache
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
@@ -23,32 +20,24 @@ from ijepa.evals.core.features import (
     split_labels,
 )
 from ijepa.evals.core.fit import check_classes, check_limit, stratified_sample
+from ijepa.models.load import weights_digest
 from ijepa.models.vit import VisionTransformer
 from ijepa.typedconfig import OptionError
 
 EncoderLike = EncoderSpec | str | Path | VisionTransformer
 
 
-def spec_kwargs(spec: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A spec's fields as keyword arguments (nested sections left as objects)."""
-    return {f.name: getattr(spec, f.name) for f in fields(spec) if f.name not in exclude}
-
-
-def as_spec(encoder: EncoderSpec | str | Path, which: str = "target_encoder") -> EncoderSpec:
+def as_spec(encoder: EncoderSpec | str | Path) -> EncoderSpec:
     """A path (run dir or checkpoint) is shorthand for `EncoderSpec(encoder=path)`."""
-    return encoder if isinstance(encoder, EncoderSpec) else EncoderSpec(encoder=str(encoder), which=which)
+    return encoder if isinstance(encoder, EncoderSpec) else EncoderSpec(encoder=str(encoder))
 
 
 def resolve_encoder(encoder: EncoderLike) -> tuple[VisionTransformer, str, str]:
-    """(frozen encoder, id, cache key). An in-memory encoder (e.g. mid-training) is keyed by
-    a digest of its weights, so its features are cached like a checkpoint's."""
+    """(frozen encoder, id, records' `encoder_key`). An in-memory encoder (e.g. mid-training)
+    is named by the digest of its weights, the one a loaded encoder's key holds."""
     if not isinstance(encoder, VisionTransformer):
         return build_encoder(as_spec(encoder))
-    h = hashlib.sha256()
-    for k, v in encoder.state_dict().items():
-        h.update(k.encode())
-        h.update(v.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
-    key = f"module-{h.hexdigest()[:16]}"
+    key = f"module-{weights_digest(encoder)[:16]}"
     return encoder.eval(), key, key
 
 

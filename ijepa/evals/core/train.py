@@ -17,17 +17,20 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from ijepa.evals.core.config import DenseTrainConfig, warmup_cosine
-from ijepa.evals.core.features import progress
+from ijepa.evals.core.config import DenseTrainConfig
+from ijepa.progress import progress
+from ijepa.schedule import peak_held, warmup_cosine
 
 Batch = dict[str, Any]
 
 
 def lr_at(cfg: DenseTrainConfig, it: int) -> float:
-    """Linear warm-up from 0, then cosine from cfg.lr to cfg.min_lr at max_iters."""
+    """Linear warm-up from 0, then cosine from cfg.lr to cfg.min_lr at max_iters (a factor
+    first: each param group scales the lr by its own `lr_scale`)."""
+    factor = warmup_cosine(peak_held(it, cfg.warmup_iters), total=cfg.max_iters, warmup=cfg.warmup_iters)
     if it < cfg.warmup_iters:
-        return cfg.lr * warmup_cosine(it, cfg.max_iters, cfg.warmup_iters)
-    return cfg.min_lr + (cfg.lr - cfg.min_lr) * warmup_cosine(it, cfg.max_iters, cfg.warmup_iters)
+        return cfg.lr * factor
+    return cfg.min_lr + (cfg.lr - cfg.min_lr) * factor
 
 
 # timm group matcher of an encoder held as `.encoder` (fine-tuning classifier, dense backbone):

@@ -38,7 +38,6 @@ register(Eval(
     summary="Attentive probe (V-JEPA): a query token cross-attends to cached patch tokens; (lr, wd) picked on held-out train.",
     example="ijepa eval attentive -c attentive_fmnist --encoder runs/fmnist_vit_tiny",
     fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--epochs", "2", "--batch-size", "8", "--lrs", "1e-3,1e-2", "--wds", "0.01")),
-    flags={"eval-limit": "val_limit"},
     help={"lrs": "Probe learning rates (AdamW), comma-separated", "wds": "Probe weight decays, comma-separated",
           "epochs": "Probe-training epochs", "batch_size": "Probe-training batch size", "heldout": "Fraction of train that picks (lr, wd)"},
     random_init=SMALL_RANDOM_INIT,

@@ -36,7 +36,6 @@ register(Eval(
     summary="Train a density head on frozen features; count MAE / RMSE on val and test.",
     example="ijepa eval counting --encoder RUN --data /data/FSC147 -c counting_fsc147",
     fixture=Fixture("fsc147.make_fsc147", (*DENSE_FIXTURE_ENCODER, "-c", "counting_fixture", "--max-iters", "2", "--set", "eval_every=0")),
-    flags={"eval-limit": "max_eval_images"},
     help={"data": "FSC-147 root (images_384_VarV2/, gt_density_map_adaptive_384_VarV2/, the two JSON files) or a COCO-style one",
           "head": "exemplar (conditioned on the 3 boxes) or plain", "mode": "frozen or finetune (layer-wise lr decay)",
           "img_size": "Short side (and the random-init size); train crops are square"},

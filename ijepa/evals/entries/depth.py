@@ -40,7 +40,6 @@ register(Eval(
     summary="Train a depth head; AbsRel, RMSE, delta<1.25^k ... on the Eigen crop of the test split.",
     example="ijepa eval depth --encoder RUN --data /data/nyu -c depth_nyu",
     fixture=Fixture("nyu.make_nyu_list", (*DENSE_FIXTURE_ENCODER, "-c", "depth_fixture", "--max-iters", "2")),
-    flags={"eval-limit": "max_eval_images"},
     help={"data": "NYU root with nyu_{train,test}.txt file lists, or nyu_depth_v2_labeled.mat (splits.mat beside it)",
           "head": "lin1, lin4 (DINOv2 linear, 256 bins) or dpt", "max_depth": "Depth cap in metres (NYU: 10)",
           "mode": "frozen or finetune (layer-wise lr decay)", "img_size": "Train crop / eval short side (and the random-init size)"},

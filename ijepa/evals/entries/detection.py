@@ -7,7 +7,7 @@ imported; `run` names the code that runs it (`ijepa.evals.detection`), imported 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ijepa.evals.core.config import DENSE_FIXTURE_ENCODER
 from ijepa.evals.registry import Eval, Fixture, Record, register
@@ -18,6 +18,7 @@ from ijepa.typedconfig import COUNT, NON_NEGATIVE, POSITIVE, Range, checked
 class DetectionConfig:
     """Defaults: a CPU-sized run; `evals/detection_coco_vitb.yaml` holds ViTDet's schedule."""
 
+    EVAL_LIMIT: ClassVar[str] = "max_val_images"  # the field `--eval-limit` sets
     img_size: int = checked(256, COUNT)  # long side, padded to a square (ViTDet: 1024)
     batch_size: int = checked(4, COUNT)
     max_iters: int = checked(1000, COUNT)
@@ -68,7 +69,6 @@ register(Eval(
     example="ijepa eval detection --encoder RUN --data /data/coco -c detection_coco_vitb",
     fixture=Fixture("coco.make_coco", (*DENSE_FIXTURE_ENCODER,
                                        "-c", "detection_fixture", "--max-iters", "1", "--eval-limit", "2")),
-    flags={"eval-limit": "max_val_images"},
     help={"data": "COCO-layout root: annotations/instances_{train,val}2017.json + {train,val}2017/",
           "img_size": "Input size: long side, padded square (ViTDet 1024); also the random-init size",
           "mode": "frozen or finetune (layer-wise lr decay; ViTDet ViT-B: 0.7)", "max_val_images": "Score only the first N val images (0 = all)"},

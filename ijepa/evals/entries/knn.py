@@ -38,8 +38,8 @@ register(Eval(
     summary="Weighted k-NN (DINO) on L2-normalised frozen features; (features, k) picked on held-out train.",
     example="ijepa eval knn --encoder runs/fmnist_vit_tiny --ks 10,20",
     fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--ks", "1,3")),
-    flags={"eval-limit": "val_limit"},
     help={"ks": "Neighbour counts, comma-separated", "temperature": "Softmax temperature of the votes",
           "heldout": "Fraction of train that picks (features, k)"},
     random_init=SMALL_RANDOM_INIT,
+    title="k-NN", order=3,
 ))

@@ -13,6 +13,19 @@ from ijepa.evals.core.config import FIXTURE_ENCODER, SMALL_RANDOM_INIT, FrozenSp
 from ijepa.evals.registry import Eval, Fixture, Record, pct, register
 from ijepa.typedconfig import POSITIVE, checked
 
+# The I-JEPA paper's numbers: ImageNet-1k linear probe (Table 1) and transfer (Table 3)
+PAPER = (
+    *[("Table 1", m, a, e, "imagenet-1k", "top1", v) for m, a, e, v in [
+        ("I-JEPA", "ViT-B/16", 600, 72.9), ("I-JEPA", "ViT-L/16", 600, 77.5), ("I-JEPA", "ViT-H/14", 300, 79.3),
+        ("I-JEPA", "ViT-H/16-448", 300, 81.1), ("MAE", "ViT-B/16", None, 68.0), ("MAE", "ViT-L/16", None, 76.0),
+        ("MAE", "ViT-H/14", None, 77.2), ("CAE", "ViT-B/16", None, 70.4), ("CAE", "ViT-L/16", None, 78.1),
+        ("data2vec", "ViT-L/16", None, 77.3), ("DINO", "ViT-B/8", None, 80.1), ("iBOT", "ViT-L/16", None, 81.0)]],
+    *[("Table 3", m, a, None, d, "top1", v) for m, a, vals in [
+        ("I-JEPA", "ViT-H/14", (87.5, 58.4, 47.6)), ("MAE", "ViT-H/14", (77.3, 55.0, 32.9)),
+        ("DINO", "ViT-B/8", (84.9, 57.9, 55.9)), ("iBOT", "ViT-L/16", (88.3, 60.4, 57.3))]
+      for d, v in zip(("cifar100", "places205", "inat18"), vals, strict=True)],
+)
+
 
 @dataclass(frozen=True)
 class LinearSpec(FrozenSpec):
@@ -41,7 +54,7 @@ register(Eval(
     summary="Linear probe on cached frozen features: a grid of linear heads (or logistic regression), picked on held-out train.",
     example="ijepa eval linear -c linear_fmnist --encoder runs/fmnist_vit_tiny",
     fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--epochs", "2", "--batch-size", "16", "--lrs", "0.1")),
-    flags={"eval-limit": "val_limit", "epochs": "grid.epochs", "batch-size": "grid.batch_size", "lrs": "grid.lrs",
+    flags={"epochs": "grid.epochs", "batch-size": "grid.batch_size", "lrs": "grid.lrs",
            "wds": "grid.wds", "feature-sets": "grid.feature_sets"},
     help={"protocol": "grid (SGD/LARS linear heads) or logreg (logistic regression, torch L-BFGS)",
           "cs": "logreg: candidate C values, comma-separated",
@@ -49,4 +62,5 @@ register(Eval(
           "grid.batch_size": "Head-training batch size", "grid.lrs": "Head learning rates, comma-separated",
           "grid.wds": "Head weight decays, comma-separated"},
     random_init=SMALL_RANDOM_INIT,
+    title="Linear probe", order=1, paper=PAPER,
 ))

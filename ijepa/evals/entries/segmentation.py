@@ -32,7 +32,6 @@ register(Eval(
     summary="Train a segmentation head (linear or UperNet); sliding-window mIoU / mAcc / aAcc on validation.",
     example="ijepa eval segmentation --encoder RUN --data /data/ADEChallengeData2016 -c segmentation_ade20k_vitb",
     fixture=Fixture("ade20k.make_ade20k", (*DENSE_FIXTURE_ENCODER, "-c", "segmentation_fixture", "--max-iters", "2")),
-    flags={"eval-limit": "max_eval_images"},
     help={"data": "ADEChallengeData2016 root (images/ + annotations/, training/ + validation/)", "head": "linear (DINOv2 lin.) or upernet (BEiT/MAE)",
           "num_classes": "Classes after reduce-zero-label (ADE20K: 150)", "mode": "frozen or finetune (layer-wise lr decay)",
           "taps": "Blocks to tap, comma-separated (default: 4 evenly spaced, last included)", "img_size": "Train crop / eval short side (and the random-init size)"},
