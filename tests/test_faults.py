@@ -407,9 +407,9 @@ def test_record_that_cannot_be_written_goes_to_stdout_then_one_line(tmp_path, mo
     try:
         folder.chmod(0o555)
         if fault == "disk full":
-            def fills_the_disk(path, write, **kw):
+            def fills_the_disk(path, text):
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
-            monkeypatch.setattr(records, "atomic_write", fills_the_disk)
+            monkeypatch.setattr(records, "atomic_write_text", fills_the_disk)
         with _unprivileged(), pytest.raises(ValueError) as e:
             records.write_record(record, results_dir=folder)
     finally:
@@ -566,10 +566,10 @@ def test_eval_on_a_read_only_results_folder_prints_the_record_then_one_line(tmp_
     from ijepa.cli import app
     from ijepa.results import io as records
 
-    def read_only(path, write, **kw):
+    def read_only(path, text):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(path))
 
-    monkeypatch.setattr(records, "atomic_write", read_only)
+    monkeypatch.setattr(records, "atomic_write_text", read_only)
     tree = write_imagefolder(tmp_path / "tree", per_class={"train": 3, "val": 1})
     res = CliRunner().invoke(app, ["eval", "knn", "--data", str(tree), "--ks", "3", "--random-init", "vit_tiny", "--depth", "1", "--patch-size", "8",
                                    "--in-chans", "3", "--device", "cpu", "--no-cache", "--results", str(tmp_path / "ro")])
