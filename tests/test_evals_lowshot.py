@@ -20,8 +20,8 @@ from ijepa.evals.entries.knn import KnnSpec
 from ijepa.evals.entries.lowshot import LowshotSpec
 from ijepa.evals.knn import knn_predict, run_knn
 from ijepa.evals.lowshot import (
-    class_balanced_split,
     SIMCLR_MD5,
+    class_balanced_split,
     read_subset,
     row_names,
     run_lowshot,
