@@ -20,6 +20,7 @@ from ijepa.evals.entries.knn import KnnSpec
 from ijepa.evals.entries.lowshot import LowshotSpec
 from ijepa.evals.knn import knn_predict, run_knn
 from ijepa.evals.lowshot import (
+    SIMCLR_MD5,
     class_balanced_split,
     read_subset,
     row_names,
@@ -78,6 +79,27 @@ def test_lowshot_logreg_mean_std_over_seeds_and_written_splits(tmp_path, tree):
                                          grid=GridConfig(lrs=(0.1,), epochs=2, batch_size=8, min_steps=50)), cache_dir=tmp_path / "c")
     row = again["fractions"]["0.25"]["seeds"][0]
     assert row["split"].endswith("25percent-seed1.txt") and row["head"].startswith(("lastPOOL", "concatPOOL4"))
+    assert "subset_files" not in rec  # drawn splits: the record is as before
+    (read,) = again["subset_files"]
+    assert read["path"].endswith("25percent-seed1.txt") and len(read["md5"]) == 32 and read["is_simclr"] is None  # no md5 on record
+
+
+def test_a_given_1percent_file_is_checked_against_simclrs_md5_and_used_either_way(tmp_path, tree, monkeypatch):
+    """A generated `1percent.txt` is not SimCLR's: the record says so (md5, is_simclr false) and
+    scores it all the same; the same bytes under SimCLR's md5 read as SimCLR's."""
+    import hashlib
+
+    names = row_names(str(tree))
+    write_subset(tmp_path / "1percent.txt", torch.arange(0, len(names), 4), names)
+    spec = LowshotSpec(data=str(tree), fractions=(0.01,), seeds=(0,), protocol="heads", subset_dir=tmp_path,
+                       grid=GridConfig(lrs=(0.1,), epochs=1, batch_size=8, min_steps=5))
+    rec = run_lowshot(RGB, spec, cache_dir=tmp_path / "c")
+    md5 = hashlib.md5((tmp_path / "1percent.txt").read_bytes()).hexdigest()
+    assert SIMCLR_MD5["1percent.txt"] == "b61c91b8ddb75fabdb02a9bb2ae3bd74"
+    assert rec["subset_files"] == [{"path": str(tmp_path / "1percent.txt"), "md5": md5, "is_simclr": False}]
+    assert rec["fractions"]["0.01"]["seeds"][0]["n_labelled"] == len(range(0, len(names), 4))
+    monkeypatch.setitem(SIMCLR_MD5, "1percent.txt", md5)
+    assert run_lowshot(RGB, spec, cache_dir=tmp_path / "c")["subset_files"][0]["is_simclr"] is True
 
 
 def test_finetune_protocol_trains_with_layer_decay(tree):

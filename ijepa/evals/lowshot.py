@@ -2,7 +2,8 @@
 
 Splits are drawn per (fraction, seed), or read from SimCLR-style subset files (one training
 image file name a line, e.g. `1percent.txt`; Fashion-MNIST: one train row index a line), and
-can be written out for reuse. Protocols on the labelled subset:
+can be written out for reuse; a record names each subset file it read with its md5 and whether it
+is SimCLR's (`1percent.txt`: the file MSN ships too), so a score says which split it came from. Protocols on the labelled subset:
 - `logreg` (default): multinomial logistic regression on standardised frozen features
   (scikit-learn's objective, solved to tolerance by torch L-BFGS), L2 strength C and the
   feature set chosen by stratified cross-validation, then refit on the whole subset;
@@ -13,6 +14,7 @@ Only the rows some split uses go through the frozen encoder.
 
 from __future__ import annotations
 
+import hashlib
 import statistics
 import time
 from collections.abc import Callable
@@ -38,6 +40,8 @@ from ijepa.evals.registry import Context, Record
 PROTOCOLS = ("logreg", "heads", "finetune")
 CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
 TOL = 1e-3  # max |gradient| of the mean objective every low-shot fit runs to (as before, now reached)
+# SimCLR's imagenet_subsets files by name (MSN ships the same 1percent.txt); 10percent.txt's md5 is not on record here
+SIMCLR_MD5 = {"1percent.txt": "b61c91b8ddb75fabdb02a9bb2ae3bd74"}
 
 
 def class_balanced_split(labels: torch.Tensor, fraction: float, *, seed: int) -> torch.Tensor:
@@ -79,6 +83,14 @@ def read_subset(path: Path, names: list[str]) -> torch.Tensor:
     if not rows:
         raise ValueError(f"{path}: empty subset file")
     return torch.tensor(sorted(set(rows)))
+
+
+def subset_provenance(path: Path) -> dict:
+    """A subset file's md5 and whether it is SimCLR's file of that name (None: no md5 on record
+    for the name), so a record says which split it scored; a different file is used, not refused."""
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    known = SIMCLR_MD5.get(path.name)
+    return {"path": str(path), "md5": md5, "is_simclr": None if known is None else md5 == known}
 
 
 def write_subset(path: Path, rows: torch.Tensor, names: list[str]) -> None:
@@ -250,10 +262,12 @@ def run_lowshot(encoder: EncoderLike, spec: LowshotSpec, *, device: torch.device
         rows = [{"seed": s, "n_labelled": len(splits[f, s][0]), "split": splits[f, s][1], **score(splits[f, s][0], s)} for s in spec.seeds]
         by_fraction[f"{f:g}"] = {**summarize(rows), "labelled_fraction": round(statistics.fmean(r["n_labelled"] for r in rows) / n_pool, 6)}
     head = by_fraction[f"{min(spec.fractions):g}"]
+    files = sorted({src.removeprefix("file:") for _, src in splits.values() if src.startswith("file:")})
+    provenance = {"subset_files": [subset_provenance(Path(f)) for f in files]} if files else {}
     return {
         "kind": "eval.lowshot", **info, "train_limit": spec.train_limit, "n_train_pool": n_pool, "protocol": spec.protocol,
         "top1": head["top1"], "top1_std": head["top1_std"], "top5": head["top5"], "fractions": by_fraction, **settings,
-        "seeds": list(spec.seeds), "device": str(device), "wall_s": round(time.perf_counter() - t0, 2),
+        **provenance, "seeds": list(spec.seeds), "device": str(device), "wall_s": round(time.perf_counter() - t0, 2),
     }
 
 

@@ -1,0 +1,41 @@
+"""The recipes that carry the I-JEPA paper's protocols hold the paper's values (issue 38)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ijepa.evals.entries.linear import LinearSpec
+from ijepa.evals.entries.lowshot import LowshotSpec
+from ijepa.evals.registry import RECIPES
+from ijepa.typedconfig import load
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_lowshot_in1k_finetune_is_the_papers_table_2_recipe():
+    """1%, fine-tuning, 50 epochs, batch 512, lr 3e-5, wd 0.4 (ViT-H/14), layer decay 0.75, smoothing 0.1."""
+    spec = load(LowshotSpec, RECIPES / "lowshot_in1k_finetune.yaml")
+    ft = spec.finetune
+    assert spec.protocol == "finetune" and spec.fractions == (0.01,) and spec.subset_dir is not None
+    assert (ft.epochs, ft.batch_size, ft.lr, ft.weight_decay, ft.layer_decay, ft.label_smoothing) == (50, 512, 3e-5, 0.4, 0.75, 0.1)
+
+
+def test_lowshot_in1k_simclr_reads_the_subset_files_with_the_frozen_probe():
+    spec = load(LowshotSpec, RECIPES / "lowshot_in1k_simclr.yaml")
+    assert spec.protocol == "logreg" and spec.fractions == (0.01, 0.1) and spec.subset_dir is not None
+    assert spec.feature_sets == ("lastPOOL", "concatPOOL4")
+
+
+def test_linear_transfer_is_the_papers_table_3_head_set():
+    """{last-layer pooled, last-4 concatenated} x {plain linear on raw features, BatchNorm + linear}."""
+    grid = load(LinearSpec, RECIPES / "linear_transfer.yaml").grid
+    assert grid.feature_sets == ("lastPOOL", "concatPOOL4") and grid.norms == ("linear", "bn")
+    assert not grid.standardize and grid.whiten == 0
+
+
+@pytest.mark.parametrize("name", ["lowshot_in1k_finetune", "lowshot_in1k_simclr", "linear_transfer"])
+def test_the_new_recipes_are_linked_from_evals(name):
+    link = ROOT / "evals" / f"{name}.yaml"
+    assert link.is_symlink() and link.resolve() == (RECIPES / f"{name}.yaml").resolve()
