@@ -183,6 +183,7 @@ def test_a_subset_is_read_from_its_split_cache_bit_for_bit(tmp_path, monkeypatch
     assert not calls and len(list(cache.glob("*.pt"))) == 3  # no forward, no new chunk
     direct = _extract_small(root, None, rows)  # batches of other images beside them: per-image forward
     assert torch.equal(reused.concat, direct.concat) and torch.equal(reused.labels, direct.labels)
+    calls.clear()
     first = sorted((root / "val" / CLASSES[1]).iterdir())[1]  # row 4: in no chosen row
     first.write_bytes(b"")
     assert not calls and torch.equal(_extract_small(root, cache, rows).concat, direct.concat)
