@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from fixtures.fmnist import write_fmnist
 from fixtures.imagefolder import CLASSES, write_imagefolder
@@ -15,7 +16,7 @@ from PIL import Image, ImageOps
 
 from ijepa.data import data_spec
 from ijepa.evals.core.encoders import EncoderSpec, build_encoder
-from ijepa.evals.core.features import extract_features
+from ijepa.evals.core.features import extract_features, pooled
 
 CPU = torch.device("cpu")
 
@@ -123,3 +124,70 @@ def test_a_folder_is_read_once_per_extraction_and_once_per_cache_hit(tmp_path, m
     reads.clear(), decodes.clear()
     warm = _extract(str(root), "val", tmp_path / "cache", 3)
     assert len(reads) == 12 and not decodes and torch.equal(warm.concat, cold.concat)
+
+
+# -- chunked cache: resume after a kill, subsets from the full split (issue 38) ----------------------
+class Killed(Exception):
+    """The run dies here (a kill, an out-of-memory, a lost node)."""
+
+
+def _counting_forward(monkeypatch, fail_after: int | None = None) -> list[int]:
+    """Count the batches forwarded; with `fail_after`, die on the next one, as a killed run."""
+    from ijepa.evals.core import features
+
+    calls = []
+
+    def forward(enc, x):
+        if fail_after is not None and len(calls) == fail_after:
+            raise Killed
+        calls.append(len(x))
+        return pooled(enc, x)
+
+    monkeypatch.setattr(features, "pooled", forward)
+    return calls
+
+
+def _extract_small(root: Path, cache: Path | None, indices: torch.Tensor | None = None):
+    enc, _, key = build_encoder(EncoderSpec(random_init="vit_tiny", depth=1, img_size=32, patch_size=8, in_chans=3))
+    return extract_features(enc, key, data_spec(str(root)), "val", device=CPU, cache_dir=cache, batch_size=2, indices=indices)
+
+
+def test_a_killed_extraction_resumes_from_its_last_finished_chunk(tmp_path, monkeypatch):
+    from ijepa.evals.core import features
+
+    monkeypatch.setattr(features, "CHUNK_ROWS", 4)  # 12 images: 3 chunks of 2 batches
+    root, cache = write_imagefolder(tmp_path / "if", per_class={"val": 3}), tmp_path / "cache"
+    _counting_forward(monkeypatch, fail_after=3)
+    with pytest.raises(Killed):
+        _extract_small(root, cache)
+    assert len(list(cache.glob("*.pt"))) == 1  # the first chunk; the second died half done
+    calls = _counting_forward(monkeypatch)
+    resumed = _extract_small(root, cache)
+    assert sum(calls) == 8 and len(list(cache.glob("*.pt"))) == 3  # only the two missing chunks
+    whole = _extract_small(root, None)
+    assert resumed.concat.dtype == whole.concat.dtype == torch.float32
+    assert torch.equal(resumed.concat, whole.concat) and torch.equal(resumed.labels, whole.labels)
+    calls.clear()
+    assert torch.equal(_extract_small(root, cache).concat, whole.concat) and not calls
+
+
+def test_a_subset_is_read_from_its_split_cache_bit_for_bit(tmp_path, monkeypatch):
+    from ijepa.evals.core import features
+
+    monkeypatch.setattr(features, "CHUNK_ROWS", 4)
+    root, cache = write_imagefolder(tmp_path / "if", per_class={"val": 3}), tmp_path / "cache"
+    _extract_small(root, cache)
+    rows = torch.tensor([11, 1, 5, 6])  # across chunks, out of order
+    calls = _counting_forward(monkeypatch)
+    reused = _extract_small(root, cache, rows)
+    assert not calls and len(list(cache.glob("*.pt"))) == 3  # no forward, no new chunk
+    direct = _extract_small(root, None, rows)  # batches of other images beside them: per-image forward
+    assert torch.equal(reused.concat, direct.concat) and torch.equal(reused.labels, direct.labels)
+    calls.clear()
+    first = sorted((root / "val" / CLASSES[1]).iterdir())[1]  # row 4: in no chosen row
+    first.write_bytes(b"")
+    assert not calls and torch.equal(_extract_small(root, cache, rows).concat, direct.concat)
+    chosen = sorted((root / "val" / CLASSES[0]).iterdir())[1]  # row 1
+    Image.new("RGB", (32, 32)).save(chosen)
+    fresh = _extract_small(root, cache, rows)
+    assert sum(calls) == 4 and not torch.equal(fresh.concat[1], direct.concat[1]) and torch.equal(fresh.concat[2:], direct.concat[2:])

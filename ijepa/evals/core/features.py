@@ -1,7 +1,9 @@
 """Frozen features, extracted once per (encoder, dataset content, split, transform, layers) and cached.
 
-The data's content is a digest of the bytes its images come from (`SplitData.content`), never
-a path, size or mtime: an image rewritten in place with both kept gets new features.
+The data's content is a digest of the bytes its images come from (the row ids of `SplitData`),
+never a path, size or mtime: an image rewritten in place with both kept gets new features. The
+cache is written in chunks as they finish, so a killed extraction resumes (`_extract`), and a
+subset of a cached split is read from that split's chunks (`_from_full_split`).
 
 Pooled features (below) for the probes on vectors; the last block's patch tokens
 (`extract_tokens`) for evals that pool themselves (the attentive probe).
@@ -19,11 +21,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.console import Console
@@ -42,6 +45,8 @@ from ijepa.progress import progress
 CACHE_DIR = Path(".cache/features")
 STALE_TEMP_S = 600.0  # a cache temp file untouched this long belongs to a killed eval
 N_LAYERS = 4
+CHUNK_ROWS = 4096  # rows per cache file: what a killed extraction can lose, and a resumed one redoes
+ROW_ID_BYTES = 16
 
 
 @dataclass
@@ -129,59 +134,89 @@ def forward_settings(encoder: VisionTransformer) -> dict[str, object]:
             "pos_embed": encoder.pos_embed_mode, "eps": encoder.norm.eps}
 
 
-def _save(path: Path, obj: dict, console: Console | None) -> None:
-    """Cache the features; a cache that cannot be written (disk full, read-only) costs only
-    the next run's extraction, so it is one warning line, not a lost result."""
+def _save(path: Path, obj: dict, console: Console | None) -> bool:
+    """Cache one chunk; a cache that cannot be written (disk full, read-only) costs only the
+    next run's extraction, so it is one warning line (and no further tries), not a lost result."""
     try:
         atomic_save(obj, path)
+        return True
     except OSError as e:
         (console or Console(stderr=True)).print(
             f"warning: {e.filename or path}: cannot write the feature cache ({e.strerror or e}); continuing without it",
             highlight=False, soft_wrap=True,
         )
+        return False
 
 
 def _load(path: Path) -> dict | None:
+    """A chunk, memory-mapped: assembling a split copies each chunk once, into its output."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception:  # a truncated/foreign cache file is recomputed, never trusted
         return None
 
 
-def _digest(lines) -> str:
-    h = hashlib.sha256()
-    for line in lines:
-        h.update(line.encode() + b"\n")
-    return h.hexdigest()[:24]
+def _row_id(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(hashlib.sha256(data).digest()[:ROW_ID_BYTES]), dtype=torch.uint8)
 
 
-def _sha(t: torch.Tensor) -> str:
-    return hashlib.sha256(np.ascontiguousarray(t.numpy()).data).hexdigest()[:24]
+def _stack_ids(ids: list[torch.Tensor]) -> torch.Tensor:
+    return torch.cat(ids) if ids else torch.zeros(0, ROW_ID_BYTES, dtype=torch.uint8)
 
 
-def fmnist_content(ds, split: str) -> str:
-    """Content id of a Fashion-MNIST (or clutter) split: sha256 of its uint8 images and its
-    labels, the very pixels the encoder sees (about 20 ms for the 50,000 train images), and
-    for the clutter family its generator version, level and background bank."""
+def fmnist_salt(ds) -> str:
+    """What a Fashion-MNIST (or clutter) split's features depend on besides each image's pixels
+    and label: for the clutter family its generator version, level and background bank."""
     level = getattr(ds, "level", None)
-    extra = [] if level is None else [f"clutter={clutter.VERSION}:{level!r}:{clutter.sources_digest()}"]
-    return _digest([f"split={split}", f"rows={len(ds.targets)}", f"images={_sha(ds.images)}", f"labels={_sha(ds.targets)}", *extra])
+    return "" if level is None else f"clutter={clutter.VERSION}:{level!r}:{clutter.sources_digest()}"
 
 
 @dataclass
 class SplitData:
-    """One split as the extractor reads it: labels [N], the transform's id, image batches, and
-    `content()`, the id of the images' bytes the features depend on."""
+    """One split (or its chosen rows) as the extractor reads it: labels [N], the transform's id,
+    `salt` (what the features depend on beyond the rows), and two reads by row position:
+    `read(ranges)`, image batches with their row ids (no batch spans two ranges), and
+    `row_ids(positions)`, the ids alone, no image decoded.
+
+    A row's id (16 bytes of sha256) covers what its features depend on besides the encoder
+    and the transform: for a folder the file's path in the split, its label and its bytes'
+    digest, for a tensor split its pixels and label; never a path's size or mtime.
+    """
 
     labels: torch.Tensor
     transform: str
-    batches: Iterator[torch.Tensor]
-    content: Callable[[], str]
+    read: Callable[[list[tuple[int, int]]], Iterator[tuple[torch.Tensor, torch.Tensor]]]
+    row_ids: Callable[[list[int]], torch.Tensor]
+    salt: str = ""
+
+    @property
+    def batches(self) -> Iterator[torch.Tensor]:
+        """Every row's image, in order, in batches (for evals that read a split once)."""
+        return (x for x, _ in self.read([(0, len(self.labels))]))
+
+
+class TensorRows:
+    """Rows of an in-memory uint8 [N, 1, 28, 28] split (Fashion-MNIST): batches by
+    `fmnist_batches`, row ids from each image's pixels and label (a few µs a row)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, batch_size: int, **tf) -> None:
+        self.images, self.labels, self.batch_size, self.tf = images, labels, batch_size, tf
+
+    def row_ids(self, positions: list[int]) -> torch.Tensor:
+        images, labels = self.images.numpy(), self.labels.numpy()
+        return _stack_ids([_row_id(images[p].tobytes() + labels[p].tobytes())[None] for p in positions])
+
+    def read(self, ranges: list[tuple[int, int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        bs = self.batch_size
+        for a, b in ranges:
+            ids = self.row_ids(list(range(a, b)))
+            for i, x in enumerate(fmnist_batches(self.images[a:b], batch_size=bs, **self.tf)):
+                yield x, ids[i * bs : (i + 1) * bs]
 
 
 class HashedImages(Dataset):
-    """Rows of an ImageFolder split, each file read once: (image, sha256 of the bytes read),
-    the image decoded from those bytes. `decode=False`: the digest only."""
+    """Rows of an ImageFolder split, each file read once: (image, row id), the image decoded
+    from the bytes the id was taken of. `decode=False`: the row id only."""
 
     def __init__(self, ds: ImageFolder, rows: list[int], *, decode: bool = True) -> None:
         self.ds, self.rows, self.decode = ds, rows, decode
@@ -189,121 +224,189 @@ class HashedImages(Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, str] | str:
-        path = self.ds.samples[self.rows[i]][0]
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor] | torch.Tensor:
+        path, label = self.ds.samples[self.rows[i]]
         data = read_bytes(path)
-        digest = hashlib.sha256(data).hexdigest()
+        rid = _row_id(f"{os.path.relpath(path, self.ds.root)}:{label}:{hashlib.sha256(data).hexdigest()}".encode())
         if not self.decode:
-            return digest
+            return rid
         img = open_image(path, data=data)
-        return (img if self.ds.transform is None else self.ds.transform(img)), digest
+        return (img if self.ds.transform is None else self.ds.transform(img)), rid
 
 
-class FolderContent:
-    """Content id of rows of an ImageFolder split: sha256 over each file's path (relative to
-    the split), label and bytes' digest.
+class FolderRows:
+    """Rows of an ImageFolder split, read by position.
 
-    What it costs: the digests are taken by the extraction's own loader as it reads each file
-    (`batches`), so an extraction reads every file once. Only a lookup before extraction (where
-    the cache holds features of this encoder and split) calls for the id first: a pass that
-    reads every file's bytes once more and decodes none (`workers` in parallel; sha256 runs at
-    about 1.5 GB/s a core). On a hit that pass is all the data read; on a miss (the data
-    changed) extraction reads the files again, usually from the page cache.
+    What it costs: the row ids are taken by the extraction's own loader as it reads each file
+    (`read`), so an extraction reads every file once. Only a cache lookup (where chunks of this
+    encoder and split are kept) calls for the ids first: a pass that reads the files of those
+    chunks once more and decodes none (`workers` in parallel; sha256 runs at about 1.5 GB/s a
+    core). On a hit that pass is all the data read; on a miss (the data changed) extraction
+    reads the files again, usually from the page cache.
     """
 
     def __init__(self, ds: ImageFolder, rows: list[int], *, batch_size: int, workers: int, console: Console | None) -> None:
         self.ds, self.rows, self.batch_size, self.workers, self.console = ds, rows, batch_size, workers, console
-        self.digests: list[str] | None = None
 
-    def _loader(self, decode: bool) -> Iterator:
+    def _loader(self, batches: list[list[int]], decode: bool) -> Iterator:
         ds = HashedImages(self.ds, self.rows, decode=decode)
-        return worker_errors(DataLoader(ds, batch_size=self.batch_size, num_workers=self.workers, shuffle=False))
+        return worker_errors(DataLoader(ds, batch_sampler=batches, num_workers=self.workers))
 
-    def batches(self) -> Iterator[torch.Tensor]:
-        """Image batches; once all are read, the content id is that of the bytes decoded."""
-        digests = []
-        for x, d in self._loader(decode=True):
-            digests += d
-            yield x
-        self.digests = digests
+    def read(self, ranges: list[tuple[int, int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        bs = self.batch_size
+        yield from self._loader([list(range(s, min(s + bs, b))) for a, b in ranges for s in range(a, b, bs)], decode=True)
 
-    def __call__(self) -> str:
-        if self.digests is None:
-            self.digests = []
-            with progress(self.console, "checking data") as bar:
-                task = bar.add_task("", total=len(self.rows), rate="")
-                for d in self._loader(decode=False):
-                    self.digests += d
-                    bar.advance(task, len(d))
-        root = self.ds.root
-        return _digest(f"{os.path.relpath(path, root)}:{label}:{d}"
-                       for (path, label), d in zip((self.ds.samples[r] for r in self.rows), self.digests, strict=True))
+    def row_ids(self, positions: list[int]) -> torch.Tensor:
+        ids, bs = [], self.batch_size
+        with progress(self.console, "checking data") as bar:
+            task = bar.add_task("", total=len(positions), rate="")
+            for d in self._loader([positions[i : i + bs] for i in range(0, len(positions), bs)], decode=False):
+                ids.append(d)
+                bar.advance(task, len(d))
+        return _stack_ids(ids)
 
 
 def split_batches(spec: DataSpec, split: str, *, size: int, in_chans: int, indices: torch.Tensor | None, batch_size: int, workers: int,
                   console: Console | None = None) -> SplitData:
     """The images of one split (or its rows `indices`) as the eval transform makes them, with
-    their labels and content id (`fmnist_content`, `FolderContent`)."""
+    their labels and row ids (`TensorRows`, `FolderRows`)."""
     if spec.in_memory:
         ds = build_dataset(spec, split)
         images, labels = ds.images, ds.targets
         if indices is not None:
             images, labels = images[indices], labels[indices]
         tid = f"fmnist-batched:bilinear-aa:{size}:c{in_chans}:{spec.mean}:{spec.std}"
-        it = fmnist_batches(images, size=size, in_chans=in_chans, mean=spec.mean, std=spec.std, batch_size=batch_size)
-        return SplitData(labels, tid, it, lambda: fmnist_content(ds, split))
+        rows = TensorRows(images, labels, batch_size=batch_size, size=size, in_chans=in_chans, mean=spec.mean, std=spec.std)
+        return SplitData(labels, tid, rows.read, rows.row_ids, fmnist_salt(ds))
     tf = eval_transform(size, in_chans=in_chans, mean=spec.mean, std=spec.std)
     ds = build_dataset(spec, split, tf)
     labels = torch.as_tensor(ds.targets, dtype=torch.long)
-    rows = list(range(len(ds))) if indices is None else indices.tolist()
+    positions = list(range(len(ds))) if indices is None else indices.tolist()
     if indices is not None:
         labels = labels[indices]
-    content = FolderContent(ds, rows, batch_size=batch_size, workers=workers, console=console)
-    return SplitData(labels, repr(tf), content.batches(), content)
+    rows = FolderRows(ds, positions, batch_size=batch_size, workers=workers, console=console)
+    return SplitData(labels, repr(tf), rows.read, rows.row_ids)
 
 
-def _lookup(cache_dir: Path | None, base: str, data: SplitData) -> dict | None:
-    """The cached features of `data`, if any. Its content id is asked for (for a folder: its
-    files read) only where features of the same encoder, split and rows (`base`) are kept."""
+def _chunk_path(cache_dir: Path, base: str, a: int, b: int, ids: torch.Tensor) -> Path:
+    return cache_dir / f"{base}-{a:09d}-{b:09d}-{hashlib.sha256(ids.numpy().tobytes()).hexdigest()[:24]}.pt"
+
+
+def _kept(cache_dir: Path | None, base: str) -> dict[tuple[int, int], list[Path]]:
+    """The chunk files kept under `base`, by the row range each covers."""
     if cache_dir is None or not cache_dir.is_dir():
-        return None
+        return {}
     remove_stale_temps(cache_dir, STALE_TEMP_S)
-    if not any(cache_dir.glob(f"{base}-*.pt")):
+    kept: dict[tuple[int, int], list[Path]] = {}
+    for path in sorted(cache_dir.glob(f"{base}-*.pt")):
+        if m := re.fullmatch(rf"{base}-(\d{{9}})-(\d{{9}})-[0-9a-f]{{24}}\.pt", path.name):
+            kept.setdefault((int(m[1]), int(m[2])), []).append(path)
+    return kept
+
+
+def _place(out: torch.Tensor | None, n: int, a: int, feats: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """`feats` copied into rows a.. of the split's output, made at the first chunk's shape."""
+    if out is None:
+        out = torch.empty((n, *feats.shape[1:]), dtype=dtype)
+    out[a : a + len(feats)] = feats
+    return out
+
+
+def _finished(cache_dir: Path | None, base: str, data: SplitData, ranges: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
+    """The chunks of `ranges` a run (this one killed, or an earlier one) finished, each found by
+    the row ids of the rows it covers: the ids are asked for (for a folder: those files read)
+    only for the ranges some chunk is kept for."""
+    kept = _kept(cache_dir, base)
+    todo = [r for r in ranges if r in kept]
+    ids = data.row_ids([p for a, b in todo for p in range(a, b)]) if todo else None
+    found, i = {}, 0
+    for a, b in todo:
+        path = _chunk_path(cache_dir, base, a, b, ids[i : i + b - a])
+        hit = _load(path) if path in kept[(a, b)] else None
+        if hit is not None and len(hit["concat"]) == b - a:
+            found[(a, b)] = hit["concat"]
+        i += b - a
+    return found
+
+
+def _from_full_split(cache_dir: Path | None, base: str, data: SplitData, indices: torch.Tensor, dtype: torch.dtype) -> torch.Tensor | None:
+    """The rows `indices` taken from the full split's kept chunks (same encoder, transform and
+    layers), each row checked against the id stored beside its features: a subset after its
+    split (low-shot after linear, a train limit) reads its own files once and forwards none.
+    None unless every row is found."""
+    kept = _kept(cache_dir, base)
+    covered = torch.zeros(len(indices), dtype=torch.bool)
+    for a, b in kept:
+        covered |= (indices >= a) & (indices < b)
+    if not len(indices) or not bool(covered.all()):
         return None
-    path = cache_dir / f"{base}-{data.content()}.pt"
-    hit = _load(path) if path.exists() else None
-    return hit if hit is not None and len(hit["labels"]) == len(data.labels) else None
+    ids, out = data.row_ids(list(range(len(indices)))), None
+    filled = torch.zeros(len(indices), dtype=torch.bool)
+    for (a, b), paths in kept.items():
+        sel = ((indices >= a) & (indices < b) & ~filled).nonzero().squeeze(1)
+        for hit in filter(None, map(_load, paths) if len(sel) else ()):
+            if len(hit["row_ids"]) == b - a and torch.equal(hit["row_ids"][indices[sel] - a], ids[sel]):
+                out = torch.empty((len(indices), *hit["concat"].shape[1:]), dtype=dtype) if out is None else out
+                out[sel] = hit["concat"][indices[sel] - a].to(dtype)
+                filled[sel] = True
+                break
+    return out if bool(filled.all()) else None
+
+
+def _forward_chunks(encoder: VisionTransformer, forward, data: SplitData, missing: list[tuple[int, int]], *, device: torch.device,
+                    n_chunks: int, what: str, console: Console | None) -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Tensor]]:
+    """(range, float16 features, row ids) of each range of `missing`, as it finishes."""
+    encoder = encoder.to(device).eval()
+    feats, ids, j = [], [], 0
+    with progress(console, what) as bar:
+        task = bar.add_task("", total=sum(b - a for a, b in missing), rate="")
+        for x, rid in data.read(missing):
+            with torch.inference_mode():
+                feats.append(forward(encoder, x.to(device, non_blocking=True)).to("cpu", torch.float16))
+            ids.append(rid)
+            done = bar.tasks[task].completed + len(x)
+            rate = f"{done / max(bar.tasks[task].elapsed or 1e-9, 1e-9):.0f} img/s  chunk {missing[j][0] // CHUNK_ROWS + 1}/{n_chunks}"
+            bar.update(task, completed=done, rate=rate)
+            if sum(map(len, ids)) == missing[j][1] - missing[j][0]:
+                yield missing[j], torch.cat(feats), torch.cat(ids)
+                feats, ids, j = [], [], j + 1
 
 
 def _extract(
     encoder: VisionTransformer, encoder_key: str, spec: DataSpec, split: str, *, forward, layers: str, pool: str,
     device: torch.device, img_size: int | None, indices: torch.Tensor | None, batch_size: int, workers: int,
-    cache_dir: Path | None, console: Console | None,
+    cache_dir: Path | None, console: Console | None, dtype: torch.dtype = torch.float16,
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
-    """(float16 `forward(encoder, images)` of every image of `split`, labels, the transform's
-    id), from cache if present."""
+    """(`forward(encoder, images)` of every image of `split` as float16, returned as `dtype`,
+    labels, the transform's id), from cache where present.
+
+    The cache is written in chunks of `CHUNK_ROWS` rows as they finish, each file named by
+    the key of everything but the data (`base`), its row range and a digest of its rows' ids
+    (`SplitData`): a killed run keeps its finished chunks and the next forwards only the rest.
+    A chunk is keyed by its own rows' content, not the whole split's, because a resumed run
+    reads (to hash) only the files of the chunks it finds kept, and decodes and hashes the
+    others as it extracts them: the split's content is checked chunk by chunk, never assumed.
+    """
     size = img_size or encoder.img_size
     data = split_batches(spec, split, size=size, in_chans=encoder.in_chans, indices=indices, batch_size=batch_size, workers=workers, console=console)
-    rows = None if indices is None else hashlib.sha256(indices.numpy().tobytes()).hexdigest()[:16]
-    base = cache_key(weights=weights_digest(encoder), forward=forward_settings(encoder), data=spec.id, split=split, transform=data.transform,
-                     layers=layers, pool=pool, rows=rows)
+    key = partial(cache_key, weights=weights_digest(encoder), forward=forward_settings(encoder), data=spec.id, split=split, transform=data.transform,
+                  salt=data.salt, layers=layers, pool=pool)
     cache_dir = None if cache_dir is None else Path(cache_dir)
-    if (hit := _lookup(cache_dir, base, data)) is not None:
-        return hit["concat"], hit["labels"], data.transform
-    encoder = encoder.to(device).eval()
-    chunks = []
-    with torch.inference_mode(), progress(console, f"features {split}") as bar:
-        task = bar.add_task("", total=len(data.labels), rate="")
-        for x in data.batches:
-            chunks.append(forward(encoder, x.to(device, non_blocking=True)).to("cpu", torch.float16))
-            done = bar.tasks[task].completed + len(x)
-            bar.update(task, completed=done, rate=f"{done / max(bar.tasks[task].elapsed or 1e-9, 1e-9):.0f} img/s")
-    out = torch.cat(chunks) if chunks else torch.zeros(0, encoder.embed_dim, dtype=torch.float16)
-    if cache_dir is not None:
-        key = f"{base}-{data.content()}"  # the content of the bytes just decoded
-        _save(cache_dir / f"{key}.pt", {"concat": out, "labels": data.labels, "width": encoder.embed_dim, "key": key,
-                                        "encoder_key": encoder_key}, console)
-    return out, data.labels, data.transform
+    if indices is not None and (hit := _from_full_split(cache_dir, key(rows=None), data, indices, dtype)) is not None:
+        return hit, data.labels, data.transform
+    base = key(rows=None if indices is None else hashlib.sha256(indices.numpy().tobytes()).hexdigest()[:16])
+    n = len(data.labels)
+    ranges = [(a, min(a + CHUNK_ROWS, n)) for a in range(0, n, CHUNK_ROWS)]
+    out = None
+    for (a, _), feats in (done := _finished(cache_dir, base, data, ranges)).items():
+        out = _place(out, n, a, feats, dtype)
+    missing = [r for r in ranges if r not in done]
+    for (a, b), feats, ids in _forward_chunks(encoder, forward, data, missing, device=device, n_chunks=len(ranges), what=f"features {split}", console=console):
+        if cache_dir is not None and not _save(_chunk_path(cache_dir, base, a, b, ids), {
+                "concat": feats, "labels": data.labels[a:b], "row_ids": ids, "width": encoder.embed_dim, "encoder_key": encoder_key}, console):
+            cache_dir = None
+        out = _place(out, n, a, feats, dtype)
+    return (torch.zeros(0, encoder.embed_dim, dtype=dtype) if out is None else out), data.labels, data.transform
 
 
 def extract_features(
@@ -315,15 +418,17 @@ def extract_features(
     """Pooled frozen features of `split` (optionally the rows `indices`), from cache if present.
 
     The cache key covers a digest of all the encoder's weights (`weights_digest`) and its
-    `forward_settings`, the dataset id, the split, the transform, the data's content (a
-    digest of its bytes, `SplitData.content`), the pooled layers and the chosen rows.
+    `forward_settings`, the dataset id, the split, the transform, the data's content (each
+    chunk's rows' ids, `SplitData`), the pooled layers and the chosen rows; chosen rows whose
+    split is cached are read from its chunks, bit for bit what extracting them would give.
     `encoder_key` (the records' id of the encoder: weights digest and key, or random-init
     recipe) is stored beside the features, not keyed on: the same weights are the same
     features, whichever file, checkpoint key or recipe named them.
     """
     concat, labels, transform = _extract(encoder, encoder_key, spec, split, forward=pooled, layers=f"last{N_LAYERS}", pool="avg", device=device,
-                              img_size=img_size, indices=indices, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console)
-    return Features(concat.float(), labels, encoder.embed_dim, transform)
+                              img_size=img_size, indices=indices, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console,
+                              dtype=torch.float32)
+    return Features(concat, labels, encoder.embed_dim, transform)
 
 
 def extract_tokens(
