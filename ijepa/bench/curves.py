@@ -82,11 +82,21 @@ class Recipe:
 
     @property
     def selected_on(self) -> str:
-        """A sweep variant was chosen on val; a config given as it stands was chosen by its user."""
-        return "val" if self.val else "none (a given config)"
+        return chosen_on(self.val)
 
     def config(self, *sets: str) -> Config:
         return load_config(self.base, [*self.applied, *data_overrides(self.data), *self.extra, *sets])
+
+
+def chosen_on(val: dict[str, Any]) -> str:
+    """A recipe's `selected_on`: a sweep variant (it has a val record) was chosen on val; a config
+    given as it stands was chosen by its user."""
+    return "val" if val else "none (a given config)"
+
+
+def warmup_fraction(o: Any) -> float:
+    """A schedule's warm-up as a fraction of its run (`optimization` of a config): what every budget keeps."""
+    return min(1.0, o.warmup / (o.ipe_scale * o.epochs))
 
 
 def _token(overrides: Sequence[str], name: str) -> str | None:
@@ -123,7 +133,7 @@ def read_recipe(ref: str, *, results_dir: Path, extra: Sequence[str] = (), data:
     shape = grid.config([*sets, *(["optimization.epochs=1"] if budget else [])]).optimization  # as the sweep ran it
     return Recipe(grid=str(path), base=None if grid.base is None else str(grid.base), variant=variant, method=method,
                   overrides=tuple(overrides), applied=tuple(o for o in sets if not o.startswith(SIZING)),
-                  warmup_fraction=min(1.0, shape.warmup / (shape.ipe_scale * shape.epochs)),
+                  warmup_fraction=warmup_fraction(shape),
                   val=val_record(variant, overrides, results_dir, f"{path}:{variant}", data), extra=tuple(extra), data=data)
 
 
@@ -143,9 +153,8 @@ def config_recipe(ref: str, *, method: str, extra: Sequence[str] = (), data: str
     """A pretraining config as a recipe, as it stands (not chosen on val: its records say so);
     every budget keeps its warm-up as the same fraction of the run."""
     path = find_config(ref)
-    o = load_config(path).optimization
     return Recipe(grid=str(path), base=str(path), variant=path.stem, method=method, overrides=(), applied=(),
-                  warmup_fraction=min(1.0, o.warmup / (o.ipe_scale * o.epochs)), val={}, extra=tuple(extra), data=canonical_data(data))
+                  warmup_fraction=warmup_fraction(load_config(path).optimization), val={}, extra=tuple(extra), data=canonical_data(data))
 
 
 def reference_img_per_s() -> float:
@@ -369,9 +378,7 @@ def pretrained(run: Run, results_dir: Path) -> dict[str, Any]:
 
 def recipe_selected_on(fields: dict[str, Any]) -> str | None:
     """Where a pretrained run's recipe was chosen (None: a reference line, no recipe)."""
-    if "recipe" not in fields:
-        return None
-    return "val" if fields["recipe"].get("val") else "none (a given config)"
+    return chosen_on(fields["recipe"].get("val")) if "recipe" in fields else None
 
 
 def score(fields: dict[str, Any], probe: str, *, split: str, results_dir: Path, sets: Sequence[str] = (),

@@ -94,8 +94,8 @@ def curve_pieces(recipes: dict[str, curves.Recipe], *, methods: Sequence[str] = 
         for method, run in runs_at(recipes, m, folder=folder, img_per_s=img_per_s).items():
             if method not in methods:
                 continue
-            yield Piece(f"pretrain {run.name} ({m:g} I-JEPA minutes = {run.budget_flops / 1e15:.4f} PFLOPs, {run.steps} steps)", lambda run=run: curves.pretrain_run(run, results_dir=results_dir)[0],
-                        recorded("curve.pretrain", run.identity()))
+            what = f"pretrain {run.name} ({m:g} I-JEPA minutes = {run.budget_flops / 1e15:.4f} PFLOPs, {run.steps} steps)"
+            yield Piece(what, lambda run=run: curves.pretrain_run(run, results_dir=results_dir)[0], recorded("curve.pretrain", run.identity()))
             for probe in probes:
                 for split in _splits(probe):
                     yield Piece(f"score {run.name} {probe} on {split}", lambda run=run, probe=probe, split=split: curves.score(
