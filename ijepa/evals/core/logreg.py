@@ -265,6 +265,8 @@ def fit_msn(x: np.ndarray, y: np.ndarray, lambd: float, *, max_iter: int = MSN_M
     """MSN's multinomial L2 logistic regression (no intercept) on `msn_preprocess`ed rows `x`,
     by scikit-learn's lbfgs (Cyanure is not a dependency). Stopping at `max_iter` is MSN's
     protocol, not a failure: `n_iter_ < max_iter` says whether it reached `tol`."""
+    if len(np.unique(y)) < 3:  # scikit-learn fits two classes as one binomial vector: another objective
+        raise ValueError(f"MSN's multinomial probe needs 3 or more classes; the labelled rows hold {len(np.unique(y))}")
     model = LogisticRegression(C=msn_c(lambd, len(x)), fit_intercept=False, max_iter=max_iter, tol=tol)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
