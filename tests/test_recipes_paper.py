@@ -15,17 +15,20 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_lowshot_in1k_finetune_is_the_papers_table_2_recipe():
-    """1%, fine-tuning, 50 epochs, batch 512, lr 3e-5, wd 0.4 (ViT-H/14), layer decay 0.75, smoothing 0.1."""
+    """1%, fine-tuning, 50 epochs, batch 512, lr 3e-5, wd 0.4 (ViT-H/14), layer decay 0.75, smoothing 0.1,
+    RandAugment as MAE's --aa."""
     spec = load(LowshotSpec, RECIPES / "lowshot_in1k_finetune.yaml")
     ft = spec.finetune
     assert spec.protocol == "finetune" and spec.fractions == (0.01,) and spec.subset_dir is not None
     assert (ft.epochs, ft.batch_size, ft.lr, ft.weight_decay, ft.layer_decay, ft.label_smoothing) == (50, 512, 3e-5, 0.4, 0.75, 0.1)
+    assert ft.rand_augment == "rand-m9-mstd0.5-inc1"
 
 
-def test_lowshot_in1k_simclr_reads_the_subset_files_with_the_frozen_probe():
+def test_lowshot_in1k_simclr_reads_the_subset_files_with_msns_frozen_probe():
+    """MSN's logistic_eval.py: its probe, one fixed lambd (its README's), the last layer's representation."""
     spec = load(LowshotSpec, RECIPES / "lowshot_in1k_simclr.yaml")
     assert spec.protocol == "logreg" and spec.fractions == (0.01, 0.1) and spec.subset_dir is not None
-    assert spec.feature_sets == ("lastPOOL", "concatPOOL4")
+    assert spec.logreg == "msn" and spec.msn_lambd == (0.0025,) and spec.feature_sets == ("lastPOOL",)
 
 
 def test_linear_transfer_is_the_papers_table_3_head_set():

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 
+import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as F
@@ -25,7 +30,8 @@ def _channels(in_chans: int, mean: tuple[float, ...], std: tuple[float, ...]):
 
 
 class PretrainViews(Dataset):
-    """Official I-JEPA pretraining view: RandomResizedCrop (scale `crop_scale`), normalize.
+    """Official I-JEPA pretraining view: RandomResizedCrop (scale `crop_scale`), normalize;
+    fine-tuning adds a horizontal flip and, optionally, timm's RandAugment (`rand_augment`).
 
     Each sample's crop comes from a generator seeded by (seed, epoch, index), so views depend
     neither on worker scheduling nor on where a run resumed: `--resume` is exact. Written on
@@ -36,7 +42,7 @@ class PretrainViews(Dataset):
         self, base: Dataset, size: int, *, crop_scale: tuple[float, float] = (0.3, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3), in_chans: int = 3,
         mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-        horizontal_flip: bool = False, seed: int = 0,
+        horizontal_flip: bool = False, rand_augment: str | None = None, seed: int = 0,
     ) -> None:
         pre, mean, std = _channels(in_chans, mean, std)
         self.pre = v2.Compose([v2.ToImage(), *pre])
@@ -45,6 +51,7 @@ class PretrainViews(Dataset):
         self.base, self.size, self.seed, self.epoch = base, size, seed, 0
         self.crop_scale, self.log_ratio = crop_scale, (math.log(ratio[0]), math.log(ratio[1]))
         self.horizontal_flip = horizontal_flip
+        self.rand_augment = RandAugment(rand_augment, size=size, mean=mean) if rand_augment else None
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -74,7 +81,41 @@ class PretrainViews(Dataset):
         img = F.resized_crop(img, top, left, h, w, [self.size, self.size], antialias=True)
         if self.horizontal_flip and torch.rand(1, generator=g).item() < 0.5:
             img = F.horizontal_flip(img)
+        if self.rand_augment is not None:
+            img = self.rand_augment(img, g)
         return (img.float() / 255 - self.mean) / self.std, label
+
+
+@contextmanager
+def global_rngs(seed: int) -> Iterator[None]:
+    """Python's and numpy's global generators seeded with `seed`, their states restored after."""
+    py, npy = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+
+
+class RandAugment:
+    """timm's RandAugment (`config` as MAE's `--aa`, e.g. rand-m9-mstd0.5-inc1) on a uint8 image
+    [C, H, W] after `PretrainViews`' crop and flip (where MAE's timm pipeline has it), with the hyper-parameters timm's `create_transform` gives it (translations up to 45%
+    of the side, fill = the data's mean, bicubic). timm draws from Python's and numpy's global
+    generators: they are seeded from the view's generator for the call, so a view stays a
+    function of (seed, epoch, index). Grayscale images go through PIL mode L, RGB through RGB."""
+
+    def __init__(self, config: str, *, size: int, mean: tuple[float, ...]) -> None:
+        from timm.data.auto_augment import rand_augment_transform
+
+        fill = tuple(min(255, round(255 * m)) for m in mean)
+        hparams = {"translate_const": int(size * 0.45), "img_mean": fill if len(fill) > 1 else fill[0], "interpolation": Image.BICUBIC}
+        self.config, self.op = config, rand_augment_transform(config, hparams)
+
+    def __call__(self, img: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        with global_rngs(int(torch.randint(2**31, (1,), generator=g))):
+            return F.pil_to_tensor(self.op(F.to_pil_image(img)))
 
 
 def eval_resize(size: int, resize_ratio: float = 256 / 224) -> int:

@@ -7,6 +7,8 @@ is SimCLR's (`1percent.txt`: the file MSN ships too), so a score says which spli
 - `logreg` (default): multinomial logistic regression on standardised frozen features
   (scikit-learn's objective, solved to tolerance by torch L-BFGS), L2 strength C and the
   feature set chosen by stratified cross-validation, then refit on the whole subset;
+  with `logreg: msn`, MSN's probe instead (logistic_eval.py): each feature vector centred
+  and L2-normalised, no intercept, lambd fixed (several: picked by the same CV), 300 iterations;
 - `heads`: the linear-head grid of `ijepa eval linear`, picked on a held-out part of the subset;
 - `finetune`: end-to-end fine-tuning (AdamW, layer decay 0.75, cosine, label smoothing 0.1).
 Only the rows some split uses go through the frozen encoder.
@@ -29,13 +31,26 @@ from sklearn.model_selection import StratifiedKFold
 from ijepa.atomic import atomic_write_text, unwritable
 from ijepa.data import DataSpec, data_spec
 from ijepa.data.imagefolder import image_folder
+from ijepa.evals.core.config import GridConfig
 from ijepa.evals.core.features import CACHE_DIR, Features, split_labels
 from ijepa.evals.core.finetune import finetune
 from ijepa.evals.core.fit import check_classes, check_limit, fit_grid, stratified_sample
-from ijepa.evals.core.logreg import LogReg, fit_lbfgs, solver_name, topk
+from ijepa.evals.core.logreg import (
+    MSN_MAX_ITER,
+    MSN_OBJECTIVE,
+    MSN_PREPROCESS,
+    LogReg,
+    fit_lbfgs,
+    fit_msn,
+    msn_c,
+    msn_preprocess,
+    solver_name,
+    topk,
+)
 from ijepa.evals.core.setup import EncoderLike, check_img_size, frozen_splits, resolve_encoder
 from ijepa.evals.entries.lowshot import LowshotSpec
 from ijepa.evals.registry import Context, Record
+from ijepa.typedconfig import OptionError
 
 PROTOCOLS = ("logreg", "heads", "finetune")
 CS = (1e-3, 1e-2, 1e-1, 1.0, 10.0)
@@ -147,13 +162,18 @@ def cv_scores(x: torch.Tensor, y: torch.Tensor, cs: tuple[float, ...], *, folds:
     return [statistics.fmean(a) for a in acc], fits
 
 
+def cv_folds(y: torch.Tensor) -> int:
+    """How many stratified folds the labelled subset holds: 3, fewer when a class has fewer rows."""
+    counts = np.bincount(y.numpy())
+    return int(min(3, counts[counts > 0].min()))
+
+
 def logreg(train: Features, val: Features, *, feature_sets: tuple[str, ...], seed: int, device: torch.device | str = "cpu") -> dict:
     """Best (feature set, C) by stratified k-fold CV on the labelled subset, refit on all of
     it (warm-started from a fold's fit of that C); its val scores, and how many L-BFGS
     iterations the fits took (all to tolerance)."""
     y = train.labels
-    counts = np.bincount(y.numpy())
-    folds = int(min(3, counts[counts > 0].min()))
+    folds = cv_folds(y)
     best, fits = None, []
     for f in feature_sets:
         x = train.get(f)
@@ -172,6 +192,27 @@ def logreg(train: Features, val: Features, *, feature_sets: tuple[str, ...], see
     return {"top1": top1, "top5": top5, "features": f, "C": float(c), "cv_top1": cv_score, "n_iter": fitted.n_iter,
             "converged": fitted.converged, "cv_fits": len(fits), "cv_n_iter_max": max((m.n_iter for m in fits), default=0),
             "cv_converged": all(m.converged for m in fits)}
+
+
+def msn_logreg(train: Features, val: Features, *, feature_sets: tuple[str, ...], lambds: tuple[float, ...], seed: int) -> dict:
+    """MSN's probe (`fit_msn`) on the labelled subset, scored on val. One (feature set, lambd)
+    is fitted as given; several are picked by stratified k-fold CV on the subset (never on val).
+    Preprocessing is per row, so the subset is preprocessed once for every fold."""
+    y = train.labels.numpy()
+    x = {f: msn_preprocess(train.get(f)) for f in feature_sets}
+    candidates = [(f, lam) for f in feature_sets for lam in lambds]
+    folds, cv_score = cv_folds(train.labels), None
+    if len(candidates) > 1 and folds >= 2:
+        cv = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y))
+        scores = [statistics.fmean(fit_msn(x[f][a], y[a], lam).score(x[f][b], y[b]) for a, b in cv) for f, lam in candidates]
+        i = max(range(len(candidates)), key=lambda i: scores[i])  # first of equals
+        cv_score, candidates = scores[i], [candidates[i]]
+    f, lam = candidates[0]
+    model = fit_msn(x[f], y, lam)
+    top1, top5 = topk(model, msn_preprocess(val.get(f)), val.labels)
+    n_iter = int(model.n_iter_.max())
+    return {"top1": top1, "top5": top5, "features": f, "lambd": lam, "C": msn_c(lam, len(y)), "cv_top1": cv_score,
+            "n_iter": n_iter, "converged": n_iter < MSN_MAX_ITER}
 
 
 def summarize(per_seed: list[dict]) -> dict:
@@ -228,13 +269,24 @@ def frozen_scorer(encoder: EncoderLike, spec: LowshotSpec, union: torch.Tensor, 
 
     def score(rows: torch.Tensor, seed: int) -> dict:
         sub = train.subset(torch.searchsorted(union, rows))
+        if spec.protocol == "logreg" and spec.logreg == "msn":
+            return msn_logreg(sub, val, feature_sets=feature_sets, lambds=spec.msn_lambd, seed=seed)
         if spec.protocol == "logreg":
             return logreg(sub, val, feature_sets=feature_sets, seed=seed, device=device)
         res = fit_grid(grid, sub, {"eval": val}, num_classes=num_classes, device=device, seed=seed, console=console)
         return {"top1": res.metrics["eval_top1"], "top5": res.metrics["eval_top5"], "head": res.best.name}
+    return info, score, frozen_settings(spec, feature_sets, grid)
+
+
+def frozen_settings(spec: LowshotSpec, feature_sets: tuple[str, ...], grid: GridConfig) -> dict:
+    """What a frozen protocol's record says about how it fits (ours: unchanged by the MSN option)."""
+    if spec.protocol == "logreg" and spec.logreg == "msn":
+        fixed = {"selected_on": "none (lambd and features fixed)"} if len(feature_sets) * len(spec.msn_lambd) == 1 else {}
+        return {"feature_sets": list(feature_sets), "logreg": "msn", "msn_lambd": list(spec.msn_lambd), "objective": MSN_OBJECTIVE,
+                "preprocess": MSN_PREPROCESS, "fit_intercept": False, "solver": "sklearn-lbfgs", "max_iter": MSN_MAX_ITER, **fixed}
     if spec.protocol == "logreg":
-        return info, score, {"feature_sets": list(feature_sets), "cs": list(CS), "solver": solver_name(True), "tol": TOL}
-    return info, score, {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(grid).items()}}
+        return {"feature_sets": list(feature_sets), "cs": list(CS), "solver": solver_name(True), "tol": TOL}
+    return {"grid": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(grid).items()}}
 
 
 def run_lowshot(encoder: EncoderLike, spec: LowshotSpec, *, device: torch.device | str = "cpu", cache_dir: Path | None = CACHE_DIR,
@@ -247,6 +299,8 @@ def run_lowshot(encoder: EncoderLike, spec: LowshotSpec, *, device: torch.device
     """
     if spec.protocol not in PROTOCOLS:
         raise ValueError(f"protocol {spec.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    if spec.logreg != "ours" and spec.protocol != "logreg":
+        raise OptionError("logreg", spec.logreg, f"ours with protocol {spec.protocol} (msn is a probe of protocol logreg)")
     t0, dev = time.perf_counter(), torch.device(device)
     ds = data_spec(spec.data)
     labels, num_classes = split_labels(ds, "train")

@@ -6,6 +6,7 @@ eval imports them from here (and from its entry in `ijepa.evals.entries`).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from itertools import product
 from typing import ClassVar, Literal
@@ -36,6 +37,23 @@ class Rows:
 
 
 ROWS = Rows()
+
+
+class RandAugmentString:
+    """A timm RandAugment string (`rand-m9-mstd0.5-inc1`, MAE's `--aa`): 'rand', then dash-separated
+    m (magnitude), n (ops per image), p (each op's probability), mstd, mmax, inc (0/1). Checked
+    here, not left to timm, because timm asserts on some bad strings and ignores others."""
+
+    PATTERN = re.compile(r"rand(-(m\d+|n\d+|p\d*\.?\d+|mstd\d*\.?\d+|mmax\d+|inc[01]))*")
+
+    def ok(self, value: object) -> bool:
+        return isinstance(value, str) and self.PATTERN.fullmatch(value) is not None
+
+    def __str__(self) -> str:
+        return "a timm RandAugment string such as 'rand-m9-mstd0.5-inc1' (rand, then -m, -n, -p, -mstd, -mmax, -inc sections)"
+
+
+RAND_AUGMENT = RandAugmentString()
 
 
 @dataclass(frozen=True)
@@ -123,6 +141,7 @@ class FinetuneConfig:
     warmup_epochs: int = checked(5, NON_NEGATIVE)
     crop_scale: tuple[float, float] = checked((0.3, 1.0), Range(gt=0, le=1))
     horizontal_flip: bool = True
+    rand_augment: str | None = checked(None, RAND_AUGMENT)  # timm RandAugment after crop and flip (MAE: rand-m9-mstd0.5-inc1); None: off
 
 
 @dataclass(frozen=True)

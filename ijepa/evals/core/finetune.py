@@ -2,8 +2,8 @@
 
 AdamW, layer-wise lr decay (0.75, timm's groups), linear warm-up then cosine (the one
 supervised loop, `ijepa.evals.core.train`), label smoothing 0.1,
-average-pooled last layer into a linear head. Augmentation is RandomResizedCrop (+ flip);
-the paper's RandAugment is not applied.
+average-pooled last layer into a linear head. Augmentation is RandomResizedCrop (+ flip),
+then, with `rand_augment` (the paper's recipe: MAE's rand-m9-mstd0.5-inc1), timm's RandAugment.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 
 from ijepa.data import DataSpec, PretrainViews, build_dataset
-from ijepa.evals.core.config import FinetuneConfig
+from ijepa.evals.core.config import RAND_AUGMENT, FinetuneConfig
 from ijepa.evals.core.features import split_batches
 from ijepa.evals.core.heads import topk_correct
 from ijepa.evals.core.train import ENCODER_GROUPS, DenseTrainConfig, layer_decay_groups, train_dense
 from ijepa.models.vit import VisionTransformer
+from ijepa.typedconfig import OptionError
 
 
 class Classifier(nn.Module):
@@ -51,6 +52,14 @@ class EpochLoader:
         return iter(self.loader)
 
 
+def train_views(spec: DataSpec, rows: torch.Tensor, cfg: FinetuneConfig, *, size: int, in_chans: int, seed: int) -> PretrainViews:
+    """The fine-tuning crops of train rows `rows`: RandomResizedCrop, flip, then RandAugment if `cfg` names one."""
+    if cfg.rand_augment is not None and not RAND_AUGMENT.ok(cfg.rand_augment):  # a config built in code: `load` checks the rest
+        raise OptionError("finetune.rand_augment", cfg.rand_augment, str(RAND_AUGMENT))
+    return PretrainViews(Subset(build_dataset(spec, "train"), rows.tolist()), size, crop_scale=cfg.crop_scale, in_chans=in_chans,
+                         mean=spec.mean, std=spec.std, horizontal_flip=cfg.horizontal_flip, rand_augment=cfg.rand_augment, seed=seed)
+
+
 def finetune(
     encoder: VisionTransformer, spec: DataSpec, rows: torch.Tensor, *, num_classes: int,
     cfg: FinetuneConfig, device: torch.device, seed: int = 0, val_rows: torch.Tensor | None = None,
@@ -63,8 +72,7 @@ def finetune(
     torch.manual_seed(seed)
     model = Classifier(copy.deepcopy(encoder).requires_grad_(True), num_classes).to(device)
     model.encoder.pos_embed.requires_grad_(False)
-    views = PretrainViews(Subset(build_dataset(spec, "train"), rows.tolist()), size, crop_scale=cfg.crop_scale,
-                          in_chans=encoder.in_chans, mean=spec.mean, std=spec.std, horizontal_flip=cfg.horizontal_flip, seed=seed)
+    views = train_views(spec, rows, cfg, size=size, in_chans=encoder.in_chans, seed=seed)
     loader = DataLoader(views, batch_size=min(cfg.batch_size, len(rows)), shuffle=True, drop_last=len(rows) > cfg.batch_size,
                         num_workers=workers, generator=torch.Generator().manual_seed(seed))
     ce = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)

@@ -10,7 +10,8 @@ preconditioned parametrisation W = V R (R whitens the features' covariance), the
 objective in 3-4x fewer iterations. Every fit runs to its tolerance (scikit-learn's `tol`:
 max |gradient| of the mean objective, in W) and reports how many iterations it took and
 whether it got there. scikit-learn stays the referee in the tests.
-Used by `ijepa eval linear --protocol logreg` and the low-shot eval.
+Used by `ijepa eval linear --protocol logreg` and the low-shot eval. `fit_msn` is MSN's
+low-shot probe instead (its own preprocessing and objective, see there).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from rich.console import Console
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -235,7 +237,43 @@ def _solve(
     return n_iter, grad_max(point), point[0]
 
 
-def topk(model: Pipeline | LogReg, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> tuple[float, float]:
+MSN_MAX_ITER = 300  # logistic_eval.py's max_epochs (Cyanure epochs; here scikit-learn L-BFGS iterations)
+MSN_OBJECTIVE = "mean cross-entropy + (lambd / N) / 2 ||W||^2, no intercept (scikit-learn C = 1 / lambd)"
+MSN_PREPROCESS = "per row: minus the row's own mean, then L2-normalised (Cyanure preprocess, centering, columns=False)"
+
+
+def msn_preprocess(x: np.ndarray | torch.Tensor) -> np.ndarray:
+    """Each feature vector minus its own mean over its dimensions, then scaled to unit L2 norm:
+    what Cyanure's `preprocess(X, centering=True, normalize=True, columns=False)` does to the
+    rows of X in MSN's `logistic_eval.py` (train and test alike, no train statistics). Why per
+    row: Cyanure centres the columns of the D x N transpose it is handed. A row of norm 0 stays 0
+    (Cyanure would draw a random unit vector)."""
+    x = np.asarray(x, dtype=np.float64)
+    x = x - x.mean(1, keepdims=True)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.where(norm > 1e-10, norm, 1.0)
+
+
+def msn_c(lambd: float, n: int) -> float:
+    """scikit-learn's C for MSN's penalty. MSN divides `lambd` by the number of rows N and Cyanure
+    minimises (1/N) sum_i loss_i + (lambd / N) / 2 ||W||^2; scikit-learn minimises
+    C sum_i loss_i + ||W||^2 / 2, the same argmin when C = 1 / (N * lambd / N) = 1 / lambd."""
+    return 1.0 / (n * (lambd / n))
+
+
+def fit_msn(x: np.ndarray, y: np.ndarray, lambd: float, *, max_iter: int = MSN_MAX_ITER, tol: float = 1e-4) -> LogisticRegression:
+    """MSN's multinomial L2 logistic regression (no intercept) on `msn_preprocess`ed rows `x`,
+    by scikit-learn's lbfgs (Cyanure is not a dependency). Stopping at `max_iter` is MSN's
+    protocol, not a failure: `n_iter_ < max_iter` says whether it reached `tol`."""
+    if len(np.unique(y)) < 3:  # scikit-learn fits two classes as one binomial vector: another objective
+        raise ValueError(f"MSN's multinomial probe needs 3 or more classes; the labelled rows hold {len(np.unique(y))}")
+    model = LogisticRegression(C=msn_c(lambd, len(x)), fit_intercept=False, max_iter=max_iter, tol=tol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(x, y)
+
+
+def topk(model: Pipeline | LogReg | LogisticRegression, x: np.ndarray | torch.Tensor, y: np.ndarray | torch.Tensor) -> tuple[float, float]:
     """(top-1, top-5) of a fitted model (ours or scikit-learn's), as fractions."""
     scores = torch.as_tensor(model.decision_function(x))
     top = torch.as_tensor(model.classes_)[scores.topk(min(5, scores.shape[1]), dim=1).indices]

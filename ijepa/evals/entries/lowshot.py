@@ -20,7 +20,7 @@ from ijepa.evals.core.config import (
     GridConfig,
 )
 from ijepa.evals.registry import Cell, Eval, Fixture, Record, number, pct, register
-from ijepa.typedconfig import Range, checked
+from ijepa.typedconfig import POSITIVE, Range, checked
 
 FRACTIONS = (0.01, 0.05, 0.1)
 # The I-JEPA paper's Table 2: ImageNet-1k linear probe on 1% of the labels
@@ -38,6 +38,8 @@ class LowshotSpec(FrozenData):
     fractions: tuple[float, ...] = checked(FRACTIONS, Range(gt=0, le=1))
     seeds: tuple[int, ...] = (0, 1, 2)
     protocol: Literal["logreg", "heads", "finetune"] = "logreg"
+    logreg: Literal["ours", "msn"] = "ours"  # protocol logreg: our probe, or MSN's (logistic_eval.py)
+    msn_lambd: tuple[float, ...] = checked((0.00025,), POSITIVE)  # logreg msn: MSN's lambd (its default); several: picked by CV on the subset
     feature_sets: tuple[str, ...] = FEATURE_SETS
     subset_dir: Path | None = None
     write_splits: Path | None = None
@@ -52,7 +54,8 @@ def _pool(rec: Record) -> str:
 def rows(rec: Record) -> list[tuple[str, str]]:
     out = [(f"{float(f):.0%} labels ({r['seeds'][0]['n_labelled']} img, {r.get('labelled_fraction', float(f)):.1%} of {_pool(rec)})",
             f"{pct(r['top1'])} ± {100 * r['top1_std']:.2f}") for f, r in rec["fractions"].items()]
-    return out + [("reported on", rec["reported_on"]), ("protocol", rec["protocol"]), ("seeds", ",".join(map(str, rec["seeds"]))),
+    probe = [("probe", "MSN's logreg, lambd " + ", ".join(f"{v:g}" for v in rec["msn_lambd"]))] if rec.get("logreg") == "msn" else []
+    return out + probe + [("reported on", rec["reported_on"]), ("protocol", rec["protocol"]), ("seeds", ",".join(map(str, rec["seeds"]))),
                   ("wall time", f"{rec['wall_s']:.1f} s")]
 
 
@@ -82,6 +85,8 @@ register(Eval(
     fixture=Fixture("imagefolder.write_imagefolder", (*FIXTURE_ENCODER, "--fractions", "0.25", "--seeds", "0,1")),
     help={"fractions": "Label fractions, comma-separated", "seeds": "Split seeds; mean ± std over them",
           "protocol": "logreg (logistic regression, C by CV), heads (the linear grid) or finetune",
+          "logreg": "Protocol logreg: ours (standardised, intercept, C by CV) or msn (MSN's: row-centred, L2-normalised, no intercept, lambd fixed)",
+          "msn_lambd": "MSN's lambd (divided by N, as logistic_eval.py); several: picked by CV on the labelled subset",
           "subset_dir": "Folder of subset files (1percent.txt, 10percent-seed0.txt, ...) to use instead of drawing",
           "write_splits": "Write the splits used to this folder",
           "train_limit": "Seeded stratified subset of train the 1/5/10% splits are drawn from: N images, or a fraction if < 1"},
