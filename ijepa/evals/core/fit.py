@@ -12,6 +12,7 @@ head is retrained on all of train (held-out rows included) before it is scored.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import product
 
@@ -85,7 +86,9 @@ def holdout_split(labels: torch.Tensor, frac: float, *, seed: int) -> tuple[torc
     return mask.nonzero().squeeze(1), held
 
 
-def _groups(cfg: GridConfig, specs: list[HeadSpec], dims: dict[str, int], num_classes: int, *, device: torch.device, seed: int) -> dict:
+def build_groups(cfg: GridConfig, specs: list[HeadSpec], dims: dict[str, int], num_classes: int, *, device: torch.device,
+                 seed: int) -> dict[tuple[str, str], HeadGroup]:
+    """The heads of `specs`, one group per (feature set, norm), initialised from `seed`."""
     g = torch.Generator().manual_seed(seed)
     groups = {}
     for f, n in product(cfg.feature_sets, cfg.norms):
@@ -95,13 +98,14 @@ def _groups(cfg: GridConfig, specs: list[HeadSpec], dims: dict[str, int], num_cl
     return groups
 
 
-def _inputs(cfg: GridConfig, groups: dict, feats: dict[str, torch.Tensor], device: torch.device) -> dict:
+def head_inputs(cfg: GridConfig, groups: dict, dims: dict[str, int], device: torch.device,
+                feats: dict[str, torch.Tensor] | None = None) -> dict:
     """Per (feature set, norm), what feeds its heads: BatchNorm for "bn"; for "linear" the
-    train statistics' standardisation (or nothing, with `standardize` off)."""
+    train statistics' standardisation of `feats` (or nothing, with `standardize` off)."""
     out = {}
     for f, n in groups:
         if n == "bn":
-            out[f, n] = FeatureNorm(feats[f].shape[1], device)
+            out[f, n] = FeatureNorm(dims[f], device)
         elif cfg.standardize:
             out[f, n] = Standardize(feats[f], whiten=cfg.whiten)
         else:
@@ -134,36 +138,53 @@ def schedule(cfg: GridConfig, n: int) -> tuple[int, int, int]:
     return bs, steps_per_epoch, max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
 
 
-def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: torch.device, seed: int = 0,
-               specs: list[HeadSpec] | None = None, console: Console | None = None, what: str = "heads"):
-    """Train every head of `specs` (default: the grid) together; returns (groups, inputs, last-epoch losses).
-    `what` labels the progress bar (a search round and the refit are two passes)."""
-    dims = {f: train.get(f).shape[1] for f in cfg.feature_sets}
-    groups = _groups(cfg, cfg.specs() if specs is None else specs, dims, num_classes, device=device, seed=seed)
-    feats = {f: train.get(f).to(device) for f in cfg.feature_sets}
-    inputs = _inputs(cfg, groups, feats, device)
-    fixed = {k: inputs[k](feats[k[0]]) for k in groups if k[1] == "linear"}  # fixed statistics: transform once
-    labels = train.labels.to(device)
-    n = len(labels)
-    bs, steps_per_epoch, epochs = schedule(cfg, n)
-    total = epochs * steps_per_epoch
-    g = torch.Generator().manual_seed(seed)
+# One epoch's batches: (input of a (feature set, norm) group, labels) for each step
+EpochBatches = Callable[[int], Iterator[tuple[Callable[[str, str], torch.Tensor], torch.Tensor]]]
+
+
+def train_heads(cfg: GridConfig, groups: dict, batches: EpochBatches, *, epochs: int, steps_per_epoch: int,
+                console: Console | None, what: str) -> dict:
+    """The one head-training loop: every group steps on each batch of `batches(epoch)`, cached
+    features or (`--augment`) the frozen encoder's features of fresh crops; returns the
+    last epoch's mean losses per group."""
+    total, warmup = epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     losses = {}
     with progress(console, what) as bar:
         task = bar.add_task("", total=epochs, rate="")
         for epoch in range(epochs):
-            perm = torch.randperm(n, generator=g).to(device)
             sums = {k: 0.0 for k in groups}
-            for i in range(steps_per_epoch):
-                lr_factor = cfg.lr_factor(epoch * steps_per_epoch + i, total, epoch)
-                idx = perm[i * bs : (i + 1) * bs]
-                y = labels[idx]
+            for i, (inputs, y) in enumerate(batches(epoch)):
+                lr_factor = cfg.lr_factor(epoch * steps_per_epoch + i, total, epoch, warmup=warmup)
                 for (f, nm), grp in groups.items():
-                    xn = fixed[f, nm][idx] if (f, nm) in fixed else inputs[f, nm](feats[f][idx], train=True)
-                    sums[f, nm] = grp.step(xn, y, lr_factor=lr_factor) + sums[f, nm]
+                    sums[f, nm] = grp.step(inputs(f, nm), y, lr_factor=lr_factor) + sums[f, nm]
             losses = {k: v / steps_per_epoch for k, v in sums.items()}
             best = min(float(v.min()) for v in losses.values())
             bar.update(task, advance=1, rate=f"best loss {best:.3f}")
+    return losses
+
+
+def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: torch.device, seed: int = 0,
+               specs: list[HeadSpec] | None = None, console: Console | None = None, what: str = "heads"):
+    """Train every head of `specs` (default: the grid) together on cached features; returns
+    (groups, inputs, last-epoch losses). `what` labels the progress bar (a search round and
+    the refit are two passes)."""
+    dims = {f: train.get(f).shape[1] for f in cfg.feature_sets}
+    groups = build_groups(cfg, cfg.specs() if specs is None else specs, dims, num_classes, device=device, seed=seed)
+    feats = {f: train.get(f).to(device) for f in cfg.feature_sets}
+    inputs = head_inputs(cfg, groups, dims, device, feats)
+    fixed = {k: inputs[k](feats[k[0]]) for k in groups if k[1] == "linear"}  # fixed statistics: transform once
+    labels = train.labels.to(device)
+    n = len(labels)
+    bs, steps_per_epoch, epochs = schedule(cfg, n)
+    g = torch.Generator().manual_seed(seed)
+
+    def batches(epoch: int):
+        perm = torch.randperm(n, generator=g).to(device)
+        for i in range(steps_per_epoch):
+            idx = perm[i * bs : (i + 1) * bs]
+            yield (lambda f, nm, idx=idx: fixed[f, nm][idx] if (f, nm) in fixed else inputs[f, nm](feats[f][idx], train=True)), labels[idx]
+
+    losses = train_heads(cfg, groups, batches, epochs=epochs, steps_per_epoch=steps_per_epoch, console=console, what=what)
     return groups, inputs, losses
 
 
