@@ -105,10 +105,15 @@ class GridConfig:
         lrs = self.lrs if lrs is None else lrs
         return [HeadSpec(f, n, lr, wd) for f, n, lr, wd in product(self.feature_sets, self.norms, lrs, self.wds)]
 
+    @property
+    def lr_scale(self) -> float:
+        """Linear batch scaling of the lrs (VISSL, MAE: lr = blr x batch / 256); 1 without `lr_base_batch`."""
+        return self.batch_size / self.lr_base_batch if self.lr_base_batch else 1.0
+
     def lr_factor(self, step: int, total: int, epoch: int, *, warmup: int = 0) -> float:
         """Schedule x linear batch scaling: what multiplies each head's lr at `step` (`warmup`:
         the warm-up's steps, `warmup_epochs` of the caller's epochs)."""
-        scale = self.batch_size / self.lr_base_batch if self.lr_base_batch else 1.0
+        scale = self.lr_scale
         if self.schedule == "step":
             return scale * 0.1 ** (epoch // max(self.step_epochs, 1))
         return scale * warmup_cosine(peak_held(step, warmup), total=total, warmup=warmup)  # a factor: the heads of one grid share it

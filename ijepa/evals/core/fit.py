@@ -39,6 +39,8 @@ class GridResult:
     lrs: tuple[float, ...] = ()  # the lr grid searched, grown past its edges
     refit_rows: int | None = None  # rows the reported head was retrained on (None: not retrained)
     steps: int = 0  # SGD steps of each head of the search
+    epochs: int = 0  # its passes over the rows it trained on ...
+    batch_size: int = 0  # ... in batches of this many rows
 
 
 def check_limit(name: str, n: int | float | None) -> None:
@@ -221,6 +223,25 @@ def search(cfg: GridConfig, fit: Features, held: Features, *, num_classes: int, 
     return rounds, held_scores, lrs
 
 
+def score_rows(groups: dict, losses: dict, scored: dict[str, dict], *, held: dict | None, round_: int) -> list[dict]:
+    """One row per head of `groups`: its settings, last-epoch loss, held-out top-1 (None: no
+    held-out part) and its scores on each split of `scored`."""
+    rows = []
+    for (f, n), grp in groups.items():
+        for j, s in enumerate(grp.specs):
+            row = {"head": s.name, "features": s.features, "norm": s.norm, "lr": s.lr, "wd": s.wd, "round": round_,
+                   "train_loss": float(losses[f, n][j]), "heldout_top1": None if held is None else held[s][0]}
+            for name, sc in scored.items():
+                row[f"{name}_top1"], row[f"{name}_top5"] = sc[s]
+            rows.append(row)
+    return rows
+
+
+def split_metrics(chosen: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """{split: (top-1, top-5)} as `{split}_top1` / `{split}_top5`."""
+    return {f"{name}_top{k}": v for name, (top1, top5) in chosen.items() for k, v in ((1, top1), (5, top5))}
+
+
 def fit_grid(
     cfg: GridConfig, train: Features, evals: dict[str, Features], *, num_classes: int,
     device: torch.device, seed: int = 0, console: Console | None = None,
@@ -237,13 +258,7 @@ def fit_grid(
         scored = {name: evaluate(groups, inputs, data, device=device) for name, data in evals.items()}
         for name, sc in scored.items():
             everyone[name].update(sc)
-        for (f, n), grp in groups.items():
-            for j, s in enumerate(grp.specs):
-                row = {"head": s.name, "features": s.features, "norm": s.norm, "lr": s.lr, "wd": s.wd, "round": r,
-                       "train_loss": float(losses[f, n][j]), "heldout_top1": held[s][0]}
-                for name, sc in scored.items():
-                    row[f"{name}_top1"], row[f"{name}_top5"] = sc[s]
-                rows.append(row)
+        rows += score_rows(groups, losses, scored, held=held, round_=r)
     chosen = {name: sc[best] for name, sc in everyone.items()}
     refit_rows = None
     if cfg.refit:
@@ -251,8 +266,7 @@ def fit_grid(
                                        what=f"heads: refit of the chosen {best.name} on all {len(train)} train rows")
         chosen = {name: evaluate(groups, inputs, data, device=device)[best] for name, data in evals.items()}
         refit_rows = len(train)
-    metrics = {"heldout_top1": held[best][0]}
-    for name, (top1, top5) in chosen.items():
-        metrics[f"{name}_top1"], metrics[f"{name}_top5"] = top1, top5
-    _, steps_per_epoch, epochs = schedule(cfg, len(fit))
-    return GridResult(best=best, scores=rows, metrics=metrics, lrs=tuple(sorted(lrs)), refit_rows=refit_rows, steps=steps_per_epoch * epochs)
+    metrics = {"heldout_top1": held[best][0], **split_metrics(chosen)}
+    bs, steps_per_epoch, epochs = schedule(cfg, len(fit))
+    return GridResult(best=best, scores=rows, metrics=metrics, lrs=tuple(sorted(lrs)), refit_rows=refit_rows, steps=steps_per_epoch * epochs,
+                      epochs=epochs, batch_size=bs)
