@@ -38,7 +38,19 @@ def test_linear_transfer_is_the_papers_table_3_head_set():
     assert not grid.standardize and grid.whiten == 0
 
 
-@pytest.mark.parametrize("name", ["lowshot_in1k_finetune", "lowshot_in1k_simclr", "linear_transfer"])
+def test_linear_in1k_mae_is_maes_augmented_probe_for_the_papers_50_epochs():
+    """MAE's main_linprobe: augmented views, BN(affine=False) + linear on the pooled last layer, LARS, blr 0.1 x
+    batch / 256, wd 0, cosine after 10 warm-up epochs; I-JEPA's appendix: batch 16384, 50 epochs (MAE: 90)."""
+    spec = load(LinearSpec, RECIPES / "linear_in1k_mae.yaml")
+    grid = spec.grid
+    assert spec.augment and spec.protocol == "grid"
+    assert (grid.feature_sets, grid.norms, grid.lrs, grid.wds) == (("lastPOOL",), ("bn",), (0.1,), (0.0,))
+    assert (grid.optimizer, grid.momentum, grid.schedule, grid.warmup_epochs) == ("lars", 0.9, "cosine", 10)
+    assert (grid.epochs, grid.min_steps, grid.batch_size, grid.lr_base_batch) == (50, 0, 16384, 256)
+    assert grid.lrs[0] * grid.lr_scale == pytest.approx(6.4)
+
+
+@pytest.mark.parametrize("name", ["lowshot_in1k_finetune", "lowshot_in1k_simclr", "linear_transfer", "linear_in1k_mae"])
 def test_the_new_recipes_are_linked_from_evals(name):
     link = ROOT / "evals" / f"{name}.yaml"
     assert link.is_symlink() and link.resolve() == (RECIPES / f"{name}.yaml").resolve()

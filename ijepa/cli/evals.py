@@ -73,12 +73,12 @@ def _show(value: Any) -> str:
     return "none" if value is None else str(value)
 
 
-def flag_value(raw: str, hint: Any) -> Any:
+def flag_value(raw: str | bool, hint: Any) -> Any:
     """A command-line string as the YAML value it stands for (lists: comma-separated)."""
     import yaml
 
     plain = _plain(hint)
-    if plain in (str, Path):
+    if plain in (str, Path) or isinstance(raw, bool):  # a switch's value is already a bool
         return raw
     if get_origin(plain) in (tuple, list):
         return [yaml.safe_load(t) for t in raw.split(",") if t.strip()]
@@ -142,8 +142,12 @@ def build_command(entry) -> Any:
         hint, default = _hint_and_default(entry.spec, key)
         help_ = entry.help.get(key) or COMMON_HELP.get(name) or COMMON_HELP.get(key) or f"Recipe key {key}"
         # escaped: rich markup would eat "[default: ...]" as a style tag and show no default
-        params.append(_opt(name, str | None, None, metavar=_metavar(_plain(hint)),
-                           help=f"{help_}  " + escape(f"[default: {_show(default)}]"), show_default=False))
+        shown = escape(f"[default: {_show(default)}]")
+        if _plain(hint) is bool:  # a switch: --augment / --no-augment
+            flag = f"--{name.replace('_', '-')}"
+            params.append(_opt(name, bool | None, None, f"{flag}/--no-{flag[2:]}", help=f"{help_}  {shown}", show_default=False))
+            continue
+        params.append(_opt(name, str | None, None, metavar=_metavar(_plain(hint)), help=f"{help_}  {shown}", show_default=False))
 
     def callback(**kw: Any) -> None:
         from ijepa.results.io import RecordWriteError

@@ -42,7 +42,7 @@ class PretrainViews(Dataset):
         self, base: Dataset, size: int, *, crop_scale: tuple[float, float] = (0.3, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3), in_chans: int = 3,
         mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD,
-        horizontal_flip: bool = False, rand_augment: str | None = None, seed: int = 0,
+        horizontal_flip: bool = False, rand_augment: str | None = None, seed: int = 0, interpolation: str = "bilinear",
     ) -> None:
         pre, mean, std = _channels(in_chans, mean, std)
         self.pre = v2.Compose([v2.ToImage(), *pre])
@@ -52,6 +52,7 @@ class PretrainViews(Dataset):
         self.crop_scale, self.log_ratio = crop_scale, (math.log(ratio[0]), math.log(ratio[1]))
         self.horizontal_flip = horizontal_flip
         self.rand_augment = RandAugment(rand_augment, size=size, mean=mean) if rand_augment else None
+        self.interpolation = v2.InterpolationMode(interpolation)  # "bicubic": MAE's linear probe
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -78,7 +79,7 @@ class PretrainViews(Dataset):
         img = self.pre(img)
         g = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 1_000_003 + i)
         top, left, h, w = self._crop(g, *img.shape[-2:])
-        img = F.resized_crop(img, top, left, h, w, [self.size, self.size], antialias=True)
+        img = F.resized_crop(img, top, left, h, w, [self.size, self.size], interpolation=self.interpolation, antialias=True)
         if self.horizontal_flip and torch.rand(1, generator=g).item() < 0.5:
             img = F.horizontal_flip(img)
         if self.rand_augment is not None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from itertools import product
 from typing import ClassVar, Literal
 
-from ijepa.schedule import warmup_cosine
+from ijepa.schedule import peak_held, warmup_cosine
 from ijepa.typedconfig import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, Range, checked
 
 FEATURE_SETS = ("lastPOOL", "concatPOOL4")
@@ -106,6 +106,7 @@ class GridConfig:
     lr_base_batch: int = checked(0, NON_NEGATIVE)  # lrs are for this batch size, scaled linearly to batch_size (VISSL); 0: as given
     schedule: Literal["cosine", "step"] = "cosine"  # "step": lr / 10 every `step_epochs` (the paper's ImageNet recipe)
     step_epochs: int = checked(15, COUNT)
+    warmup_epochs: int = checked(0, NON_NEGATIVE)  # cosine only: linear warm-up from 0 over these epochs (MAE's probe: 10)
     standardize: bool = True  # linear heads see train-standardised features ...
     whiten: float = checked(0.01, NON_NEGATIVE)  # ... PCA-whitened, eigenvalues floored here (0: per-feature only); see heads.Standardize
     extend_lrs: int = checked(3, NON_NEGATIVE)  # rounds of growing the lr grid past its edge while the best head sits there
@@ -122,12 +123,18 @@ class GridConfig:
         lrs = self.lrs if lrs is None else lrs
         return [HeadSpec(f, n, lr, wd) for f, n, lr, wd in product(self.feature_sets, self.norms, lrs, self.wds)]
 
-    def lr_factor(self, step: int, total: int, epoch: int) -> float:
-        """Schedule x linear batch scaling: what multiplies each head's lr at `step`."""
-        scale = self.batch_size / self.lr_base_batch if self.lr_base_batch else 1.0
+    @property
+    def lr_scale(self) -> float:
+        """Linear batch scaling of the lrs (VISSL, MAE: lr = blr x batch / 256); 1 without `lr_base_batch`."""
+        return self.batch_size / self.lr_base_batch if self.lr_base_batch else 1.0
+
+    def lr_factor(self, step: int, total: int, epoch: int, *, warmup: int = 0) -> float:
+        """Schedule x linear batch scaling: what multiplies each head's lr at `step` (`warmup`:
+        the warm-up's steps, `warmup_epochs` of the caller's epochs)."""
+        scale = self.lr_scale
         if self.schedule == "step":
             return scale * 0.1 ** (epoch // max(self.step_epochs, 1))
-        return scale * warmup_cosine(step, total=total)  # a factor: the heads of one grid share it
+        return scale * warmup_cosine(peak_held(step, warmup), total=total, warmup=warmup)  # a factor: the heads of one grid share it
 
 
 @dataclass(frozen=True)

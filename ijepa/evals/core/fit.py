@@ -12,6 +12,7 @@ head is retrained on all of train (held-out rows included) before it is scored.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from itertools import product
 
@@ -38,6 +39,8 @@ class GridResult:
     lrs: tuple[float, ...] = ()  # the lr grid searched, grown past its edges
     refit_rows: int | None = None  # rows the reported head was retrained on (None: not retrained)
     steps: int = 0  # SGD steps of each head of the search
+    epochs: int = 0  # its passes over the rows it trained on ...
+    batch_size: int = 0  # ... in batches of this many rows
 
 
 def check_limit(name: str, n: int | float | None) -> None:
@@ -85,7 +88,9 @@ def holdout_split(labels: torch.Tensor, frac: float, *, seed: int) -> tuple[torc
     return mask.nonzero().squeeze(1), held
 
 
-def _groups(cfg: GridConfig, specs: list[HeadSpec], dims: dict[str, int], num_classes: int, *, device: torch.device, seed: int) -> dict:
+def build_groups(cfg: GridConfig, specs: list[HeadSpec], dims: dict[str, int], num_classes: int, *, device: torch.device,
+                 seed: int) -> dict[tuple[str, str], HeadGroup]:
+    """The heads of `specs`, one group per (feature set, norm), initialised from `seed`."""
     g = torch.Generator().manual_seed(seed)
     groups = {}
     for f, n in product(cfg.feature_sets, cfg.norms):
@@ -95,13 +100,14 @@ def _groups(cfg: GridConfig, specs: list[HeadSpec], dims: dict[str, int], num_cl
     return groups
 
 
-def _inputs(cfg: GridConfig, groups: dict, feats: dict[str, torch.Tensor], device: torch.device) -> dict:
+def head_inputs(cfg: GridConfig, groups: dict, dims: dict[str, int], device: torch.device,
+                feats: dict[str, torch.Tensor] | None = None) -> dict:
     """Per (feature set, norm), what feeds its heads: BatchNorm for "bn"; for "linear" the
-    train statistics' standardisation (or nothing, with `standardize` off)."""
+    train statistics' standardisation of `feats` (or nothing, with `standardize` off)."""
     out = {}
     for f, n in groups:
         if n == "bn":
-            out[f, n] = FeatureNorm(feats[f].shape[1], device)
+            out[f, n] = FeatureNorm(dims[f], device)
         elif cfg.standardize:
             out[f, n] = Standardize(feats[f], whiten=cfg.whiten)
         else:
@@ -134,36 +140,53 @@ def schedule(cfg: GridConfig, n: int) -> tuple[int, int, int]:
     return bs, steps_per_epoch, max(cfg.epochs, math.ceil(cfg.min_steps / steps_per_epoch))
 
 
-def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: torch.device, seed: int = 0,
-               specs: list[HeadSpec] | None = None, console: Console | None = None, what: str = "heads"):
-    """Train every head of `specs` (default: the grid) together; returns (groups, inputs, last-epoch losses).
-    `what` labels the progress bar (a search round and the refit are two passes)."""
-    dims = {f: train.get(f).shape[1] for f in cfg.feature_sets}
-    groups = _groups(cfg, cfg.specs() if specs is None else specs, dims, num_classes, device=device, seed=seed)
-    feats = {f: train.get(f).to(device) for f in cfg.feature_sets}
-    inputs = _inputs(cfg, groups, feats, device)
-    fixed = {k: inputs[k](feats[k[0]]) for k in groups if k[1] == "linear"}  # fixed statistics: transform once
-    labels = train.labels.to(device)
-    n = len(labels)
-    bs, steps_per_epoch, epochs = schedule(cfg, n)
-    total = epochs * steps_per_epoch
-    g = torch.Generator().manual_seed(seed)
+# One epoch's batches: (input of a (feature set, norm) group, labels) for each step
+EpochBatches = Callable[[int], Iterator[tuple[Callable[[str, str], torch.Tensor], torch.Tensor]]]
+
+
+def train_heads(cfg: GridConfig, groups: dict, batches: EpochBatches, *, epochs: int, steps_per_epoch: int,
+                console: Console | None, what: str) -> dict:
+    """The one head-training loop: every group steps on each batch of `batches(epoch)`, cached
+    features or (`--augment`) the frozen encoder's features of fresh crops; returns the
+    last epoch's mean losses per group."""
+    total, warmup = epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     losses = {}
     with progress(console, what) as bar:
         task = bar.add_task("", total=epochs, rate="")
         for epoch in range(epochs):
-            perm = torch.randperm(n, generator=g).to(device)
             sums = {k: 0.0 for k in groups}
-            for i in range(steps_per_epoch):
-                lr_factor = cfg.lr_factor(epoch * steps_per_epoch + i, total, epoch)
-                idx = perm[i * bs : (i + 1) * bs]
-                y = labels[idx]
+            for i, (inputs, y) in enumerate(batches(epoch)):
+                lr_factor = cfg.lr_factor(epoch * steps_per_epoch + i, total, epoch, warmup=warmup)
                 for (f, nm), grp in groups.items():
-                    xn = fixed[f, nm][idx] if (f, nm) in fixed else inputs[f, nm](feats[f][idx], train=True)
-                    sums[f, nm] = grp.step(xn, y, lr_factor=lr_factor) + sums[f, nm]
+                    sums[f, nm] = grp.step(inputs(f, nm), y, lr_factor=lr_factor) + sums[f, nm]
             losses = {k: v / steps_per_epoch for k, v in sums.items()}
             best = min(float(v.min()) for v in losses.values())
             bar.update(task, advance=1, rate=f"best loss {best:.3f}")
+    return losses
+
+
+def train_grid(cfg: GridConfig, train: Features, *, num_classes: int, device: torch.device, seed: int = 0,
+               specs: list[HeadSpec] | None = None, console: Console | None = None, what: str = "heads"):
+    """Train every head of `specs` (default: the grid) together on cached features; returns
+    (groups, inputs, last-epoch losses). `what` labels the progress bar (a search round and
+    the refit are two passes)."""
+    dims = {f: train.get(f).shape[1] for f in cfg.feature_sets}
+    groups = build_groups(cfg, cfg.specs() if specs is None else specs, dims, num_classes, device=device, seed=seed)
+    feats = {f: train.get(f).to(device) for f in cfg.feature_sets}
+    inputs = head_inputs(cfg, groups, dims, device, feats)
+    fixed = {k: inputs[k](feats[k[0]]) for k in groups if k[1] == "linear"}  # fixed statistics: transform once
+    labels = train.labels.to(device)
+    n = len(labels)
+    bs, steps_per_epoch, epochs = schedule(cfg, n)
+    g = torch.Generator().manual_seed(seed)
+
+    def batches(epoch: int):
+        perm = torch.randperm(n, generator=g).to(device)
+        for i in range(steps_per_epoch):
+            idx = perm[i * bs : (i + 1) * bs]
+            yield (lambda f, nm, idx=idx: fixed[f, nm][idx] if (f, nm) in fixed else inputs[f, nm](feats[f][idx], train=True)), labels[idx]
+
+    losses = train_heads(cfg, groups, batches, epochs=epochs, steps_per_epoch=steps_per_epoch, console=console, what=what)
     return groups, inputs, losses
 
 
@@ -200,6 +223,25 @@ def search(cfg: GridConfig, fit: Features, held: Features, *, num_classes: int, 
     return rounds, held_scores, lrs
 
 
+def score_rows(groups: dict, losses: dict, scored: dict[str, dict], *, held: dict | None, round_: int) -> list[dict]:
+    """One row per head of `groups`: its settings, last-epoch loss, held-out top-1 (None: no
+    held-out part) and its scores on each split of `scored`."""
+    rows = []
+    for (f, n), grp in groups.items():
+        for j, s in enumerate(grp.specs):
+            row = {"head": s.name, "features": s.features, "norm": s.norm, "lr": s.lr, "wd": s.wd, "round": round_,
+                   "train_loss": float(losses[f, n][j]), "heldout_top1": None if held is None else held[s][0]}
+            for name, sc in scored.items():
+                row[f"{name}_top1"], row[f"{name}_top5"] = sc[s]
+            rows.append(row)
+    return rows
+
+
+def split_metrics(chosen: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """{split: (top-1, top-5)} as `{split}_top1` / `{split}_top5`."""
+    return {f"{name}_top{k}": v for name, (top1, top5) in chosen.items() for k, v in ((1, top1), (5, top5))}
+
+
 def fit_grid(
     cfg: GridConfig, train: Features, evals: dict[str, Features], *, num_classes: int,
     device: torch.device, seed: int = 0, console: Console | None = None,
@@ -216,13 +258,7 @@ def fit_grid(
         scored = {name: evaluate(groups, inputs, data, device=device) for name, data in evals.items()}
         for name, sc in scored.items():
             everyone[name].update(sc)
-        for (f, n), grp in groups.items():
-            for j, s in enumerate(grp.specs):
-                row = {"head": s.name, "features": s.features, "norm": s.norm, "lr": s.lr, "wd": s.wd, "round": r,
-                       "train_loss": float(losses[f, n][j]), "heldout_top1": held[s][0]}
-                for name, sc in scored.items():
-                    row[f"{name}_top1"], row[f"{name}_top5"] = sc[s]
-                rows.append(row)
+        rows += score_rows(groups, losses, scored, held=held, round_=r)
     chosen = {name: sc[best] for name, sc in everyone.items()}
     refit_rows = None
     if cfg.refit:
@@ -230,8 +266,7 @@ def fit_grid(
                                        what=f"heads: refit of the chosen {best.name} on all {len(train)} train rows")
         chosen = {name: evaluate(groups, inputs, data, device=device)[best] for name, data in evals.items()}
         refit_rows = len(train)
-    metrics = {"heldout_top1": held[best][0]}
-    for name, (top1, top5) in chosen.items():
-        metrics[f"{name}_top1"], metrics[f"{name}_top5"] = top1, top5
-    _, steps_per_epoch, epochs = schedule(cfg, len(fit))
-    return GridResult(best=best, scores=rows, metrics=metrics, lrs=tuple(sorted(lrs)), refit_rows=refit_rows, steps=steps_per_epoch * epochs)
+    metrics = {"heldout_top1": held[best][0], **split_metrics(chosen)}
+    bs, steps_per_epoch, epochs = schedule(cfg, len(fit))
+    return GridResult(best=best, scores=rows, metrics=metrics, lrs=tuple(sorted(lrs)), refit_rows=refit_rows, steps=steps_per_epoch * epochs,
+                      epochs=epochs, batch_size=bs)

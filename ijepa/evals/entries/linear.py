@@ -34,6 +34,7 @@ class LinearSpec(FrozenSpec):
     protocol: Literal["grid", "logreg"] = "grid"
     cs: tuple[float, ...] = checked((1.0,), POSITIVE)
     eval_split: str | None = None  # None: the dataset's report split (test for Fashion-MNIST)
+    augment: bool = False  # MAE's probe: heads train on the frozen encoder's features of fresh crops every epoch (no train cache)
     grid: GridConfig = field(default_factory=GridConfig)
 
 
@@ -42,8 +43,10 @@ def rows(rec: Record) -> list[tuple[str, str]]:
     (the chosen one retrained on all of train, or the search's, fit on train less held-out)."""
     split, refit = rec["reported_on"], rec.get("refit_rows")
     chosen = f", chosen head refit on all {refit} train" if refit else ""
-    out = [("protocol", rec["protocol"]), (f"top-1 ({split}{chosen})", pct(rec["top1"])), (f"top-5 ({split}{chosen})", pct(rec["top5"])),
-           ("held-out train top-1 (picked the head)", pct(rec["heldout_top1"])), ("chosen head", rec["best_head"])]
+    out = [("protocol", rec["protocol"]), (f"top-1 ({split}{chosen})", pct(rec["top1"])), (f"top-5 ({split}{chosen})", pct(rec["top5"]))]
+    if rec["heldout_top1"] is not None:  # None: one head, nothing chosen
+        out.append(("held-out train top-1 (picked the head)", pct(rec["heldout_top1"])))
+    out.append(("chosen head", rec["best_head"]))
     before = ", before refit" if refit else ""
     out += [(f"best {f} head: top-1 ({split}{before})", pct(b["top1"])) for f, b in rec.get("best_by_features", {}).items()]
     return out + [(f"train / {split} images", f"{rec['n_train']} / {rec[f'n_{split}']}"), ("wall time", f"{rec['wall_s']:.1f} s")]
@@ -57,6 +60,8 @@ register(Eval(
     flags={"epochs": "grid.epochs", "batch-size": "grid.batch_size", "lrs": "grid.lrs",
            "wds": "grid.wds", "feature-sets": "grid.feature_sets"},
     help={"protocol": "grid (SGD/LARS linear heads) or logreg (logistic regression, torch L-BFGS)",
+          "augment": "grid: train the heads on the frozen encoder's features of RandomResizedCrop + flip views, new each epoch "
+                     "(MAE's linear probe; the encoder runs every epoch) instead of cached centre crops",
           "cs": "logreg: candidate C values, comma-separated",
           "eval_split": "Split to score (default: the dataset's report split, test for Fashion-MNIST; val to choose recipes)", "grid.epochs": "Head-training epochs",
           "grid.batch_size": "Head-training batch size", "grid.lrs": "Head learning rates, comma-separated",
