@@ -264,9 +264,9 @@ def test_recipe_sweep_sizes_a_variant_to_its_flops_budget():
 
 
 def test_a_subset_larger_than_the_train_split_is_refused():
+    from ijepa.distributed import DistInfo
     from ijepa.training.config import load_config
     from ijepa.training.data import PretrainData
-    from ijepa.training.distributed import DistInfo
     from ijepa.typedconfig import ConfigError
 
     with pytest.raises(ConfigError, match="data.subset: 50001 images asked, the train split of .* has 50000"):
