@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from ijepa.distributed import DistInfo
 from ijepa.evals.core.features import CACHE_DIR
 from ijepa.evals.core.fit import fit_grid
 from ijepa.evals.core.logreg import fit_logreg
@@ -33,7 +34,7 @@ PROTOCOLS = ("grid", "logreg")
 
 
 def run_linear(encoder: EncoderLike, spec: LinearSpec, *, device: torch.device | str = "cpu", cache_dir: Path | None = CACHE_DIR,
-               console: Console | None = None) -> Record:
+               console: Console | None = None, group: DistInfo = DistInfo()) -> Record:
     """Score a frozen encoder by the best head of `spec.grid`, or by logistic regression
     (`spec.cs`: its candidate L2 strengths); every choice is made on held-out train.
 
@@ -48,6 +49,7 @@ def run_linear(encoder: EncoderLike, spec: LinearSpec, *, device: torch.device |
     train, val, info = frozen_splits(
         encoder, spec.data, device=device, train_limit=spec.train_limit, val_limit=spec.val_limit, eval_split=spec.eval_split, seed=seed,
         img_size=spec.img_size, batch_size=spec.feature_batch_size, workers=spec.workers, cache_dir=cache_dir, console=console,
+        chunk_rows=spec.chunk_rows, forward_dtype=spec.dtype, group=group,
     )
     t1, split = time.perf_counter(), info["reported_on"]
     grid = replace(spec.grid, feature_sets=train.distinct(spec.grid.feature_sets))  # raw pixels: one set
@@ -89,4 +91,4 @@ def best_by(rows: list[dict], key: str, split: str) -> dict[str, dict]:
 
 
 def run(encoder: EncoderLike, spec: LinearSpec, ctx: Context) -> Record:
-    return run_linear(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
+    return run_linear(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console, group=ctx.group)

@@ -14,6 +14,7 @@ from ijepa.schedule import warmup_cosine
 from ijepa.typedconfig import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, Range, checked
 
 FEATURE_SETS = ("lastPOOL", "concatPOOL4")
+CHUNK_ROWS = 4096  # rows per feature-cache file: what a killed extraction can lose, and a resumed one redoes
 NORMS = ("linear", "bn")  # "bn": BatchNorm1d(affine=False) + linear (MAE/VISSL)
 OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("cosine", "step")
@@ -48,6 +49,8 @@ class FrozenData:
     img_size: int | None = checked(None, COUNT)  # None: the encoder's own (a multiple of its patch size)
     feature_batch_size: int = checked(256, COUNT)
     workers: int = checked(0, NON_NEGATIVE)
+    chunk_rows: int = checked(CHUNK_ROWS, COUNT)  # smaller: a killed extraction loses less, more files
+    dtype: Literal["float32", "bfloat16"] = "float32"  # the encoder's forward during extraction (autocast)
 
 
 @dataclass(frozen=True)
