@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from ijepa.evals import registry
-from ijepa.evals.core.config import FEATURE_DTYPES
 from ijepa.evals.registry import number
 
 UNITS = ("fraction", "value")
@@ -128,7 +127,10 @@ def impossible(value: Any, key: str = "") -> str | None:
 
 def _how_run(rec: dict[str, Any]) -> None:
     """What an eval record says of how it ran, where it says it (records before them do not):
-    `world_size`, torchrun's processes (1 for one), and `feature_dtype`, the extraction's."""
+    `world_size`, torchrun's processes (1 for one), and `feature_dtype`, the extraction's.
+    Imported here: `ijepa eval --help` imports this module and must import no eval's."""
+    from ijepa.evals.core.config import FEATURE_DTYPES
+
     world = rec.get("world_size", 1)
     if isinstance(world, bool) or not isinstance(world, int) or world < 1:
         raise ValueError(f"world_size is {world!r}; expected a whole number >= 1")
