@@ -264,9 +264,9 @@ def test_recipe_sweep_sizes_a_variant_to_its_flops_budget():
 
 
 def test_a_subset_larger_than_the_train_split_is_refused():
+    from ijepa.distributed import DistInfo
     from ijepa.training.config import load_config
     from ijepa.training.data import PretrainData
-    from ijepa.training.distributed import DistInfo
     from ijepa.typedconfig import ConfigError
 
     with pytest.raises(ConfigError, match="data.subset: 50001 images asked, the train split of .* has 50000"):
@@ -323,9 +323,8 @@ def test_gpu_check_compile_form_failure_is_recorded_and_judged(tmp_path, monkeyp
 
 @pytest.mark.skipif(not (FMNIST_ROOT / "t10k-labels-idx1-ubyte.gz").exists(), reason="Debian's Fashion-MNIST not installed")
 def test_feature_dtype_scores_bf16_features_through_the_eval(tmp_path):
-    """The bf16 copy of the encoder has the same weights (so the same feature-cache key: each
-    dtype has its own cache folder), its features really differ from fp32's, and the eval
-    scores both."""
+    """bf16 features, extracted by the eval's own `dtype` (cached beside fp32's under their own
+    key), really differ from fp32's, and the eval scores both."""
     from ijepa.models.registry import create_encoder
 
     mod = _benchmark_module("feature_dtype")

@@ -148,14 +148,12 @@ def _counting_forward(monkeypatch, fail_after: int | None = None) -> list[int]:
 
 
 def _extract_small(root: Path, cache: Path | None, indices: torch.Tensor | None = None):
+    """12 images: 3 chunks of 2 batches."""
     enc, _, key = build_encoder(EncoderSpec(random_init="vit_tiny", depth=1, img_size=32, patch_size=8, in_chans=3))
-    return extract_features(enc, key, data_spec(str(root)), "val", device=CPU, cache_dir=cache, batch_size=2, indices=indices)
+    return extract_features(enc, key, data_spec(str(root)), "val", device=CPU, cache_dir=cache, batch_size=2, indices=indices, chunk_rows=4)
 
 
 def test_a_killed_extraction_resumes_from_its_last_finished_chunk(tmp_path, monkeypatch):
-    from ijepa.evals.core import features
-
-    monkeypatch.setattr(features, "CHUNK_ROWS", 4)  # 12 images: 3 chunks of 2 batches
     root, cache = write_imagefolder(tmp_path / "if", per_class={"val": 3}), tmp_path / "cache"
     _counting_forward(monkeypatch, fail_after=3)
     with pytest.raises(Killed):
@@ -172,9 +170,6 @@ def test_a_killed_extraction_resumes_from_its_last_finished_chunk(tmp_path, monk
 
 
 def test_a_subset_is_read_from_its_split_cache_bit_for_bit(tmp_path, monkeypatch):
-    from ijepa.evals.core import features
-
-    monkeypatch.setattr(features, "CHUNK_ROWS", 4)
     root, cache = write_imagefolder(tmp_path / "if", per_class={"val": 3}), tmp_path / "cache"
     _extract_small(root, cache)
     rows = torch.tensor([11, 1, 5, 6])  # across chunks, out of order

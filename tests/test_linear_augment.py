@@ -104,6 +104,21 @@ def test_what_the_augmented_probe_cannot_honour_is_refused_before_any_image_is_r
         run_linear("unused", LinearSpec(data=str(tmp_path), augment=True, protocol="logreg"))
 
 
+def test_augment_runs_in_one_process_and_its_views_go_through_the_eval_dtype(data):
+    """Under torchrun every rank would train its own heads and write its own record: refused.
+    `--dtype bfloat16` runs the training views' forward under bf16 autocast too, as the cached
+    eval splits' forward."""
+    from ijepa.distributed import DistInfo
+
+    spec = LinearSpec(data=str(data), augment=True, grid=replace(MAE_GRID, epochs=1, warmup_epochs=0, batch_size=16))
+    with pytest.raises(ValueError, match="one process; this is rank 1 of 2"):
+        run_linear(tiny_encoder(), spec, cache_dir=None, group=DistInfo(rank=1, world_size=2))
+    enc, dtypes = tiny_encoder(), []
+    enc.blocks[0].register_forward_hook(lambda _m, _a, out: dtypes.append((torch.is_inference_mode_enabled(), out.dtype)))
+    rec = run_linear(enc, replace(spec, dtype="bfloat16"), cache_dir=None)
+    assert rec["feature_dtype"] == "bfloat16" and {d for inf, d in dtypes if not inf} == {torch.bfloat16}
+
+
 def test_the_warm_up_rises_linearly_to_the_peak_then_cosine_decays():
     grid = GridConfig(warmup_epochs=10)
     factors = [grid.lr_factor(t, 100, 0, warmup=10) for t in (0, 4, 9, 10, 55, 99)]

@@ -31,10 +31,13 @@ GOOD = {"kind": "eval.knn", "created": "2026-01-01T00:00:00+00:00", "encoder": "
     ({**GOOD, "encoder": None}, "encoder is None; expected a string"),
     ({**GOOD, "kind": "eval.new"}, "kind 'eval.new' declares no headline"),
     ({**GOOD, "kind": "eval.lowshot", "fractions": {"0.01": {"top1": 0.5}}}, "fractions[0.01]: expected top1, top1_std"),
+    ({**GOOD, "world_size": 0}, "world_size is 0; expected a whole number >= 1"),
+    ({**GOOD, "feature_dtype": "float16"}, "feature_dtype is 'float16'; expected one of float32, bfloat16"),
 ])
 def test_invalid_records_are_named(rec, said):
     assert validate(rec).startswith(said)
     assert validate(GOOD) is None and validate({**GOOD, "kind": "eval.new", "headline": "mae", "unit": "value", "mae": 3.0}) is None
+    assert validate({**GOOD, "world_size": 2, "feature_dtype": "bfloat16"}) is None
 
 
 def test_invalid_record_is_skipped_loudly(tmp_path):

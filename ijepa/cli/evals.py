@@ -36,6 +36,8 @@ COMMON_HELP = {
     "img_size": "Input size (also the random-init encoder's)",
     "feature_batch_size": "Images per batch of feature extraction",
     "feature_sets": "Feature sets, comma-separated: lastPOOL,concatPOOL4",
+    "chunk_rows": "Rows per feature-cache file: what a killed extraction loses (smaller: more files)",
+    "dtype": "Encoder forward of the extraction: float32, or bfloat16 (autocast; cached apart; not yet checked against float32 on a GPU)",
 }
 
 
@@ -156,6 +158,8 @@ def build_command(entry) -> Any:
             rec = run_command(entry, keys, kw)
         except USER_ERRORS as e:
             fail(e)
+        if rec is None:  # a torchrun rank other than 0: its share is cached, rank 0 writes the record
+            return
         try:
             finish(rec, entry, kw["as_json"], kw["results"])
         except RecordWriteError as e:  # a read-only or full results folder: the record went to stdout
@@ -191,23 +195,46 @@ def given_flags(keys: dict[str, str], kw: dict[str, Any]) -> dict[str, str]:
     return {key: f"--{name.replace('_', '-')}" for name, key in keys.items() if kw[name] is not None}
 
 
-def run_command(entry, keys: dict[str, str], kw: dict[str, Any]) -> dict:
+def check_world(entry, kw: dict[str, Any]) -> None:
+    """Under torchrun (WORLD_SIZE > 1) a cached eval shards its extraction, the ranks sharing
+    features through the cache; an eval that caches none runs in one process only."""
+    from ijepa.distributed import env_world_size
+    from ijepa.evals.registry import evals
+
+    world = env_world_size()
+    if world > 1 and not entry.cached:
+        raise ValueError(f"eval {entry.name} runs in one process (WORLD_SIZE is {world}); under torchrun only the cached evals "
+                         f"shard their feature extraction: {', '.join(e.name for e in evals() if e.cached)}")
+    if world > 1 and kw["no_cache"]:
+        raise ValueError(f"--no-cache: under torchrun (WORLD_SIZE is {world}) the ranks share their features through the cache")
+
+
+def run_command(entry, keys: dict[str, str], kw: dict[str, Any]) -> dict | None:
+    """The eval's record; None on a torchrun rank other than 0, once its share is done."""
     spec = resolve_spec(entry, keys, kw)  # first: a wrong option or recipe key costs no torch import
+    check_world(entry, kw)
     from ijepa.devices import resolve_device
+    from ijepa.distributed import init_distributed, leave, rank_device
     from ijepa.evals.core.encoders import EncoderSpec
-    from ijepa.evals.registry import Context, run_eval
+    from ijepa.evals.registry import Context, ShareDone, run_eval
     from ijepa.typedconfig import OptionError
 
     img = getattr(spec, "img_size", None) or entry.random_init.get("img_size", 224)
     encoder = EncoderSpec(encoder=kw["encoder"], random_init=kw["random_init"], raw_pixels=kw["raw_pixels"], which=kw["which"],
                           img_size=img, patch_size=kw["patch_size"], in_chans=kw["in_chans"], depth=kw["depth"], num_heads=kw["num_heads"])
     cache = None if kw.get("no_cache", True) else kw["cache_dir"]
-    ctx = Context(device=resolve_device(kw["device"]), cache_dir=cache, console=console)
+    device = resolve_device(kw["device"])
+    group = init_distributed(device.type)
+    ctx = Context(device=rank_device(device, group), cache_dir=cache, console=console, group=group)
     try:
         return run_eval(entry, encoder, spec, ctx)
+    except ShareDone:
+        return None
     except OptionError as e:  # a value the data or the encoder refuses (too few images, a size the patches do not tile)
         flag = given_flags(keys, kw).get(e.key)
         raise e.renamed(flag) if flag else e from None
+    finally:
+        leave(group)
 
 
 def finish(rec: dict, entry, as_json: bool, results: Path) -> None:

@@ -22,6 +22,7 @@ from timm.layers import Mlp
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from ijepa.distributed import DistInfo
 from ijepa.evals.core.features import CACHE_DIR, Tokens, extract_tokens
 from ijepa.evals.core.fit import holdout_split
 from ijepa.evals.core.heads import topk_correct
@@ -93,12 +94,13 @@ def score(probes: nn.ModuleList, data: Tokens, *, device: torch.device, batch_si
 
 
 def run_attentive(encoder: EncoderLike, spec: AttentiveSpec, *, device: torch.device | str = "cpu",
-                  cache_dir=CACHE_DIR, console=None) -> Record:
+                  cache_dir=CACHE_DIR, console=None, group: DistInfo = DistInfo()) -> Record:
     """Pick (lr, wd) on held-out train, retrain it on all of train, score the report split."""
     t0, device = time.perf_counter(), torch.device(device)
     train, val, info = frozen_splits(encoder, spec.data, device=device, train_limit=spec.train_limit, val_limit=spec.val_limit,
                                      seed=spec.seed, img_size=spec.img_size, batch_size=spec.feature_batch_size, workers=spec.workers,
-                                     cache_dir=cache_dir, console=console, extract=extract_tokens)
+                                     cache_dir=cache_dir, console=console, extract=extract_tokens, chunk_rows=spec.chunk_rows,
+                                     forward_dtype=spec.dtype, group=group)
     t1, num_classes = time.perf_counter(), info["num_classes"]
     settings = list(product(spec.lrs, spec.wds))
     fit_rows, held_rows = holdout_split(train.labels, spec.heldout, seed=spec.seed)
@@ -118,4 +120,4 @@ def run_attentive(encoder: EncoderLike, spec: AttentiveSpec, *, device: torch.de
 
 
 def run(encoder: EncoderLike, spec: AttentiveSpec, ctx: Context) -> Record:
-    return run_attentive(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
+    return run_attentive(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console, group=ctx.group)

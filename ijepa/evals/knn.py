@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
+from ijepa.distributed import DistInfo
 from ijepa.evals.core.features import CACHE_DIR, Features
 from ijepa.evals.core.fit import holdout_split
 from ijepa.evals.core.heads import topk_correct
@@ -67,13 +68,14 @@ def check_ks(ks: tuple[int, ...], bank: int | None = None) -> None:
 
 
 def run_knn(encoder: EncoderLike, spec: KnnSpec, *, device: torch.device | str = "cpu", cache_dir: Path | None = CACHE_DIR,
-            console: Console | None = None) -> Record:
+            console: Console | None = None, group: DistInfo = DistInfo()) -> Record:
     """Score a frozen encoder by weighted k-NN; returns the record (`top1` on the report split, a fraction)."""
     t0, ks, seed = time.perf_counter(), tuple(spec.ks), spec.seed
     check_ks(ks)
     train, val, info = frozen_splits(
         encoder, spec.data, device=device, train_limit=spec.train_limit, val_limit=spec.val_limit, seed=seed, img_size=spec.img_size,
         batch_size=spec.feature_batch_size, workers=spec.workers, cache_dir=cache_dir, console=console,
+        chunk_rows=spec.chunk_rows, forward_dtype=spec.dtype, group=group,
     )
     kw = dict(ks=ks, temperature=spec.temperature, num_classes=info["num_classes"], feature_sets=train.distinct(tuple(spec.feature_sets)))
     fit_idx, held_idx = holdout_split(train.labels, spec.heldout, seed=seed)
@@ -91,4 +93,4 @@ def run_knn(encoder: EncoderLike, spec: KnnSpec, *, device: torch.device | str =
 
 
 def run(encoder: EncoderLike, spec: KnnSpec, ctx: Context) -> Record:
-    return run_knn(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
+    return run_knn(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console, group=ctx.group)

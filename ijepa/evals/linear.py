@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
+from ijepa.distributed import DistInfo
 from ijepa.evals.core.augment import augmented_train, check_grid, fit_augmented
 from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.core.features import CACHE_DIR
@@ -39,7 +40,7 @@ PROTOCOLS = ("grid", "logreg")
 
 
 def run_linear(encoder: EncoderLike, spec: LinearSpec, *, device: torch.device | str = "cpu", cache_dir: Path | None = CACHE_DIR,
-               console: Console | None = None) -> Record:
+               console: Console | None = None, group: DistInfo = DistInfo()) -> Record:
     """Score a frozen encoder by the best head of `spec.grid`, or by logistic regression
     (`spec.cs`: its candidate L2 strengths); every choice is made on held-out train.
 
@@ -51,11 +52,12 @@ def run_linear(encoder: EncoderLike, spec: LinearSpec, *, device: torch.device |
     if spec.protocol not in PROTOCOLS:
         raise ValueError(f"protocol {spec.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
     if spec.augment:
-        return run_augmented(encoder, spec, device=device, cache_dir=cache_dir, console=console)
+        return run_augmented(encoder, spec, device=device, cache_dir=cache_dir, console=console, group=group)
     t0, seed = time.perf_counter(), spec.seed
     train, val, info = frozen_splits(
         encoder, spec.data, device=device, train_limit=spec.train_limit, val_limit=spec.val_limit, eval_split=spec.eval_split, seed=seed,
         img_size=spec.img_size, batch_size=spec.feature_batch_size, workers=spec.workers, cache_dir=cache_dir, console=console,
+        chunk_rows=spec.chunk_rows, forward_dtype=spec.dtype, group=group,
     )
     t1, split = time.perf_counter(), info["reported_on"]
     grid = replace(spec.grid, feature_sets=train.distinct(spec.grid.feature_sets))  # raw pixels: one set
@@ -86,8 +88,11 @@ def run_linear(encoder: EncoderLike, spec: LinearSpec, *, device: torch.device |
 
 
 def run_augmented(encoder: EncoderLike, spec: LinearSpec, *, device: torch.device | str, cache_dir: Path | None,
-                  console: Console | None) -> Record:
-    """The grid trained on augmented views (`fit_augmented`); eval features are the cached centre crops."""
+                  console: Console | None, group: DistInfo) -> Record:
+    """The grid trained on augmented views (`fit_augmented`); eval features are the cached centre
+    crops. One process: the heads train on every rank's views in one loop (no sharded training)."""
+    if group.world_size > 1:
+        raise ValueError(f"linear --augment runs in one process; this is rank {group.rank} of {group.world_size} (torchrun)")
     if spec.protocol != "grid":
         raise OptionError("augment", True, "false with protocol logreg (--augment trains the grid's heads)")
     if isinstance(encoder, EncoderSpec) and encoder.raw_pixels:
@@ -97,7 +102,7 @@ def run_augmented(encoder: EncoderLike, spec: LinearSpec, *, device: torch.devic
     train, val, info = frozen_splits(
         encoder, spec.data, device=device, train_limit=spec.train_limit, val_limit=spec.val_limit, eval_split=spec.eval_split, seed=seed,
         img_size=spec.img_size, batch_size=spec.feature_batch_size, workers=spec.workers, cache_dir=cache_dir, console=console,
-        extract=augmented_train,
+        extract=augmented_train, chunk_rows=spec.chunk_rows, forward_dtype=spec.dtype,
     )
     t1, split = time.perf_counter(), info["reported_on"]
     grid = replace(spec.grid, feature_sets=train.distinct(spec.grid.feature_sets), extend_lrs=0)  # no lr rounds: see fit_augmented
@@ -127,4 +132,4 @@ def best_by(rows: list[dict], key: str, split: str) -> dict[str, dict]:
 
 
 def run(encoder: EncoderLike, spec: LinearSpec, ctx: Context) -> Record:
-    return run_linear(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
+    return run_linear(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console, group=ctx.group)

@@ -31,6 +31,7 @@ from sklearn.model_selection import StratifiedKFold
 from ijepa.atomic import atomic_write_text, unwritable
 from ijepa.data import DataSpec, data_spec
 from ijepa.data.imagefolder import image_folder
+from ijepa.distributed import DistInfo
 from ijepa.evals.core.config import GridConfig
 from ijepa.evals.core.features import CACHE_DIR, Features, split_labels
 from ijepa.evals.core.finetune import finetune
@@ -248,7 +249,7 @@ def finetune_scorer(encoder: EncoderLike, spec: LowshotSpec, ds: DataSpec, num_c
     check_img_size(spec.img_size, enc.patch_size)
     info = {"encoder": name, "encoder_key": key, **ds.fields(), "num_classes": num_classes, "img_size": spec.img_size or enc.img_size,
             "patch_size": enc.patch_size, "depth": enc.depth, "width": enc.embed_dim, "num_heads": enc.num_heads,
-            "selected_on": "none (fixed recipe)", "reported_on": ds.report_split}
+            "selected_on": "none (fixed recipe)", "reported_on": ds.report_split, "world_size": 1}
     val_rows = None if spec.val_limit is None else stratified_sample(split_labels(ds, ds.report_split)[0], spec.val_limit, seed=0)
 
     def score(rows: torch.Tensor, seed: int) -> dict:
@@ -258,12 +259,21 @@ def finetune_scorer(encoder: EncoderLike, spec: LowshotSpec, ds: DataSpec, num_c
     return info, score, {"finetune": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(spec.finetune).items()}}
 
 
+def check_finetune(spec: LowshotSpec, group: DistInfo) -> None:
+    """Fine-tuning extracts no frozen features: it runs in one process, in float32."""
+    if group.enabled:
+        raise ValueError(f"lowshot --protocol finetune runs in one process; this is rank {group.rank} of {group.world_size} (torchrun)")
+    if spec.dtype != "float32":
+        raise OptionError("dtype", spec.dtype, "float32 with --protocol finetune (it extracts no frozen features)")
+
+
 def frozen_scorer(encoder: EncoderLike, spec: LowshotSpec, union: torch.Tensor, num_classes: int, *, device: torch.device,
-                  cache_dir: Path | None, console: Console | None) -> tuple[dict, Scorer, dict]:
+                  cache_dir: Path | None, console: Console | None, group: DistInfo) -> tuple[dict, Scorer, dict]:
     """(record fields, scorer, settings) of the `logreg` and `heads` protocols, on frozen features
     of the rows some split uses (`union`, sorted)."""
     train, val, info = frozen_splits(encoder, spec.data, device=device, train_rows=union, val_limit=spec.val_limit, img_size=spec.img_size,
-                                     batch_size=spec.feature_batch_size, workers=spec.workers, cache_dir=cache_dir, console=console)
+                                     batch_size=spec.feature_batch_size, workers=spec.workers, cache_dir=cache_dir, console=console,
+                                     chunk_rows=spec.chunk_rows, forward_dtype=spec.dtype, group=group)
     grid = replace(spec.grid, feature_sets=train.distinct(spec.grid.feature_sets))  # raw pixels: one set
     feature_sets = train.distinct(tuple(spec.feature_sets))
 
@@ -290,7 +300,7 @@ def frozen_settings(spec: LowshotSpec, feature_sets: tuple[str, ...], grid: Grid
 
 
 def run_lowshot(encoder: EncoderLike, spec: LowshotSpec, *, device: torch.device | str = "cpu", cache_dir: Path | None = CACHE_DIR,
-                console: Console | None = None) -> Record:
+                console: Console | None = None, group: DistInfo = DistInfo()) -> Record:
     """Score a frozen (or, with `finetune`, fine-tuned) encoder with few labels.
 
     `spec.train_limit` first keeps a seeded stratified subset of train (quick looks); the splits
@@ -307,10 +317,11 @@ def run_lowshot(encoder: EncoderLike, spec: LowshotSpec, *, device: torch.device
     check_limit("val_limit", spec.val_limit)
     splits, n_pool = labelled_splits(spec, labels)
     if spec.protocol == "finetune":
+        check_finetune(spec, group)
         info, score, settings = finetune_scorer(encoder, spec, ds, num_classes, device=dev, console=console)
     else:
         union = torch.cat([r for r, _ in splits.values()]).unique()
-        info, score, settings = frozen_scorer(encoder, spec, union, num_classes, device=dev, cache_dir=cache_dir, console=console)
+        info, score, settings = frozen_scorer(encoder, spec, union, num_classes, device=dev, cache_dir=cache_dir, console=console, group=group)
     by_fraction = {}
     for f in spec.fractions:
         rows = [{"seed": s, "n_labelled": len(splits[f, s][0]), "split": splits[f, s][1], **score(splits[f, s][0], s)} for s in spec.seeds]
@@ -326,4 +337,4 @@ def run_lowshot(encoder: EncoderLike, spec: LowshotSpec, *, device: torch.device
 
 
 def run(encoder: EncoderLike, spec: LowshotSpec, ctx: Context) -> Record:
-    return run_lowshot(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console)
+    return run_lowshot(encoder, spec, device=ctx.device, cache_dir=ctx.cache_dir, console=ctx.console, group=ctx.group)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from ijepa.distributed import DistInfo
+
 Record = dict[str, Any]  # JSON-ready; `ijepa.results.schema` says what every record holds
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"  # shipped eval recipes (`evals/` in a clone links to them)
 
@@ -34,11 +36,18 @@ def number(v: Any) -> bool:
 
 @dataclass(frozen=True)
 class Context:
-    """What the caller decides and every eval receives: where to run, cache, report progress."""
+    """What the caller decides and every eval receives: where to run, cache, report progress,
+    and the torchrun group it runs in (a cached eval shards its extraction over it)."""
 
     device: Any  # torch.device
     cache_dir: Path | None = None
     console: Any = None  # rich Console or None
+    group: DistInfo = DistInfo()
+
+
+class ShareDone(Exception):
+    """Raised by an eval on a torchrun rank other than 0 once its share (of the feature
+    extraction) is done: rank 0 alone fits, prints and writes the record."""
 
 
 @dataclass(frozen=True)

@@ -125,6 +125,19 @@ def impossible(value: Any, key: str = "") -> str | None:
     return None
 
 
+def _how_run(rec: dict[str, Any]) -> None:
+    """What an eval record says of how it ran, where it says it (records before them do not):
+    `world_size`, torchrun's processes (1 for one), and `feature_dtype`, the extraction's.
+    Imported here: `ijepa eval --help` imports this module and must import no eval's."""
+    from ijepa.evals.core.config import FEATURE_DTYPES
+
+    world = rec.get("world_size", 1)
+    if isinstance(world, bool) or not isinstance(world, int) or world < 1:
+        raise ValueError(f"world_size is {world!r}; expected a whole number >= 1")
+    if rec.get("feature_dtype", FEATURE_DTYPES[0]) not in FEATURE_DTYPES:
+        raise ValueError(f"feature_dtype is {rec['feature_dtype']!r}; expected one of {', '.join(FEATURE_DTYPES)}")
+
+
 def validate(rec: Any) -> str | None:
     """The first problem of a record (None if it follows the schema)."""
     if not isinstance(rec, dict):
@@ -138,6 +151,7 @@ def validate(rec: Any) -> str | None:
     check = entry.check if entry is not None else CHECKS.get(rec["kind"])
     try:
         headline(rec)
+        _how_run(rec)
         if check is not None:
             check(rec)
     except ValueError as e:

@@ -11,10 +11,10 @@ from torch.utils.data import DataLoader, Sampler, Subset
 
 from ijepa.data import DataSpec, PretrainViews, build_dataset, data_spec, fashion_mnist
 from ijepa.data.imagefolder import folder_channels
+from ijepa.distributed import DistInfo
 from ijepa.masks import MultiBlockMaskCollator
 from ijepa.masks.random import RandomMaskCollator
 from ijepa.training.config import Config
-from ijepa.training.distributed import DistInfo
 from ijepa.typedconfig import ConfigError
 
 

@@ -20,6 +20,7 @@ from ijepa.atomic import atomic_save, atomic_write, remove_stale_temps
 from ijepa.data import eval_transform
 from ijepa.data.loader import worker_errors
 from ijepa.devices import bf16_autocast, varlen_attention
+from ijepa.distributed import DistInfo, init_distributed
 from ijepa.models.checkpoint import read_checkpoint
 from ijepa.progress import progress_bar
 from ijepa.rundir import RunError, RunLock
@@ -33,7 +34,7 @@ from ijepa.training.checkpointing import (
 from ijepa.training.config import Config, from_dict, load_config
 from ijepa.training.data import PretrainData
 from ijepa.training.diagnostics import OnlineProbe, rankme
-from ijepa.training.distributed import DistInfo, device_type_of, init_distributed, resolve_device
+from ijepa.training.distributed import device_type_of, resolve_device
 from ijepa.training.interrupt import Interrupted, StopRequest, resume_command
 from ijepa.training.logging import CSVLog, duration, progress_line
 from ijepa.training.mae import MAE

@@ -9,12 +9,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from itertools import product
-from typing import ClassVar, Literal
+from typing import ClassVar, Literal, get_args
 
 from ijepa.schedule import peak_held, warmup_cosine
 from ijepa.typedconfig import COUNT, FRACTION, NON_NEGATIVE, POSITIVE, Range, checked
 
 FEATURE_SETS = ("lastPOOL", "concatPOOL4")
+CHUNK_ROWS = 4096  # rows per feature-cache file: what a killed extraction can lose, and a resumed one redoes
+FeatureDtype = Literal["float32", "bfloat16"]  # the encoder's forward during extraction (bfloat16: autocast)
+FEATURE_DTYPES = get_args(FeatureDtype)
 NORMS = ("linear", "bn")  # "bn": BatchNorm1d(affine=False) + linear (MAE/VISSL)
 OPTIMIZERS = ("sgd", "lars")
 SCHEDULES = ("cosine", "step")
@@ -66,6 +69,8 @@ class FrozenData:
     img_size: int | None = checked(None, COUNT)  # None: the encoder's own (a multiple of its patch size)
     feature_batch_size: int = checked(256, COUNT)
     workers: int = checked(0, NON_NEGATIVE)
+    chunk_rows: int = checked(CHUNK_ROWS, COUNT)  # smaller: a killed extraction loses less, more files
+    dtype: FeatureDtype = "float32"
 
 
 @dataclass(frozen=True)

@@ -3,7 +3,8 @@
 The data's content is a digest of the bytes its images come from (the row ids of `SplitData`),
 never a path, size or mtime: an image rewritten in place with both kept gets new features. The
 cache is written in chunks as they finish, so a killed extraction resumes (`_extract`), and a
-subset of a cached split is read from that split's chunks (`_from_full_split`).
+subset of a cached split is read from that split's chunks (`_from_full_split`). Under torchrun
+each rank extracts its share of the chunks and the cache is how they meet (`_gathered`).
 
 Pooled features (below) for the probes on vectors; the last block's patch tokens
 (`extract_tokens`) for evals that pool themselves (the attentive probe).
@@ -23,11 +24,13 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from rich.console import Console
 from torch.utils.data import DataLoader, Dataset
@@ -37,7 +40,8 @@ from ijepa.atomic import atomic_save, remove_stale_temps
 from ijepa.data import DataSpec, build_dataset, clutter, eval_transform
 from ijepa.data.files import open_image, read_bytes
 from ijepa.data.loader import worker_errors
-from ijepa.evals.core.config import FEATURE_SETS
+from ijepa.distributed import DistInfo
+from ijepa.evals.core.config import CHUNK_ROWS, FEATURE_SETS
 from ijepa.models.load import weights_digest
 from ijepa.models.vit import VisionTransformer
 from ijepa.progress import progress
@@ -45,7 +49,6 @@ from ijepa.progress import progress
 CACHE_DIR = Path(".cache/features")
 STALE_TEMP_S = 600.0  # a cache temp file untouched this long belongs to a killed eval
 N_LAYERS = 4
-CHUNK_ROWS = 4096  # rows per cache file: what a killed extraction can lose, and a resumed one redoes
 ROW_ID_BYTES = 16
 
 
@@ -312,10 +315,10 @@ def _place(out: torch.Tensor | None, n: int, a: int, feats: torch.Tensor, dtype:
     return out
 
 
-def _finished(cache_dir: Path | None, base: str, data: SplitData, ranges: list[tuple[int, int]]) -> dict[tuple[int, int], torch.Tensor]:
-    """The chunks of `ranges` a run (this one killed, or an earlier one) finished, each found by
-    the row ids of the rows it covers: the ids are asked for (for a folder: those files read)
-    only for the ranges some chunk is kept for."""
+def _finished(cache_dir: Path | None, base: str, data: SplitData, ranges: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[Path, torch.Tensor]]:
+    """(file, features) of each chunk of `ranges` a run (this one killed, or an earlier one)
+    finished, each found by the row ids of the rows it covers: the ids are asked for (for a
+    folder: those files read) only for the ranges some chunk is kept for."""
     kept = _kept(cache_dir, base)
     todo = [r for r in ranges if r in kept]
     ids = data.row_ids([p for a, b in todo for p in range(a, b)]) if todo else None
@@ -324,7 +327,7 @@ def _finished(cache_dir: Path | None, base: str, data: SplitData, ranges: list[t
         path = _chunk_path(cache_dir, base, a, b, ids[i : i + b - a])
         hit = _load(path) if path in kept[(a, b)] else None
         if hit is not None and len(hit["concat"]) == b - a:
-            found[(a, b)] = hit["concat"]
+            found[(a, b)] = path, hit["concat"]
         i += b - a
     return found
 
@@ -354,93 +357,181 @@ def _from_full_split(cache_dir: Path | None, base: str, data: SplitData, indices
 
 
 def _forward_chunks(encoder: VisionTransformer, forward, data: SplitData, missing: list[tuple[int, int]], *, device: torch.device,
-                    n_chunks: int, what: str, console: Console | None) -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Tensor]]:
-    """(range, float16 features, row ids) of each range of `missing`, as it finishes."""
+                    chunk_rows: int, n_chunks: int, bf16: bool, what: str, console: Console | None,
+                    ) -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Tensor]]:
+    """(range, float16 features, row ids) of each range of `missing`, as it finishes; `bf16`:
+    the forward runs under bfloat16 autocast (its features stored as float16 like any)."""
     encoder = encoder.to(device).eval()
     feats, ids, j = [], [], 0
     with progress(console, what) as bar:
         task = bar.add_task("", total=sum(b - a for a, b in missing), rate="")
         for x, rid in data.read(missing):
-            with torch.inference_mode():
+            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
                 feats.append(forward(encoder, x.to(device, non_blocking=True)).to("cpu", torch.float16))
             ids.append(rid)
             done = bar.tasks[task].completed + len(x)
-            rate = f"{done / max(bar.tasks[task].elapsed or 1e-9, 1e-9):.0f} img/s  chunk {missing[j][0] // CHUNK_ROWS + 1}/{n_chunks}"
+            rate = f"{done / max(bar.tasks[task].elapsed or 1e-9, 1e-9):.0f} img/s  chunk {missing[j][0] // chunk_rows + 1}/{n_chunks}"
             bar.update(task, completed=done, rate=rate)
             if sum(map(len, ids)) == missing[j][1] - missing[j][0]:
                 yield missing[j], torch.cat(feats), torch.cat(ids)
                 feats, ids, j = [], [], j + 1
 
 
+Chunk = tuple[tuple[int, int], Path | None, torch.Tensor, bool]  # (row range, its cache file if kept, features, extracted now)
+
+
+def _share(encoder: VisionTransformer, encoder_key: str, forward, data: SplitData, base: str, mine: list[tuple[int, int]], *,
+           n_chunks: int, chunk_rows: int, bf16: bool, device: torch.device, cache_dir: Path | None, what: str,
+           console: Console | None) -> Iterator[Chunk]:
+    """Every chunk of `mine`: those a run finished, read from the cache, then the others
+    forwarded and cached as each finishes (a cache that cannot be written is not tried again)."""
+    done = _finished(cache_dir, base, data, mine)
+    for r, (path, feats) in done.items():
+        yield r, path, feats, False
+    missing = [r for r in mine if r not in done]
+    for (a, b), feats, ids in _forward_chunks(encoder, forward, data, missing, device=device, chunk_rows=chunk_rows, n_chunks=n_chunks,
+                                              bf16=bf16, what=what, console=console):
+        path = None if cache_dir is None else _chunk_path(cache_dir, base, a, b, ids)
+        if path is not None and not _save(path, {"concat": feats, "labels": data.labels[a:b], "row_ids": ids,
+                                                 "width": encoder.embed_dim, "encoder_key": encoder_key}, console):
+            cache_dir = path = None
+        yield (a, b), path, feats, True
+
+
+def _agreed(flag: bool, group: DistInfo) -> bool:
+    """Rank 0's `flag` on every rank: a choice the ranks must make alike (whether a split is to
+    be extracted at all) is made once, whatever each rank's view of the cache."""
+    if not group.enabled:
+        return flag
+    box = [flag]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])
+
+
+def _gathered(files: dict[tuple[int, int], Path], ranges: list[tuple[int, int]], n: int, *, group: DistInfo, dtype: torch.dtype,
+              what: str) -> torch.Tensor | None:
+    """Rank 0's split, read from the chunk files every rank cached for its share; None on the
+    other ranks. The cache is the gather: only file names cross the group, once every rank has
+    finished its share (the collective waits for all), so no rank holds more than its chunks."""
+    parts: list = [None] * group.world_size
+    dist.all_gather_object(parts, files)
+    if not group.is_main:
+        return None
+    every = {r: path for part in parts for r, path in part.items()}
+    out = None
+    for a, b in ranges:
+        hit = _load(every[(a, b)]) if (a, b) in every else None
+        if hit is None or len(hit["concat"]) != b - a:
+            raise ValueError(f"{what}: rows {a}-{b} are not in the feature cache after every rank's share; under torchrun "
+                             "the ranks share features through --cache-dir, which every rank must be able to write and read")
+        out = _place(out, n, a, hit["concat"], dtype)
+    return out
+
+
+def _split_key(encoder: VisionTransformer, spec: DataSpec, split: str, data: SplitData, *, layers: str, pool: str,
+               forward_dtype: str) -> Callable[..., str]:
+    """The cache key of a split's chunks, less its rows: float32 (the default) adds nothing, so
+    the caches written before bfloat16 existed still hit, and other dtypes never share them."""
+    amp = {} if forward_dtype == "float32" else {"forward_dtype": forward_dtype}
+    return partial(cache_key, weights=weights_digest(encoder), forward=forward_settings(encoder), data=spec.id, split=split,
+                   transform=data.transform, salt=data.salt, layers=layers, pool=pool, **amp)
+
+
 def _extract(
     encoder: VisionTransformer, encoder_key: str, spec: DataSpec, split: str, *, forward, layers: str, pool: str,
     device: torch.device, img_size: int | None, indices: torch.Tensor | None, batch_size: int, workers: int,
-    cache_dir: Path | None, console: Console | None, dtype: torch.dtype = torch.float16,
-) -> tuple[torch.Tensor, torch.Tensor, str]:
+    cache_dir: Path | None, console: Console | None, dtype: torch.dtype = torch.float16, chunk_rows: int = CHUNK_ROWS,
+    forward_dtype: str = "float32", group: DistInfo = DistInfo(),
+) -> tuple[torch.Tensor | None, torch.Tensor, str]:
     """(`forward(encoder, images)` of every image of `split` as float16, returned as `dtype`,
-    labels, the transform's id), from cache where present.
+    labels, the transform's id), from cache where present; the features are None on a torchrun
+    rank other than 0 (`group`), which only extracts and caches its share.
 
-    The cache is written in chunks of `CHUNK_ROWS` rows as they finish, each file named by
+    The cache is written in chunks of `chunk_rows` rows as they finish, each file named by
     the key of everything but the data (`base`), its row range and a digest of its rows' ids
     (`SplitData`): a killed run keeps its finished chunks and the next forwards only the rest.
     A chunk is keyed by its own rows' content, not the whole split's, because a resumed run
     reads (to hash) only the files of the chunks it finds kept, and decodes and hashes the
     others as it extracts them: the split's content is checked chunk by chunk, never assumed.
+    Under torchrun chunk i is rank i % N's, whichever chunks earlier runs left (`_gathered`).
     """
     size = img_size or encoder.img_size
     data = split_batches(spec, split, size=size, in_chans=encoder.in_chans, indices=indices, batch_size=batch_size, workers=workers, console=console)
-    key = partial(cache_key, weights=weights_digest(encoder), forward=forward_settings(encoder), data=spec.id, split=split, transform=data.transform,
-                  salt=data.salt, layers=layers, pool=pool)
+    key = _split_key(encoder, spec, split, data, layers=layers, pool=pool, forward_dtype=forward_dtype)
     cache_dir = None if cache_dir is None else Path(cache_dir)
-    if indices is not None and (hit := _from_full_split(cache_dir, key(rows=None), data, indices, dtype)) is not None:
-        return hit, data.labels, data.transform
+    if indices is not None:
+        hit = _from_full_split(cache_dir, key(rows=None), data, indices, dtype) if group.is_main else None
+        if _agreed(hit is not None, group):
+            return hit, data.labels, data.transform
     base = key(rows=None if indices is None else hashlib.sha256(indices.numpy().tobytes()).hexdigest()[:16])
     n = len(data.labels)
-    ranges = [(a, min(a + CHUNK_ROWS, n)) for a in range(0, n, CHUNK_ROWS)]
-    out = None
-    for (a, _), feats in (done := _finished(cache_dir, base, data, ranges)).items():
-        out = _place(out, n, a, feats, dtype)
-    missing = [r for r in ranges if r not in done]
-    for (a, b), feats, ids in _forward_chunks(encoder, forward, data, missing, device=device, n_chunks=len(ranges), what=f"features {split}", console=console):
-        if cache_dir is not None and not _save(_chunk_path(cache_dir, base, a, b, ids), {
-                "concat": feats, "labels": data.labels[a:b], "row_ids": ids, "width": encoder.embed_dim, "encoder_key": encoder_key}, console):
-            cache_dir = None
-        out = _place(out, n, a, feats, dtype)
+    ranges = [(a, min(a + chunk_rows, n)) for a in range(0, n, chunk_rows)]
+    what = f"features {split}" + (f" rank {group.rank}/{group.world_size}" if group.enabled else "")
+    chunks = _share(encoder, encoder_key, forward, data, base, ranges[group.rank :: group.world_size], n_chunks=len(ranges),
+                    chunk_rows=chunk_rows, bf16=forward_dtype == "bfloat16", device=device, cache_dir=cache_dir, what=what, console=console)
+    if group.enabled:
+        out = _sharded(chunks, ranges, n, group=group, dtype=dtype, chunk_rows=chunk_rows, what=what, console=console)
+        if not group.is_main:
+            return None, data.labels, data.transform
+    else:
+        out = None
+        for (a, _), _, feats, _ in chunks:
+            out = _place(out, n, a, feats, dtype)
     return (torch.zeros(0, encoder.embed_dim, dtype=dtype) if out is None else out), data.labels, data.transform
+
+
+def _sharded(chunks: Iterator[Chunk], ranges: list[tuple[int, int]], n: int, *, group: DistInfo, dtype: torch.dtype, chunk_rows: int,
+             what: str, console: Console | None) -> torch.Tensor | None:
+    """This rank's share done (one line saying which chunks it extracted), then the split as
+    `_gathered` assembles it on rank 0."""
+    files, made = {}, []
+    for r, path, _, fresh in chunks:
+        if path is not None:
+            files[r] = path
+        if fresh:
+            made.append(r[0] // chunk_rows + 1)
+    share = len(ranges[group.rank :: group.world_size])
+    (console or Console(stderr=True)).print(f"{what}: extracted chunks {', '.join(map(str, made)) or 'none'} of {len(ranges)}; "
+                                            f"{share - len(made)} of its {share} found in the cache", highlight=False, soft_wrap=True)
+    return _gathered(files, ranges, n, group=group, dtype=dtype, what=what)
 
 
 def extract_features(
     encoder: VisionTransformer, encoder_key: str, spec: DataSpec, split: str, *,
     device: torch.device, img_size: int | None = None, indices: torch.Tensor | None = None,
     batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
-    console: Console | None = None,
-) -> Features:
-    """Pooled frozen features of `split` (optionally the rows `indices`), from cache if present.
+    console: Console | None = None, chunk_rows: int = CHUNK_ROWS, forward_dtype: str = "float32", group: DistInfo = DistInfo(),
+) -> Features | None:
+    """Pooled frozen features of `split` (optionally the rows `indices`), from cache if present;
+    None on a torchrun rank other than 0 (`group`), once its share is cached.
 
     The cache key covers a digest of all the encoder's weights (`weights_digest`) and its
     `forward_settings`, the dataset id, the split, the transform, the data's content (each
-    chunk's rows' ids, `SplitData`), the pooled layers and the chosen rows; chosen rows whose
-    split is cached are read from its chunks, bit for bit what extracting them would give.
+    chunk's rows' ids, `SplitData`), the pooled layers, the chosen rows and a `forward_dtype`
+    other than float32; chosen rows whose split is cached are read from its chunks, bit for
+    bit what extracting them would give.
     `encoder_key` (the records' id of the encoder: weights digest and key, or random-init
     recipe) is stored beside the features, not keyed on: the same weights are the same
     features, whichever file, checkpoint key or recipe named them.
     """
     concat, labels, transform = _extract(encoder, encoder_key, spec, split, forward=pooled, layers=f"last{N_LAYERS}", pool="avg", device=device,
                               img_size=img_size, indices=indices, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console,
-                              dtype=torch.float32)
-    return Features(concat, labels, encoder.embed_dim, transform)
+                              dtype=torch.float32, chunk_rows=chunk_rows, forward_dtype=forward_dtype, group=group)
+    return None if concat is None else Features(concat, labels, encoder.embed_dim, transform)
 
 
 def extract_tokens(
     encoder: VisionTransformer, encoder_key: str, spec: DataSpec, split: str, *,
     device: torch.device, img_size: int | None = None, indices: torch.Tensor | None = None,
     batch_size: int = 256, workers: int = 0, cache_dir: Path | None = CACHE_DIR,
-    console: Console | None = None,
-) -> Tokens:
+    console: Console | None = None, chunk_rows: int = CHUNK_ROWS, forward_dtype: str = "float32", group: DistInfo = DistInfo(),
+) -> Tokens | None:
     """Patch tokens of the last block, LayerNorm-ed ([N, T, D], float16), cached like pooled
     features (under another key): for evals that pool themselves."""
-    return Tokens(*_extract(encoder, encoder_key, spec, split, forward=lambda enc, x: enc(x), layers="last1-norm", pool="tokens", device=device,
-                    img_size=img_size, indices=indices, batch_size=batch_size, workers=workers, cache_dir=cache_dir, console=console))
+    tokens, labels, transform = _extract(encoder, encoder_key, spec, split, forward=lambda enc, x: enc(x), layers="last1-norm", pool="tokens",
+                                         device=device, img_size=img_size, indices=indices, batch_size=batch_size, workers=workers,
+                                         cache_dir=cache_dir, console=console, chunk_rows=chunk_rows, forward_dtype=forward_dtype, group=group)
+    return None if tokens is None else Tokens(tokens, labels, transform)
 
 
 def pixel_features(spec: DataSpec, split: str, *, indices: torch.Tensor | None = None) -> tuple[Features, int]:
