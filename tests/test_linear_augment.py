@@ -114,7 +114,7 @@ def test_augment_runs_in_one_process_and_its_views_go_through_the_eval_dtype(dat
     with pytest.raises(ValueError, match="one process; this is rank 1 of 2"):
         run_linear(tiny_encoder(), spec, cache_dir=None, group=DistInfo(rank=1, world_size=2))
     enc, dtypes = tiny_encoder(), []
-    enc.blocks[0].register_forward_hook(lambda _m, _a, out: dtypes.append((torch.is_inference_mode_enabled(), out.dtype)))
+    enc.blocks[0].attn.qkv.register_forward_hook(lambda _m, _a, out: dtypes.append((torch.is_inference_mode_enabled(), out.dtype)))
     rec = run_linear(enc, replace(spec, dtype="bfloat16"), cache_dir=None)
     assert rec["feature_dtype"] == "bfloat16" and {d for inf, d in dtypes if not inf} == {torch.bfloat16}
 
