@@ -55,23 +55,28 @@ def wnids(n: int, seed: int = 0) -> list[str]:
     return sorted(f"n{x:08d}" for x in rng.choice(range(1_000_000, 15_000_000), n, replace=False))
 
 
-def jpeg(rng: np.random.Generator, path: Path) -> None:
-    """A seeded photo-like JPEG (smooth colour fields plus grain), 224-320 px a side."""
-    w, h = rng.integers(224, 321, 2)
-    low = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((int(w), int(h)), Image.BICUBIC)
-    grain = rng.integers(-12, 13, (int(h), int(w), 3))
+SIDES = (224, 320)  # px: each image's width and height, drawn in this range
+
+
+def jpeg(rng: np.random.Generator, path: Path, sides: tuple[int, int] = SIDES) -> None:
+    """A seeded photo-like JPEG (smooth colour fields plus grain), `sides` px a side."""
+    w, h = (int(v) for v in rng.integers(sides[0], sides[1] + 1, 2))
+    low = Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).resize((w, h), Image.BICUBIC)
+    grain = rng.integers(-12, 13, (h, w, 3), dtype=np.int16)
     Image.fromarray(np.clip(np.asarray(low, dtype=np.int16) + grain, 0, 255).astype(np.uint8)).save(path, quality=90)
 
 
-def write_folder(root: Path, *, classes: int, per_class: int, val_per_class: int, seed: int = 0) -> Path:
-    """`root/{train,val}/<wnid>/` in ImageNet's layout and file names; returns root."""
+def write_folder(root: Path, *, classes: int, per_class: int, val_per_class: int, seed: int = 0,
+                 sides: tuple[int, int] = SIDES) -> Path:
+    """`root/{train,val}/<wnid>/` in ImageNet's layout and file names (`sides`: tests' small
+    images); returns root."""
     rng, n_val = np.random.default_rng(seed), 0
     for wnid in wnids(classes, seed):
         for split, n in (("train", per_class), ("val", val_per_class)):
             (root / split / wnid).mkdir(parents=True, exist_ok=True)
             for i in range(n):
                 n_val += split == "val"
-                jpeg(rng, root / split / wnid / (f"{wnid}_{i}.JPEG" if split == "train" else f"ILSVRC2012_val_{n_val:08d}.JPEG"))
+                jpeg(rng, root / split / wnid / (f"{wnid}_{i}.JPEG" if split == "train" else f"ILSVRC2012_val_{n_val:08d}.JPEG"), sides)
     return root
 
 
