@@ -6,7 +6,7 @@
 2. Writes a ViT-H/14 at random init in the official checkpoint format (`--config`'s encoder and
    predictor, `module.` prefixes, `epoch`...). `target_encoder` holds the very tensors of
    `encoder`, as at the start of official training (the target is a copy), so the file stores
-   them once (2.5 GB, not 5); `opt` is left out (the loader never reads it).
+   them once (2.6 GB, not 5.1); `opt` is left out (the loader never reads it).
 3. Runs the real path as subprocesses, `torchrun --nproc_per_node N --no-python ijepa eval linear
    --protocol logreg` (the cheapest probe: the point is extraction), N gloo ranks: once
    uninterrupted; then again in a fresh cache, SIGKILLed (torchrun and every rank) once half
@@ -15,10 +15,13 @@
    and checks that the resume kept every finished chunk and that its record equals the
    uninterrupted one but for timing and provenance.
 
-ViT-H/14 forwards at ~7 s per image on one thread of this machine, so 1000 classes cannot all
-be read in the time a benchmark here gets: the eval reads the first `--run-classes` of the
-`--classes` folders, through a folder of links to them (`run/`), and the record says so.
-The defaults (50 classes x (2 train + 1 val), 2 ranks of 1 thread) finish in about 22 minutes.
+ViT-H/14 forwards at 7.2 s per image on one thread of this machine (measured with the queue
+running; 4.8 s in bf16), so 1000 classes cannot all be read in the 25 minutes a benchmark here
+gets: the eval reads the first `--run-classes` of the `--classes` folders, through a folder of
+links to them (`run/`), and the record says so (`ran`). At that rate the defaults (50 classes x
+(2 train + 1 val) = 150 images, 2 ranks of 1 thread, each run loading the 2.6 GB checkpoint in
+~35 s at a peak of ~5.8 GB a rank) take about 22 minutes: 35 s of data, 35 s of checkpoint,
+three runs' start-up, and the images twice (whole; killed + resumed).
 One `bench.imagenet_rehearsal` record, with every command run.
 
 `--project` prints the README's "Evaluating at ImageNet scale" tables from the records instead
@@ -33,6 +36,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -46,7 +50,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 IJEPA = ROOT / ".venv" / "bin" / "ijepa"
-TIMING = {"created", "command", "git_commit", "code_version", "versions", "wall_s", "fit_s", "feature_s"}
+PROVENANCE = {"created", "command", "git_commit", "code_version", "versions"}  # with every timing (`*_s`): what two runs may differ in
 
 
 def wnids(n: int, seed: int = 0) -> list[str]:
@@ -248,7 +252,7 @@ def killed_and_resumed(args: argparse.Namespace, ckpt: Path, data: Path, out: Pa
 
 def differences(a: dict, b: dict) -> list[str]:
     """The keys, timing and provenance aside, whose values differ between two eval records."""
-    return sorted(k for k in set(a) | set(b) if k not in TIMING and a.get(k) != b.get(k))
+    return sorted(k for k in set(a) | set(b) if k not in PROVENANCE and not k.endswith("_s") and a.get(k) != b.get(k))
 
 
 def rehearsal_record(args: argparse.Namespace, arch: dict, whole: dict, kr: dict, setup_s: float) -> dict:
@@ -261,7 +265,8 @@ def rehearsal_record(args: argparse.Namespace, arch: dict, whole: dict, kr: dict
         "kind": "bench.imagenet_rehearsal", "headline": "s_per_img_per_rank", "unit": "value", **NO_SPLIT,
         "encoder": f"random:{arch['model_name']}-p{arch['patch_size']}-official-format", "dataset": "synthetic-imagenet-shape",
         **arch, "classes": args.classes, "per_class": args.per_class, "val_per_class": args.val_per_class,
-        "run_classes": args.run_classes, "n_train": rec["n_train"], "n_val": rec["n_val"], "eval_protocol": rec["protocol"],
+        "run_classes": args.run_classes, "ran": f"the eval read the first {args.run_classes} of {args.classes} class folders "
+        f"({rec['n_train']} train + {rec['n_val']} val images) on {args.nproc} ranks", "n_train": rec["n_train"], "n_val": rec["n_val"], "eval_protocol": rec["protocol"],
         "world_size": args.nproc, "threads_per_rank": args.threads, "chunk_rows": args.chunk_rows, "dtype": args.dtype,
         "cpu": cpu_name(), "load_avg_1min_at_end": os.getloadavg()[0], "setup_s": round(setup_s, 1),
         "s_per_img_per_rank": whole["s_per_img_per_rank"], "peak_rss_mb": peaks, "launcher_peak_rss_mb": round(whole["peak_rss_mb"].get("launcher", 0)),
@@ -295,7 +300,8 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--config", default="in1k_vith14_ep300", help="pretraining config whose encoder and predictor are written")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override (e.g. a small smoke: meta.model_name=vit_tiny)")
     ap.add_argument("--ijepa", type=Path, default=IJEPA, help="the ijepa executable torchrun starts")
-    ap.add_argument("--work", type=Path, default=None, help="folder for the data, checkpoint and caches (default: a new temp folder)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="folder for the data, checkpoint, caches and logs, kept (default: a temp folder, removed after a run that succeeds)")
     ap.add_argument("--results", type=Path, default=ROOT / "results")
     args = ap.parse_args()
     if args.run_classes > args.classes:
@@ -325,6 +331,8 @@ def main() -> None:
     rec = rehearsal_record(args, arch, whole, kr, setup_s)
     path = write_record(rec, results_dir=args.results)
     print(json.dumps({**rec, "record": str(path), "work": str(work)}))
+    if args.work is None:
+        shutil.rmtree(work)
 
 
 if __name__ == "__main__":
