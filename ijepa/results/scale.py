@@ -76,7 +76,7 @@ def protocols(rates: dict[str, Any]) -> list[Protocol]:
                  "the search, 2 x 50k x 1.28M x 6400 multiply-adds (~0.8 PFLOP): not measured",
                  eval_.format("knn")),
         Protocol("low-shot 1%, frozen (`lowshot_in1k_simclr`)", IN1K_1PCT + IN1K_VAL, None,
-                 "logistic regression, C by 3-fold CV on 12.8k rows: not measured; no extraction after `linear`",
+                 "MSN's logistic regression (lambd fixed) on 12.8k rows: not measured; no extraction after `linear`",
                  eval_.format("lowshot -c lowshot_in1k_simclr --set 'fractions=[0.01]'")),
         Protocol("low-shot 1%, fine-tuned (Table 2, `lowshot_in1k_finetune`)", FWD_BWD * EPOCHS * IN1K_1PCT + IN1K_VAL, 0.0,
                  f"estimate: {EPOCHS} epochs x 12,811 images x {FWD_BWD} forwards; runs on one device",
