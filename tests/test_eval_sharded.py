@@ -70,7 +70,12 @@ def test_two_gloo_ranks_write_the_one_process_record(tmp_path):
     split, rank 0 alone reads them back, fits and writes the very record one process writes."""
     data = write_imagefolder(tmp_path / "data")
     args = [*FIXTURE_ENCODER, "--data", str(data), "--epochs", "2", "--batch-size", "16", "--lrs", "0.1", "--chunk-rows", "8"]
-    assert _eval("linear", args, tmp_path / "one", tmp_path / "cache1")["world_size"] == 1
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun rank runs (OMP_NUM_THREADS=1): the heads' float sums then agree bit for bit
+    try:
+        assert _eval("linear", args, tmp_path / "one", tmp_path / "cache1")["world_size"] == 1
+    finally:
+        torch.set_num_threads(threads)
     run = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master-port", str(free_port()), "--no-python",
          sys.executable, "-c", MAIN, "eval", "linear", *args, "--results", str(tmp_path / "two"), "--cache-dir", str(tmp_path / "cache2"),
