@@ -10,7 +10,6 @@ between epochs, so they come from the feature cache, shared with the cached prob
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -20,7 +19,7 @@ from torch.utils.data import DataLoader, Subset
 from ijepa.data import DataSpec, PretrainViews, build_dataset
 from ijepa.data.loader import worker_errors
 from ijepa.evals.core.config import GridConfig, HeadSpec
-from ijepa.evals.core.features import N_LAYERS, Features, extract_features, pooled
+from ijepa.evals.core.features import N_LAYERS, Features, extract_features, forward_autocast, pooled
 from ijepa.evals.core.fit import (
     GridResult,
     build_groups,
@@ -110,12 +109,12 @@ def train_augmented(cfg: GridConfig, train: AugmentedTrain, specs: list[HeadSpec
     loader = DataLoader(views, batch_size=bs, shuffle=True, drop_last=True, num_workers=train.extract.get("workers", 0),
                         generator=torch.Generator().manual_seed(seed))
 
-    bf16 = train.extract.get("forward_dtype") == "bfloat16"  # --dtype: the views' forward as the eval splits' was
+    forward_dtype = train.extract.get("forward_dtype", "float32")  # --dtype: the views' forward as the eval splits' was
 
     def batches(epoch: int):
         views.set_epoch(epoch)
         for x, y in worker_errors(loader):
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+            with torch.no_grad(), forward_autocast(device, forward_dtype):
                 feats = Features(pooled(encoder, x.to(device, non_blocking=True)).float(), y, encoder.embed_dim)
             yield (lambda f, nm, feats=feats: inputs[f, nm](feats.get(f), train=True)), y.to(device)
 
