@@ -31,7 +31,7 @@ from sklearn.model_selection import StratifiedKFold
 from ijepa.atomic import atomic_write_text, unwritable
 from ijepa.data import DataSpec, data_spec
 from ijepa.data.imagefolder import image_folder
-from ijepa.distributed import DistInfo
+from ijepa.distributed import DistInfo, one_process
 from ijepa.evals.core.config import GridConfig
 from ijepa.evals.core.features import CACHE_DIR, Features, split_labels
 from ijepa.evals.core.finetune import finetune
@@ -261,8 +261,7 @@ def finetune_scorer(encoder: EncoderLike, spec: LowshotSpec, ds: DataSpec, num_c
 
 def check_finetune(spec: LowshotSpec, group: DistInfo) -> None:
     """Fine-tuning extracts no frozen features: it runs in one process, in float32."""
-    if group.enabled:
-        raise ValueError(f"lowshot --protocol finetune runs in one process; this is rank {group.rank} of {group.world_size} (torchrun)")
+    one_process("lowshot --protocol finetune", group)
     if spec.dtype != "float32":
         raise OptionError("dtype", spec.dtype, "float32 with --protocol finetune (it extracts no frozen features)")
 
