@@ -30,6 +30,12 @@ def env_world_size() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def one_process(what: str, info: DistInfo) -> None:
+    """Refuse `what` under torchrun: it fits and records in one process, so N ranks would do it N times."""
+    if info.enabled:
+        raise ValueError(f"{what} runs in one process; this is rank {info.rank} of {info.world_size} (torchrun)")
+
+
 def init_distributed(device_type: str) -> DistInfo:
     """Join the group torchrun describes in the environment (nccl on GPU, gloo on CPU)."""
     if env_world_size() <= 1:

@@ -153,3 +153,14 @@ def test_extraction_options_and_torchrun_refusals_are_one_line(tmp_path, monkeyp
     assert res.exit_code == 2 and res.output.strip().startswith("error: --no-cache: under torchrun (WORLD_SIZE is 2)"), res.output
     res = cli(["eval", "detection", "--data", data])
     assert res.exit_code == 2 and res.output.strip().startswith("error: eval detection runs in one process (WORLD_SIZE is 2)"), res.output
+
+
+def test_lowshot_finetune_refuses_a_torchrun_rank_in_one_line():
+    from ijepa.distributed import DistInfo
+    from ijepa.evals.entries.lowshot import LowshotSpec
+    from ijepa.evals.lowshot import check_finetune
+
+    spec = LowshotSpec(protocol="finetune")
+    with pytest.raises(ValueError, match=r"^lowshot --protocol finetune runs in one process; this is rank 1 of 2 \(torchrun\)$"):
+        check_finetune(spec, DistInfo(rank=1, world_size=2))
+    check_finetune(spec, DistInfo())  # one process: no refusal

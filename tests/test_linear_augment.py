@@ -90,6 +90,21 @@ def test_the_head_is_batchnorm_without_affine_then_linear_trained_by_timms_lars(
     assert isinstance(group.lars, Lars) and group.weight.shape == (192, 4) and group.bias.shape == (4,)
 
 
+def test_a_head_batch_is_gathered_from_forwards_of_feature_batch_size_views(data):
+    """MAE's head batch (16384) never goes through the encoder at once: the views are forwarded
+    --feature-batch-size at a time (here 10: each head batch of 16 in pieces of 10 and 6), and the
+    heads train on the rows, in the order, that one 16-image forward a step gives them."""
+    sizes, trained = [], {}
+    for fbs in (10, 256):
+        enc = tiny_encoder()
+        enc.patch_embed.register_forward_pre_hook(lambda _m, a, fbs=fbs: None if torch.is_inference_mode_enabled() else sizes.append((fbs, len(a[0]))))
+        rec = run_linear(enc, LinearSpec(data=str(data), augment=True, feature_batch_size=fbs, grid=replace(MAE_GRID, epochs=2, warmup_epochs=1,
+                                                                                                      batch_size=16)), cache_dir=None)
+        trained[fbs] = (rec["heads"][0]["train_loss"], rec["top1"], rec["steps"])
+    assert [n for f, n in sizes if f == 10] == [10, 6] * 6 and [n for f, n in sizes if f == 256] == [16] * 6
+    assert trained[10][1:] == trained[256][1:] and trained[10][0] == pytest.approx(trained[256][0], rel=1e-4)
+
+
 def test_several_heads_are_chosen_on_held_out_train_and_only_reported_on_val(data):
     rec = probe(tiny_encoder(), data, batch_size=16, lrs=(0.01, 0.1), heldout=0.25)
     assert rec["selected_on"] == "train-heldout" and rec["reported_on"] == "val" and rec["refit_rows"] == 48

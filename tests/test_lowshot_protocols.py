@@ -123,3 +123,21 @@ def test_finetune_with_randaugment_runs_and_says_so_and_a_bad_string_is_one_line
             load(LowshotSpec, values={"finetune": {"rand_augment": bad}})
     with pytest.raises(OptionError, match="finetune.rand_augment is 'rand-m9x'"):
         run_lowshot(RGB, LowshotSpec(data=str(tree), protocol="finetune", finetune=FinetuneConfig(rand_augment="rand-m9x")))
+
+
+def test_msn_refuses_candidates_no_cross_validation_can_choose_among():
+    """One labelled row per class and two lambds: no fold split exists, and taking the first would
+    be a choice made by nothing on a record that says train-heldout."""
+    from ijepa.evals.core.features import Features
+    from ijepa.evals.lowshot import msn_logreg
+
+    train = Features(torch.randn(4, 6), torch.arange(4), 6)
+    with pytest.raises(ValueError, match="2 .* candidates but a class with fewer than 2"):
+        msn_logreg(train, train, feature_sets=("lastPOOL",), lambds=(0.1, 0.01), seed=0)
+
+
+def test_a_warm_up_with_the_step_schedule_is_refused_not_ignored():
+    from ijepa.evals.core.config import GridConfig
+
+    with pytest.raises(ValueError, match="grid.warmup_epochs is 2; expected 0 with grid.schedule 'step'"):
+        GridConfig(schedule="step", warmup_epochs=2).specs()

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from ijepa.distributed import DistInfo
+from ijepa.distributed import DistInfo, one_process
 from ijepa.evals.core.augment import augmented_train, check_grid, fit_augmented
 from ijepa.evals.core.encoders import EncoderSpec
 from ijepa.evals.core.features import CACHE_DIR
@@ -91,8 +91,7 @@ def run_augmented(encoder: EncoderLike, spec: LinearSpec, *, device: torch.devic
                   console: Console | None, group: DistInfo) -> Record:
     """The grid trained on augmented views (`fit_augmented`); eval features are the cached centre
     crops. One process: the heads train on every rank's views in one loop (no sharded training)."""
-    if group.world_size > 1:
-        raise ValueError(f"linear --augment runs in one process; this is rank {group.rank} of {group.world_size} (torchrun)")
+    one_process("linear --augment", group)
     if spec.protocol != "grid":
         raise OptionError("augment", True, "false with protocol logreg (--augment trains the grid's heads)")
     if isinstance(encoder, EncoderSpec) and encoder.raw_pixels:

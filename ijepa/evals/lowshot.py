@@ -31,7 +31,7 @@ from sklearn.model_selection import StratifiedKFold
 from ijepa.atomic import atomic_write_text, unwritable
 from ijepa.data import DataSpec, data_spec
 from ijepa.data.imagefolder import image_folder
-from ijepa.distributed import DistInfo
+from ijepa.distributed import DistInfo, one_process
 from ijepa.evals.core.config import GridConfig
 from ijepa.evals.core.features import CACHE_DIR, Features, split_labels
 from ijepa.evals.core.finetune import finetune
@@ -203,7 +203,10 @@ def msn_logreg(train: Features, val: Features, *, feature_sets: tuple[str, ...],
     x = {f: msn_preprocess(train.get(f)) for f in feature_sets}
     candidates = [(f, lam) for f in feature_sets for lam in lambds]
     folds, cv_score = cv_folds(train.labels), None
-    if len(candidates) > 1 and folds >= 2:
+    if len(candidates) > 1 and folds < 2:  # else the first would be taken, chosen by nothing, on a record saying train-heldout
+        raise ValueError(f"lowshot logreg msn: {len(candidates)} (feature set, msn_lambd) candidates but a class with fewer than 2 "
+                         "labelled rows, so no cross-validation can choose; give one feature set and one msn_lambd")
+    if len(candidates) > 1:
         cv = list(StratifiedKFold(folds, shuffle=True, random_state=seed).split(y, y))
         scores = [statistics.fmean(fit_msn(x[f][a], y[a], lam).score(x[f][b], y[b]) for a, b in cv) for f, lam in candidates]
         i = max(range(len(candidates)), key=lambda i: scores[i])  # first of equals
@@ -261,8 +264,7 @@ def finetune_scorer(encoder: EncoderLike, spec: LowshotSpec, ds: DataSpec, num_c
 
 def check_finetune(spec: LowshotSpec, group: DistInfo) -> None:
     """Fine-tuning extracts no frozen features: it runs in one process, in float32."""
-    if group.enabled:
-        raise ValueError(f"lowshot --protocol finetune runs in one process; this is rank {group.rank} of {group.world_size} (torchrun)")
+    one_process("lowshot --protocol finetune", group)
     if spec.dtype != "float32":
         raise OptionError("dtype", spec.dtype, "float32 with --protocol finetune (it extracts no frozen features)")
 

@@ -10,17 +10,18 @@ between epochs, so they come from the feature cache, shared with the cached prob
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import torch
 from rich.console import Console
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Subset
 
 from ijepa.data import DataSpec, PretrainViews, build_dataset
 from ijepa.data.loader import worker_errors
 from ijepa.evals.core.config import GridConfig, HeadSpec
-from ijepa.evals.core.features import N_LAYERS, Features, extract_features, pooled
+from ijepa.evals.core.features import N_LAYERS, Features, extract_features, forward_autocast, pooled
 from ijepa.evals.core.fit import (
     GridResult,
     build_groups,
@@ -94,6 +95,37 @@ def check_grid(cfg: GridConfig) -> None:
         raise OptionError("grid.standardize", True, "false with --augment (or grid.norms [bn], MAE's head: BatchNorm + linear)")
 
 
+@dataclass
+class Pieces:
+    """The index batches of `steps` (one head step each) in pieces of at most `size`, the
+    encoder's batch: the rows and their order are the unsplit batches' (the same draws)."""
+
+    steps: BatchSampler
+    size: int
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for batch in self.steps:
+            yield from (batch[i : i + self.size] for i in range(0, len(batch), self.size))
+
+    def __len__(self) -> int:
+        return len(self.steps) * math.ceil(self.steps.batch_size / self.size)
+
+
+def view_batches(encoder: VisionTransformer, loader: DataLoader, *, rows: int, device: torch.device,
+                 forward_dtype: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Head batches of `rows` pooled view features with their labels, each gathered from the
+    loader's pieces (`Pieces`: `--feature-batch-size` images, as extraction forwards them), so
+    a head batch (MAE's 16384) is never decoded or forwarded at once."""
+    feats, labels = [], []
+    for x, y in worker_errors(loader):
+        with torch.no_grad(), forward_autocast(device, forward_dtype):
+            feats.append(pooled(encoder, x.to(device, non_blocking=True)).float())
+        labels.append(y)
+        if sum(map(len, labels)) == rows:
+            yield torch.cat(feats), torch.cat(labels)
+            feats, labels = [], []
+
+
 def train_augmented(cfg: GridConfig, train: AugmentedTrain, specs: list[HeadSpec], *, num_classes: int, device: torch.device,
                     seed: int, console: Console | None, what: str) -> tuple[dict, dict, dict]:
     """Train the heads of `specs` on the frozen encoder's features of fresh views of `train`'s
@@ -107,16 +139,15 @@ def train_augmented(cfg: GridConfig, train: AugmentedTrain, specs: list[HeadSpec
                           in_chans=encoder.in_chans, mean=spec.mean, std=spec.std, horizontal_flip=True, seed=seed,
                           interpolation=INTERPOLATION)
     bs, steps_per_epoch, epochs = schedule(cfg, len(train))
-    loader = DataLoader(views, batch_size=bs, shuffle=True, drop_last=True, num_workers=train.extract.get("workers", 0),
-                        generator=torch.Generator().manual_seed(seed))
-
-    bf16 = train.extract.get("forward_dtype") == "bfloat16"  # --dtype: the views' forward as the eval splits' was
+    g = torch.Generator().manual_seed(seed)  # drawn as DataLoader(shuffle=True, batch_size=bs, drop_last=True) draws
+    pieces = Pieces(BatchSampler(RandomSampler(views, generator=g), bs, drop_last=True), train.extract.get("batch_size", bs))
+    loader = DataLoader(views, batch_sampler=pieces, num_workers=train.extract.get("workers", 0), generator=g)
+    forward_dtype = train.extract.get("forward_dtype", "float32")  # --dtype: the views' forward as the eval splits' was
 
     def batches(epoch: int):
         views.set_epoch(epoch)
-        for x, y in worker_errors(loader):
-            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
-                feats = Features(pooled(encoder, x.to(device, non_blocking=True)).float(), y, encoder.embed_dim)
+        for x, y in view_batches(encoder, loader, rows=bs, device=device, forward_dtype=forward_dtype):
+            feats = Features(x, y, encoder.embed_dim)
             yield (lambda f, nm, feats=feats: inputs[f, nm](feats.get(f), train=True)), y.to(device)
 
     losses = train_heads(cfg, groups, batches, epochs=epochs, steps_per_epoch=steps_per_epoch, console=console, what=what)

@@ -125,6 +125,8 @@ class GridConfig:
             raise ValueError(f"head optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"lr schedule {self.schedule!r}: expected one of {', '.join(SCHEDULES)}")
+        if self.warmup_epochs and self.schedule != "cosine":  # the step schedule has no warm-up: it would be ignored
+            raise ValueError(f"grid.warmup_epochs is {self.warmup_epochs}; expected 0 with grid.schedule {self.schedule!r} (warm-up is cosine's)")
         lrs = self.lrs if lrs is None else lrs
         return [HeadSpec(f, n, lr, wd) for f, n, lr, wd in product(self.feature_sets, self.norms, lrs, self.wds)]
 

@@ -24,7 +24,7 @@ import json
 import os
 import re
 from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -363,17 +363,24 @@ def img_rate(done: int, elapsed: float | None) -> str:
     return f"{rate:.0f} img/s" if rate >= 1 or done == 0 else f"{1 / rate:.1f} s/img"
 
 
+def forward_autocast(device: torch.device, forward_dtype: str) -> AbstractContextManager:
+    """The context of the frozen encoder's forward in `forward_dtype` (`--dtype`): bfloat16
+    autocast, or nothing for float32. One for every extracting path: cached chunks and
+    `--augment`'s views."""
+    return torch.autocast(device.type, dtype=torch.bfloat16) if forward_dtype == "bfloat16" else nullcontext()
+
+
 def _forward_chunks(encoder: VisionTransformer, forward, data: SplitData, missing: list[tuple[int, int]], *, device: torch.device,
-                    chunk_rows: int, n_chunks: int, bf16: bool, what: str, console: Console | None,
+                    chunk_rows: int, n_chunks: int, forward_dtype: str, what: str, console: Console | None,
                     ) -> Iterator[tuple[tuple[int, int], torch.Tensor, torch.Tensor]]:
-    """(range, float16 features, row ids) of each range of `missing`, as it finishes; `bf16`:
-    the forward runs under bfloat16 autocast (its features stored as float16 like any)."""
+    """(range, float16 features, row ids) of each range of `missing`, as it finishes, the
+    forward run in `forward_dtype` (`forward_autocast`; its features stored as float16 like any)."""
     encoder = encoder.to(device).eval()
     feats, ids, j = [], [], 0
     with progress(console, what) as bar:
         task = bar.add_task("", total=sum(b - a for a, b in missing), rate="")
         for x, rid in data.read(missing):
-            with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else nullcontext():
+            with torch.inference_mode(), forward_autocast(device, forward_dtype):
                 feats.append(forward(encoder, x.to(device, non_blocking=True)).to("cpu", torch.float16))
             ids.append(rid)
             done = bar.tasks[task].completed + len(x)
@@ -388,7 +395,7 @@ Chunk = tuple[tuple[int, int], Path | None, torch.Tensor, bool]  # (row range, i
 
 
 def _share(encoder: VisionTransformer, encoder_key: str, forward, data: SplitData, base: str, mine: list[tuple[int, int]], *,
-           n_chunks: int, chunk_rows: int, bf16: bool, device: torch.device, cache_dir: Path | None, what: str,
+           n_chunks: int, chunk_rows: int, forward_dtype: str, device: torch.device, cache_dir: Path | None, what: str,
            console: Console | None) -> Iterator[Chunk]:
     """Every chunk of `mine`: those a run finished, read from the cache, then the others
     forwarded and cached as each finishes (a cache that cannot be written is not tried again)."""
@@ -397,7 +404,7 @@ def _share(encoder: VisionTransformer, encoder_key: str, forward, data: SplitDat
         yield r, path, feats, False
     missing = [r for r in mine if r not in done]
     for (a, b), feats, ids in _forward_chunks(encoder, forward, data, missing, device=device, chunk_rows=chunk_rows, n_chunks=n_chunks,
-                                              bf16=bf16, what=what, console=console):
+                                              forward_dtype=forward_dtype, what=what, console=console):
         path = None if cache_dir is None else _chunk_path(cache_dir, base, a, b, ids)
         if path is not None and not _save(path, {"concat": feats, "labels": data.labels[a:b], "row_ids": ids,
                                                  "width": encoder.embed_dim, "encoder_key": encoder_key}, console):
@@ -475,7 +482,7 @@ def _extract(
     ranges = [(a, min(a + chunk_rows, n)) for a in range(0, n, chunk_rows)]
     what = f"features {split}" + (f" rank {group.rank}/{group.world_size}" if group.enabled else "")
     chunks = _share(encoder, encoder_key, forward, data, base, ranges[group.rank :: group.world_size], n_chunks=len(ranges),
-                    chunk_rows=chunk_rows, bf16=forward_dtype == "bfloat16", device=device, cache_dir=cache_dir, what=what, console=console)
+                    chunk_rows=chunk_rows, forward_dtype=forward_dtype, device=device, cache_dir=cache_dir, what=what, console=console)
     if group.enabled:
         out = _sharded(chunks, ranges, n, group=group, dtype=dtype, chunk_rows=chunk_rows, what=what, console=console)
         if not group.is_main:
