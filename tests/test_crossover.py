@@ -23,7 +23,7 @@ from ijepa.bench.sweep import (
     finished,
     grid_variants,
 )
-from ijepa.data import build_dataset, clutter, data_spec
+from ijepa.data import build_dataset, clutter, data_spec, generated
 from ijepa.data.fashion_mnist import FashionMNIST
 from ijepa.results.crossover import crossover_frame, crossover_markdown, moonshot, plot_crossover
 from ijepa.results.io import load_records, write_record
@@ -37,11 +37,11 @@ IJEPA = str(ROOT / ".venv" / "bin" / "ijepa")
 @pytest.fixture
 def idx(tmp_path, monkeypatch):
     """A 120-image Fashion-MNIST-shaped IDX root; generated splits cached under tmp."""
-    monkeypatch.setattr(clutter, "CACHE_DIR", tmp_path / "cache")
-    clutter.cluttered.cache_clear()
+    monkeypatch.setattr(generated, "CACHE_DIR", tmp_path / "cache")
+    generated.generated.cache_clear()
     write_fmnist(tmp_path / "idx", n_train=120, n_val=30)
     yield tmp_path / "idx"
-    clutter.cluttered.cache_clear()
+    generated.generated.cache_clear()
 
 
 def test_level_zero_is_fashion_mnist_bit_for_bit(idx):
@@ -61,11 +61,11 @@ def test_clutter_is_seeded_per_image_and_keeps_labels(idx):
     plain, val = FashionMNIST(idx, "val"), build_dataset(spec, "val")
     assert np.array_equal(val.targets.numpy(), plain.targets.numpy())  # labels are Fashion-MNIST's
     assert not np.array_equal(val.images.numpy(), plain.images.numpy())
-    clutter.cluttered.cache_clear()  # from disk, and generated afresh: the same bytes
+    generated.generated.cache_clear()  # from disk, and generated afresh: the same bytes
     assert np.array_equal(build_dataset(spec, "val").images.numpy(), val.images.numpy())
     for p in (idx.parent / "cache").glob("*.npy"):
         p.unlink()
-    clutter.cluttered.cache_clear()
+    generated.generated.cache_clear()
     assert np.array_equal(build_dataset(spec, "val").images.numpy(), val.images.numpy())
     # an image is seeded by its row of the source file, so it is the same in val and trainval
     trainval = build_dataset(spec, "trainval")
@@ -83,12 +83,12 @@ def test_the_generated_split_cache_keys_on_the_source_pixels(tmp_path):
     root = tmp_path / "raw"
     write_fmnist(root, n_train=12, n_val=6, gz=False)
     images = root / "t10k-images-idx3-ubyte"
-    before, stat = clutter._cache_path(FashionMNIST(root, "test"), 0.5), images.stat()
+    before, stat = generated.cache_path(clutter.GENERATOR, FashionMNIST(root, "test"), 0.5), images.stat()
     raw = bytearray(images.read_bytes())
     raw[-1] ^= 0xFF
     images.write_bytes(bytes(raw))
     os.utime(images, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    assert images.stat().st_size == stat.st_size and clutter._cache_path(FashionMNIST(root, "test"), 0.5) != before
+    assert images.stat().st_size == stat.st_size and generated.cache_path(clutter.GENERATOR, FashionMNIST(root, "test"), 0.5) != before
 
 
 def test_fragments_come_from_the_images_own_split():
@@ -256,11 +256,11 @@ def test_bench_curve_refuses_a_folder_without_test_and_bad_options(tmp_path):
 
 
 def _score(results: Path, method: str, level: float | None, minutes: float | None, metric: str, value: float,
-           extra: tuple[str, ...] = (), pflops: float = 0.001, variant: str | None = None) -> None:
-    dataset = None if level in (None, 0.0) else f"fmnist-clutter:{level:g}"
+           extra: tuple[str, ...] = (), pflops: float = 0.001, variant: str | None = None, family: str = "fmnist-clutter") -> None:
+    dataset = None if level in (None, 0.0) else f"{family}:{level:g}"
     variant = variant or f"{method}_r"
-    write_record({"kind": "curve.score", "encoder": f"{variant}-{level}-{minutes}-{pflops}", "method": method,
-                  "piece": {"m": method, "x": [level, minutes, metric, list(extra), variant]}, "steps": 10, "images_seen": 10,
+    write_record({"kind": "curve.score", "encoder": f"{variant}-{family}-{level}-{minutes}-{pflops}", "method": method,
+                  "piece": {"m": method, "x": [family, level, minutes, metric, list(extra), variant]}, "steps": 10, "images_seen": 10,
                   "pretrain_flops": pflops * 1e15, "wall_minutes": 1.0, "budget_minutes": minutes, "budget_pflops": pflops,
                   "recipe": {"variant": variant, "extra": list(extra)}, "split": "test", "probe_sets": [], "top1": value,
                   "metrics": {metric: value}, "metrics_std": {}, "selected_on": "val", "reported_on": "test",
@@ -302,5 +302,5 @@ def test_a_level_with_runs_of_two_recipes_pairs_each_by_its_budget(tmp_path):
 
 
 def test_crossover_from_no_records_is_one_error(tmp_path):
-    with pytest.raises(ValueError, match="no clutter level"):
+    with pytest.raises(ValueError, match="no level of any data family"):
         plot_crossover(tmp_path)

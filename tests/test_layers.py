@@ -10,8 +10,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent / "ijepa"
 # Floors, lowest first: a module may import its own package and any package of a lower floor.
 FLOORS = (
-    ("ijepa.atomic", "ijepa.typedconfig", "ijepa.devices", "ijepa.distributed", "ijepa.extras", "ijepa.masks", "ijepa.progress", "ijepa.rundir",
-     "ijepa.schedule"),
+    ("ijepa.atomic", "ijepa.typedconfig", "ijepa.devices", "ijepa.distributed", "ijepa.extras", "ijepa.families", "ijepa.masks", "ijepa.progress",
+     "ijepa.rundir", "ijepa.schedule"),
     ("ijepa.data", "ijepa.models"),
     ("ijepa",),  # the public API (`ijepa.load_encoder`, `__version__`)
     ("ijepa.training", "ijepa.evals"),

@@ -29,6 +29,7 @@ from ijepa.bench.flops import budget_config, mean_step_flops, pretrain_compute
 from ijepa.bench.grids import read_grid
 from ijepa.bench.sweep import FMNIST, canonical_data, data_overrides, data_slug, record_dataset
 from ijepa.evals.core.features import CACHE_DIR
+from ijepa.families import family
 from ijepa.results.io import read_records, write_record
 from ijepa.training.config import Config, ConfigError, find_config, load_config
 
@@ -230,8 +231,8 @@ def plan_run(recipe: Recipe, *, folder: str, budget_flops: float | None = None, 
 
 
 def n_train(data: str) -> int:
-    """Images in the train split (Fashion-MNIST and its clutter family: 50,000, read without decoding)."""
-    if data.startswith((FMNIST, "fmnist-clutter:")):
+    """Images in the train split (Fashion-MNIST and its families: 50,000, read without decoding)."""
+    if data.startswith(FMNIST) or family(data) is not None:
         return N_TRAIN
     from ijepa.data import build_dataset, data_spec
 
@@ -257,11 +258,10 @@ def compute_fields(run: Run, measured: dict[str, Any], wall_s: float) -> dict[st
 
 
 def dataset_fields(data: str) -> dict[str, Any]:
-    """What a curve record says of its data: `dataset` (what tables and figures group by) and its clutter level."""
-    from ijepa.data.clutter import parse_level
-
-    return {"dataset": data, "dataset_level": parse_level(data.split(":")[1]) if data.startswith("fmnist-clutter:") else
-            (0.0 if data.startswith(FMNIST) else None)}
+    """What a curve record says of its data: `dataset` (what tables and figures group by; its
+    family, `ijepa.families.family`) and its level (Fashion-MNIST: 0, the level of every family)."""
+    fam = family(data)
+    return {"dataset": data, "dataset_level": fam[1] if fam else (0.0 if data.startswith(FMNIST) else None)}
 
 
 def pretrain_run(run: Run, *, results_dir: Path) -> tuple[dict[str, Any], bool]:

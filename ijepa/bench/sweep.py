@@ -1,7 +1,7 @@
 """Recipe sweeps (`ijepa bench sweep`): variants of a grid pretrained and scored on `val`, never test.
 
 Each variant is its grid's base config plus `--set`-style overrides (`ijepa.bench.grids`),
-run on one dataset (`--data`: fashion-mnist, fmnist-clutter:LEVEL, or an ImageFolder root).
+run on one dataset (`--data`: fashion-mnist, a family's FAMILY:LEVEL, or an ImageFolder root).
 It pretrains for the variant's schedule, then its frozen target encoder is scored by a quick
 probe: scikit-learn logistic regression on lastPOOL / concatPOOL4 features of a stratified
 6k train subset and the VISSL head grid on the same features, both evaluated on the held-out
@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from ijepa.families import FAMILIES, family
 from ijepa.results.curves import FMNIST, record_dataset
 
 
 def canonical_data(data: str) -> str:
-    """The one spelling of a dataset that records and run names use: `fmnist-clutter:0` is
+    """The one spelling of a dataset that records and run names use: `fmnist-clutter:0` (any family's level 0) is
     Fashion-MNIST itself (same bytes), an ImageFolder root its absolute path."""
     from ijepa.data import data_spec
     from ijepa.data.fashion_mnist import DEFAULT_ROOT
@@ -36,7 +37,7 @@ def canonical_data(data: str) -> str:
     spec = data_spec(data)
     if spec.kind == "imagefolder":
         return str(spec.root.resolve())
-    name = spec.id  # fashion-mnist or fmnist-clutter:LEVEL
+    name = spec.id  # fashion-mnist or FAMILY:LEVEL
     return name if spec.root == DEFAULT_ROOT else f"{name}:{spec.root}"
 
 
@@ -62,8 +63,8 @@ def data_slug(data: str) -> str:
     data = canonical_data(data)
     if data == FMNIST:
         return ""
-    if data.startswith("fmnist-clutter:") and data.count(":") == 1:
-        return f"clutter{data.split(':')[1]}"
+    if (fam := family(data)) is not None and data.count(":") == 1:
+        return f"{FAMILIES[fam[0]]}{data.split(':')[1]}"
     return f"{Path(data).name or 'data'}-{hashlib.sha256(data.encode()).hexdigest()[:8]}"
 
 

@@ -9,7 +9,7 @@ import typer
 
 from ijepa.cli import USER_ERRORS, bench_app, console, fail
 
-DATA = typer.Option("fashion-mnist", "--data", help="fashion-mnist, fmnist-clutter:LEVEL (LEVEL in [0, 1]) or an ImageFolder root "
+DATA = typer.Option("fashion-mnist", "--data", help="fashion-mnist, fmnist-clutter:LEVEL, fmnist-noise:LEVEL (LEVEL in [0, 1]) or an ImageFolder root "
                     "with train/ and val/ (and test/)")
 RESULTS = typer.Option(Path("results"), help="Results folder the records are read from and written under")
 
@@ -163,22 +163,30 @@ def _with_extra(recipe, extra: list[str]):
 
 
 @bench_app.command()
-def crossover(results: Path = RESULTS, gallery: bool = typer.Option(True, help="Also draw results/clutter_gallery.png")) -> None:
-    """The crossover experiment's figure and verdict from committed records: MAE - I-JEPA by clutter level.
+def crossover(results: Path = RESULTS, gallery: bool = typer.Option(True, help="Also draw each data family's results/<tag>_gallery.png")) -> None:
+    """The crossover experiment's figure and verdict from committed records: MAE - I-JEPA by each data family's level.
 
-    Writes results/crossover.png (and the data family's gallery) and prints the table of gaps on
+    Writes results/crossover.png (a row per family with records), each family's gallery
+    (results/clutter_gallery.png, results/noise_gallery.png) and prints the table of gaps on
     test, with the settings where I-JEPA beats MAE by >= 2 points by both linear probes.
 
     Example: ijepa bench crossover
     """
-    from ijepa.results.crossover import clutter_gallery, crossover_frame, moonshot, plot_crossover
+    from ijepa.families import FAMILIES
+    from ijepa.results.crossover import (
+        crossover_frame,
+        family_gallery,
+        gallery_path,
+        moonshot,
+        plot_crossover,
+    )
     from ijepa.results.io import load_records
 
     try:
         frame = crossover_frame(load_records(results)[0])
         out = plot_crossover(results)
-        if gallery:
-            clutter_gallery(results / "clutter_gallery.png")
+        for name in FAMILIES if gallery else ():
+            family_gallery(name, gallery_path(results, name))
     except USER_ERRORS as e:
         fail(e)
     print(frame.to_string(index=False, float_format=lambda v: f"{v:.2f}"))

@@ -20,40 +20,25 @@ tested), so Fashion-MNIST's records are its level-0 points. The canvas stays 28 
 at every level: models, transforms and FLOPs are those of Fashion-MNIST. Splits are
 Fashion-MNIST's (`train` / `val` / `test`, labels unchanged); each image is drawn from a
 generator seeded by (`SEED`, source file, row), so it is the same in every process, and the
-fragments of a split come from that split only (no train pixels in val or test).
+fragments of a split come from that split only (no train pixels in val or test); `ijepa.data.generated`
+keeps the splits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
-from ijepa.atomic import atomic_write
-from ijepa.data import fashion_mnist
+from ijepa.data.generated import SIDE, Generator, image_rng
 
 SEED = 20261207  # fixed forever: changing it changes every image of every level
 VERSION = "clutter-v1"  # bump with any change to the images (feature caches key on it)
-SIDE = 28
 MAX_FRAGMENTS = 3
 NOISE_SD = 0.15
 MAX_SHRINK = 0.35
-
-
-def parse_level(text: str) -> float:
-    """LEVEL of `fmnist-clutter:LEVEL`: a number in [0, 1]."""
-    try:
-        level = float(text)
-    except ValueError:
-        raise ValueError(f"fmnist-clutter:{text}: LEVEL must be a number in [0, 1]") from None
-    if not 0.0 <= level <= 1.0:  # also refuses nan
-        raise ValueError(f"fmnist-clutter:{text}: LEVEL must be in [0, 1]")
-    return level
 
 
 def _gray(a: np.ndarray) -> np.ndarray:
@@ -134,64 +119,19 @@ def clutter_images(images: np.ndarray, rows: np.ndarray, stem: str, level: float
     if level == 0.0:
         return images.copy()
     out = np.empty_like(images)
-    file_id = int.from_bytes(hashlib.sha256(stem.encode()).digest()[:4], "big")
     for i, row in enumerate(rows):
-        rng = np.random.default_rng([SEED, file_id, int(row)])
+        rng = image_rng(SEED, stem, row)
         picks = rng.integers(len(images), size=MAX_FRAGMENTS)
         out[i] = compose(images[i], images[picks], level, rng)
     return out
 
 
-class FashionMNISTClutter(fashion_mnist.FashionMNIST):
-    """Fashion-MNIST's split with every image in clutter of strength `level`; same labels."""
-
-    def __init__(self, root: str | Path = fashion_mnist.DEFAULT_ROOT, split: str = "train", transform=None, *, level: float) -> None:
-        super().__init__(root, split, transform)
-        self.level = level
-        self.images = torch.from_numpy(cluttered(str(Path(root).resolve()), split, level)).unsqueeze(1)
+def _key() -> tuple:
+    return VERSION, SEED, sources_digest()
 
 
-CACHE_DIR = Path(".cache/data")  # generated splits, keyed by everything they depend on
+def _salt(level: float) -> str:
+    return f"clutter={VERSION}:{level!r}:{sources_digest()}"
 
 
-def _cache_path(ds: fashion_mnist.FashionMNIST, level: float) -> Path:
-    """Where a generated split is kept: keyed by the generator's version and seed, the
-    background bank, the level, the split and the content of the Fashion-MNIST images it is
-    made from (a digest of their pixels and labels, so an IDX file rewritten in place with
-    its size and mtime kept is a new key)."""
-    content = hashlib.sha256(ds.images.numpy().tobytes() + ds.targets.numpy().tobytes()).hexdigest()
-    key = hashlib.sha256(repr((VERSION, SEED, sources_digest(), level, ds.split, content)).encode()).hexdigest()[:20]
-    return CACHE_DIR / f"fmnist-clutter-{level:g}-{ds.split}-{key}.npy"
-
-
-@lru_cache(maxsize=4)
-def cluttered(root: str, split: str, level: float) -> np.ndarray:
-    """One split at one level: generated once (about 15 s for the 50,000 train images) and
-    kept on disk, read back by later processes; a cache that cannot be read is regenerated.
-    `trainval` is train's and val's images put back in their source rows."""
-    if split == "trainval":
-        parts = [fashion_mnist.FashionMNIST(root, part) for part in ("train", "val")]
-        out = np.empty((sum(len(ds) for ds in parts), SIDE, SIDE), dtype=np.uint8)
-        for ds in parts:
-            out[ds.rows] = cluttered(root, ds.split, level)
-        return out
-    ds = fashion_mnist.FashionMNIST(root, split)
-    if level == 0.0:
-        return _generate(ds, level)
-    path = _cache_path(ds, level)
-    with contextlib.suppress(OSError, ValueError):
-        return np.load(path, allow_pickle=False)
-    out = _generate(ds, level)
-    with contextlib.suppress(OSError):  # a read-only or full disk only costs the next process the generation
-        atomic_write(path, lambda f: np.save(f, out, allow_pickle=False), binary=True)
-    return out
-
-
-def _generate(ds: fashion_mnist.FashionMNIST, level: float) -> np.ndarray:
-    return clutter_images(ds.images[:, 0].numpy(), ds.rows, "t10k" if ds.split == "test" else "train", level)
-
-
-def train_stats(root: str | Path, level: float) -> tuple[tuple[float], tuple[float]]:
-    """(mean, std) of the level's train split in [0, 1]: the level's own normalisation."""
-    x = cluttered(str(Path(root).resolve()), "train", level).astype(np.float64) / 255
-    return (round(float(x.mean()), 4),), (round(float(x.std()), 4),)
+GENERATOR = Generator("fmnist-clutter", clutter_images, _key, _salt)

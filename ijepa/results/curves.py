@@ -28,7 +28,7 @@ def record_dataset(r: dict[str, Any]) -> str:
 
 
 def record_level(r: dict[str, Any]) -> float | None:
-    """A record's clutter level (`fmnist-clutter:LEVEL`; Fashion-MNIST is level 0; other data: None)."""
+    """A record's level in its family (`fmnist-noise:LEVEL`; Fashion-MNIST is level 0; other data: None)."""
     if r.get("dataset_level") is not None:
         return float(r["dataset_level"])
     return 0.0 if record_dataset(r) == FMNIST else None

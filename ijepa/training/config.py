@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ijepa import typedconfig
+from ijepa import families, typedconfig
 from ijepa.typedconfig import ConfigError
 
 
@@ -31,7 +31,7 @@ class DataConfig:
     use_color_distortion: bool = False
     use_gaussian_blur: bool = False
     use_horizontal_flip: bool = False
-    dataset: str = "imagefolder"  # ours: "fashion-mnist", "fmnist-clutter:LEVEL" (root_path: the IDX files) or "imagefolder" (root_path/image_folder)
+    dataset: str = "imagefolder"  # ours: "fashion-mnist", "fmnist-clutter:LEVEL", "fmnist-noise:LEVEL" (root_path: the IDX files) or "imagefolder" (root_path/image_folder)
     subset: int = 0  # ours: train on the first N images only (0 = all); for tests and sweeps
 
 
@@ -135,10 +135,7 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"meta.loss: expected smooth_l1 or l2, got {cfg.meta.loss!r}")
     if cfg.meta.target_layers < 1:
         raise ConfigError(f"meta.target_layers: expected >= 1, got {cfg.meta.target_layers}")
-    if cfg.data.dataset not in ("fashion-mnist", "imagefolder") and not cfg.data.dataset.startswith("fmnist-clutter:"):
-        raise ConfigError(f"data.dataset: expected fashion-mnist, fmnist-clutter:LEVEL or imagefolder, got {cfg.data.dataset!r}")
-    if cfg.data.dataset.startswith("fmnist-clutter:") and not _is_level(cfg.data.dataset.split(":", 1)[1]):
-        raise ConfigError(f"data.dataset: {cfg.data.dataset}: LEVEL must be a number in [0, 1]")
+    validate_dataset(cfg.data.dataset)
     for key in ("use_color_distortion", "use_gaussian_blur"):
         if getattr(cfg.data, key):
             raise ConfigError(f"data.{key}: not supported (the official I-JEPA recipe leaves it off)")
@@ -154,12 +151,18 @@ def validate(cfg: Config) -> None:
     validate_official(cfg)
 
 
-def _is_level(text: str) -> bool:
-    """A clutter level (`ijepa.data.clutter.parse_level`), checked without importing the data stack."""
+def validate_dataset(dataset: str) -> None:
+    """`data.dataset`: fashion-mnist, imagefolder or a family's `FAMILY:LEVEL` (its root in
+    data.root_path), checked without importing the data stack."""
+    if dataset in ("fashion-mnist", "imagefolder"):
+        return
     try:
-        return 0.0 <= float(text) <= 1.0
-    except ValueError:
-        return False
+        parsed = families.parse(dataset)
+    except ValueError as e:
+        raise ConfigError(f"data.dataset: {e}") from None
+    if parsed is None or parsed[2]:
+        raise ConfigError(f"data.dataset: expected fashion-mnist, {families.spellings()} or imagefolder (a root in data.root_path), "
+                          f"got {dataset!r}")
 
 
 # (section.key, lowest value, whether the lowest is allowed): numbers outside their meaning.

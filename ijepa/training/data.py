@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader, Sampler, Subset
 from ijepa.data import DataSpec, PretrainViews, build_dataset, data_spec, fashion_mnist
 from ijepa.data.imagefolder import folder_channels
 from ijepa.distributed import DistInfo
+from ijepa.families import family
 from ijepa.masks import MultiBlockMaskCollator
 from ijepa.masks.random import RandomMaskCollator
 from ijepa.training.config import Config
@@ -42,7 +43,7 @@ class EpochSampler(Sampler[int]):
 
 
 def dataset_root(cfg: Config) -> str:
-    if cfg.data.dataset == "fashion-mnist" or cfg.data.dataset.startswith("fmnist-clutter:"):
+    if cfg.data.dataset == "fashion-mnist" or family(cfg.data.dataset) is not None:
         return cfg.data.dataset if not cfg.data.root_path else f"{cfg.data.dataset}:{cfg.data.root_path}"
     root = Path(cfg.data.root_path) / cfg.data.image_folder
     if not root.is_dir():  # name the keys that make the path: the official defaults point at the authors' cluster
@@ -52,7 +53,7 @@ def dataset_root(cfg: Config) -> str:
 
 
 def data_channels(spec: DataSpec) -> tuple[int, str]:
-    """The channels of the train images (Fashion-MNIST and its clutter: 1) and what shows it."""
+    """The channels of the train images (Fashion-MNIST and its families: 1) and what shows it."""
     if spec.in_memory:
         return 1, spec.id
     channels, example = folder_channels(spec.root / "train")

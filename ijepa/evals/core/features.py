@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.datasets import ImageFolder
 
 from ijepa.atomic import atomic_save, remove_stale_temps
-from ijepa.data import DataSpec, build_dataset, clutter, eval_transform
+from ijepa.data import DataSpec, build_dataset, eval_transform
 from ijepa.data.files import open_image, read_bytes
 from ijepa.data.loader import worker_errors
 from ijepa.distributed import DistInfo
@@ -168,10 +168,10 @@ def _stack_ids(ids: list[torch.Tensor]) -> torch.Tensor:
 
 
 def fmnist_salt(ds) -> str:
-    """What a Fashion-MNIST (or clutter) split's features depend on besides each image's pixels
-    and label: for the clutter family its generator version, level and background bank."""
-    level = getattr(ds, "level", None)
-    return "" if level is None else f"clutter={clutter.VERSION}:{level!r}:{clutter.sources_digest()}"
+    """What a Fashion-MNIST (or family) split's features depend on besides each image's pixels
+    and label: for a family its generator (`Generator.salt`: version, level, sources)."""
+    gen = getattr(ds, "generator", None)
+    return "" if gen is None else gen.salt(ds.level)
 
 
 @dataclass
@@ -553,7 +553,7 @@ def pixel_features(spec: DataSpec, split: str, *, indices: torch.Tensor | None =
     255 at its native size, as one vector (every feature set is that vector). Tensor datasets
     only (Fashion-MNIST): folder datasets have no native size the heads could share."""
     if not spec.in_memory:
-        raise ValueError(f"--raw-pixels: data {spec.id!r} is an image folder; raw pixels are scored on fashion-mnist (and fmnist-clutter) only")
+        raise ValueError(f"--raw-pixels: data {spec.id!r} is an image folder; raw pixels are scored on fashion-mnist (and its families) only")
     ds = build_dataset(spec, split)
     images, labels = (ds.images, ds.targets) if indices is None else (ds.images[indices], ds.targets[indices])
     if images.shape[-2] != images.shape[-1]:
