@@ -43,6 +43,8 @@ def mismatches(shown: pd.DataFrame, table: pd.DataFrame) -> list[str]:
         match = have
         for k in keys:
             match = match[match[k] == row[k]]
+        if len(match) > 1:  # two recipes' runs of one length (Fashion-MNIST: the headline's and the crossover rule's): the one every cell is
+            match = match[[all(not c or col not in have.columns or c == run[col] for col, c in row.items()) for _, run in match.iterrows()]]
         if len(match) != 1:
             bad.append(f"row {dict(row[keys])}: {len(match)} runs in the records")
             continue
@@ -71,6 +73,8 @@ def test_a_changed_number_is_caught():
     assert mismatches(table.assign(linear=["84.11", "82.89"]), table)
     assert mismatches(table.assign(steps=["470", "0"]), table)
     assert mismatches(table.assign(knn=["", ""]), table)
+    twins = pd.concat([table, table.iloc[:1].assign(linear="85.51")], ignore_index=True)  # two runs of 469 steps
+    assert not mismatches(table, twins) and mismatches(table.assign(linear=["84.11", "82.89"]), twins)
     assert re.search("84.11", mismatches(table.assign(linear=["84.11", "82.89"]), table)[0])
 
 
