@@ -34,16 +34,6 @@ ROOT = Path(__file__).parent.parent
 IJEPA = str(ROOT / ".venv" / "bin" / "ijepa")
 
 
-@pytest.fixture
-def idx(tmp_path, monkeypatch):
-    """A 120-image Fashion-MNIST-shaped IDX root; generated splits cached under tmp."""
-    monkeypatch.setattr(generated, "CACHE_DIR", tmp_path / "cache")
-    generated.generated.cache_clear()
-    write_fmnist(tmp_path / "idx", n_train=120, n_val=30)
-    yield tmp_path / "idx"
-    generated.generated.cache_clear()
-
-
 def test_level_zero_is_fashion_mnist_bit_for_bit(idx):
     spec = data_spec(f"fmnist-clutter:0:{idx}")
     assert spec.kind == "fashion-mnist" and spec.id == "fashion-mnist"  # one dataset, one id, one cache

@@ -17,17 +17,6 @@ from ijepa.evals.core.features import fmnist_salt
 from ijepa.results.crossover import crossover_frame, crossover_markdown, plot_crossover
 from ijepa.results.io import load_records
 from tests.test_crossover import _score
-from tests.test_data import write_fmnist
-
-
-@pytest.fixture
-def idx(tmp_path, monkeypatch):
-    """A 120-image Fashion-MNIST-shaped IDX root; generated splits cached under tmp."""
-    monkeypatch.setattr(generated, "CACHE_DIR", tmp_path / "cache")
-    generated.generated.cache_clear()
-    write_fmnist(tmp_path / "idx", n_train=120, n_val=30)
-    yield tmp_path / "idx"
-    generated.generated.cache_clear()
 
 
 def test_every_family_name_has_its_generator():
