@@ -11,6 +11,7 @@ A cell that rests on nothing measured says so instead of holding a number.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,9 +41,9 @@ class Protocol:
     one_device: bool = False
 
 
-def latest(records: list[dict[str, Any]], kind: str, **match: Any) -> dict[str, Any] | None:
-    """The newest record of `kind` whose fields equal `match`."""
-    mine = [r for r in records if r.get("kind") == kind and all(r.get(k) == v for k, v in match.items())]
+def latest(records: list[dict[str, Any]], kind: str, *, where: Callable[[dict], bool] = lambda r: True, **match: Any) -> dict[str, Any] | None:
+    """The newest record of `kind` whose fields equal `match` and that `where` accepts."""
+    mine = [r for r in records if r.get("kind") == kind and all(r.get(k) == v for k, v in match.items()) and where(r)]
     return max(mine, key=lambda r: r.get("created", "")) if mine else None
 
 
@@ -54,9 +55,7 @@ def gpu_rates(records: list[dict[str, Any]]) -> dict[str, Any] | None:
 def rehearsal_of(records: list[dict[str, Any]], rates: dict[str, Any]) -> dict[str, Any] | None:
     """The newest rehearsal of an encoder of the GPU rates' feature width (a smoke run of a
     small architecture projects nothing)."""
-    mine = [r for r in records if r.get("kind") == "bench.imagenet_rehearsal"
-            and r.get("width", 0) * min(4, r.get("depth", 0)) == rates["feature_dim"]]
-    return max(mine, key=lambda r: r.get("created", "")) if mine else None
+    return latest(records, "bench.imagenet_rehearsal", where=lambda r: r.get("width", 0) * min(4, r.get("depth", 0)) == rates["feature_dim"])
 
 
 def protocols(rates: dict[str, Any]) -> list[Protocol]:
